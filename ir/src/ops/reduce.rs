@@ -1,0 +1,21 @@
+//! The reduce op family (not yet implemented).
+
+use crate::error::Result;
+use crate::graph::ValueType;
+use crate::op::{EvalCx, InferCx};
+use crate::tensor::Tensor;
+
+crate::op_family! {
+    /// Ops of the reduce family.
+    pub enum ReduceOp {}
+}
+
+impl ReduceOp {
+    pub fn infer(self, _cx: &InferCx) -> Result<Vec<ValueType>> {
+        match self {}
+    }
+
+    pub fn eval(self, _cx: &EvalCx) -> Result<Vec<Tensor>> {
+        match self {}
+    }
+}

@@ -1,0 +1,2 @@
+//! The `atomc` command line.
+fn main() {}

@@ -1,0 +1,171 @@
+//! `Session`: a loaded model that runs on named inputs. The graph is specialized to the
+//! shapes of the inputs it is given, and each specialization is cached by input shapes.
+
+use ir::infer::InputShapes;
+use ir::onnx::Model;
+use ir::{DType, Graph, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What executes the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter over high-level ops.
+    #[default]
+    Interp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backend> {
+        match name {
+            "interp" => Some(Backend::Interp),
+            _ => None,
+        }
+    }
+}
+
+/// How a session runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub backend: Backend,
+    /// Worker threads (the interpreter runs on one).
+    pub threads: Option<usize>,
+}
+
+/// Errors of loading and running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Ir(#[from] ir::Error),
+}
+
+/// A loaded model.
+pub struct Session {
+    model: Model,
+    options: Options,
+    plans: HashMap<Vec<Vec<usize>>, Graph>,
+}
+
+impl Session {
+    /// Imports a model file.
+    pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Session, Error> {
+        let model = ir::onnx::import_file(path.as_ref())?;
+        Ok(Session { model, options, plans: HashMap::new() })
+    }
+
+    /// The imported model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The graph inputs: name, dtype, declared dims.
+    pub fn inputs(&self) -> &[ir::Input] {
+        &self.model.graph.inputs
+    }
+
+    /// Output names in order.
+    pub fn output_names(&self) -> Vec<String> {
+        let g = &self.model.graph;
+        g.outputs.iter().map(|&o| g.name(o).to_string()).collect()
+    }
+
+    /// Runs the model. Every graph input must be given exactly once, by name.
+    pub fn run(&mut self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, Error> {
+        let g = &self.model.graph;
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        for (name, t) in inputs {
+            if !g.inputs.iter().any(|i| g.name(i.value) == name) {
+                let expected: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
+                return Err(ir::Error::InvalidInput(format!(
+                    "the model has no input named '{name}' (its inputs: {})",
+                    expected.join(", ")
+                ))
+                .into());
+            }
+            if by_name.insert(name.clone(), t).is_some() {
+                return Err(ir::Error::InvalidInput(format!("input '{name}' is given twice")).into());
+            }
+        }
+        let mut ordered = Vec::with_capacity(g.inputs.len());
+        let mut shapes = InputShapes::new();
+        for input in &g.inputs {
+            let name = g.name(input.value);
+            let t = by_name
+                .remove(name)
+                .ok_or_else(|| ir::Error::InvalidInput(format!("input '{name}' is missing")))?;
+            if t.dtype() != input.dtype {
+                return Err(ir::Error::InvalidInput(format!(
+                    "input '{name}' must be {}, got {}",
+                    input.dtype,
+                    t.dtype()
+                ))
+                .into());
+            }
+            shapes.insert(name.to_string(), t.shape().to_vec());
+            ordered.push(t);
+        }
+        let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        if !self.plans.contains_key(&key) {
+            let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
+            self.plans.insert(key.clone(), specialized);
+        }
+        let graph = &self.plans[&key];
+        let outputs = match self.options.backend {
+            Backend::Interp => ir::interp::run(graph, ordered)?,
+        };
+        Ok(self.output_names().into_iter().zip(outputs).collect())
+    }
+}
+
+/// Seeded pseudo-random inputs for every graph input: floats uniform in [-1, 1), integers
+/// in [0, 10), bools alternating. Symbolic dims come from `shapes` (else an error).
+pub fn random_inputs(model: &Model, shapes: &InputShapes, seed: u64) -> Result<Vec<(String, Tensor)>, Error> {
+    let g = &model.graph;
+    let mut rng = SplitMix64(seed);
+    let mut out = Vec::new();
+    for input in &g.inputs {
+        let name = g.name(input.value);
+        let shape = match shapes.get(name) {
+            Some(s) => s.clone(),
+            None => input.static_shape().ok_or_else(|| {
+                ir::Error::InvalidInput(format!(
+                    "input '{name}' has symbolic dims {}: give its shape with --shape {name}=...",
+                    ir::infer::fmt_dims(&input.dims)
+                ))
+            })?,
+        };
+        let t = Tensor::from_fn_f64(input.dtype, shape, |_| {
+            let u = rng.next_f64();
+            match input.dtype {
+                d if d.is_float() => 2.0 * u - 1.0,
+                DType::Bool => (u < 0.5) as u8 as f64,
+                _ => (u * 10.0).floor(),
+            }
+        })?;
+        out.push((name.to_string(), t));
+    }
+    Ok(out)
+}
+
+/// A small seeded generator (SplitMix64) for reproducible inputs.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

@@ -1,0 +1,177 @@
+//! The ONNX backend node tests (from the `onnx==1.22.0` wheel, fetched by
+//! `scripts/fetch-onnx-node-tests.sh`) run against a backend, compared with rtol 1e-3 /
+//! atol 1e-4 (exact for integers and bools).
+//!
+//! `tests/conformance/allowlist.txt` lists the tests that must pass: one of them failing
+//! fails this target. Tests that pass but are not listed are reported so the list can grow
+//! (`ATOMC_BLESS=1` rewrites it). `ATOMC_NODE_FILTER=substr` runs a subset. Without the
+//! data the target says so and passes, unless `ATOMC_REQUIRE_DATA=1` (set by the test
+//! script and CI), where missing data is a failure.
+
+use atomc::session::Backend;
+use ir::{DType, Tensor};
+use prost::Message;
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn data_dir() -> PathBuf {
+    match std::env::var_os("ATOMC_ONNX_NODE_TESTS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cache/onnx-1.22.0/onnx/backend/test/data/node"),
+    }
+}
+
+fn read_pb(path: &Path) -> Result<Tensor, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let proto = ir::onnx::proto::TensorProto::decode(bytes.as_slice()).map_err(|e| format!("{}: {e}", path.display()))?;
+    ir::onnx::tensor_from_proto(&proto, None).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v = vec![];
+    for i in 0.. {
+        let p = dir.join(format!("{prefix}_{i}.pb"));
+        if !p.exists() {
+            break;
+        }
+        v.push(p);
+    }
+    v
+}
+
+/// Compares one output; `Err` says how it differs.
+fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?}, expected {:?}", got.shape(), want.shape()));
+    }
+    if got.dtype() != want.dtype() {
+        return Err(format!("dtype {}, expected {}", got.dtype(), want.dtype()));
+    }
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let exact = !want.dtype().is_float();
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = if exact {
+            if matches!(want.dtype(), DType::I64 | DType::U64) {
+                got.to_i64_vec()[i] == want.to_i64_vec()[i]
+            } else {
+                a == b
+            }
+        } else if a.is_nan() || b.is_nan() {
+            a.is_nan() && b.is_nan()
+        } else if a.is_infinite() || b.is_infinite() {
+            a == b
+        } else {
+            (a - b).abs() <= 1e-4 + 1e-3 * b.abs()
+        };
+        if !ok {
+            return Err(format!("element {i}: got {a}, expected {b}"));
+        }
+    }
+    Ok(())
+}
+
+fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
+    let model = ir::onnx::import_file(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let data = dir.join("test_data_set_0");
+    let inputs: Vec<Tensor> = numbered(&data, "input").iter().map(|p| read_pb(p)).collect::<Result<_, _>>()?;
+    let wants: Vec<Tensor> = numbered(&data, "output").iter().map(|p| read_pb(p)).collect::<Result<_, _>>()?;
+    let g = &model.graph;
+    if inputs.len() != g.inputs.len() {
+        return Err(format!("{} inputs in the data, {} in the model", inputs.len(), g.inputs.len()));
+    }
+    let shapes = g.inputs.iter().zip(&inputs).map(|(i, t)| (g.name(i.value).to_string(), t.shape().to_vec())).collect();
+    let specialized = ir::infer::specialize(g, &shapes).map_err(|e| e.to_string())?;
+    let got = match backend {
+        Backend::Interp => ir::interp::run(&specialized, inputs).map_err(|e| e.to_string())?,
+    };
+    if got.len() != wants.len() {
+        return Err(format!("{} outputs, expected {}", got.len(), wants.len()));
+    }
+    for (k, (a, b)) in got.iter().zip(&wants).enumerate() {
+        compare(a, b).map_err(|e| format!("output {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let require = std::env::var("ATOMC_REQUIRE_DATA").is_ok_and(|v| v == "1");
+    let dir = data_dir();
+    let allow_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/allowlist.txt");
+    let allow: BTreeSet<String> = std::fs::read_to_string(&allow_path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("conformance: no ONNX node tests at {} (run scripts/fetch-onnx-node-tests.sh)", dir.display());
+        return if require { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    };
+    let mut tests: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    tests.sort();
+    let filter = std::env::var("ATOMC_NODE_FILTER").ok();
+    let verbose = std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1");
+    let backend = std::env::var("ATOMC_BACKEND").ok().map_or(Some(Backend::Interp), |b| Backend::from_name(&b));
+    let Some(backend) = backend else {
+        eprintln!("conformance: unknown ATOMC_BACKEND");
+        return ExitCode::FAILURE;
+    };
+    std::panic::set_hook(Box::new(|_| {}));
+    let (mut passed, mut failed) = (BTreeSet::new(), Vec::new());
+    for t in &tests {
+        let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| run_test(t, backend)))
+            .unwrap_or_else(|p| Err(format!("PANIC: {}", panic_text(&p))));
+        match result {
+            Ok(()) => {
+                passed.insert(name);
+            }
+            Err(e) => {
+                if verbose {
+                    println!("FAIL {name}: {e}");
+                }
+                failed.push((name, e));
+            }
+        }
+    }
+    let _ = std::panic::take_hook();
+    let regressions: Vec<_> = failed.iter().filter(|(n, _)| allow.contains(n)).collect();
+    let panics: Vec<_> = failed.iter().filter(|(_, e)| e.starts_with("PANIC")).collect();
+    let new: Vec<_> = passed.iter().filter(|n| !allow.contains(*n)).collect();
+    for (n, e) in &regressions {
+        println!("REGRESSION {n}: {e}");
+    }
+    for (n, e) in &panics {
+        println!("PANICKED {n}: {e}");
+    }
+    if !new.is_empty() {
+        println!("{} tests pass but are not on the allowlist (ATOMC_BLESS=1 adds them):", new.len());
+        for n in &new {
+            println!("  {n}");
+        }
+    }
+    if std::env::var("ATOMC_BLESS").is_ok_and(|v| v == "1") && filter.is_none() {
+        let mut text = String::from("# ONNX node tests that must pass on every backend (one per line).\n");
+        for n in &passed {
+            text.push_str(n);
+            text.push('\n');
+        }
+        if let Err(e) = std::fs::write(&allow_path, text) {
+            eprintln!("cannot write {}: {e}", allow_path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("conformance ({}): {} regressions, {} panics", backend.name(), regressions.len(), panics.len());
+    println!("{} passed, {} failed", passed.len(), failed.len());
+    if regressions.is_empty() && panics.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
