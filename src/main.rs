@@ -1,2 +1,168 @@
-//! The `atomc` command line.
-fn main() {}
+//! The `atomc` command line: `inspect` a model, `run` it on `.npy` inputs.
+
+use anyhow::{bail, Context, Result};
+use atomc::session::{random_inputs, Backend, Options, Session};
+use clap::{Parser, Subcommand};
+use ir::infer::InputShapes;
+use ir::Dim;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "atomc", version, about = "Operator-decomposition kernel compiler for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's inputs, outputs, op histogram, parameter count and FLOPs.
+    Inspect {
+        model: PathBuf,
+        /// Shape of an input with symbolic dims, e.g. `--shape images=1x3x640x640`.
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+    },
+    /// Run a model and write each output to `DIR/<name>.npy`.
+    Run {
+        model: PathBuf,
+        /// An input as `NAME=FILE.npy` (repeat for each input).
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Where to write the outputs.
+        #[arg(long, value_name = "DIR")]
+        output_dir: PathBuf,
+        /// What executes the model: `interp` (the reference interpreter).
+        #[arg(long, default_value = "interp")]
+        backend: String,
+        /// Worker threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Fill inputs that were not given with seeded random values.
+        #[arg(long)]
+        random_inputs: bool,
+        /// Seed for `--random-inputs`.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Shape of an input with symbolic dims, for `--random-inputs`.
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+    },
+}
+
+/// `name=1x3x224x224` (also `name=1,3,224,224`; `name=` is a scalar).
+fn parse_shapes(specs: &[String]) -> Result<InputShapes> {
+    let mut out = InputShapes::new();
+    for spec in specs {
+        let (name, dims) = spec.rsplit_once('=').with_context(|| format!("--shape '{spec}' is not NAME=DIMS"))?;
+        let dims: Vec<usize> = if dims.is_empty() {
+            vec![]
+        } else {
+            dims.split(['x', ','])
+                .map(|d| d.trim().parse::<usize>().with_context(|| format!("--shape '{spec}': '{d}' is not a dimension")))
+                .collect::<Result<_>>()?
+        };
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { model, shapes } => inspect(&model, &shapes),
+        Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
+            run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn inspect(path: &std::path::Path, shape_specs: &[String]) -> Result<()> {
+    let model = ir::onnx::import_file(path)?;
+    let g = &model.graph;
+    let mut shapes = parse_shapes(shape_specs)?;
+    let mut assumed = Vec::new();
+    for input in &g.inputs {
+        let name = g.name(input.value);
+        if !shapes.contains_key(name) && input.static_shape().is_none() {
+            let s: Vec<usize> = input.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).collect();
+            assumed.push(format!("{name}={}", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")));
+            shapes.insert(name.to_string(), s);
+        }
+    }
+    let spec = ir::infer::specialize(g, &shapes)?;
+    println!("model: {} (opset {}, ir_version {}, producer '{}')", path.display(), model.opset, model.ir_version, model.producer);
+    println!("inputs:");
+    for input in &g.inputs {
+        println!("  {}: {}{}", g.name(input.value), input.dtype, ir::infer::fmt_dims(&input.dims));
+    }
+    println!("outputs:");
+    for &o in &spec.outputs {
+        let ty = spec.value(o).ty.as_ref().map_or("?".to_string(), |t| t.to_string());
+        println!("  {}: {ty}", spec.name(o));
+    }
+    println!("ops ({} nodes):", g.nodes.len());
+    for (op, n) in ir::stats::op_histogram(g) {
+        println!("  {op:<24} {n}");
+    }
+    println!("parameters: {} ({} tensors)", g.num_params(), g.consts.len());
+    let (flops, unknown) = ir::stats::flops(&spec);
+    print!("FLOPs: {flops} ({:.3} GFLOP)", flops as f64 / 1e9);
+    if !assumed.is_empty() {
+        print!(", assuming symbolic dims of 1: {}", assumed.join(" "));
+    }
+    if unknown > 0 {
+        print!(", {unknown} nodes with data-dependent shapes not counted");
+    }
+    println!();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    path: &std::path::Path,
+    input_specs: &[String],
+    output_dir: &std::path::Path,
+    backend: &str,
+    threads: Option<usize>,
+    random: bool,
+    seed: u64,
+    shape_specs: &[String],
+) -> Result<()> {
+    let Some(backend) = Backend::from_name(backend) else {
+        bail!("unknown backend '{backend}' (available: interp)");
+    };
+    let mut session = Session::load(path, Options { backend, threads })?;
+    let mut inputs = Vec::new();
+    for spec in input_specs {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}' is not NAME=FILE.npy"))?;
+        let t = atomc::npy::read(std::path::Path::new(file)).with_context(|| format!("input '{name}'"))?;
+        inputs.push((name.to_string(), t));
+    }
+    if random {
+        let mut shapes = parse_shapes(shape_specs)?;
+        for (name, t) in &inputs {
+            shapes.insert(name.clone(), t.shape().to_vec());
+        }
+        for (name, t) in random_inputs(session.model(), &shapes, seed)? {
+            if !inputs.iter().any(|(n, _)| *n == name) {
+                inputs.push((name, t));
+            }
+        }
+    }
+    let outputs = session.run(inputs)?;
+    std::fs::create_dir_all(output_dir).with_context(|| format!("cannot create '{}'", output_dir.display()))?;
+    for (name, t) in outputs {
+        let file = output_dir.join(format!("{}.npy", atomc::npy::sanitize(&name)));
+        atomc::npy::write(&file, &t)?;
+        println!("{name}: {}{} -> {}", t.dtype(), ir::shape::fmt_shape(t.shape()), file.display());
+    }
+    Ok(())
+}

