@@ -474,6 +474,7 @@ fn pad_axis_map(n: usize, begin: i64, end: i64, mode: PadMode, axis: usize) -> R
 /// Pads (or crops) `t` per `p`, filling with the one-element tensor `fill` in constant mode.
 fn pad(t: &Tensor, p: &PadParams, fill: &Tensor) -> Result<Tensor> {
     let in_shape = t.shape();
+    checked_numel(&p.out_shape)?;
     let maps = (0..in_shape.len())
         .map(|d| pad_axis_map(in_shape[d], p.begins[d], p.ends[d], p.mode, d))
         .collect::<Result<Vec<_>>>()?;
@@ -603,8 +604,15 @@ fn squeeze_shape(v: &impl NodeView) -> Result<Option<Vec<usize>>> {
     let data = v.req("Squeeze", 0, "data")?;
     let axes = v.ints_attr_or_input("Squeeze", 13, "axes", 1)?;
     let Some(s) = data.shape else { return Ok(None) };
-    let Some(axes) = axes else { return Ok(Some(s.iter().copied().filter(|&d| d != 1).collect())) };
-    let Some(axes) = axes else { return Ok(None) };
+    // No axes (or an empty list, as onnxruntime reads it) squeezes every unit axis.
+    let axes = match axes {
+        None => vec![],
+        Some(None) => return Ok(None),
+        Some(Some(a)) => a,
+    };
+    if axes.is_empty() {
+        return Ok(Some(s.iter().copied().filter(|&d| d != 1).collect()));
+    }
     let axes = normalize_axes(&axes, s.len())?;
     for &a in &axes {
         if s[a] != 1 {
@@ -695,25 +703,28 @@ fn block_params(v: &impl NodeView, op: &str) -> Result<Option<(usize, [usize; 4]
 
 fn depth_to_space_view(v: &impl NodeView) -> Result<Option<(View, Vec<usize>)>> {
     let Some((b, [n, c, h, w])) = block_params(v, "DepthToSpace")? else { return Ok(None) };
-    if c % (b * b) != 0 {
-        bail_model!("channels {c} are not divisible by blocksize² {}", b * b);
-    }
-    let cb = c / (b * b);
+    let Some(bb) = b.checked_mul(b).filter(|&bb| c % bb == 0) else {
+        bail_model!("channels {c} are not divisible by blocksize² ({b}²)");
+    };
+    let cb = c / bb;
+    let hb = to_dim(h as i128 * b as i128, "the output height")?;
+    let wb = to_dim(w as i128 * b as i128, "the output width")?;
     let view = match v.attrs().string_or("mode", "DCR")? {
         "DCR" => View::contiguous(&[n, b, b, cb, h, w]).permuted(&[0, 3, 4, 1, 5, 2]),
         "CRD" => View::contiguous(&[n, cb, b, b, h, w]).permuted(&[0, 1, 4, 2, 5, 3]),
         other => bail_model!("mode '{other}' is neither DCR nor CRD"),
     };
-    Ok(Some((view, vec![n, cb, h * b, w * b])))
+    Ok(Some((view, vec![n, cb, hb, wb])))
 }
 
 fn space_to_depth_view(v: &impl NodeView) -> Result<Option<(View, Vec<usize>)>> {
     let Some((b, [n, c, h, w])) = block_params(v, "SpaceToDepth")? else { return Ok(None) };
-    if h % b != 0 || w % b != 0 {
+    if b > h.max(w).max(1) || h % b != 0 || w % b != 0 {
         bail_model!("height {h} and width {w} must be divisible by blocksize {b}");
     }
     let view = View::contiguous(&[n, c, h / b, b, w / b, b]).permuted(&[0, 3, 5, 1, 2, 4]);
-    Ok(Some((view, vec![n, c * b * b, h / b, w / b])))
+    let cbb = to_dim(c as i128 * b as i128 * b as i128, "the output channels")?;
+    Ok(Some((view, vec![n, cbb, h / b, w / b])))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -929,6 +940,8 @@ fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> SliceAxis {
         e = e.max(-1).min(d - 1);
         if s > e { (s - e - 1) / -st + 1 } else { 0 }
     };
+    // With at most one element the step is never taken: keep it 1 so strides stay small.
+    let step = if len <= 1 { 1 } else { step };
     SliceAxis { start: if len == 0 { 0 } else { s as i64 }, step, len: len as usize }
 }
 
@@ -1451,6 +1464,28 @@ mod tests {
         let out = run(LayoutOp::BitCast, &[("to", Attr::Int(6))], 26, &[Some(&x)], 1).unwrap_or_default();
         assert_eq!(out[0].to_i64_vec(), vec![0x3f80_0000, i32::MIN as i64]);
         assert!(run(LayoutOp::BitCast, &[("to", Attr::Int(7))], 26, &[Some(&x)], 1).is_err());
+    }
+
+    #[test]
+    fn concat_mismatch_names_the_input() {
+        let (a, b) = (iota(&[2, 3]), iota(&[3, 2]));
+        let err = run(LayoutOp::Concat, &[("axis", Attr::Int(0))], 13, &[Some(&a), Some(&b)], 1).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("input 1 has shape [3,2]")));
+    }
+
+    #[test]
+    fn infer_knows_shapes_from_values_alone() {
+        use crate::op::Fact;
+        let unknown = ValueType::unknown(DType::F32);
+        let target = Tensor::from_i64s(vec![4, 6]);
+        let target_ty = ValueType::of(&target);
+        let facts = [Some(Fact { ty: &unknown, value: None }), Some(Fact { ty: &target_ty, value: Some(&target) })];
+        let op = Op { kind: OpKind::Layout(LayoutOp::Reshape), attrs: Attrs::new(), version: 21 };
+        assert_eq!(op.infer(&facts, 1).ok(), Some(vec![ValueType::new(DType::F32, vec![4, 6])]));
+        let x = ValueType::new(DType::F16, vec![2, 3, 5]);
+        let op = Op { kind: OpKind::Layout(LayoutOp::Shape), attrs: Attrs::new(), version: 21 };
+        let shape = op.infer(&[Some(Fact { ty: &x, value: None })], 1).ok();
+        assert_eq!(shape, Some(vec![ValueType::new(DType::I64, vec![3])]));
     }
 
     #[test]
