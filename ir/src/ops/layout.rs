@@ -1087,7 +1087,7 @@ fn range_params(v: &impl NodeView) -> Result<(DType, Option<usize>)> {
         }
         let n = ((limit - start) / delta).ceil().max(0.0);
         if n > MAX_ELEMENTS as f64 {
-            bail_model!("a range from {start} to {limit} by {delta} has more than 2^32 elements");
+            bail_model!("a range from {start} to {limit} by {delta} has more than {MAX_ELEMENTS} elements");
         }
         n as usize
     } else {
@@ -1486,6 +1486,23 @@ mod tests {
         let op = Op { kind: OpKind::Layout(LayoutOp::Shape), attrs: Attrs::new(), version: 21 };
         let shape = op.infer(&[Some(Fact { ty: &x, value: None })], 1).ok();
         assert_eq!(shape, Some(vec![ValueType::new(DType::I64, vec![3])]));
+    }
+
+    #[test]
+    fn old_opsets_take_attributes() {
+        let x = iota(&[1, 4]);
+        let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+        let slice = [("starts", ints(&[1])), ("ends", ints(&[-1])), ("axes", ints(&[1]))];
+        let out = run(LayoutOp::Slice, &slice, 9, &[Some(&x)], 1).unwrap_or_default();
+        assert_eq!(vals(&out[0]), vec![1.0, 2.0]);
+        let pad = [("pads", ints(&[0, 1, 0, 0])), ("value", Attr::Float(7.0))];
+        let out = run(LayoutOp::Pad, &pad, 10, &[Some(&x)], 1).unwrap_or_default();
+        assert_eq!(vals(&out[0]), vec![7.0, 0.0, 1.0, 2.0, 3.0]);
+        let out = run(LayoutOp::Squeeze, &[("axes", ints(&[0]))], 11, &[Some(&x)], 1).unwrap_or_default();
+        assert_eq!(out[0].shape(), &[4]);
+        let split = [("split", ints(&[1, 3])), ("axis", Attr::Int(1))];
+        let out = run(LayoutOp::Split, &split, 11, &[Some(&x)], 2).unwrap_or_default();
+        assert_eq!(vals(&out[1]), vec![1.0, 2.0, 3.0]);
     }
 
     #[test]
