@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::shape::{broadcast, broadcast_strides, fmt_shape, normalize_axes, normalize_axis, strides};
-use crate::tensor::{checked_numel, Elem, Tensor, MAX_ELEMENTS};
+use crate::tensor::{Elem, MAX_ELEMENTS, Tensor, checked_numel};
 use crate::{bail_model, bail_unsupported, with_data, with_dtype};
 use half::{bf16, f16};
 
@@ -87,9 +87,7 @@ impl LayoutOp {
             }
             LayoutOp::DepthToSpace => same_dtype(cx, depth_to_space_view(cx)?.map(|(_, shape)| shape)),
             LayoutOp::SpaceToDepth => same_dtype(cx, space_to_depth_view(cx)?.map(|(_, shape)| shape)),
-            LayoutOp::CenterCropPad => {
-                same_dtype(cx, center_crop_pad_params(cx)?.map(|p| p.out_shape))
-            }
+            LayoutOp::CenterCropPad => same_dtype(cx, center_crop_pad_params(cx)?.map(|p| p.out_shape)),
             LayoutOp::ReverseSequence => {
                 reverse_sequence_axes(cx)?;
                 same_dtype(cx, cx.shape(0)?.map(<[usize]>::to_vec))
@@ -103,6 +101,20 @@ impl LayoutOp {
                 Ok(vec![value_type(to, cx.shape(0)?.map(<[usize]>::to_vec))])
             }
         }
+    }
+
+    /// The output's value when it follows from input types alone: Shape and Size of an
+    /// input with a static shape. The driver can fold these even when the input's value is
+    /// unknown, which makes Shape→Gather→Concat→Reshape chains constant.
+    pub fn value_from_types(self, cx: &InferCx) -> Result<Option<Tensor>> {
+        let Some(shape) = cx.shape(0)? else { return Ok(None) };
+        Ok(match self {
+            LayoutOp::Shape => {
+                shape_range(cx)?.map(|(s, e)| Tensor::from_i64s(shape[s..e].iter().map(|&d| d as i64).collect()))
+            }
+            LayoutOp::Size => Some(Tensor::scalar(checked_numel(shape)? as i64)),
+            _ => None,
+        })
     }
 
     pub fn eval(self, cx: &EvalCx) -> Result<Vec<Tensor>> {
@@ -367,10 +379,7 @@ fn gather<T: Copy>(src: &[T], view: &View) -> Result<Vec<T>> {
         if extent < 0 { lo += extent } else { hi += extent }
     }
     if lo < 0 || hi as usize >= src.len() {
-        return Err(Error::Internal(format!(
-            "strided view {view:?} reads outside a buffer of {} elements",
-            src.len()
-        )));
+        return Err(Error::Internal(format!("strided view {view:?} reads outside a buffer of {} elements", src.len())));
     }
     let (inner_n, inner_s) = dims.pop().unwrap_or((1, 1));
     let mut idx = vec![0usize; dims.len()];
@@ -563,7 +572,11 @@ fn reshape_shape(v: &impl NodeView) -> Result<Option<Vec<usize>>> {
             0 if !allowzero => {
                 let Some(s) = data.shape else { return Ok(None) };
                 let Some(&copied) = s.get(i) else {
-                    bail_model!("shape {target:?} copies dim {i} (a 0) but the input {} has rank {}", fmt_shape(s), s.len());
+                    bail_model!(
+                        "shape {target:?} copies dim {i} (a 0) but the input {} has rank {}",
+                        fmt_shape(s),
+                        s.len()
+                    );
                 };
                 out.push(copied);
             }
@@ -744,7 +757,9 @@ fn concat_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
         }
         shapes.push(x.shape);
     }
-    let Some(shapes) = shapes.into_iter().collect::<Option<Vec<_>>>() else { return Ok(vec![ValueType::unknown(dtype)]) };
+    let Some(shapes) = shapes.into_iter().collect::<Option<Vec<_>>>() else {
+        return Ok(vec![ValueType::unknown(dtype)]);
+    };
     let first = shapes[0];
     if first.is_empty() {
         bail_model!("cannot concatenate scalars");
@@ -884,9 +899,10 @@ fn slice_params(v: &impl NodeView) -> Result<Option<Vec<SliceAxis>>> {
     let data = v.req("Slice", 0, "data")?;
     let (starts, ends, axes, steps) = if v.version() < 10 {
         let req = |name: &str| {
-            v.attrs().ints(name)?.map(|x| Some(x.to_vec())).ok_or_else(|| {
-                Error::InvalidModel(format!("attribute '{name}' is missing"))
-            })
+            v.attrs()
+                .ints(name)?
+                .map(|x| Some(x.to_vec()))
+                .ok_or_else(|| Error::InvalidModel(format!("attribute '{name}' is missing")))
         };
         (req("starts")?, req("ends")?, v.attrs().ints("axes")?.map(|x| Some(x.to_vec())), None)
     } else {
@@ -898,13 +914,16 @@ fn slice_params(v: &impl NodeView) -> Result<Option<Vec<SliceAxis>>> {
         )
     };
     let (Some(s), Some(starts), Some(ends)) = (data.shape, starts, ends) else { return Ok(None) };
-    let (Some(axes), Some(steps)) = (axes.map_or(Some(None), |a| a.map(Some)), steps.map_or(Some(None), |a| a.map(Some)))
+    let (Some(axes), Some(steps)) =
+        (axes.map_or(Some(None), |a| a.map(Some)), steps.map_or(Some(None), |a| a.map(Some)))
     else {
         return Ok(None);
     };
     let n = starts.len();
     if ends.len() != n || axes.as_ref().is_some_and(|a| a.len() != n) || steps.as_ref().is_some_and(|a| a.len() != n) {
-        bail_model!("starts, ends, axes and steps must have the same length: {starts:?}, {ends:?}, {axes:?}, {steps:?}");
+        bail_model!(
+            "starts, ends, axes and steps must have the same length: {starts:?}, {ends:?}, {axes:?}, {steps:?}"
+        );
     }
     let axes = match axes {
         Some(a) => normalize_axes(&a, s.len())?,
@@ -1035,11 +1054,8 @@ fn center_crop_pad_params(v: &impl NodeView) -> Result<Option<PadParams>> {
 fn shape_range(v: &impl NodeView) -> Result<Option<(usize, usize)>> {
     let Some(s) = v.req("Shape", 0, "data")?.shape else { return Ok(None) };
     let r = s.len() as i64;
-    let (start, end) = if v.version() >= 15 {
-        (v.attrs().int_or("start", 0)?, v.attrs().int_or("end", r)?)
-    } else {
-        (0, r)
-    };
+    let (start, end) =
+        if v.version() >= 15 { (v.attrs().int_or("start", 0)?, v.attrs().int_or("end", r)?) } else { (0, r) };
     let clamp = |x: i64| (if x < 0 { x.saturating_add(r) } else { x }).clamp(0, r) as usize;
     let (s, e) = (clamp(start), clamp(end));
     Ok(Some((s, e.max(s))))
@@ -1132,9 +1148,8 @@ fn eye_like_dtype(cx: &InferCx) -> Result<DType> {
     }
     match cx.attrs.int("dtype")? {
         None => Ok(x.dtype),
-        Some(code) => DType::from_onnx_code(code as i32).ok_or_else(|| {
-            Error::Unsupported(format!("EyeLike dtype {}", DType::onnx_code_name(code as i32)))
-        }),
+        Some(code) => DType::from_onnx_code(code as i32)
+            .ok_or_else(|| Error::Unsupported(format!("EyeLike dtype {}", DType::onnx_code_name(code as i32)))),
     }
 }
 
@@ -1301,7 +1316,11 @@ fn bit_cast_dtype(cx: &InferCx) -> Result<DType> {
         .and_then(DType::from_onnx_code)
         .ok_or_else(|| Error::Unsupported(format!("BitCast to {}", DType::onnx_code_name(code as i32))))?;
     if from.size() != to.size() {
-        bail_model!("cannot bit-cast {from} ({} bits) to {to} ({} bits): widths differ", from.size() * 8, to.size() * 8);
+        bail_model!(
+            "cannot bit-cast {from} ({} bits) to {to} ({} bits): widths differ",
+            from.size() * 8,
+            to.size() * 8
+        );
     }
     Ok(to)
 }
@@ -1355,7 +1374,13 @@ mod tests {
     use crate::attr::Attr;
     use crate::op::{Op, OpKind};
 
-    fn run(op: LayoutOp, attrs: &[(&str, Attr)], version: u32, inputs: &[Option<&Tensor>], outputs: usize) -> Result<Vec<Tensor>> {
+    fn run(
+        op: LayoutOp,
+        attrs: &[(&str, Attr)],
+        version: u32,
+        inputs: &[Option<&Tensor>],
+        outputs: usize,
+    ) -> Result<Vec<Tensor>> {
         let mut a = Attrs::new();
         for (k, v) in attrs {
             a.set(k, v.clone());
@@ -1484,8 +1509,11 @@ mod tests {
         assert_eq!(op.infer(&facts, 1).ok(), Some(vec![ValueType::new(DType::F32, vec![4, 6])]));
         let x = ValueType::new(DType::F16, vec![2, 3, 5]);
         let op = Op { kind: OpKind::Layout(LayoutOp::Shape), attrs: Attrs::new(), version: 21 };
-        let shape = op.infer(&[Some(Fact { ty: &x, value: None })], 1).ok();
-        assert_eq!(shape, Some(vec![ValueType::new(DType::I64, vec![3])]));
+        let facts = [Some(Fact { ty: &x, value: None })];
+        assert_eq!(op.infer(&facts, 1).ok(), Some(vec![ValueType::new(DType::I64, vec![3])]));
+        let cx = InferCx { attrs: &op.attrs, version: 21, inputs: &facts, num_outputs: 1 };
+        let value = LayoutOp::Shape.value_from_types(&cx).ok().flatten().map(|t| t.to_i64_vec());
+        assert_eq!(value, Some(vec![2, 3, 5]));
     }
 
     #[test]
