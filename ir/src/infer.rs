@@ -106,6 +106,13 @@ pub fn infer_types(g: &mut Graph, fold: bool) -> Result<()> {
         let facts: Vec<Option<Fact>> =
             facts.iter().map(|f| f.map(|(ty, value)| Fact { ty, value })).collect();
         let types = node.op.infer(&facts, node.outputs.len()).context(where_)?;
+        if fold {
+            if let (Some(t), [Some(o)]) = (node.op.value_from_types(&facts).context(where_)?, node.outputs.as_slice()) {
+                g.values[o.index()].ty = Some(ValueType::of(&t));
+                g.consts.insert(*o, Arc::new(t));
+                continue;
+            }
+        }
         let all_const = facts.iter().flatten().all(|f| f.value.is_some());
         let small = types
             .iter()

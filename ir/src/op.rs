@@ -94,6 +94,18 @@ impl OpKind {
     }
 }
 
+impl Op {
+    /// The value of the op's single output when the input *types* alone determine it
+    /// (`Shape`, `Size` of a statically shaped value), so it folds to a constant.
+    pub fn value_from_types(&self, inputs: &[Option<Fact>]) -> Result<Option<Tensor>> {
+        let cx = InferCx { attrs: &self.attrs, version: self.version, inputs, num_outputs: 1 };
+        match self.kind {
+            OpKind::Layout(op) => op.value_from_types(&cx),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// An operator instance: kind, attributes and the opset version of its domain.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Op {
