@@ -4,9 +4,10 @@
 //! `linear_before_reset` and LSTM's peepholes and `input_forget`.
 //!
 //! Inputs: X, W, R, B, sequence_lens, initial_h (then initial_c and P for LSTM).
-//! Outputs: Y, Y_h (and Y_c for LSTM). Internally everything runs in layout 0
+//! Outputs: Y, Y_h (and Y_c for LSTM). As in ONNX Runtime, `clip` bounds the gates'
+//! pre-activations (LSTM's cell state reaches `h` unclipped), and a batch entry whose
+//! sequence length is 0 gets all-zero outputs. Internally everything runs in layout 0
 //! (`X: [seq, batch, input]`); layout 1 inputs and outputs are transposed at the edges.
-//! A batch entry whose sequence length is 0 gets all-zero outputs.
 
 use crate::attr::Attrs;
 use crate::dtype::DType;
@@ -323,15 +324,15 @@ impl Params {
                 Some(f) => f.ty.shape.as_deref(),
                 None => None,
             };
-            if let Some(s) = s {
-                if s.len() != rank {
-                    return Err(Error::InvalidModel(format!(
-                        "{} input '{}' must have rank {rank}, got shape {}",
-                        self.op.name(),
-                        names[i],
-                        fmt_shape(s)
-                    )));
-                }
+            if let Some(s) = s
+                && s.len() != rank
+            {
+                return Err(Error::InvalidModel(format!(
+                    "{} input '{}' must have rank {rank}, got shape {}",
+                    self.op.name(),
+                    names[i],
+                    fmt_shape(s)
+                )));
             }
             Ok(s)
         };
@@ -363,17 +364,17 @@ impl Params {
             expected.push((P, vec![nd, hidden.map(|h| 3 * h)]));
         }
         for (i, want) in expected {
-            if let Some(s) = shape(i, want.len())? {
-                if s.iter().zip(&want).any(|(&d, w)| w.is_some_and(|w| w != d)) {
-                    let want: Vec<String> = want.iter().map(|w| w.map_or("?".into(), |w| w.to_string())).collect();
-                    return Err(Error::InvalidModel(format!(
-                        "{} input '{}' has shape {}, expected [{}]",
-                        self.op.name(),
-                        names[i],
-                        fmt_shape(s),
-                        want.join(",")
-                    )));
-                }
+            if let Some(s) = shape(i, want.len())?
+                && s.iter().zip(&want).any(|(&d, w)| w.is_some_and(|w| w != d))
+            {
+                let want: Vec<String> = want.iter().map(|w| w.map_or("?".into(), |w| w.to_string())).collect();
+                return Err(Error::InvalidModel(format!(
+                    "{} input '{}' has shape {}, expected [{}]",
+                    self.op.name(),
+                    names[i],
+                    fmt_shape(s),
+                    want.join(",")
+                )));
             }
         }
         Ok(match (seq, batch, input, hidden) {
@@ -582,9 +583,9 @@ impl<T: Float> Cell<'_, T> {
                     };
                     s.gates[g] = self.act(1, pre);
                 }
-                for j in 0..hs {
+                for (j, hj) in h.iter_mut().enumerate() {
                     let z = s.gates[j];
-                    h[j] = (one - z) * s.gates[2 * hs + j] + z * h[j];
+                    *hj = (one - z) * s.gates[2 * hs + j] + z * *hj;
                 }
             }
             RnnOp::LSTM => {
@@ -598,7 +599,9 @@ impl<T: Float> Cell<'_, T> {
                     let cell = f * c[j] + i * self.act(1, gc);
                     let o = self.act(0, go + peep(1, j) * cell);
                     c[j] = cell;
-                    h[j] = o * self.act(2, cell);
+                    // The cell state feeds h unclipped, as in ONNX Runtime: clip bounds the
+                    // gates' pre-activations only.
+                    h[j] = o * self.acts[2].apply(cell);
                 }
             }
         }
@@ -721,6 +724,22 @@ mod tests {
         assert_eq!(out[0].shape(), &[1, 2, 2, 1]);
         close(&out[0], &[3.0, 2.5, 6.0, 2.0]);
         close(&out[1], &[6.0, 2.5]);
+    }
+
+    /// clip bounds gate pre-activations but not the cell state fed to h: with C0 = 3 and
+    /// clip 1, h = o * tanh(C1) where C1 = f*3 + i*tanh(1) is above 1.
+    #[test]
+    fn lstm_clip_leaves_cell_unclipped() {
+        let op = node(RnnOp::LSTM, &[("clip", Attr::Float(1.0))]);
+        let x = t(&[1, 1, 1], &[5.0]);
+        let w = t(&[1, 4, 1], &[1.0; 4]);
+        let r = t(&[1, 4, 1], &[0.0; 4]);
+        let c0 = t(&[1, 1, 1], &[3.0]);
+        let out = op.eval(&[Some(&x), Some(&w), Some(&r), None, None, None, Some(&c0)], 3).unwrap_or_else(|e| panic!("{e}"));
+        let g = 1.0 / (1.0 + (-1.0f64).exp());
+        let c = g * 3.0 + g * 1.0f64.tanh();
+        close(&out[2], &[c as f32]);
+        close(&out[1], &[(g * c.tanh()) as f32]);
     }
 
     #[test]

@@ -114,10 +114,10 @@ fn float_input(cx: &InferCx, i: usize, op: &str, what: &str) -> Result<DType> {
 }
 
 fn scalar_shape(cx: &InferCx, i: usize, op: &str, what: &str) -> Result<()> {
-    if let Some(s) = cx.shape(i)? {
-        if s.iter().product::<usize>() != 1 {
-            return Err(Error::InvalidModel(format!("{op} input '{what}' must be a scalar, got shape {}", fmt_shape(s))));
-        }
+    if let Some(s) = cx.shape(i)?
+        && s.iter().product::<usize>() != 1
+    {
+        return Err(Error::InvalidModel(format!("{op} input '{what}' must be a scalar, got shape {}", fmt_shape(s))));
     }
     Ok(())
 }
@@ -205,7 +205,7 @@ struct Fft<T> {
 fn smallest_factor(n: usize) -> usize {
     let mut p = 2;
     while p * p <= n {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return p;
         }
         p += 1;
@@ -439,7 +439,7 @@ fn eval_dft<T: Float + Elem>(p: &DftParams, x: &Tensor, out_shape: Vec<usize>) -
                     // parts at 0 and n/2 cannot contribute to a real signal).
                     let half = n / 2;
                     signal[0].im = T::zero();
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         signal[half].im = T::zero();
                     }
                     for k in half + 1..n {
@@ -595,6 +595,7 @@ fn eval_stft<T: Float + Elem>(p: &StftParams, x: &Tensor, window: Option<&Tensor
 /// Triangular filters between `num_mel_bins + 2` points evenly spaced on the mel scale
 /// (`mel(f) = 2595 log10(1 + f/700)`) from `lower_edge_hertz` up to (not including)
 /// `upper_edge_hertz`, each point mapped to the DFT bin `floor((dft_length + 1) f / rate)`.
+/// As in ONNX Runtime, `upper_edge_hertz` itself must map to a bin of the spectrogram.
 fn eval_mel(cx: &EvalCx, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
     let (num_spec_bins, num_mel_bins) = (shape[0], shape[1]);
     let dft_length = cx.input(1)?.scalar_i64()?;
@@ -604,10 +605,17 @@ fn eval_mel(cx: &EvalCx, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
     if rate <= 0 {
         return Err(Error::InvalidInput(format!("MelWeightMatrix sample_rate must be positive, got {rate}")));
     }
-    let nyquist = rate as f64 / 2.0;
-    if !(0.0 <= lower && lower <= upper && upper <= nyquist) {
+    let bin_of = |hz: f64| (((dft_length + 1) as f64 * hz) / rate as f64).floor();
+    if !(0.0 <= lower && lower <= upper) {
         return Err(Error::InvalidInput(format!(
-            "MelWeightMatrix needs 0 <= lower_edge_hertz <= upper_edge_hertz <= sample_rate/2, got {lower}, {upper} and {nyquist}"
+            "MelWeightMatrix needs 0 <= lower_edge_hertz <= upper_edge_hertz, got {lower} and {upper}"
+        )));
+    }
+    if bin_of(upper) >= num_spec_bins as f64 {
+        return Err(Error::InvalidInput(format!(
+            "MelWeightMatrix upper_edge_hertz {upper} falls on DFT bin {}, past the {num_spec_bins} bins of a \
+             {dft_length}-point DFT at sample_rate {rate}",
+            bin_of(upper)
         )));
     }
     let mel = |hz: f64| 2595.0 * (1.0 + hz / 700.0).log10();
@@ -617,8 +625,8 @@ fn eval_mel(cx: &EvalCx, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
     let bins: Vec<usize> = (0..points)
         .map(|i| {
             let hz = 700.0 * (10f64.powf((low_mel + i as f64 * step) / 2595.0) - 1.0);
-            // Non-negative and at most dft_length / 2 since hz < sample_rate / 2.
-            (((dft_length + 1) as f64 * hz) / rate as f64).floor().max(0.0) as usize
+            // In [0, bin_of(upper)], checked above.
+            bin_of(hz).max(0.0) as usize
         })
         .collect();
     let mut out = vec![0.0f64; num_spec_bins * num_mel_bins];
@@ -720,6 +728,15 @@ mod tests {
         let inv = node(SignalOp::DFT, 20, &[("inverse", Attr::Int(1))]);
         let back = ok(inv.eval(&[Some(&spec), None, Some(&axis)], 1)).remove(0);
         close(&back, &[1.0, 0.0, 1.0, 0.0]);
+    }
+
+    /// f16 input is transformed in f32 and returned as f16.
+    #[test]
+    fn dft_half_precision_round_trips_dtype() {
+        let x = Tensor::from_vec(vec![2, 1], vec![half::f16::from_f32(1.0), half::f16::from_f32(2.0)]);
+        let y = ok(node(SignalOp::DFT, 20, &[]).eval(&[Some(&ok(x)), None, Some(&Tensor::scalar(0i64))], 1)).remove(0);
+        assert_eq!(y.dtype(), DType::F16);
+        close(&y, &[3.0, 0.0, -1.0, 0.0]);
     }
 
     #[test]
