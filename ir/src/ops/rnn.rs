@@ -302,11 +302,11 @@ impl Params {
         let acts = names.iter().map(|n| Act::parse(n, &mut alphas, &mut betas)).collect::<Result<Vec<_>>>()?;
         let linear_before_reset = match op {
             RnnOp::GRU => attrs.int_or("linear_before_reset", 0)? != 0,
-            _ => false,
+            RnnOp::RNN | RnnOp::LSTM => false,
         };
         let input_forget = match op {
             RnnOp::LSTM => attrs.int_or("input_forget", 0)? != 0,
-            _ => false,
+            RnnOp::RNN | RnnOp::GRU => false,
         };
         Ok(Params { op, reverse, hidden_size, layout, clip, acts, linear_before_reset, input_forget })
     }
@@ -412,11 +412,11 @@ fn run<T: Float + Elem>(p: &Params, cx: &EvalCx) -> Result<Vec<Tensor>> {
     let init_h = input_vec::<T>(cx, INITIAL_H, p.layout)?.unwrap_or_else(|| state0.clone());
     let init_c = match p.op {
         RnnOp::LSTM => input_vec::<T>(cx, INITIAL_C, p.layout)?.unwrap_or_else(|| state0.clone()),
-        _ => state0.clone(),
+        RnnOp::RNN | RnnOp::GRU => state0.clone(),
     };
     let peep = match p.op {
         RnnOp::LSTM => input_vec::<T>(cx, P, p.layout)?,
-        _ => None,
+        RnnOp::RNN | RnnOp::GRU => None,
     };
     let lens: Vec<usize> = match cx.opt(SEQUENCE_LENS) {
         None => vec![d.seq; d.batch],

@@ -81,28 +81,28 @@ impl SignalOp {
                 let y = crate::with_float!(x.dtype(), "STFT", T => eval_stft::<T>(&p, &x, window.as_deref(), shape)?);
                 demote(y, dtype)
             }
-            SignalOp::HannWindow | SignalOp::HammingWindow | SignalOp::BlackmanWindow => {
-                let periodic = cx.attrs.int_or("periodic", 1)? != 0;
-                let size = shape.first().copied().unwrap_or(0);
-                // A periodic window is the first `size` points of a symmetric one of `size + 1`.
-                let period = if periodic { size } else { size.saturating_sub(1) };
-                let (a0, a1, a2) = match self {
-                    SignalOp::HannWindow => (0.5, 0.5, 0.0),
-                    SignalOp::HammingWindow => (25.0 / 46.0, 21.0 / 46.0, 0.0),
-                    _ => (0.42, 0.5, 0.08),
-                };
-                Tensor::from_fn_f64(dtype, shape, |n| {
-                    if period == 0 {
-                        return 1.0;
-                    }
-                    let phase = 2.0 * std::f64::consts::PI * n as f64 / period as f64;
-                    a0 - a1 * phase.cos() + a2 * (2.0 * phase).cos()
-                })?
-            }
+            SignalOp::HannWindow => eval_window(cx, dtype, shape, (0.5, 0.5, 0.0))?,
+            SignalOp::HammingWindow => eval_window(cx, dtype, shape, (25.0 / 46.0, 21.0 / 46.0, 0.0))?,
+            SignalOp::BlackmanWindow => eval_window(cx, dtype, shape, (0.42, 0.5, 0.08))?,
             SignalOp::MelWeightMatrix => eval_mel(cx, dtype, shape)?,
         };
         Ok(vec![out])
     }
+}
+
+/// The cosine-sum window `a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N)`, with `N` the
+/// size (periodic) or the size - 1 (symmetric; a symmetric window of one point is [1]).
+fn eval_window(cx: &EvalCx, dtype: DType, shape: Vec<usize>, (a0, a1, a2): (f64, f64, f64)) -> Result<Tensor> {
+    let periodic = cx.attrs.int_or("periodic", 1)? != 0;
+    let size = shape.first().copied().unwrap_or(0);
+    let period = if periodic { size } else { size.saturating_sub(1) };
+    Tensor::from_fn_f64(dtype, shape, |n| {
+        if period == 0 {
+            return 1.0;
+        }
+        let phase = 2.0 * std::f64::consts::PI * n as f64 / period as f64;
+        a0 - a1 * phase.cos() + a2 * (2.0 * phase).cos()
+    })
 }
 
 fn float_input(cx: &InferCx, i: usize, op: &str, what: &str) -> Result<DType> {
