@@ -4,6 +4,7 @@
 //! `Max`/`Min`/`Sum`/`Mean`, comparisons, logical and bitwise ops, `BitShift`, `PRelu` and
 //! `Where`. f16/bf16 arithmetic runs in f32.
 
+use crate::attr::Attrs;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::ValueType;
@@ -94,9 +95,8 @@ impl BinaryOp {
             Add | Sub | Mul | Div | Mod => {
                 let d = common_dtype(cx, self, &two, numeric)?;
                 if self == Mod {
-                    mod_is_fmod(cx, d)?;
+                    mod_is_fmod(cx.attrs, d)?;
                 }
-                check_legacy_broadcast(cx, self)?;
                 (d, broadcast_inputs(cx, &two)?)
             }
             Pow => {
@@ -107,7 +107,6 @@ impl BinaryOp {
                 if !numeric(exponent) {
                     return Err(bad_dtype("Pow", exponent));
                 }
-                check_legacy_broadcast(cx, self)?;
                 (base, broadcast_inputs(cx, &two)?)
             }
             Max | Min | Sum | Mean => {
@@ -121,12 +120,10 @@ impl BinaryOp {
             Equal | Less | Greater | LessOrEqual | GreaterOrEqual => {
                 let ok = if self == Equal { |_: DType| true } else { numeric };
                 common_dtype(cx, self, &two, ok)?;
-                check_legacy_broadcast(cx, self)?;
                 (DType::Bool, broadcast_inputs(cx, &two)?)
             }
             And | Or | Xor => {
                 common_dtype(cx, self, &two, |d| d == DType::Bool)?;
-                check_legacy_broadcast(cx, self)?;
                 (DType::Bool, broadcast_inputs(cx, &two)?)
             }
             BitShift => {
@@ -173,7 +170,8 @@ impl BinaryOp {
             Mul => arith(Arith::Mul, self, cx, shape)?,
             Div => arith(Arith::Div, self, cx, shape)?,
             Mod => {
-                let rem = if cx.attrs.int_or("fmod", 0)? != 0 { Arith::RemTrunc } else { Arith::RemFloor };
+                let fmod = mod_is_fmod(cx.attrs, cx.input(0)?.dtype())?;
+                let rem = if fmod { Arith::RemTrunc } else { Arith::RemFloor };
                 arith(rem, self, cx, shape)?
             }
             Pow => pow(cx.input(0)?, cx.input(1)?, shape)?,
@@ -248,18 +246,9 @@ fn broadcast_inputs(cx: &InferCx, indices: &[usize]) -> Result<Option<Vec<usize>
     Ok(Some(out))
 }
 
-/// Before opset 7 these ops took `broadcast`/`axis` attributes; only the numpy-compatible
-/// form (no `axis`) is supported.
-fn check_legacy_broadcast(cx: &InferCx, op: BinaryOp) -> Result<()> {
-    if cx.version < 7 && cx.attrs.has("axis") {
-        return Err(Error::Unsupported(format!("{} with the opset-{} 'axis' attribute", op.name(), cx.version)));
-    }
-    Ok(())
-}
-
 /// Whether Mod uses C `fmod` semantics; floats require it.
-fn mod_is_fmod(cx: &InferCx, dtype: DType) -> Result<bool> {
-    let fmod = match cx.attrs.int_or("fmod", 0)? {
+fn mod_is_fmod(attrs: &Attrs, dtype: DType) -> Result<bool> {
+    let fmod = match attrs.int_or("fmod", 0)? {
         0 => false,
         1 => true,
         other => return Err(Error::InvalidModel(format!("Mod attribute 'fmod' must be 0 or 1, got {other}"))),
@@ -271,7 +260,7 @@ fn mod_is_fmod(cx: &InferCx, dtype: DType) -> Result<bool> {
 }
 
 /// The `direction` attribute of BitShift: `true` for "LEFT".
-fn shift_left(attrs: &crate::attr::Attrs) -> Result<bool> {
+fn shift_left(attrs: &Attrs) -> Result<bool> {
     match attrs.string("direction")? {
         Some("LEFT") => Ok(true),
         Some("RIGHT") => Ok(false),
@@ -460,6 +449,8 @@ fn fold(kind: Fold, op: BinaryOp, cx: &EvalCx) -> Result<Tensor> {
     Ok(demote(acc, first.dtype()))
 }
 
+// The macro also instantiates bool, where only `Eq` is reachable (inference rejects the rest).
+#[allow(clippy::bool_comparison)]
 fn compare(kind: Cmp, cx: &EvalCx, shape: &[usize]) -> Result<Tensor> {
     let (a, b) = (cx.input(0)?, cx.input(1)?);
     crate::with_dtype!(a.dtype(), T => match kind {
@@ -550,7 +541,7 @@ fn select<T: Elem>(cond: &Tensor, x: &Tensor, y: &Tensor, out_shape: &[usize]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
+    use crate::attr::Attr;
     use crate::op::{Op, OpKind};
 
     fn run(op: BinaryOp, attrs: &[(&str, Attr)], inputs: &[&Tensor]) -> Result<Tensor> {

@@ -224,13 +224,13 @@ fn infer_clip(cx: &InferCx, dtype: DType) -> Result<()> {
                     f.ty.dtype
                 )));
             }
-            if let Some(s) = &f.ty.shape {
-                if s.iter().product::<usize>() != 1 {
-                    return Err(Error::InvalidModel(format!(
-                        "Clip input '{name}' must be a single value, got shape {}",
-                        fmt_shape(s)
-                    )));
-                }
+            if let Some(s) = &f.ty.shape
+                && s.iter().product::<usize>() != 1
+            {
+                return Err(Error::InvalidModel(format!(
+                    "Clip input '{name}' must be a single value, got shape {}",
+                    fmt_shape(s)
+                )));
             }
         }
     }
@@ -282,8 +282,7 @@ fn dropout_mask_dtype(version: u32, dtype: DType) -> DType {
 }
 
 /// Dropout is the identity except in training mode with a nonzero ratio, whose random
-/// masks the reference interpreter does not model. Before opset 7 the `is_test` attribute
-/// is ignored: those models are run for inference, as every runtime does.
+/// masks the reference interpreter does not model.
 fn check_dropout(ratio: Option<f64>, training: Option<bool>) -> Result<()> {
     if let Some(r) = ratio {
         if !(0.0..1.0).contains(&r) {
@@ -371,14 +370,9 @@ fn each<T: Copy>(x: &[T], f: impl Fn(T) -> T) -> Vec<T> {
     x.iter().map(|&v| f(v)).collect()
 }
 
-/// `1 / (1 + e^-v)` without overflow for large `|v|`.
+/// `1 / (1 + e^-v)`: saturates cleanly to 0 or 1 when `e^-v` overflows or underflows.
 fn sigmoid<T: Real>(v: T) -> T {
-    if v >= T::zero() {
-        T::one() / (T::one() + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (T::one() + e)
-    }
+    T::one() / (T::one() + (-v).exp())
 }
 
 /// `ln(1 + e^v)` without overflow for large `v`.
