@@ -80,10 +80,10 @@ impl IndexOp {
                 if updates_dtype != dtype {
                     crate::bail_model!("TensorScatter update is {updates_dtype} but past_cache is {dtype}");
                 }
-                if let Some(w) = cx.opt(2) {
-                    if w.ty.dtype != DType::I64 {
-                        crate::bail_model!("TensorScatter write_indices must be int64, got {}", w.ty.dtype);
-                    }
+                if let Some(w) = cx.opt(2)
+                    && w.ty.dtype != DType::I64
+                {
+                    crate::bail_model!("TensorScatter write_indices must be int64, got {}", w.ty.dtype);
                 }
                 tensor_scatter_circular(cx.attrs.string_or("mode", "linear")?)?;
                 if let (Some(d), Some(u)) = (data_shape, cx.shape(1)?) {
@@ -103,10 +103,7 @@ impl IndexOp {
                 Ok(vec![ValueType { dtype, shape }])
             }
             NonZero => {
-                let shape = match cx.value(0)? {
-                    Some(x) => Some(vec![x.rank(), count_nonzero(x)]),
-                    None => None,
-                };
+                let shape = cx.value(0)?.map(|x| vec![x.rank(), count_nonzero(x)]);
                 Ok(vec![ValueType { dtype: DType::I64, shape }])
             }
             Unique => {
@@ -357,10 +354,10 @@ fn nd_offsets(data: &[usize], indices: &Tensor, batch_dims: usize) -> Result<Vec
     let batch_stride: usize = data[batch_dims..].iter().product();
     let idx = indices.to_i64_vec();
     let tuples = idx.len() / m;
-    let per_batch = if batch_count == 0 { 0 } else { tuples / batch_count };
+    let per_batch = tuples.checked_div(batch_count).unwrap_or(0);
     let mut offsets = Vec::with_capacity(tuples);
     for (t, tuple) in idx.chunks_exact(m).enumerate() {
-        let batch = if per_batch == 0 { 0 } else { t / per_batch };
+        let batch = t.checked_div(per_batch).unwrap_or(0);
         let mut off = batch * batch_stride;
         for (k, &i) in tuple.iter().enumerate() {
             let axis = batch_dims + k;
@@ -516,11 +513,11 @@ impl TensorScatterParams {
         if write.len() != self.batch {
             crate::bail_model!("TensorScatter write_indices has {} values for batch size {}", write.len(), self.batch);
         }
-        let per_batch = if self.batch == 0 { 1 } else { self.prefix / self.batch };
+        let per_batch = self.prefix.checked_div(self.batch).unwrap_or(1).max(1);
         let max = self.max_len as i64;
         let mut rows = Vec::with_capacity(self.prefix * self.seq_len);
         for p in 0..self.prefix {
-            let w = write[p / per_batch.max(1)];
+            let w = write[p / per_batch];
             for s in 0..self.seq_len as i64 {
                 let pos = w.checked_add(s).unwrap_or(i64::MAX);
                 let pos = if circular && max > 0 { pos.rem_euclid(max) } else { pos };
@@ -701,5 +698,112 @@ impl UniqueResult {
         };
         let first = self.first.iter().map(|&i| i as i64).collect();
         Ok(vec![y, Tensor::from_i64s(first), Tensor::from_i64s(self.inverse), Tensor::from_i64s(self.counts)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::{Attr, Attrs};
+    use crate::graph::ValueType;
+    use crate::op::{Fact, Op, OpKind};
+
+    fn op(kind: IndexOp, attrs: &[(&str, Attr)], version: u32) -> Op {
+        let mut a = Attrs::new();
+        for (name, value) in attrs {
+            a.set(name, value.clone());
+        }
+        Op { kind: OpKind::Index(kind), attrs: a, version }
+    }
+
+    fn run(kind: IndexOp, attrs: &[(&str, Attr)], inputs: &[Tensor], outputs: usize) -> Result<Vec<Tensor>> {
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
+        op(kind, attrs, 18).eval(&refs, outputs)
+    }
+
+    fn i64s(shape: &[usize], v: &[i64]) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn gather_takes_negative_indices_and_names_bad_ones() -> Result<()> {
+        let x = i64s(&[3, 2], &[1, 2, 3, 4, 5, 6]);
+        let y = run(IndexOp::Gather, &[], &[x.clone(), i64s(&[2], &[-1, 0])], 1)?;
+        assert_eq!(y[0].to_i64_vec(), vec![5, 6, 1, 2]);
+        let err = run(IndexOp::Gather, &[], &[x, i64s(&[1], &[3])], 1);
+        assert!(err.is_err_and(|e| e.to_string().contains("index 3 is out of range for axis 0 of size 3")));
+        Ok(())
+    }
+
+    #[test]
+    fn gather_nd_with_a_batch_dim() -> Result<()> {
+        let x = i64s(&[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let y = run(IndexOp::GatherND, &[("batch_dims", Attr::Int(1))], &[x, i64s(&[2, 1], &[1, 0])], 1)?;
+        assert_eq!(y[0].shape(), &[2, 2]);
+        assert_eq!(y[0].to_i64_vec(), vec![2, 3, 4, 5]);
+        Ok(())
+    }
+
+    #[test]
+    fn scatter_elements_add_accumulates_duplicates() -> Result<()> {
+        let x = i64s(&[1, 3], &[1, 1, 1]);
+        let attrs = [("axis", Attr::Int(1)), ("reduction", Attr::String("add".into()))];
+        let y = run(IndexOp::ScatterElements, &attrs, &[x, i64s(&[1, 2], &[1, -2]), i64s(&[1, 2], &[5, 7])], 1)?;
+        assert_eq!(y[0].to_i64_vec(), vec![1, 13, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn scatter_nd_multiplies_slices() -> Result<()> {
+        let x = i64s(&[2, 2], &[1, 2, 3, 4]);
+        let attrs = [("reduction", Attr::String("mul".into()))];
+        let y = run(IndexOp::ScatterND, &attrs, &[x, i64s(&[1, 1], &[1]), i64s(&[1, 2], &[10, 100])], 1)?;
+        assert_eq!(y[0].to_i64_vec(), vec![1, 2, 30, 400]);
+        Ok(())
+    }
+
+    #[test]
+    fn unique_in_first_occurrence_order() -> Result<()> {
+        let x = i64s(&[6], &[2, 1, 1, 3, 4, 3]);
+        let y = run(IndexOp::Unique, &[("sorted", Attr::Int(0))], &[x], 4)?;
+        assert_eq!(y[0].to_i64_vec(), vec![2, 1, 3, 4]);
+        assert_eq!(y[1].to_i64_vec(), vec![0, 1, 3, 4]);
+        assert_eq!(y[2].to_i64_vec(), vec![0, 1, 1, 2, 3, 2]);
+        assert_eq!(y[3].to_i64_vec(), vec![1, 2, 2, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn nonzero_shape_is_unknown_without_the_value() -> Result<()> {
+        let ty = ValueType::new(DType::F32, vec![2, 2]);
+        let types = op(IndexOp::NonZero, &[], 13).infer(&[Some(Fact { ty: &ty, value: None })], 1)?;
+        assert_eq!(types[0], ValueType::unknown(DType::I64));
+        let x = Tensor::from_vec(vec![2, 2], vec![1f32, 0., 0., 2.])?;
+        let y = run(IndexOp::NonZero, &[], &[x], 1)?;
+        assert_eq!(y[0].shape(), &[2, 2]);
+        assert_eq!(y[0].to_i64_vec(), vec![0, 1, 0, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn compress_along_an_axis() -> Result<()> {
+        let x = i64s(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let cond = Tensor::from_vec(vec![2], vec![false, true])?;
+        let y = run(IndexOp::Compress, &[("axis", Attr::Int(1))], &[x, cond], 1)?;
+        assert_eq!(y[0].shape(), &[2, 1]);
+        assert_eq!(y[0].to_i64_vec(), vec![2, 5]);
+        Ok(())
+    }
+
+    #[test]
+    fn tensor_scatter_circular_wraps() -> Result<()> {
+        let cache = i64s(&[1, 3, 1], &[0, 0, 0]);
+        let update = i64s(&[1, 2, 1], &[7, 8]);
+        let mode = [("mode", Attr::String("circular".into()))];
+        let y = run(IndexOp::TensorScatter, &mode, &[cache.clone(), update.clone(), i64s(&[1], &[2])], 1)?;
+        assert_eq!(y[0].to_i64_vec(), vec![8, 0, 7]);
+        let err = run(IndexOp::TensorScatter, &[], &[cache, update, i64s(&[1], &[2])], 1);
+        assert!(err.is_err());
+        Ok(())
     }
 }

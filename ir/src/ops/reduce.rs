@@ -761,3 +761,108 @@ fn top_k<T: Elem>(x: &[T], l: Lanes, k: usize, largest: bool) -> (Vec<T>, Vec<i6
     }
     (values, indices)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::Attr;
+    use crate::op::{Op, OpKind};
+
+    fn run(op: ReduceOp, attrs: &[(&str, Attr)], version: u32, inputs: &[Tensor], outputs: usize) -> Result<Vec<Tensor>> {
+        let mut a = Attrs::new();
+        for (name, value) in attrs {
+            a.set(name, value.clone());
+        }
+        let op = Op { kind: OpKind::Reduce(op), attrs: a, version };
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
+        op.eval(&refs, outputs)
+    }
+
+    fn f32s(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn vals(t: &Tensor) -> Vec<f64> {
+        t.to_f64_vec()
+    }
+
+    #[test]
+    fn reduce_sum_middle_axis_keeps_dims() -> Result<()> {
+        let x = f32s(&[2, 3, 2], &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.]);
+        let y = run(ReduceOp::ReduceSum, &[], 13, &[x, Tensor::from_i64s(vec![-2])], 1)?;
+        assert_eq!(y[0].shape(), &[2, 1, 2]);
+        assert_eq!(vals(&y[0]), vec![9., 12., 27., 30.]);
+        Ok(())
+    }
+
+    #[test]
+    fn empty_reductions_give_the_identity() -> Result<()> {
+        let x = f32s(&[2, 0, 3], &[]);
+        let prod = run(ReduceOp::ReduceProd, &[("axes", Attr::Ints(vec![1]))], 13, &[x.clone()], 1)?;
+        assert_eq!(vals(&prod[0]), vec![1.0; 6]);
+        let max = run(ReduceOp::ReduceMax, &[("keepdims", Attr::Int(0))], 18, &[x, Tensor::from_i64s(vec![1])], 1)?;
+        assert_eq!(max[0].shape(), &[2, 3]);
+        assert!(vals(&max[0]).iter().all(|v| *v == f64::NEG_INFINITY));
+        Ok(())
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable_for_large_values() -> Result<()> {
+        let y = run(ReduceOp::ReduceLogSumExp, &[], 18, &[f32s(&[2], &[1000., 1000.])], 1)?;
+        assert!((vals(&y[0])[0] - (1000.0 + 2f64.ln())).abs() < 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn softmax_along_a_leading_axis_and_coerced_2d() -> Result<()> {
+        let x = f32s(&[2, 2], &[0., 1., 0., 3.]);
+        let y = run(ReduceOp::Softmax, &[("axis", Attr::Int(0))], 13, &[x.clone()], 1)?;
+        let v = vals(&y[0]);
+        assert!((v[0] - 0.5).abs() < 1e-6 && (v[2] - 0.5).abs() < 1e-6);
+        assert!((v[1] + v[3] - 1.0).abs() < 1e-6 && v[3] > v[1]);
+        // Opset 11, axis 0: the whole tensor is one row.
+        let y = run(ReduceOp::Softmax, &[("axis", Attr::Int(0))], 11, &[x], 1)?;
+        assert!((vals(&y[0]).iter().sum::<f64>() - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn argmax_breaks_ties_by_select_last_index() -> Result<()> {
+        let x = f32s(&[1, 4], &[2., 5., 5., 1.]);
+        let first = run(ReduceOp::ArgMax, &[("axis", Attr::Int(1))], 13, &[x.clone()], 1)?;
+        assert_eq!(first[0].to_i64_vec(), vec![1]);
+        let last = run(ReduceOp::ArgMax, &[("axis", Attr::Int(1)), ("select_last_index", Attr::Int(1))], 13, &[x], 1)?;
+        assert_eq!(last[0].to_i64_vec(), vec![2]);
+        Ok(())
+    }
+
+    #[test]
+    fn cumsum_exclusive_reverse() -> Result<()> {
+        let x = Tensor::from_vec(vec![3], vec![1i32, 2, 3])?;
+        let attrs = [("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))];
+        let y = run(ReduceOp::CumSum, &attrs, 14, &[x, Tensor::scalar(0i64)], 1)?;
+        assert_eq!(y[0].to_i64_vec(), vec![5, 3, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn top_k_ties_go_to_the_lower_index() -> Result<()> {
+        let x = f32s(&[4], &[1., 3., 3., 2.]);
+        let y = run(ReduceOp::TopK, &[], 11, &[x.clone(), Tensor::from_i64s(vec![2])], 2)?;
+        assert_eq!(vals(&y[0]), vec![3., 3.]);
+        assert_eq!(y[1].to_i64_vec(), vec![1, 2]);
+        let y = run(ReduceOp::TopK, &[("largest", Attr::Int(0))], 11, &[x.clone(), Tensor::from_i64s(vec![2])], 2)?;
+        assert_eq!(y[1].to_i64_vec(), vec![0, 3]);
+        let err = run(ReduceOp::TopK, &[], 11, &[x, Tensor::from_i64s(vec![5])], 2);
+        assert!(err.is_err_and(|e| e.to_string().contains("k = 5")));
+        Ok(())
+    }
+
+    #[test]
+    fn lp_normalization_leaves_zero_lanes_zero() -> Result<()> {
+        let x = f32s(&[2, 2], &[3., 4., 0., 0.]);
+        let y = run(ReduceOp::LpNormalization, &[], 22, &[x], 1)?;
+        assert_eq!(vals(&y[0]), vec![0.6000000238418579, 0.800000011920929, 0., 0.]);
+        Ok(())
+    }
+}
