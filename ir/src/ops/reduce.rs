@@ -570,6 +570,12 @@ fn softmax<T: Float>(x: &[T], l: Lanes, log: bool) -> Vec<T> {
     if block_len == 0 {
         return out;
     }
+    if l.inner == 1 {
+        for (xr, yr) in x.chunks_exact(l.n).zip(out.chunks_exact_mut(l.n)) {
+            softmax_row(xr, yr, log);
+        }
+        return out;
+    }
     let mut max = vec![T::zero(); l.inner];
     let mut sum = vec![T::zero(); l.inner];
     for (xb, yb) in x.chunks_exact(block_len).zip(out.chunks_exact_mut(block_len)) {
@@ -611,6 +617,25 @@ fn softmax<T: Float>(x: &[T], l: Lanes, log: bool) -> Vec<T> {
         }
     }
     out
+}
+
+/// Softmax (or log-softmax) of one contiguous row.
+fn softmax_row<T: Float>(x: &[T], y: &mut [T], log: bool) {
+    let max = x.iter().fold(T::neg_infinity(), |m, &v| if v > m || v.is_nan() { v } else { m });
+    let mut sum = T::zero();
+    for (o, &v) in y.iter_mut().zip(x) {
+        let shifted = v - max;
+        let e = shifted.exp();
+        sum = sum + e;
+        *o = if log { shifted } else { e };
+    }
+    if log {
+        let ls = sum.ln();
+        y.iter_mut().for_each(|o| *o = *o - ls);
+    } else {
+        let r = T::one() / sum;
+        y.iter_mut().for_each(|o| *o = *o * r);
+    }
 }
 
 /// One at the first maximum of each lane, zero elsewhere.
@@ -798,7 +823,7 @@ mod tests {
     #[test]
     fn empty_reductions_give_the_identity() -> Result<()> {
         let x = f32s(&[2, 0, 3], &[]);
-        let prod = run(ReduceOp::ReduceProd, &[("axes", Attr::Ints(vec![1]))], 13, &[x.clone()], 1)?;
+        let prod = run(ReduceOp::ReduceProd, &[("axes", Attr::Ints(vec![1]))], 13, std::slice::from_ref(&x), 1)?;
         assert_eq!(vals(&prod[0]), vec![1.0; 6]);
         let max = run(ReduceOp::ReduceMax, &[("keepdims", Attr::Int(0))], 18, &[x, Tensor::from_i64s(vec![1])], 1)?;
         assert_eq!(max[0].shape(), &[2, 3]);
@@ -816,7 +841,7 @@ mod tests {
     #[test]
     fn softmax_along_a_leading_axis_and_coerced_2d() -> Result<()> {
         let x = f32s(&[2, 2], &[0., 1., 0., 3.]);
-        let y = run(ReduceOp::Softmax, &[("axis", Attr::Int(0))], 13, &[x.clone()], 1)?;
+        let y = run(ReduceOp::Softmax, &[("axis", Attr::Int(0))], 13, std::slice::from_ref(&x), 1)?;
         let v = vals(&y[0]);
         assert!((v[0] - 0.5).abs() < 1e-6 && (v[2] - 0.5).abs() < 1e-6);
         assert!((v[1] + v[3] - 1.0).abs() < 1e-6 && v[3] > v[1]);
@@ -829,7 +854,7 @@ mod tests {
     #[test]
     fn argmax_breaks_ties_by_select_last_index() -> Result<()> {
         let x = f32s(&[1, 4], &[2., 5., 5., 1.]);
-        let first = run(ReduceOp::ArgMax, &[("axis", Attr::Int(1))], 13, &[x.clone()], 1)?;
+        let first = run(ReduceOp::ArgMax, &[("axis", Attr::Int(1))], 13, std::slice::from_ref(&x), 1)?;
         assert_eq!(first[0].to_i64_vec(), vec![1]);
         let last = run(ReduceOp::ArgMax, &[("axis", Attr::Int(1)), ("select_last_index", Attr::Int(1))], 13, &[x], 1)?;
         assert_eq!(last[0].to_i64_vec(), vec![2]);
