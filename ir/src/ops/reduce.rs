@@ -50,14 +50,20 @@ impl ReduceOp {
             | ReduceLogSum | ReduceLogSumExp | ReduceSumSquare => {
                 let dtype = cx.dtype(0)?;
                 check_reduce_dtype(self, dtype)?;
-                let axes = if axes_from_input(self, cx.version) {
-                    cx.opt_i64s(1)
+                // `None`: the axes are a run-time value.
+                let axes: Option<Vec<i64>> = if axes_from_input(self, cx.version) {
+                    match cx.opt(1) {
+                        None => Some(Vec::new()),
+                        Some(f) if f.ty.dtype != DType::I64 => {
+                            crate::bail_model!("{} axes must be int64, got {}", self.name(), f.ty.dtype)
+                        }
+                        Some(f) => f.value.map(Tensor::to_i64_vec),
+                    }
                 } else {
-                    Some(cx.attrs.ints("axes")?.map(<[i64]>::to_vec))
+                    Some(cx.attrs.ints("axes")?.map(<[i64]>::to_vec).unwrap_or_default())
                 };
                 let shape = match (cx.shape(0)?, axes) {
-                    (Some(s), None) => Some(ReduceParams::new(cx.attrs, s, &[])?.out_shape),
-                    (Some(s), Some(Some(a))) => Some(ReduceParams::new(cx.attrs, s, &a)?.out_shape),
+                    (Some(s), Some(a)) => Some(ReduceParams::new(cx.attrs, s, &a)?.out_shape),
                     _ => None,
                 };
                 Ok(vec![ValueType { dtype, shape }])
@@ -67,10 +73,7 @@ impl ReduceOp {
                 if !(dtype.is_float() || dtype.is_int()) {
                     return Err(bad_dtype(self.name(), dtype));
                 }
-                let shape = match cx.shape(0)? {
-                    Some(s) => Some(ArgParams::new(cx.attrs, s)?.out_shape),
-                    None => None,
-                };
+                let shape = cx.shape(0)?.map(|s| ArgParams::new(cx.attrs, s)).transpose()?.map(|p| p.out_shape);
                 Ok(vec![ValueType { dtype: DType::I64, shape }])
             }
             Softmax | LogSoftmax | Hardmax | LpNormalization => {
@@ -817,6 +820,15 @@ mod tests {
         let y = run(ReduceOp::ReduceSum, &[], 13, &[x, Tensor::from_i64s(vec![-2])], 1)?;
         assert_eq!(y[0].shape(), &[2, 1, 2]);
         assert_eq!(vals(&y[0]), vec![9., 12., 27., 30.]);
+        Ok(())
+    }
+
+    #[test]
+    fn old_opsets_reduce_all_axes_by_default() -> Result<()> {
+        let x = f32s(&[2, 2], &[1., 2., 3., 6.]);
+        let y = run(ReduceOp::ReduceMean, &[("keepdims", Attr::Int(0))], 13, &[x], 1)?;
+        assert_eq!(y[0].shape(), &[] as &[usize]);
+        assert_eq!(vals(&y[0]), vec![3.]);
         Ok(())
     }
 
