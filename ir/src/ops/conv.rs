@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, demote, promote};
-use crate::ops::linalg::{gemm, requantize, MatRef, Scalar};
+use crate::ops::linalg::{MatRef, Scalar, gemm, requantize};
 use crate::shape::{fmt_shape, strides};
 use crate::tensor::Tensor;
 use crate::{bail_model, bail_unsupported, with_float, with_numeric};
@@ -70,10 +70,10 @@ impl ConvOp {
                 if !matches!(out, DType::I8 | DType::U8) {
                     bail_model!("QLinearConv y_zero_point must be int8 or uint8, got {out}");
                 }
-                if let Some(b) = cx.opt(8) {
-                    if b.ty.dtype != DType::I32 {
-                        bail_model!("QLinearConv bias must be int32, got {}", b.ty.dtype);
-                    }
+                if let Some(b) = cx.opt(8)
+                    && b.ty.dtype != DType::I32
+                {
+                    bail_model!("QLinearConv bias must be int32, got {}", b.ty.dtype);
                 }
                 Ok(vec![shaped(out, conv_shape(cx, "QLinearConv", 0, 3, Some(8))?)])
             }
@@ -143,10 +143,10 @@ fn float_operands(cx: &InferCx, op: &str, inputs: &[usize]) -> Result<DType> {
         return Err(bad_dtype(op, dtype));
     }
     for &i in &inputs[1..] {
-        if let Some(f) = cx.opt(i) {
-            if f.ty.dtype != dtype {
-                bail_model!("{op} input {i} is {} but input {} is {dtype}", f.ty.dtype, inputs[0]);
-            }
+        if let Some(f) = cx.opt(i)
+            && f.ty.dtype != dtype
+        {
+            bail_model!("{op} input {i} is {} but input {} is {dtype}", f.ty.dtype, inputs[0]);
         }
     }
     Ok(dtype)
@@ -158,20 +158,23 @@ fn quantized_operand(cx: &InferCx, op: &str, i: usize, zp: Option<usize>) -> Res
     if !matches!(d, DType::I8 | DType::U8) {
         bail_model!("{op} input {i} must be int8 or uint8, got {d}");
     }
-    if let Some((z, f)) = zp.and_then(|z| cx.opt(z).map(|f| (z, f))) {
-        if f.ty.dtype != d {
-            bail_model!("{op} zero point input {z} is {} but its operand is {d}", f.ty.dtype);
-        }
+    if let Some((z, f)) = zp.and_then(|z| cx.opt(z).map(|f| (z, f)))
+        && f.ty.dtype != d
+    {
+        bail_model!("{op} zero point input {z} is {} but its operand is {d}", f.ty.dtype);
     }
     Ok(())
 }
 
 /// Checks that the optional bias input `i`, when its shape is known, is `[c_out]`.
 fn check_bias(cx: &InferCx, op: &str, i: usize, c_out: usize) -> Result<()> {
-    if let Some(s) = cx.opt(i).and_then(|f| f.ty.shape.as_deref()) {
-        if s != [c_out] {
-            bail_model!("{op} bias has shape {} but the output has {c_out} channels", fmt_shape(s));
-        }
+    if let Some(s) = cx.opt(i).and_then(|f| f.ty.shape.as_deref())
+        && s != [c_out]
+    {
+        bail_model!(
+            "{op} bias has shape {} but the output has {c_out} channels",
+            fmt_shape(s)
+        );
     }
     Ok(())
 }
@@ -213,9 +216,14 @@ fn auto_pad(attrs: &Attrs) -> Result<AutoPad> {
 
 /// A per-spatial-dim attribute (`strides`, `dilations`), each value >= 1, default 1.
 fn spatial_attr(attrs: &Attrs, name: &str, nsp: usize) -> Result<Vec<usize>> {
-    let Some(v) = attrs.ints(name)? else { return Ok(vec![1; nsp]) };
+    let Some(v) = attrs.ints(name)? else {
+        return Ok(vec![1; nsp]);
+    };
     if v.len() != nsp {
-        bail_model!("attribute '{name}' has {} values but the input has {nsp} spatial dims", v.len());
+        bail_model!(
+            "attribute '{name}' has {} values but the input has {nsp} spatial dims",
+            v.len()
+        );
     }
     v.iter()
         .map(|&x| {
@@ -229,9 +237,15 @@ fn spatial_attr(attrs: &Attrs, name: &str, nsp: usize) -> Result<Vec<usize>> {
 
 /// The `pads` attribute as (begin, end) per spatial dim, each >= 0; zeros when absent.
 fn pads_attr(attrs: &Attrs, nsp: usize) -> Result<(Vec<i64>, Vec<i64>)> {
-    let Some(p) = attrs.ints("pads")? else { return Ok((vec![0; nsp], vec![0; nsp])) };
+    let Some(p) = attrs.ints("pads")? else {
+        return Ok((vec![0; nsp], vec![0; nsp]));
+    };
     if p.len() != 2 * nsp {
-        bail_model!("attribute 'pads' has {} values but needs {} (begin and end for {nsp} spatial dims)", p.len(), 2 * nsp);
+        bail_model!(
+            "attribute 'pads' has {} values but needs {} (begin and end for {nsp} spatial dims)",
+            p.len(),
+            2 * nsp
+        );
     }
     if let Some(x) = p.iter().find(|&&x| x < 0) {
         bail_model!("attribute 'pads' has a negative value {x}");
@@ -340,7 +354,12 @@ impl Window {
     /// The span of grid row `row` for a tap whose image offsets (`k * dilation - pad`) are
     /// `offsets`.
     fn span(&self, offsets: &[i64], row: usize, image_strides: &[usize]) -> Span {
-        let empty = Span { lo: 0, hi: 0, start: 0, step: 1 };
+        let empty = Span {
+            lo: 0,
+            hi: 0,
+            start: 0,
+            step: 1,
+        };
         let last = self.grid.len() - 1;
         let mut rem = row;
         let mut base = 0usize;
@@ -356,11 +375,20 @@ impl Window {
         let (s, o) = (self.strides[last] as i64, offsets[last]);
         let (width, len) = (self.image[last] as i64, self.grid[last] as i64);
         let lo = if o < 0 { (-o + s - 1) / s } else { 0 };
-        let hi = if width - 1 - o < 0 { 0 } else { ((width - 1 - o) / s + 1).min(len) };
+        let hi = if width - 1 - o < 0 {
+            0
+        } else {
+            ((width - 1 - o) / s + 1).min(len)
+        };
         if lo >= hi {
             return empty;
         }
-        Span { lo: lo as usize, hi: hi as usize, start: base + (lo * s + o) as usize, step: s as usize }
+        Span {
+            lo: lo as usize,
+            hi: hi as usize,
+            start: base + (lo * s + o) as usize,
+            step: s as usize,
+        }
     }
 
     /// How many grid rows one chunk of an im2col buffer of about `budget` elements holds
@@ -385,7 +413,10 @@ struct ConvGeom {
 
 impl ConvGeom {
     fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.c_out].into_iter().chain(self.window.grid.iter().copied()).collect()
+        [self.n, self.c_out]
+            .into_iter()
+            .chain(self.window.grid.iter().copied())
+            .collect()
     }
 
     fn out_numel(&self) -> usize {
@@ -396,10 +427,17 @@ impl ConvGeom {
 /// Checks the data and weight shapes of a conv (`x`: N x C x D1.., `w`: M x C/group x k1..).
 fn conv_channels(op: &str, x: &[usize], w: &[usize], group: usize) -> Result<()> {
     if x.len() < 3 {
-        bail_model!("{op} input X must have rank >= 3 (N, C, spatial...), got {}", fmt_shape(x));
+        bail_model!(
+            "{op} input X must have rank >= 3 (N, C, spatial...), got {}",
+            fmt_shape(x)
+        );
     }
     if w.len() != x.len() {
-        bail_model!("{op} weight W {} must have the rank of X {}", fmt_shape(w), fmt_shape(x));
+        bail_model!(
+            "{op} weight W {} must have the rank of X {}",
+            fmt_shape(w),
+            fmt_shape(x)
+        );
     }
     if w[1] * group != x[1] {
         bail_model!(
@@ -411,8 +449,12 @@ fn conv_channels(op: &str, x: &[usize], w: &[usize], group: usize) -> Result<()>
             w[1] * group
         );
     }
-    if w[0] % group != 0 {
-        bail_model!("{op} weight W {} has {} output channels, not a multiple of group {group}", fmt_shape(w), w[0]);
+    if !w[0].is_multiple_of(group) {
+        bail_model!(
+            "{op} weight W {} has {} output channels, not a multiple of group {group}",
+            fmt_shape(w),
+            w[0]
+        );
     }
     Ok(())
 }
@@ -437,8 +479,11 @@ fn conv_geom(attrs: &Attrs, x: &[usize], w: &[usize], op: &str) -> Result<ConvGe
                 let out = (size + s - 1) / s;
                 let total = ((out - 1) * s + extent - size).max(0);
                 let small = total / 2;
-                (pad_begin[d], pad_end[d]) =
-                    if mode == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                (pad_begin[d], pad_end[d]) = if mode == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
             }
             AutoPad::Valid => (pad_begin[d], pad_end[d]) = (0, 0),
             AutoPad::NotSet => {}
@@ -452,8 +497,21 @@ fn conv_geom(attrs: &Attrs, x: &[usize], w: &[usize], op: &str) -> Result<ConvGe
         }
         grid[d] = ((padded - extent) / s + 1) as usize;
     }
-    let window = Window { image, grid, kernel, strides, dilations, pad_begin };
-    Ok(ConvGeom { n: x[0], c_in: x[1], c_out: w[0], group, window })
+    let window = Window {
+        image,
+        grid,
+        kernel,
+        strides,
+        dilations,
+        pad_begin,
+    };
+    Ok(ConvGeom {
+        n: x[0],
+        c_in: x[1],
+        c_out: w[0],
+        group,
+        window,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -540,10 +598,10 @@ fn col2im<T: Scalar>(col: &[T], win: &Window, spans: &[Span], rows: Range<usize>
     }
 }
 
-/// Fills each `plane`-sized block of `out` with its channel's bias.
+/// Fills each `plane`-sized block of `out` (N x C planes) with its channel's bias.
 fn fill_bias<T: Copy>(out: &mut [T], plane: usize, bias: Option<&[T]>) {
     if let (Some(bias), true) = (bias, plane > 0) {
-        for (dst, &b) in out.chunks_exact_mut(plane).zip(bias) {
+        for (dst, &b) in out.chunks_exact_mut(plane).zip(bias.iter().cycle()) {
             dst.fill(b);
         }
     }
@@ -564,7 +622,11 @@ fn conv_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, o
     let pointwise = win.is_identity();
     let depthwise = mg == 1 && !pointwise;
     let chunk_rows = win.rows_per_chunk(kc, COL_CHUNK);
-    let mut col = if pointwise || depthwise { vec![] } else { vec![T::default(); kc * chunk_rows * row_len] };
+    let mut col = if pointwise || depthwise {
+        vec![]
+    } else {
+        vec![T::default(); kc * chunk_rows * row_len]
+    };
     for b in 0..g.n {
         for gi in 0..g.group {
             let xg = &x[(b * g.c_in + gi * cg) * isz..][..cg * isz];
@@ -588,7 +650,15 @@ fn conv_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, o
                     let ncols = (r1 - r0) * row_len;
                     let colc = &mut col[..kc * ncols];
                     im2col(xg, win, &spans, r0..r1, colc);
-                    gemm(mg, ncols, kc, MatRef::rows(wg, kc), MatRef::rows(colc, ncols), &mut og[r0 * row_len..], psz);
+                    gemm(
+                        mg,
+                        ncols,
+                        kc,
+                        MatRef::rows(wg, kc),
+                        MatRef::rows(colc, ncols),
+                        &mut og[r0 * row_len..],
+                        psz,
+                    );
                 }
             }
         }
@@ -623,7 +693,10 @@ struct ConvTransposeGeom {
 
 impl ConvTransposeGeom {
     fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.c_out].into_iter().chain(self.window.image.iter().copied()).collect()
+        [self.n, self.c_out]
+            .into_iter()
+            .chain(self.window.image.iter().copied())
+            .collect()
     }
 }
 
@@ -631,12 +704,19 @@ fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTr
     let op = "ConvTranspose";
     let group = group_attr(attrs)?;
     if x.len() < 3 {
-        bail_model!("{op} input X must have rank >= 3 (N, C, spatial...), got {}", fmt_shape(x));
+        bail_model!(
+            "{op} input X must have rank >= 3 (N, C, spatial...), got {}",
+            fmt_shape(x)
+        );
     }
     if w.len() != x.len() {
-        bail_model!("{op} weight W {} must have the rank of X {}", fmt_shape(w), fmt_shape(x));
+        bail_model!(
+            "{op} weight W {} must have the rank of X {}",
+            fmt_shape(w),
+            fmt_shape(x)
+        );
     }
-    if w[0] != x[1] || x[1] % group != 0 {
+    if w[0] != x[1] || !x[1].is_multiple_of(group) {
         bail_model!(
             "{op} input X {} has {} channels but weight W {} has {} input channels (group {group})",
             fmt_shape(x),
@@ -675,7 +755,11 @@ fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTr
             Some(size) => {
                 let total = natural - size;
                 let small = total.div_euclid(2);
-                pad_begin[d] = if mode == AutoPad::SameUpper { small } else { total - small };
+                pad_begin[d] = if mode == AutoPad::SameUpper {
+                    small
+                } else {
+                    total - small
+                };
                 size
             }
             None if mode == AutoPad::Valid => {
@@ -685,12 +769,29 @@ fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTr
             None => natural - pad_begin[d] - pad_end[d],
         };
         if size < 0 {
-            bail_model!("{op} output spatial dim {d} would be {size} (input {input}, pads {}+{})", pad_begin[d], pad_end[d]);
+            bail_model!(
+                "{op} output spatial dim {d} would be {size} (input {input}, pads {}+{})",
+                pad_begin[d],
+                pad_end[d]
+            );
         }
         image[d] = size as usize;
     }
-    let window = Window { image, grid, kernel, strides, dilations, pad_begin };
-    Ok(ConvTransposeGeom { n: x[0], c_in: x[1], c_out: w[1] * group, group, window })
+    let window = Window {
+        image,
+        grid,
+        kernel,
+        strides,
+        dilations,
+        pad_begin,
+    };
+    Ok(ConvTransposeGeom {
+        n: x[0],
+        c_in: x[1],
+        c_out: w[1] * group,
+        group,
+        window,
+    })
 }
 
 /// `out = bias + conv_transpose(x, w)`: per group, `col = W_g^T X_g` then col2im.
@@ -717,8 +818,16 @@ fn conv_transpose_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &C
                 let ncols = (r1 - r0) * row_len;
                 let colc = &mut col[..kc * ncols];
                 colc.fill(T::default());
-                let wt = MatRef { data: wg, rs: 1, cs: kc };
-                let xm = MatRef { data: &xg[r0 * row_len..], rs: psz, cs: 1 };
+                let wt = MatRef {
+                    data: wg,
+                    rs: 1,
+                    cs: kc,
+                };
+                let xm = MatRef {
+                    data: &xg[r0 * row_len..],
+                    rs: psz,
+                    cs: 1,
+                };
                 gemm(kc, ncols, cg, wt, xm, colc, ncols);
                 col2im(colc, win, &spans, r0..r1, og);
             }
@@ -748,7 +857,10 @@ fn minus_scalar_zero_point(x: &Tensor, zp: Option<&Tensor>, what: &str) -> Resul
     let z = match zp {
         None => 0,
         Some(z) if z.numel() == 1 => z.scalar_i64()? as i32,
-        Some(z) => bail_model!("{what} must be a single value (per tensor), got shape {}", fmt_shape(z.shape())),
+        Some(z) => bail_model!(
+            "{what} must be a single value (per tensor), got shape {}",
+            fmt_shape(z.shape())
+        ),
     };
     Ok(x.to_i64_vec().into_iter().map(|v| (v as i32).wrapping_sub(z)).collect())
 }
@@ -788,7 +900,10 @@ fn qlinear_conv_eval(cx: &EvalCx) -> Result<Tensor> {
     let single = |i: usize, what: &str| -> Result<f64> {
         let t = cx.input(i)?;
         if t.numel() != 1 {
-            bail_model!("QLinearConv {what} must be a single value, got shape {}", fmt_shape(t.shape()));
+            bail_model!(
+                "QLinearConv {what} must be a single value, got shape {}",
+                fmt_shape(t.shape())
+            );
         }
         t.scalar_f64()
     };
@@ -796,12 +911,19 @@ fn qlinear_conv_eval(cx: &EvalCx) -> Result<Tensor> {
     let y_scale = single(6, "y_scale")? as f32;
     let y_zp = cx.input(7)?;
     if y_zp.numel() != 1 {
-        bail_model!("QLinearConv y_zero_point must be a single value, got shape {}", fmt_shape(y_zp.shape()));
+        bail_model!(
+            "QLinearConv y_zero_point must be a single value, got shape {}",
+            fmt_shape(y_zp.shape())
+        );
     }
     let y_zp = y_zp.scalar_i64()?;
     let w_scale: Vec<f32> = cx.input(4)?.to_f64_vec().into_iter().map(|v| v as f32).collect();
     if w_scale.len() != 1 && w_scale.len() != g.c_out {
-        bail_model!("QLinearConv w_scale has {} values but the output has {} channels", w_scale.len(), g.c_out);
+        bail_model!(
+            "QLinearConv w_scale has {} values but the output has {} channels",
+            w_scale.len(),
+            g.c_out
+        );
     }
     let out_dtype = cx.out_dtype(0)?;
     let plane = g.window.grid_size().max(1);
@@ -825,26 +947,49 @@ struct DeformGeom {
     offset_group: usize,
 }
 
-fn deform_geom(attrs: &Attrs, x: &[usize], w: &[usize], offset: &[usize], mask: Option<&[usize]>) -> Result<DeformGeom> {
+fn deform_geom(
+    attrs: &Attrs,
+    x: &[usize],
+    w: &[usize],
+    offset: &[usize],
+    mask: Option<&[usize]>,
+) -> Result<DeformGeom> {
     let op = "DeformConv";
     let conv = conv_geom(attrs, x, w, op)?;
     let og = attrs.int_or("offset_group", 1)?;
     let offset_group = usize::try_from(og)
         .ok()
         .filter(|&g| g >= 1 && conv.c_in % g == 0)
-        .ok_or_else(|| Error::InvalidModel(format!("{op} offset_group {og} must be >= 1 and divide the {} input channels", conv.c_in)))?;
+        .ok_or_else(|| {
+            Error::InvalidModel(format!(
+                "{op} offset_group {og} must be >= 1 and divide the {} input channels",
+                conv.c_in
+            ))
+        })?;
     let nsp = conv.window.grid.len();
     let taps = conv.window.kernel_size();
-    let want: Vec<usize> =
-        [conv.n, offset_group * taps * nsp].into_iter().chain(conv.window.grid.iter().copied()).collect();
+    let want: Vec<usize> = [conv.n, offset_group * taps * nsp]
+        .into_iter()
+        .chain(conv.window.grid.iter().copied())
+        .collect();
     if offset != want.as_slice() {
-        bail_model!("{op} offset has shape {} but should be {}", fmt_shape(offset), fmt_shape(&want));
+        bail_model!(
+            "{op} offset has shape {} but should be {}",
+            fmt_shape(offset),
+            fmt_shape(&want)
+        );
     }
     if let Some(mask) = mask {
-        let want: Vec<usize> =
-            [conv.n, offset_group * taps].into_iter().chain(conv.window.grid.iter().copied()).collect();
+        let want: Vec<usize> = [conv.n, offset_group * taps]
+            .into_iter()
+            .chain(conv.window.grid.iter().copied())
+            .collect();
         if mask != want.as_slice() {
-            bail_model!("{op} mask has shape {} but should be {}", fmt_shape(mask), fmt_shape(&want));
+            bail_model!(
+                "{op} mask has shape {} but should be {}",
+                fmt_shape(mask),
+                fmt_shape(&want)
+            );
         }
     }
     Ok(DeformGeom { conv, offset_group })
@@ -878,11 +1023,20 @@ fn deform_conv_eval(cx: &EvalCx) -> Result<Tensor> {
     let (x, w, off) = (promote(cx.input(0)?), promote(cx.input(1)?), promote(cx.input(2)?));
     let bias = cx.opt(3).map(promote);
     let mask = cx.opt(4).map(promote);
-    let geom = deform_geom(cx.attrs, x.shape(), w.shape(), off.shape(), mask.as_ref().map(|m| m.shape()))?;
+    let geom = deform_geom(
+        cx.attrs,
+        x.shape(),
+        w.shape(),
+        off.shape(),
+        mask.as_ref().map(|m| m.shape()),
+    )?;
     let g = &geom.conv;
     let win = &g.window;
     if win.grid.len() != 2 {
-        bail_unsupported!("DeformConv with {} spatial dims (only 2-D is implemented)", win.grid.len());
+        bail_unsupported!(
+            "DeformConv with {} spatial dims (only 2-D is implemented)",
+            win.grid.len()
+        );
     }
     let t = with_float!(x.dtype(), "DeformConv", T => {
         let (xv, wv, offv) = (x.slice::<T>()?, w.slice::<T>()?, off.slice::<T>()?);
@@ -939,7 +1093,10 @@ struct Col2ImGeom {
 
 impl Col2ImGeom {
     fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.channels].into_iter().chain(self.window.image.iter().copied()).collect()
+        [self.n, self.channels]
+            .into_iter()
+            .chain(self.window.image.iter().copied())
+            .collect()
     }
 }
 
@@ -960,7 +1117,10 @@ fn col2im_geom(attrs: &Attrs, x: &[usize], image: &[i64], block: &[i64]) -> Resu
     let dilations = spatial_attr(attrs, "dilations", nsp)?;
     let (pad_begin, pad_end) = pads_attr(attrs, nsp)?;
     let &[n, depth, blocks] = x else {
-        bail_model!("{op} input must have rank 3 (N, C * prod(block_shape), L), got {}", fmt_shape(x));
+        bail_model!(
+            "{op} input must have rank 3 (N, C * prod(block_shape), L), got {}",
+            fmt_shape(x)
+        );
     };
     let taps: usize = kernel.iter().product();
     if depth % taps != 0 {
@@ -971,16 +1131,33 @@ fn col2im_geom(attrs: &Attrs, x: &[usize], image: &[i64], block: &[i64]) -> Resu
         let extent = ((kernel[d] - 1) * dilations[d] + 1) as i64;
         let padded = image[d] as i64 + pad_begin[d] + pad_end[d];
         if padded < extent {
-            bail_model!("{op} block {} does not fit image dim {d} padded to {padded}", fmt_shape(&kernel));
+            bail_model!(
+                "{op} block {} does not fit image dim {d} padded to {padded}",
+                fmt_shape(&kernel)
+            );
         }
         grid[d] = ((padded - extent) / strides[d] as i64 + 1) as usize;
     }
     let want: usize = grid.iter().product();
     if want != blocks {
-        bail_model!("{op} input has {blocks} blocks but image, block, pads and strides give {want} ({})", fmt_shape(&grid));
+        bail_model!(
+            "{op} input has {blocks} blocks but image, block, pads and strides give {want} ({})",
+            fmt_shape(&grid)
+        );
     }
-    let window = Window { image, grid, kernel, strides, dilations, pad_begin };
-    Ok(Col2ImGeom { n, channels: depth / taps, window })
+    let window = Window {
+        image,
+        grid,
+        kernel,
+        strides,
+        dilations,
+        pad_begin,
+    };
+    Ok(Col2ImGeom {
+        n,
+        channels: depth / taps,
+        window,
+    })
 }
 
 fn col2im_eval(cx: &EvalCx) -> Result<Tensor> {
@@ -1093,14 +1270,21 @@ mod tests {
 
     #[test]
     fn depthwise_and_pointwise_paths_match_naive() -> Result<()> {
-        let dw = attrs(&[("pads", Attr::Ints(vec![1, 1, 1, 1])), ("strides", Attr::Ints(vec![2, 2])), ("group", Attr::Int(5))]);
+        let dw = attrs(&[
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("group", Attr::Int(5)),
+        ]);
         check_against_naive([1, 5, 9, 8], [5, 1, 3, 3], &dw)?;
         check_against_naive([1, 7, 6, 5], [4, 7, 1, 1], &Attrs::new())
     }
 
     #[test]
     fn same_lower_puts_the_extra_pad_first() -> Result<()> {
-        let a = attrs(&[("auto_pad", Attr::String("SAME_LOWER".into())), ("strides", Attr::Ints(vec![2, 2]))]);
+        let a = attrs(&[
+            ("auto_pad", Attr::String("SAME_LOWER".into())),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ]);
         let g = conv_geom(&a, &[1, 1, 6, 6], &[1, 1, 2, 2], "Conv")?;
         assert_eq!(g.window.grid, vec![3, 3]);
         assert_eq!(g.window.pad_begin, vec![0, 0]);
@@ -1111,7 +1295,9 @@ mod tests {
 
     #[test]
     fn bad_shapes_and_attributes_are_errors() {
-        let msg = conv_geom(&Attrs::new(), &[1, 4, 5, 5], &[2, 3, 3, 3], "Conv").err().map(|e| e.to_string());
+        let msg = conv_geom(&Attrs::new(), &[1, 4, 5, 5], &[2, 3, 3, 3], "Conv")
+            .err()
+            .map(|e| e.to_string());
         assert!(msg.is_some_and(|m| m.contains("4 channels") && m.contains("expects 3")));
         assert!(conv_geom(&Attrs::new(), &[1, 1, 2, 2], &[1, 1, 3, 3], "Conv").is_err());
         let bad_pads = attrs(&[("pads", Attr::Ints(vec![1, 1]))]);
@@ -1121,14 +1307,23 @@ mod tests {
     #[test]
     fn conv_transpose_is_the_adjoint_of_conv() -> Result<()> {
         // <conv(x), y> == <x, conv_transpose(y)> with the same weights and window.
-        let a = attrs(&[("pads", Attr::Ints(vec![1, 0, 0, 1])), ("strides", Attr::Ints(vec![2, 3]))]);
+        let a = attrs(&[
+            ("pads", Attr::Ints(vec![1, 0, 0, 1])),
+            ("strides", Attr::Ints(vec![2, 3])),
+        ]);
         let g = conv_geom(&a, &[1, 3, 7, 8], &[2, 3, 3, 2], "Conv")?;
         let x = noise(3 * 7 * 8, 4);
         let w = noise(2 * 3 * 3 * 2, 5);
         let y = noise(g.out_numel(), 6);
         let mut cx = vec![0.0f32; g.out_numel()];
         conv_forward(&x, &w, None, &g, &mut cx);
-        let t = ConvTransposeGeom { n: 1, c_in: 2, c_out: 3, group: 1, window: g.window.clone() };
+        let t = ConvTransposeGeom {
+            n: 1,
+            c_in: 2,
+            c_out: 3,
+            group: 1,
+            window: g.window.clone(),
+        };
         let mut ty = vec![0.0f32; x.len()];
         conv_transpose_forward(&y, &w, None, &t, &mut ty);
         let lhs: f32 = cx.iter().zip(&y).map(|(a, b)| a * b).sum();

@@ -11,7 +11,7 @@ use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, demote, promote};
 use crate::shape::{broadcast, broadcast_strides, fmt_shape, for_each_index, strides};
-use crate::tensor::{checked_numel, Elem, Tensor};
+use crate::tensor::{Elem, Tensor, checked_numel};
 use crate::{bail_model, with_float, with_numeric};
 use half::f16;
 
@@ -343,7 +343,15 @@ fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
     if b.len() > 1 {
         out.push(n);
     }
-    Ok(MatMulDims { a_batch: a_batch.to_vec(), b_batch: b_batch.to_vec(), batch, m, k: ka, n, out })
+    Ok(MatMulDims {
+        a_batch: a_batch.to_vec(),
+        b_batch: b_batch.to_vec(),
+        batch,
+        m,
+        k: ka,
+        n,
+        out,
+    })
 }
 
 /// Matmul dims from the shapes of inputs `a` and `b`, when both are known.
@@ -398,7 +406,11 @@ fn quant_param_shape(param: &[usize], operand: &[usize], axis: ZeroPointAxis, wh
     };
     let ok = broadcast(&shape, operand).is_ok_and(|b| b == operand);
     if !ok {
-        bail_model!("{what} of shape {} does not fit an operand of shape {}", fmt_shape(param), fmt_shape(operand));
+        bail_model!(
+            "{what} of shape {} does not fit an operand of shape {}",
+            fmt_shape(param),
+            fmt_shape(operand)
+        );
     }
     Ok(shape)
 }
@@ -411,7 +423,9 @@ fn minus_zero_point(t: &Tensor, zp: Option<&Tensor>, axis: ZeroPointAxis) -> Res
     let zv = zp.to_i64_vec();
     let st = broadcast_strides(&zshape, t.shape());
     let mut out = Vec::with_capacity(values.len());
-    for_each_index(t.shape(), [&st], |i, [iz]| out.push(values[i].wrapping_sub(zv[iz] as i32)));
+    for_each_index(t.shape(), [&st], |i, [iz]| {
+        out.push(values[i].wrapping_sub(zv[iz] as i32))
+    });
     Ok(out)
 }
 
@@ -421,10 +435,10 @@ fn check_quantized_operand(cx: &InferCx, op: &str, i: usize, zp: Option<usize>) 
     if !matches!(d, DType::I8 | DType::U8) {
         bail_model!("{op} input {i} must be int8 or uint8, got {d}");
     }
-    if let Some(z) = zp.and_then(|z| cx.opt(z).map(|f| (z, f.ty.dtype))) {
-        if z.1 != d {
-            bail_model!("{op} zero point input {} is {} but its operand is {d}", z.0, z.1);
-        }
+    if let Some(z) = zp.and_then(|z| cx.opt(z).map(|f| (z, f.ty.dtype)))
+        && z.1 != d
+    {
+        bail_model!("{op} zero point input {} is {} but its operand is {d}", z.0, z.1);
     }
     Ok(())
 }
@@ -441,7 +455,11 @@ fn round_to(dtype: DType, x: f32) -> f32 {
 /// Requantizes an i32 accumulator: `saturate(round_half_even(acc * multiplier + zero_point))`.
 pub(crate) fn requantize(acc: i32, multiplier: f32, zero_point: i64, out: DType) -> f64 {
     let v = (acc as f64 * multiplier as f64 + zero_point as f64).round_ties_even();
-    let (lo, hi) = if out == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+    let (lo, hi) = if out == DType::I8 {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
     v.clamp(lo, hi)
 }
 
@@ -462,7 +480,12 @@ fn qlinear_matmul_eval(cx: &EvalCx) -> Result<Tensor> {
     let sb = quant_param_shape(b_scale.shape(), &b_mat_shape, ZeroPointAxis::Cols, "b_scale")?;
     let y_zp = cx.input(7)?;
     let (sy, szp) = (y_scale.shape().to_vec(), y_zp.shape().to_vec());
-    for (s, what) in [(&sa, "a_scale"), (&sb, "b_scale"), (&sy, "y_scale"), (&szp, "y_zero_point")] {
+    for (s, what) in [
+        (&sa, "a_scale"),
+        (&sb, "b_scale"),
+        (&sy, "y_scale"),
+        (&szp, "y_zero_point"),
+    ] {
         if !broadcast(s, &full_shape).is_ok_and(|b| b == full_shape) {
             bail_model!("QLinearMatMul {what} of shape {} does not fit the output", fmt_shape(s));
         }
@@ -524,12 +547,21 @@ fn gemm_dims(cx_attrs: &crate::attr::Attrs, a: &[usize], b: &[usize], c: Option<
             trans_b as i32
         );
     }
-    if let Some(c) = c {
-        if !broadcast(c, &[m, n]).is_ok_and(|s| s == [m, n]) {
-            bail_model!("Gemm C of shape {} does not broadcast to the output [{m},{n}]", fmt_shape(c));
-        }
+    if let Some(c) = c
+        && !broadcast(c, &[m, n]).is_ok_and(|s| s == [m, n])
+    {
+        bail_model!(
+            "Gemm C of shape {} does not broadcast to the output [{m},{n}]",
+            fmt_shape(c)
+        );
     }
-    Ok(GemmDims { m, n, k: ka, trans_a, trans_b })
+    Ok(GemmDims {
+        m,
+        n,
+        k: ka,
+        trans_a,
+        trans_b,
+    })
 }
 
 fn gemm_dims_of(cx: &InferCx) -> Result<Option<GemmDims>> {
@@ -628,7 +660,11 @@ fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
     };
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != ranks.len() {
-        bail_model!("Einsum equation '{equation}' has {} operand terms but the node has {} inputs", terms.len(), ranks.len());
+        bail_model!(
+            "Einsum equation '{equation}' has {} operand terms but the node has {} inputs",
+            terms.len(),
+            ranks.len()
+        );
     }
     let parsed: Vec<(Vec<usize>, Option<usize>)> = terms.iter().map(|t| parse_term(t)).collect::<Result<_>>()?;
     // The ellipsis stands for the same number of trailing-aligned dims everywhere.
@@ -637,10 +673,7 @@ fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
         match ell {
             Some(_) if rank >= letters.len() => ell_rank = ell_rank.max(rank - letters.len()),
             None if rank == letters.len() => {}
-            _ => bail_model!(
-                "Einsum term '{}' does not match the rank {rank} of input {i}",
-                terms[i]
-            ),
+            _ => bail_model!("Einsum term '{}' does not match the rank {rank} of input {i}", terms[i]),
         }
     }
     let ellipsis_labels: Vec<usize> = (52..52 + ell_rank).collect();
@@ -685,10 +718,19 @@ fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
             }
             // ASCII order: upper case before lower case.
             let order = (26..52).chain(0..26);
-            ellipsis_labels.iter().copied().chain(order.filter(|&l| counts[l] == 1)).collect()
+            ellipsis_labels
+                .iter()
+                .copied()
+                .chain(order.filter(|&l| counts[l] == 1))
+                .collect()
         }
     };
-    Ok(EinsumPlan { inputs, output, ellipsis_labels, num_labels: 52 + ell_rank })
+    Ok(EinsumPlan {
+        inputs,
+        output,
+        ellipsis_labels,
+        num_labels: 52 + ell_rank,
+    })
 }
 
 /// The size of every label (`None` for unused ones), checking that operands agree.
@@ -740,7 +782,9 @@ fn einsum_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
 
 fn einsum_eval(cx: &EvalCx) -> Result<Tensor> {
     let equation = cx.attrs.string_or("equation", "")?;
-    let inputs: Vec<_> = (0..cx.inputs.len()).map(|i| cx.input(i).map(promote)).collect::<Result<_>>()?;
+    let inputs: Vec<_> = (0..cx.inputs.len())
+        .map(|i| cx.input(i).map(promote))
+        .collect::<Result<_>>()?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
     let plan = parse_einsum(equation, &ranks)?;
@@ -846,7 +890,13 @@ fn lu_det<T: num_traits::Float>(m: &[T], n: usize) -> T {
     let mut a = m.to_vec();
     let mut det = T::one();
     for col in 0..n {
-        let pivot = (col..n).fold(col, |best, r| if a[r * n + col].abs() > a[best * n + col].abs() { r } else { best });
+        let pivot = (col..n).fold(col, |best, r| {
+            if a[r * n + col].abs() > a[best * n + col].abs() {
+                r
+            } else {
+                best
+            }
+        });
         let p = a[pivot * n + col];
         if p == T::zero() {
             return T::zero();
