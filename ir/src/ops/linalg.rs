@@ -9,7 +9,7 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
-use crate::ops::common::{bad_dtype, demote, promote};
+use crate::ops::common::{bad_dtype, demote, promote, transpose};
 use crate::shape::{broadcast, broadcast_strides, fmt_shape, for_each_index, strides};
 use crate::tensor::{Elem, Tensor, checked_numel};
 use crate::{bail_model, with_float, with_numeric};
@@ -789,6 +789,11 @@ fn einsum_eval(cx: &EvalCx) -> Result<Tensor> {
     let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
     let plan = parse_einsum(equation, &ranks)?;
     let sizes = einsum_sizes(&plan, &shapes)?;
+    if let [a, b] = inputs.as_slice() {
+        if let Some(t) = einsum_pair_as_gemm(&plan, &sizes, a, b)? {
+            return Ok(demote(t, cx.out_dtype(0)?));
+        }
+    }
     // Iterate output labels (outer) then summed labels (inner).
     let mut order = plan.output.clone();
     for labels in &plan.inputs {
@@ -857,6 +862,72 @@ fn einsum_eval(cx: &EvalCx) -> Result<Tensor> {
         Tensor::from_vec(out_shape, out)?
     });
     Ok(demote(t, cx.out_dtype(0)?))
+}
+
+/// A two-operand einsum as a batched GEMM: `A` permuted to (batch, rows, contracted), `B`
+/// to (batch, contracted, columns), the product permuted to the output order. `None` when a
+/// label is not one of those four kinds (diagonals, single-operand sums) or broadcasts.
+fn einsum_pair_as_gemm(plan: &EinsumPlan, sizes: &[Option<usize>], a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    let (la, lb, out) = (&plan.inputs[0], &plan.inputs[1], &plan.output);
+    let plain = |labels: &[usize], shape: &[usize]| {
+        labels.iter().enumerate().all(|(i, l)| !labels[..i].contains(l))
+            && labels.iter().zip(shape).all(|(&l, &d)| sizes[l] == Some(d))
+            && labels
+                .iter()
+                .all(|l| out.contains(l) || (la.contains(l) && lb.contains(l)))
+    };
+    if !plain(la, a.shape()) || !plain(lb, b.shape()) {
+        return Ok(None);
+    }
+    let batch: Vec<usize> = out
+        .iter()
+        .copied()
+        .filter(|l| la.contains(l) && lb.contains(l))
+        .collect();
+    let rows: Vec<usize> = out
+        .iter()
+        .copied()
+        .filter(|l| la.contains(l) && !lb.contains(l))
+        .collect();
+    let cols: Vec<usize> = out
+        .iter()
+        .copied()
+        .filter(|l| lb.contains(l) && !la.contains(l))
+        .collect();
+    let inner: Vec<usize> = la
+        .iter()
+        .copied()
+        .filter(|l| lb.contains(l) && !out.contains(l))
+        .collect();
+    let size = |ls: &[usize]| -> usize { ls.iter().map(|&l| sizes[l].unwrap_or(1)).product() };
+    let (nb, m, n, k) = (size(&batch), size(&rows), size(&cols), size(&inner));
+    let position = |labels: &[usize], l: usize| labels.iter().position(|&x| x == l).unwrap_or(0);
+    let permuted = |t: &Tensor, labels: &[usize], order: Vec<&usize>| -> Result<Tensor> {
+        let perm: Vec<usize> = order.into_iter().map(|&l| position(labels, l)).collect();
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            Ok(t.clone())
+        } else {
+            transpose(t, &perm)
+        }
+    };
+    let at = permuted(a, la, batch.iter().chain(&rows).chain(&inner).collect())?;
+    let bt = permuted(b, lb, batch.iter().chain(&inner).chain(&cols).collect())?;
+    let product_labels: Vec<usize> = batch.iter().chain(&rows).chain(&cols).copied().collect();
+    let product_shape: Vec<usize> = product_labels.iter().map(|&l| sizes[l].unwrap_or(1)).collect();
+    let product = with_numeric!(at.dtype(), "Einsum", T => {
+        let (av, bv) = (at.slice::<T>()?, bt.slice::<T>()?);
+        let mut c = vec![T::default(); nb * m * n];
+        for i in 0..nb {
+            let (am, bm) = (MatRef::rows(&av[i * m * k..], k), MatRef::rows(&bv[i * k * n..], n));
+            gemm(m, n, k, am, bm, &mut c[i * m * n..], n);
+        }
+        Tensor::from_vec(product_shape, c)?
+    });
+    let perm: Vec<usize> = out.iter().map(|&l| position(&product_labels, l)).collect();
+    if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        return Ok(Some(product));
+    }
+    Ok(Some(transpose(&product, &perm)?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -963,6 +1034,52 @@ mod tests {
         let plan = parse_einsum("...ii->...i", &[3])?;
         assert_eq!(plan.inputs[0], vec![52, 8, 8]);
         assert_eq!(plan.output, vec![52, 8]);
+        Ok(())
+    }
+
+    fn run(kind: LinalgOp, attrs: crate::attr::Attrs, inputs: &[&Tensor]) -> Result<Tensor> {
+        let op = crate::op::Op {
+            kind: crate::op::OpKind::Linalg(kind),
+            attrs,
+            version: 21,
+        };
+        let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|&t| Some(t)).collect();
+        let mut out = op.eval(&inputs, 1)?;
+        out.pop().ok_or_else(|| crate::Error::Internal("no output".into()))
+    }
+
+    #[test]
+    fn einsum_contraction_with_permuted_labels() -> Result<()> {
+        // out[b,k,i] = sum_j a[b,i,j] * c[b,k,j], through the batched-GEMM path.
+        let (nb, ni, nj, nk) = (2, 3, 4, 5);
+        let a: Vec<f32> = (0..nb * ni * nj).map(|v| (v % 7) as f32 - 3.0).collect();
+        let c: Vec<f32> = (0..nb * nk * nj).map(|v| (v % 5) as f32 - 2.0).collect();
+        let ta = Tensor::from_vec(vec![nb, ni, nj], a.clone())?;
+        let tc = Tensor::from_vec(vec![nb, nk, nj], c.clone())?;
+        let mut attrs = crate::attr::Attrs::new();
+        attrs.set("equation", crate::attr::Attr::String("bij, bkj -> bki".into()));
+        let got = run(LinalgOp::Einsum, attrs, &[&ta, &tc])?;
+        assert_eq!(got.shape(), &[nb, nk, ni]);
+        let got = got.slice::<f32>()?;
+        for b in 0..nb {
+            for k in 0..nk {
+                for i in 0..ni {
+                    let want: f32 = (0..nj)
+                        .map(|j| a[(b * ni + i) * nj + j] * c[(b * nk + k) * nj + j])
+                        .sum();
+                    assert_eq!(got[(b * nk + k) * ni + i], want);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn einsum_diagonal_and_sum() -> Result<()> {
+        let x = Tensor::from_vec(vec![2, 2], vec![1.0f64, 2.0, 3.0, 4.0])?;
+        let mut attrs = crate::attr::Attrs::new();
+        attrs.set("equation", crate::attr::Attr::String("ii".into()));
+        assert_eq!(run(LinalgOp::Einsum, attrs, &[&x])?.slice::<f64>()?, &[5.0]);
         Ok(())
     }
 
