@@ -18,7 +18,7 @@ use crate::ops::common::{bad_dtype, demote, promote};
 use crate::ops::linalg::{MatRef, Scalar, gemm, requantize};
 use crate::shape::{fmt_shape, strides};
 use crate::tensor::Tensor;
-use crate::{bail_model, bail_unsupported, with_float, with_numeric};
+use crate::{bail_model, with_float, with_numeric};
 use std::ops::Range;
 
 crate::op_family! {
@@ -995,23 +995,27 @@ fn deform_geom(
     Ok(DeformGeom { conv, offset_group })
 }
 
-/// Bilinear sample of a `h x w` plane at `(y, x)`, zero outside.
-fn bilinear<T: num_traits::Float>(plane: &[T], h: usize, w: usize, y: T, x: T) -> T {
-    let (y0, x0) = (y.floor(), x.floor());
-    let (fy, fx) = (y - y0, x - x0);
-    let at = |yy: T, xx: T| -> T {
-        match (yy.to_i64(), xx.to_i64()) {
-            (Some(r), Some(c)) if r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w => {
-                plane[r as usize * w + c as usize]
-            }
-            _ => T::zero(),
+/// Multilinear sample of an image with dims `dims` at the real coordinates `pos`; corners
+/// outside the image count as zero.
+fn multilinear<T: num_traits::Float>(plane: &[T], dims: &[usize], image_strides: &[usize], pos: &[T]) -> T {
+    let mut total = T::zero();
+    'corner: for corner in 0..(1usize << dims.len()) {
+        let mut weight = T::one();
+        let mut index = 0usize;
+        for (d, &p) in pos.iter().enumerate() {
+            let floor = p.floor();
+            let upper = (corner >> d) & 1 == 1;
+            let coord = if upper { floor + T::one() } else { floor };
+            let Some(c) = coord.to_i64().filter(|&c| c >= 0 && c < dims[d] as i64) else {
+                continue 'corner;
+            };
+            let frac = p - floor;
+            weight = weight * if upper { frac } else { T::one() - frac };
+            index += c as usize * image_strides[d];
         }
-    };
-    let one = T::one();
-    at(y0, x0) * (one - fy) * (one - fx)
-        + at(y0, x0 + one) * (one - fy) * fx
-        + at(y0 + one, x0) * fy * (one - fx)
-        + at(y0 + one, x0 + one) * fy * fx
+        total = total + weight * plane[index];
+    }
+    total
 }
 
 /// The image coordinate `index - pad` as a float.
@@ -1019,6 +1023,8 @@ fn position<T: num_traits::Float>(index: usize, pad: i64) -> T {
     <T as num_traits::NumCast>::from(index as f64 - pad as f64).unwrap_or_else(T::zero)
 }
 
+/// DeformConv: im2col where each tap samples the image at its offset position (scaled by
+/// the mask), then the grouped GEMM of Conv.
 fn deform_conv_eval(cx: &EvalCx) -> Result<Tensor> {
     let (x, w, off) = (promote(cx.input(0)?), promote(cx.input(1)?), promote(cx.input(2)?));
     let bias = cx.opt(3).map(promote);
@@ -1032,43 +1038,40 @@ fn deform_conv_eval(cx: &EvalCx) -> Result<Tensor> {
     )?;
     let g = &geom.conv;
     let win = &g.window;
-    if win.grid.len() != 2 {
-        bail_unsupported!(
-            "DeformConv with {} spatial dims (only 2-D is implemented)",
-            win.grid.len()
-        );
-    }
+    let nsp = win.grid.len();
+    let (image_strides, grid_strides, kernel_strides) = (strides(&win.image), strides(&win.grid), strides(&win.kernel));
     let t = with_float!(x.dtype(), "DeformConv", T => {
         let (xv, wv, offv) = (x.slice::<T>()?, w.slice::<T>()?, off.slice::<T>()?);
         let maskv = match &mask { Some(m) => Some(m.slice::<T>()?), None => None };
         let b = match &bias { Some(b) => Some(b.slice::<T>()?), None => None };
-        let (ih, iw) = (win.image[0], win.image[1]);
-        let (oh, ow) = (win.grid[0], win.grid[1]);
-        let (kh, kw) = (win.kernel[0], win.kernel[1]);
-        let (isz, psz, taps) = (ih * iw, oh * ow, kh * kw);
+        let (isz, psz, taps) = (win.image_size(), win.grid_size(), win.kernel_size());
         let (cg, mg) = (g.c_in / g.group, g.c_out / g.group);
         let ch_per_og = g.c_in / geom.offset_group;
         let kc = cg * taps;
         let mut out = vec![T::default(); g.out_numel()];
         fill_bias(&mut out, psz, b);
         let mut col = vec![T::default(); kc * psz];
+        let mut pos = vec![T::default(); nsp];
+        let mut kidx = vec![0usize; nsp];
         for n in 0..g.n {
             for gi in 0..g.group {
                 for (krow, dst) in col.chunks_exact_mut(psz.max(1)).enumerate() {
                     let (c, tap) = (gi * cg + krow / taps, krow % taps);
                     let og = c / ch_per_og;
                     let plane = &xv[(n * g.c_in + c) * isz..][..isz];
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    let off_base = (n * geom.offset_group + og) * taps * 2 + tap * 2;
-                    let oy = &offv[off_base * psz..][..psz];
-                    let ox = &offv[(off_base + 1) * psz..][..psz];
-                    let mrow = maskv.map(|m| &m[((n * geom.offset_group + og) * taps + tap) * psz..][..psz]);
+                    for d in 0..nsp {
+                        kidx[d] = (tap / kernel_strides[d]) % win.kernel[d];
+                    }
+                    let off_base = ((n * geom.offset_group + og) * taps + tap) * nsp;
+                    let mask_row = maskv.map(|m| &m[((n * geom.offset_group + og) * taps + tap) * psz..][..psz]);
                     for (p, v) in dst.iter_mut().enumerate() {
-                        let (r, q) = (p / ow, p % ow);
-                        let y = position::<T>(r * win.strides[0] + ky * win.dilations[0], win.pad_begin[0]) + oy[p];
-                        let xx = position::<T>(q * win.strides[1] + kx * win.dilations[1], win.pad_begin[1]) + ox[p];
-                        let s = bilinear(plane, ih, iw, y, xx);
-                        *v = match mrow { Some(m) => s * m[p], None => s };
+                        for d in 0..nsp {
+                            let gd = (p / grid_strides[d]) % win.grid[d];
+                            let base = gd * win.strides[d] + kidx[d] * win.dilations[d];
+                            pos[d] = position::<T>(base, win.pad_begin[d]) + offv[(off_base + d) * psz + p];
+                        }
+                        let sample = multilinear(plane, &win.image, &image_strides, &pos);
+                        *v = match mask_row { Some(m) => sample * m[p], None => sample };
                     }
                 }
                 let wg = &wv[gi * mg * kc..][..mg * kc];
@@ -1302,6 +1305,43 @@ mod tests {
         assert!(conv_geom(&Attrs::new(), &[1, 1, 2, 2], &[1, 1, 3, 3], "Conv").is_err());
         let bad_pads = attrs(&[("pads", Attr::Ints(vec![1, 1]))]);
         assert!(conv_geom(&bad_pads, &[1, 1, 5, 5], &[1, 1, 3, 3], "Conv").is_err());
+    }
+
+    fn run(kind: ConvOp, attrs: &Attrs, inputs: &[&Tensor]) -> Result<Tensor> {
+        let op = crate::op::Op {
+            kind: crate::op::OpKind::Conv(kind),
+            attrs: attrs.clone(),
+            version: 22,
+        };
+        let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|&t| Some(t)).collect();
+        let mut out = op.eval(&inputs, 1)?;
+        out.pop().ok_or_else(|| Error::Internal("no output".into()))
+    }
+
+    #[test]
+    fn deform_conv_with_zero_offsets_is_conv() -> Result<()> {
+        // 1-D and 3-D exercise the N-d sampling; a zero offset samples the grid points exactly.
+        for (x_shape, w_shape, grid) in [
+            (vec![1, 2, 9], vec![3, 2, 3], vec![5]),
+            (vec![1, 2, 4, 5, 4], vec![2, 2, 2, 3, 2], vec![3, 3, 3]),
+        ] {
+            let a = attrs(&[
+                ("strides", Attr::Ints(vec![2; grid.len()])),
+                ("pads", Attr::Ints(vec![1; 2 * grid.len()])),
+            ]);
+            let x = Tensor::from_vec(x_shape.clone(), noise(x_shape.iter().product(), 7))?;
+            let w = Tensor::from_vec(w_shape.clone(), noise(w_shape.iter().product(), 8))?;
+            let taps: usize = w_shape[2..].iter().product();
+            let off_shape: Vec<usize> = [1, taps * grid.len()].into_iter().chain(grid.iter().copied()).collect();
+            let offset = Tensor::zeros(DType::F32, off_shape)?;
+            let want = run(ConvOp::Conv, &a, &[&x, &w])?;
+            let got = run(ConvOp::DeformConv, &a, &[&x, &w, &offset])?;
+            assert_eq!(got.shape(), want.shape());
+            for (g, w) in got.slice::<f32>()?.iter().zip(want.slice::<f32>()?) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -789,10 +789,10 @@ fn einsum_eval(cx: &EvalCx) -> Result<Tensor> {
     let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
     let plan = parse_einsum(equation, &ranks)?;
     let sizes = einsum_sizes(&plan, &shapes)?;
-    if let [a, b] = inputs.as_slice() {
-        if let Some(t) = einsum_pair_as_gemm(&plan, &sizes, a, b)? {
-            return Ok(demote(t, cx.out_dtype(0)?));
-        }
+    if let [a, b] = inputs.as_slice()
+        && let Some(t) = einsum_pair_as_gemm(&plan, &sizes, a, b)?
+    {
+        return Ok(demote(t, cx.out_dtype(0)?));
     }
     // Iterate output labels (outer) then summed labels (inner).
     let mut order = plan.output.clone();
