@@ -66,11 +66,17 @@ impl LinalgOp {
             LinalgOp::MatMulInteger => {
                 check_quantized_operand(cx, "MatMulInteger", 0, Some(2))?;
                 check_quantized_operand(cx, "MatMulInteger", 1, Some(3))?;
+                check_quant_param(cx, 2, 0, QuantAxis::Rows, "a_zero_point")?;
+                check_quant_param(cx, 3, 1, QuantAxis::Cols, "b_zero_point")?;
                 Ok(vec![shaped(DType::I32, matmul_dims_of(cx, 0, 1)?.map(|d| d.out))])
             }
             LinalgOp::QLinearMatMul => {
                 check_quantized_operand(cx, "QLinearMatMul", 0, Some(2))?;
                 check_quantized_operand(cx, "QLinearMatMul", 3, Some(5))?;
+                check_quant_param(cx, 1, 0, QuantAxis::Rows, "a_scale")?;
+                check_quant_param(cx, 2, 0, QuantAxis::Rows, "a_zero_point")?;
+                check_quant_param(cx, 4, 3, QuantAxis::Cols, "b_scale")?;
+                check_quant_param(cx, 5, 3, QuantAxis::Cols, "b_zero_point")?;
                 for i in [1, 4, 6] {
                     let d = cx.dtype(i)?;
                     if !d.is_float() {
@@ -103,8 +109,8 @@ impl LinalgOp {
             LinalgOp::MatMulInteger => {
                 let (a, b) = (cx.input(0)?, cx.input(1)?);
                 let dims = matmul_dims(a.shape(), b.shape())?;
-                let av = minus_zero_point(a, cx.opt(2), ZeroPointAxis::Rows)?;
-                let bv = minus_zero_point(b, cx.opt(3), ZeroPointAxis::Cols)?;
+                let av = minus_zero_point(a, cx.opt(2), QuantAxis::Rows)?;
+                let bv = minus_zero_point(b, cx.opt(3), QuantAxis::Cols)?;
                 Tensor::from_vec(dims.out.clone(), batched_matmul::<i32>(&av, &bv, &dims))?
             }
             LinalgOp::QLinearMatMul => qlinear_matmul_eval(cx)?,
@@ -384,9 +390,9 @@ fn batched_matmul<T: Scalar>(a: &[T], b: &[T], d: &MatMulDims) -> Vec<T> {
     out
 }
 
-/// Which axis a 1-D quantization parameter whose length matches runs along.
+/// Which axis a 1-D quantization parameter (zero point, scale) runs along.
 #[derive(Clone, Copy, PartialEq)]
-enum ZeroPointAxis {
+enum QuantAxis {
     /// Per row of A: a vector of length M is read as `[M, 1]`.
     Rows,
     /// Per column of B: a vector of length N broadcasts as is.
@@ -395,11 +401,11 @@ enum ZeroPointAxis {
 
 /// The shape under which a quantization parameter of `param` shape broadcasts against an
 /// operand of shape `operand` (per-tensor, per-row of A or per-column of B).
-fn quant_param_shape(param: &[usize], operand: &[usize], axis: ZeroPointAxis, what: &str) -> Result<Vec<usize>> {
+fn quant_param_shape(param: &[usize], operand: &[usize], axis: QuantAxis, what: &str) -> Result<Vec<usize>> {
     let numel: usize = param.iter().product();
     let shape = if numel == 1 {
         vec![]
-    } else if axis == ZeroPointAxis::Rows && param.len() == 1 && operand.len() >= 2 {
+    } else if axis == QuantAxis::Rows && param.len() == 1 && operand.len() >= 2 {
         vec![param[0], 1]
     } else {
         param.to_vec()
@@ -416,7 +422,7 @@ fn quant_param_shape(param: &[usize], operand: &[usize], axis: ZeroPointAxis, wh
 }
 
 /// `t - zero_point` as i32, the zero point per tensor, row or column.
-fn minus_zero_point(t: &Tensor, zp: Option<&Tensor>, axis: ZeroPointAxis) -> Result<Vec<i32>> {
+fn minus_zero_point(t: &Tensor, zp: Option<&Tensor>, axis: QuantAxis) -> Result<Vec<i32>> {
     let values: Vec<i32> = t.to_i64_vec().into_iter().map(|x| x as i32).collect();
     let Some(zp) = zp else { return Ok(values) };
     let zshape = quant_param_shape(zp.shape(), t.shape(), axis, "zero point")?;
@@ -439,6 +445,16 @@ fn check_quantized_operand(cx: &InferCx, op: &str, i: usize, zp: Option<usize>) 
         && z.1 != d
     {
         bail_model!("{op} zero point input {} is {} but its operand is {d}", z.0, z.1);
+    }
+    Ok(())
+}
+
+/// Checks, when both shapes are known, that quantization parameter input `param` fits
+/// operand input `operand`.
+fn check_quant_param(cx: &InferCx, param: usize, operand: usize, axis: QuantAxis, what: &str) -> Result<()> {
+    let param_shape = cx.opt(param).and_then(|f| f.ty.shape.as_deref());
+    if let (Some(p), Some(o)) = (param_shape, cx.shape(operand)?) {
+        quant_param_shape(p, o, axis, what)?;
     }
     Ok(())
 }
@@ -466,8 +482,8 @@ pub(crate) fn requantize(acc: i32, multiplier: f32, zero_point: i64, out: DType)
 fn qlinear_matmul_eval(cx: &EvalCx) -> Result<Tensor> {
     let (a, b) = (cx.input(0)?, cx.input(3)?);
     let dims = matmul_dims(a.shape(), b.shape())?;
-    let av = minus_zero_point(a, cx.opt(2), ZeroPointAxis::Rows)?;
-    let bv = minus_zero_point(b, cx.opt(5), ZeroPointAxis::Cols)?;
+    let av = minus_zero_point(a, cx.opt(2), QuantAxis::Rows)?;
+    let bv = minus_zero_point(b, cx.opt(5), QuantAxis::Cols)?;
     let acc = batched_matmul::<i32>(&av, &bv, &dims);
     // Scales broadcast to the output: A's per row, B's per column.
     let out_shape = dims.out.clone();
@@ -476,8 +492,8 @@ fn qlinear_matmul_eval(cx: &EvalCx) -> Result<Tensor> {
     let a_mat_shape = matrix_view_shape(a.shape(), &dims, true);
     let b_mat_shape = matrix_view_shape(b.shape(), &dims, false);
     let full_shape: Vec<usize> = dims.batch.iter().copied().chain([dims.m, dims.n]).collect();
-    let sa = quant_param_shape(a_scale.shape(), &a_mat_shape, ZeroPointAxis::Rows, "a_scale")?;
-    let sb = quant_param_shape(b_scale.shape(), &b_mat_shape, ZeroPointAxis::Cols, "b_scale")?;
+    let sa = quant_param_shape(a_scale.shape(), &a_mat_shape, QuantAxis::Rows, "a_scale")?;
+    let sb = quant_param_shape(b_scale.shape(), &b_mat_shape, QuantAxis::Cols, "b_scale")?;
     let y_zp = cx.input(7)?;
     let (sy, szp) = (y_scale.shape().to_vec(), y_zp.shape().to_vec());
     for (s, what) in [
@@ -530,9 +546,9 @@ struct GemmDims {
     trans_b: bool,
 }
 
-fn gemm_dims(cx_attrs: &crate::attr::Attrs, a: &[usize], b: &[usize], c: Option<&[usize]>) -> Result<GemmDims> {
-    let trans_a = cx_attrs.int_or("transA", 0)? != 0;
-    let trans_b = cx_attrs.int_or("transB", 0)? != 0;
+fn gemm_dims(attrs: &crate::attr::Attrs, a: &[usize], b: &[usize], c: Option<&[usize]>) -> Result<GemmDims> {
+    let trans_a = attrs.int_or("transA", 0)? != 0;
+    let trans_b = attrs.int_or("transB", 0)? != 0;
     let (&[a0, a1], &[b0, b1]) = (a, b) else {
         bail_model!("Gemm needs 2-D A and B, got {} and {}", fmt_shape(a), fmt_shape(b));
     };
