@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, demote, promote};
+use crate::ops::norm::lane_sum;
 use crate::shape::fmt_shape;
 use crate::tensor::{Elem, Tensor};
 use crate::{bail_model, bail_unsupported};
@@ -118,16 +119,20 @@ impl PoolOp {
                 let grid = Grid::new(name, &win, x.shape())?;
                 let column_major = storage_order(cx.attrs)?;
                 let xp = promote(x);
+                let want_indices = cx.outputs.len() > 1;
                 let (y, indices) = match xp.dtype() {
-                    DType::F32 => max_pool::<f32>(&xp, &grid, column_major)?,
-                    DType::F64 => max_pool::<f64>(&xp, &grid, column_major)?,
-                    DType::I8 => max_pool::<i8>(&xp, &grid, column_major)?,
-                    DType::U8 => max_pool::<u8>(&xp, &grid, column_major)?,
+                    DType::F32 => max_pool::<f32>(&xp, &grid, want_indices, column_major)?,
+                    DType::F64 => max_pool::<f64>(&xp, &grid, want_indices, column_major)?,
+                    DType::I8 => max_pool::<i8>(&xp, &grid, want_indices, column_major)?,
+                    DType::U8 => max_pool::<u8>(&xp, &grid, want_indices, column_major)?,
                     other => return Err(bad_dtype(name, other)),
                 };
                 let out_shape = cx.out_shape(0)?.to_vec();
-                let y = demote(Tensor::new(out_shape.clone(), y)?, x.dtype());
-                Ok(vec![y, Tensor::from_vec(out_shape, indices)?])
+                let mut out = vec![demote(Tensor::new(out_shape.clone(), y)?, x.dtype())];
+                if want_indices {
+                    out.push(Tensor::from_vec(out_shape, indices)?);
+                }
+                Ok(out)
             }
             PoolOp::AveragePool | PoolOp::LpPool => {
                 let win = Windows::parse(name, cx.attrs, x.shape())?;
@@ -327,6 +332,10 @@ struct Grid {
     dilations: [usize; 3],
     /// Per axis, the taps of each output position.
     taps: [Vec<Taps>; 3],
+    /// Kernel length along the last axis.
+    kernel_w: usize,
+    /// The output positions along the last axis whose windows lie wholly inside the input.
+    interior_w: std::ops::Range<usize>,
     /// N * C.
     planes: usize,
 }
@@ -364,7 +373,11 @@ impl Grid {
                 })
                 .collect();
         }
-        Ok(Grid { in_dims, dilations, taps, planes: shape[0] * shape[1] })
+        let kernel_w = if n == 0 { 1 } else { win.kernel[n - 1] };
+        let full = |t: &Taps| t.count == kernel_w;
+        let lo = taps[2].iter().position(full).unwrap_or(0);
+        let hi = taps[2].iter().rposition(full).map_or(0, |i| i + 1).max(lo);
+        Ok(Grid { in_dims, dilations, taps, kernel_w, interior_w: lo..hi, planes: shape[0] * shape[1] })
     }
 
     fn plane_len(&self) -> usize {
@@ -376,73 +389,125 @@ impl Grid {
     }
 }
 
-/// Folds every window of one input plane: `step(acc, value, offset_in_plane)` over the
-/// valid taps, then `finish(acc, valid_taps, taps_within_pads)` per output element.
+/// Folds every window of one input plane: `step(acc, value)` over the valid taps, then
+/// `finish(acc, valid_taps, taps_within_pads)` per output element.
+///
+/// One row of accumulators covers a row of outputs; for the windows wholly inside the
+/// input the loop runs over output positions innermost (contiguous for stride 1).
 fn reduce_windows<T: Copy, A: Copy, O>(
     plane: &[T],
     g: &Grid,
     out: &mut Vec<O>,
     init: A,
-    step: impl Fn(A, T, usize) -> A,
+    step: impl Fn(A, T) -> A,
     finish: impl Fn(A, usize, usize) -> O,
 ) {
     let [_, ih, iw] = g.in_dims;
     let [dd, dh, dw] = g.dilations;
+    let tws = &g.taps[2];
+    let interior = g.interior_w.clone();
+    let sw = if interior.len() > 1 { tws[interior.start + 1].first - tws[interior.start].first } else { 1 };
+    let mut acc = vec![init; tws.len()];
     for td in &g.taps[0] {
         for th in &g.taps[1] {
-            for tw in &g.taps[2] {
-                let mut acc = init;
-                for jd in 0..td.count {
-                    let id = td.first + jd * dd;
-                    for jh in 0..th.count {
-                        let row = (id * ih + th.first + jh * dh) * iw;
-                        let start = row + tw.first;
-                        if dw == 1 {
-                            for (j, &v) in plane[start..start + tw.count].iter().enumerate() {
-                                acc = step(acc, v, start + j);
+            acc.fill(init);
+            for jd in 0..td.count {
+                let id = td.first + jd * dd;
+                for jh in 0..th.count {
+                    let row_off = (id * ih + th.first + jh * dh) * iw;
+                    let row = &plane[row_off..row_off + iw];
+                    for ow in (0..interior.start).chain(interior.end..tws.len()) {
+                        let tw = tws[ow];
+                        for j in 0..tw.count {
+                            acc[ow] = step(acc[ow], row[tw.first + j * dw]);
+                        }
+                    }
+                    if interior.is_empty() {
+                        continue;
+                    }
+                    let accs = &mut acc[interior.clone()];
+                    for k in 0..g.kernel_w {
+                        let base = tws[interior.start].first + k * dw;
+                        if sw == 1 {
+                            for (a, &v) in accs.iter_mut().zip(&row[base..base + interior.len()]) {
+                                *a = step(*a, v);
                             }
                         } else {
-                            for j in 0..tw.count {
-                                let off = start + j * dw;
-                                acc = step(acc, plane[off], off);
+                            for (a, &v) in accs.iter_mut().zip(row[base..].iter().step_by(sw)) {
+                                *a = step(*a, v);
                             }
                         }
                     }
                 }
-                out.push(finish(acc, td.count * th.count * tw.count, td.with_pad * th.with_pad * tw.with_pad));
+            }
+            for (&a, tw) in acc.iter().zip(tws) {
+                out.push(finish(a, td.count * th.count * tw.count, td.with_pad * th.with_pad * tw.with_pad));
             }
         }
     }
 }
 
-/// MaxPool: the maximum of each window and its flat index in the whole input tensor
-/// (row-major, or column-major over the spatial dims when `column_major`).
-fn max_pool<T: Elem + Bounded>(x: &Tensor, g: &Grid, column_major: bool) -> Result<(crate::tensor::Data, Vec<i64>)> {
+/// The first maximal valid tap of each window of one plane, as (value, offset in plane);
+/// offset `usize::MAX` for a window without valid taps.
+fn argmax_windows<T: Copy + PartialOrd + Bounded>(plane: &[T], g: &Grid, out: &mut Vec<(T, usize)>) {
+    let [_, ih, iw] = g.in_dims;
+    let [dd, dh, dw] = g.dilations;
+    for td in &g.taps[0] {
+        for th in &g.taps[1] {
+            for tw in &g.taps[2] {
+                let mut best = (T::min_value(), usize::MAX);
+                for jd in 0..td.count {
+                    for jh in 0..th.count {
+                        let row_off = ((td.first + jd * dd) * ih + th.first + jh * dh) * iw;
+                        for j in 0..tw.count {
+                            let at = row_off + tw.first + j * dw;
+                            if best.1 == usize::MAX || plane[at] > best.0 {
+                                best = (plane[at], at);
+                            }
+                        }
+                    }
+                }
+                out.push(best);
+            }
+        }
+    }
+}
+
+/// MaxPool: the maximum of each window and, when `indices` is asked for, its flat index
+/// in the whole input tensor (row-major, or column-major over the spatial dims when
+/// `column_major`); -1 for a window with no valid tap.
+fn max_pool<T: Elem + Bounded>(
+    x: &Tensor,
+    g: &Grid,
+    indices: bool,
+    column_major: bool,
+) -> Result<(crate::tensor::Data, Vec<i64>)> {
     let xs = x.slice::<T>()?;
     let plane_len = g.plane_len();
     let n_out = g.planes * g.out_plane_len();
     let mut y = Vec::with_capacity(n_out);
+    if !indices {
+        for p in 0..g.planes {
+            let plane = &xs[p * plane_len..(p + 1) * plane_len];
+            reduce_windows(plane, g, &mut y, T::min_value(), |m, v| if v > m { v } else { m }, |m, _, _| m);
+        }
+        return Ok((T::into_data(y), vec![]));
+    }
     let mut idx = Vec::with_capacity(n_out);
+    let mut pairs: Vec<(T, usize)> = Vec::with_capacity(g.out_plane_len());
     let [_, ih, iw] = g.in_dims;
     for p in 0..g.planes {
         let plane = &xs[p * plane_len..(p + 1) * plane_len];
         let base = (p * plane_len) as i64;
-        let mut pairs: Vec<(T, usize)> = Vec::with_capacity(g.out_plane_len());
-        reduce_windows(
-            plane,
-            g,
-            &mut pairs,
-            (T::min_value(), usize::MAX),
-            |(m, at), v, off| if at == usize::MAX || v > m { (v, off) } else { (m, at) },
-            |acc, _, _| acc,
-        );
-        for (m, at) in pairs {
+        pairs.clear();
+        argmax_windows(plane, g, &mut pairs);
+        for &(m, at) in &pairs {
             y.push(m);
             idx.push(if at == usize::MAX {
                 -1
             } else if column_major {
-                // Column-major over the spatial axes: first axis fastest. Leading padded
-                // axes have size 1, so the same formula serves 1-D, 2-D and 3-D.
+                // First spatial axis fastest. Leading padded axes have size 1, so the
+                // same formula serves 1-D, 2-D and 3-D.
                 let (d, h, w) = (at / (ih * iw), (at / iw) % ih, at % iw);
                 base + (d + h * g.in_dims[0] + w * g.in_dims[0] * ih) as i64
             } else {
@@ -471,14 +536,14 @@ fn avg_pool<T: Float + Elem>(xs: &[T], g: &Grid, mode: Mean) -> Vec<T> {
         let plane = &xs[p * plane_len..(p + 1) * plane_len];
         match mode {
             Mean::ExcludePad => {
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v, _| a + v, |s, n, _| s / T::from_f64(n as f64))
+                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + v, |s, n, _| s / T::from_f64(n as f64))
             }
             Mean::IncludePad => {
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v, _| a + v, |s, _, n| s / T::from_f64(n as f64))
+                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + v, |s, _, n| s / T::from_f64(n as f64))
             }
             Mean::Lp(p) => {
                 let (pt, inv) = (T::from_f64(p), T::from_f64(1.0 / p));
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v, _| a + lp_term(v, pt, p), |s, _, _| s.powf(inv))
+                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + lp_term(v, pt, p), |s, _, _| s.powf(inv))
             }
         }
     }
@@ -498,7 +563,7 @@ fn lp_term<T: Float>(v: T, pt: T, p: f64) -> T {
 
 fn global_max<T: Elem + Bounded>(x: &Tensor, planes: usize) -> Result<crate::tensor::Data> {
     let xs = x.slice::<T>()?;
-    let plane_len = if planes == 0 { 0 } else { xs.len() / planes };
+    let plane_len = xs.len().checked_div(planes).unwrap_or(0);
     let y: Vec<T> = (0..planes)
         .map(|p| {
             xs[p * plane_len..(p + 1) * plane_len]
@@ -511,15 +576,15 @@ fn global_max<T: Elem + Bounded>(x: &Tensor, planes: usize) -> Result<crate::ten
 
 /// GlobalAveragePool (`p` absent) or GlobalLpPool over each contiguous plane.
 fn global_mean<T: Float + Elem>(xs: &[T], planes: usize, p: Option<f64>) -> Vec<T> {
-    let plane_len = if planes == 0 { 0 } else { xs.len() / planes };
+    let plane_len = xs.len().checked_div(planes).unwrap_or(0);
     (0..planes)
         .map(|i| {
             let plane = &xs[i * plane_len..(i + 1) * plane_len];
             match p {
-                None => plane.iter().fold(T::zero(), |a, &v| a + v) / T::from_f64(plane_len as f64),
+                None => lane_sum(plane, |v| v) / T::from_f64(plane_len as f64),
                 Some(p) => {
                     let pt = T::from_f64(p);
-                    plane.iter().fold(T::zero(), |a, &v| a + lp_term(v, pt, p)).powf(T::from_f64(1.0 / p))
+                    lane_sum(plane, |v| lp_term(v, pt, p)).powf(T::from_f64(1.0 / p))
                 }
             }
         })
@@ -713,7 +778,7 @@ mod tests {
         let x = Tensor::from_vec(vec![1, 1, 1, 1], vec![1.0f32])?;
         let i = Tensor::from_vec(vec![1, 1, 1, 1], vec![4i64])?;
         let k = ("kernel_shape", Attr::Ints(vec![2, 2]));
-        assert!(run(PoolOp::MaxUnpool, &[k.clone()], &[&x, &i], 1).is_err());
+        assert!(run(PoolOp::MaxUnpool, std::slice::from_ref(&k), &[&x, &i], 1).is_err());
         let i = Tensor::from_vec(vec![1, 1, 1, 1], vec![3i64])?;
         let y = run(PoolOp::MaxUnpool, &[k], &[&x, &i], 1)?;
         assert_eq!(f32s(&y[0]), vec![0.0, 0.0, 0.0, 1.0]);
