@@ -14,7 +14,7 @@ use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, demote, promote};
 use crate::ops::norm::lane_sum;
 use crate::shape::fmt_shape;
-use crate::tensor::{Elem, Tensor};
+use crate::tensor::{Elem, MAX_ELEMENTS, Tensor};
 use crate::{bail_model, bail_unsupported};
 use num_traits::{Bounded, Float};
 
@@ -261,6 +261,9 @@ impl Windows {
             None => vec![0; 2 * n],
             Some(_) => spatial_ints(op, attrs, "pads", 2 * n, 0, 0)?,
         };
+        if let Some(p) = pads.iter().find(|&&p| p > MAX_ELEMENTS) {
+            bail_model!("{op} pad {p} is larger than any tensor");
+        }
         let ceil_mode = attrs.int_or("ceil_mode", 0)? != 0;
         let auto_pad = attrs.string_or("auto_pad", "NOTSET")?;
         let mut win = Windows {
@@ -373,7 +376,7 @@ impl Grid {
                 })
                 .collect();
         }
-        let kernel_w = if n == 0 { 1 } else { win.kernel[n - 1] };
+        let kernel_w = win.kernel.last().copied().unwrap_or(1);
         let full = |t: &Taps| t.count == kernel_w;
         let lo = taps[2].iter().position(full).unwrap_or(0);
         let hi = taps[2].iter().rposition(full).map_or(0, |i| i + 1).max(lo);
@@ -613,7 +616,7 @@ fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
             .checked_mul(strides[i])
             .and_then(|v| v.checked_add(kernel[i]))
             .ok_or_else(|| Error::InvalidModel("MaxUnpool output is too large".into()))?;
-        let len = full.checked_sub(pads[i] + pads[n + i]).ok_or_else(|| {
+        let len = full.checked_sub(pads[i].saturating_add(pads[n + i])).ok_or_else(|| {
             Error::InvalidModel(format!("MaxUnpool pads on spatial dim {i} exceed the unpooled size {full}"))
         })?;
         out.push(len);

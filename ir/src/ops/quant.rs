@@ -166,8 +166,10 @@ fn division_dtype(attrs: &Attrs, scale: DType) -> Result<DType> {
 
 /// Checks the shapes of scale and zero point against x, where known.
 fn check_layout(op: &str, cx: &InferCx, x: &ValueType, scale: &ValueType, zp: Option<&ValueType>) -> Result<()> {
+    let single = |d: &[usize]| d.len() <= 1 && d.iter().product::<usize>() == 1;
     if let (Some(s), Some(z)) = (scale.shape.as_deref(), zp.and_then(|z| z.shape.as_deref()))
         && s != z
+        && !(single(s) && single(z))
     {
         bail_model!("{op} scale shape {} differs from zero point shape {}", fmt_shape(s), fmt_shape(z));
     }
