@@ -315,7 +315,8 @@ fn dequantize<T: Elem>(x: &[T], scale: &[f32], zp: Option<&[i64]>, layout: &Layo
 fn dynamic_quantize(x: &[f32]) -> (Vec<u8>, f32, u8) {
     let max = x.iter().fold(0.0f32, |m, &v| m.max(v));
     let min = x.iter().fold(0.0f32, |m, &v| m.min(v));
-    let scale = if max == min { 1.0 } else { max - min } / 255.0;
+    // An all-zero input gets scale 1, as in ONNX Runtime.
+    let scale = if max == min { 1.0 } else { (max - min) / 255.0 };
     let zp = (0.0 - min / scale).clamp(0.0, 255.0).round_ties_even();
     let y = x.iter().map(|&v| ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8).collect();
     (y, scale, zp as u8)
