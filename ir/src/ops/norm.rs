@@ -172,12 +172,11 @@ impl NormOp {
                     let (y, mean, inv) = ln.eval(xc.slice::<T>()?, x.shape(), axis, &scale, bias.as_ref(), rms);
                     (T::into_data(y), T::into_data(mean), T::into_data(inv))
                 });
-                let stats_shape = cx.out_shape(1).map(<[usize]>::to_vec).unwrap_or_default();
                 let mut out = vec![demote(Tensor::new(x.shape().to_vec(), y)?, dtype)];
                 if cx.outputs.len() > 1 {
-                    let stash = ln.stash;
-                    out.push(demote(Tensor::new(stats_shape.clone(), mean)?, stash));
-                    out.push(demote(Tensor::new(stats_shape, inv)?, stash));
+                    let stats_shape = cx.out_shape(1)?.to_vec();
+                    out.push(demote(Tensor::new(stats_shape.clone(), mean)?, ln.stash));
+                    out.push(demote(Tensor::new(stats_shape, inv)?, ln.stash));
                 }
                 Ok(out)
             }

@@ -10,7 +10,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
-use crate::ops::common::bad_dtype;
+use crate::ops::common::{bad_dtype, demote};
 use crate::shape::{fmt_shape, normalize_axis};
 use crate::tensor::{Elem, Tensor};
 use crate::{bail_model, bail_unsupported};
@@ -109,7 +109,7 @@ impl QuantOp {
                     dequantize(x.slice::<T>()?, scale, zp.as_deref(), &layout)
                 });
                 let y = Tensor::from_vec(x.shape().to_vec(), y)?;
-                Ok(vec![y.cast(cx.out_dtype(0)?)])
+                Ok(vec![demote(y, cx.out_dtype(0)?)])
             }
             QuantOp::DynamicQuantizeLinear => {
                 let (y, scale, zp) = dynamic_quantize(x.slice::<f32>()?);
