@@ -7,6 +7,7 @@
 //! Statistics are two-pass (mean, then mean squared deviation) over contiguous blocks.
 
 use crate::attr::Attrs;
+use crate::bail_model;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::ValueType;
@@ -14,7 +15,6 @@ use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, demote, expand};
 use crate::shape::{broadcast, fmt_shape, normalize_axes, normalize_axis};
 use crate::tensor::{Elem, Tensor};
-use crate::bail_model;
 use num_traits::Float;
 use std::borrow::Cow;
 
@@ -38,7 +38,10 @@ impl NormOp {
             return Err(bad_dtype(name, dtype));
         }
         let shape = cx.shape(0)?;
-        let same = ValueType { dtype, shape: shape.map(<[usize]>::to_vec) };
+        let same = ValueType {
+            dtype,
+            shape: shape.map(<[usize]>::to_vec),
+        };
         match self {
             NormOp::BatchNormalization => {
                 let bn = BatchNorm::parse(cx.attrs, cx.version, cx.num_outputs)?;
@@ -50,7 +53,10 @@ impl NormOp {
                     }
                 }
                 if cx.dtype(4)? != stat_dtype {
-                    bail_model!("BatchNormalization input_mean is {stat_dtype} but input_var is {}", cx.dtype(4)?);
+                    bail_model!(
+                        "BatchNormalization input_mean is {stat_dtype} but input_var is {}",
+                        cx.dtype(4)?
+                    );
                 }
                 let mut stat_shape = None;
                 if let Some(s) = shape {
@@ -69,7 +75,10 @@ impl NormOp {
                     }
                     stat_shape = Some(want);
                 }
-                let stat = ValueType { dtype: stat_dtype, shape: stat_shape };
+                let stat = ValueType {
+                    dtype: stat_dtype,
+                    shape: stat_shape,
+                };
                 let mut out = vec![same];
                 if bn.training {
                     // running mean and var, then (before opset 14) saved mean and var.
@@ -84,7 +93,11 @@ impl NormOp {
                     check_same_dtype(name, cx, 2, "B", dtype)?;
                 }
                 let Some(s) = shape else {
-                    return Ok(vec![same, ValueType::unknown(ln.stash), ValueType::unknown(ln.stash)]);
+                    return Ok(vec![
+                        same,
+                        ValueType::unknown(ln.stash),
+                        ValueType::unknown(ln.stash),
+                    ]);
                 };
                 let axis = normalize_axis(ln.axis, s.len())?;
                 for (i, what) in [(1, "scale"), (2, "B")] {
@@ -92,7 +105,11 @@ impl NormOp {
                         && let Some(p) = f.ty.shape.as_deref()
                         && broadcast(p, s).ok().as_deref() != Some(s)
                     {
-                        bail_model!("{name} {what} of shape {} does not broadcast to input {}", fmt_shape(p), fmt_shape(s));
+                        bail_model!(
+                            "{name} {what} of shape {} does not broadcast to input {}",
+                            fmt_shape(p),
+                            fmt_shape(s)
+                        );
                     }
                 }
                 let mut stats = s[..axis].to_vec();
@@ -101,17 +118,27 @@ impl NormOp {
                 Ok(vec![same, stat.clone(), stat])
             }
             NormOp::InstanceNormalization | NormOp::GroupNormalization => {
-                let groups = if self == NormOp::GroupNormalization { Some(group_count(cx.attrs)?) } else { None };
+                let groups = if self == NormOp::GroupNormalization {
+                    Some(group_count(cx.attrs)?)
+                } else {
+                    None
+                };
                 check_same_dtype(name, cx, 1, "scale", dtype)?;
                 check_same_dtype(name, cx, 2, "B", dtype)?;
                 if let Some(s) = shape {
                     if s.len() < 2 {
-                        bail_model!("{name} input must have rank >= 2 (N, C, ...), got {}", fmt_shape(s));
+                        bail_model!(
+                            "{name} input must have rank >= 2 (N, C, ...), got {}",
+                            fmt_shape(s)
+                        );
                     }
                     let want = match groups {
                         Some(g) => {
                             if g == 0 || s[1] % g != 0 {
-                                bail_model!("{name} num_groups {g} does not divide the {} channels", s[1]);
+                                bail_model!(
+                                    "{name} num_groups {g} does not divide the {} channels",
+                                    s[1]
+                                );
                             }
                             if cx.version < 21 { g } else { s[1] }
                         }
@@ -121,7 +148,10 @@ impl NormOp {
                         if let Some(p) = cx.shape(i)?
                             && p != [want]
                         {
-                            bail_model!("{name} {what} has shape {}, expected [{want}]", fmt_shape(p));
+                            bail_model!(
+                                "{name} {what} has shape {}, expected [{want}]",
+                                fmt_shape(p)
+                            );
                         }
                     }
                 }
@@ -140,12 +170,18 @@ impl NormOp {
         let name = self.name();
         let x = cx.input(0)?;
         let dtype = x.dtype();
-        let compute = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let compute = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let xc = in_dtype(x, compute);
         match self {
             NormOp::BatchNormalization => {
                 let bn = BatchNorm::parse(cx.attrs, cx.version, cx.outputs.len())?;
-                let p: Vec<Cow<Tensor>> = (1..5).map(|i| cx.input(i).map(|t| in_dtype(t, compute))).collect::<Result<_>>()?;
+                let p: Vec<Cow<Tensor>> = (1..5)
+                    .map(|i| cx.input(i).map(|t| in_dtype(t, compute)))
+                    .collect::<Result<_>>()?;
                 let out = crate::with_float!(compute, name, T => {
                     bn.eval::<T>(xc.slice::<T>()?, x.shape(), [p[0].slice()?, p[1].slice()?, p[2].slice()?, p[3].slice()?])
                         .into_iter()
@@ -153,10 +189,15 @@ impl NormOp {
                         .collect::<Result<Vec<_>>>()?
                 });
                 let mut out = out.into_iter();
-                let y = out.next().ok_or_else(|| Error::Internal("BatchNormalization produced no output".into()))?;
+                let y = out.next().ok_or_else(|| {
+                    Error::Internal("BatchNormalization produced no output".into())
+                })?;
                 let mut res = vec![demote(y.reshaped(x.shape().to_vec())?, dtype)];
                 for (i, t) in out.take(cx.outputs.len().saturating_sub(1)).enumerate() {
-                    res.push(demote(t.reshaped(cx.out_shape(i + 1)?.to_vec())?, cx.out_dtype(i + 1)?));
+                    res.push(demote(
+                        t.reshaped(cx.out_shape(i + 1)?.to_vec())?,
+                        cx.out_dtype(i + 1)?,
+                    ));
                 }
                 Ok(res)
             }
@@ -164,7 +205,11 @@ impl NormOp {
                 let ln = LayerNorm::parse(name, cx.attrs)?;
                 let axis = normalize_axis(ln.axis, x.rank())?;
                 let scale = in_dtype(cx.input(1)?, compute);
-                let bias = if self == NormOp::LayerNormalization { cx.opt(2).map(|b| in_dtype(b, compute)) } else { None };
+                let bias = if self == NormOp::LayerNormalization {
+                    cx.opt(2).map(|b| in_dtype(b, compute))
+                } else {
+                    None
+                };
                 let rms = self == NormOp::RMSNormalization;
                 let (y, mean, inv) = crate::with_float!(compute, name, T => {
                     let scale = RowParam::<T>::new(&scale, x.shape(), axis)?;
@@ -183,7 +228,11 @@ impl NormOp {
             NormOp::InstanceNormalization | NormOp::GroupNormalization => {
                 let epsilon = f64::from(cx.attrs.float_or("epsilon", 1e-5)?);
                 let channels = x.shape()[1];
-                let groups = if self == NormOp::GroupNormalization { group_count(cx.attrs)? } else { channels };
+                let groups = if self == NormOp::GroupNormalization {
+                    group_count(cx.attrs)?
+                } else {
+                    channels
+                };
                 let per_group_params = self == NormOp::GroupNormalization && cx.version < 21;
                 let scale = in_dtype(cx.input(1)?, compute);
                 let bias = in_dtype(cx.input(2)?, compute);
@@ -210,7 +259,11 @@ impl NormOp {
 
 /// `t` converted to `dtype` (borrowed when it already is).
 fn in_dtype(t: &Tensor, dtype: DType) -> Cow<'_, Tensor> {
-    if t.dtype() == dtype { Cow::Borrowed(t) } else { Cow::Owned(t.cast(dtype)) }
+    if t.dtype() == dtype {
+        Cow::Borrowed(t)
+    } else {
+        Cow::Owned(t.cast(dtype))
+    }
 }
 
 fn check_same_dtype(op: &str, cx: &InferCx, i: usize, what: &str, dtype: DType) -> Result<()> {
@@ -260,14 +313,18 @@ impl BatchNorm {
             match attrs.int_or("training_mode", 0)? {
                 0 => false,
                 1 => true,
-                other => bail_model!("BatchNormalization attribute 'training_mode' must be 0 or 1, got {other}"),
+                other => bail_model!(
+                    "BatchNormalization attribute 'training_mode' must be 0 or 1, got {other}"
+                ),
             }
         } else {
             // Before opset 14, requesting the statistics outputs selects training.
             num_outputs > 1
         };
         if attrs.int_or("is_test", 1)? == 0 && version < 7 {
-            return Err(Error::Unsupported("BatchNormalization with is_test = 0 (opset < 7)".into()));
+            return Err(Error::Unsupported(
+                "BatchNormalization with is_test = 0 (opset < 7)".into(),
+            ));
         }
         Ok(BatchNorm {
             epsilon: f64::from(attrs.float_or("epsilon", 1e-5)?),
@@ -280,14 +337,26 @@ impl BatchNorm {
     /// The shape of scale, B, mean and var for an input of `shape`.
     fn param_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
         if shape.len() < 2 {
-            bail_model!("BatchNormalization input must have rank >= 2 (N, C, ...), got {}", fmt_shape(shape));
+            bail_model!(
+                "BatchNormalization input must have rank >= 2 (N, C, ...), got {}",
+                fmt_shape(shape)
+            );
         }
-        Ok(if self.spatial { vec![shape[1]] } else { shape[1..].to_vec() })
+        Ok(if self.spatial {
+            vec![shape[1]]
+        } else {
+            shape[1..].to_vec()
+        })
     }
 
     /// Y, then in training the running mean and var and (before opset 14, when asked for)
     /// the saved batch mean and var, all as flat vectors.
-    fn eval<T: Float>(&self, x: &[T], shape: &[usize], [scale, bias, mean, var]: [&[T]; 4]) -> Vec<Vec<T>> {
+    fn eval<T: Float>(
+        &self,
+        x: &[T],
+        shape: &[usize],
+        [scale, bias, mean, var]: [&[T]; 4],
+    ) -> Vec<Vec<T>> {
         let n = shape[0];
         let (channels, plane) = if self.spatial {
             (shape[1], shape[2..].iter().product::<usize>())
@@ -300,9 +369,14 @@ impl BatchNorm {
             let mut bm = vec![T::zero(); channels];
             let mut bv = vec![T::zero(); channels];
             for c in 0..channels {
-                let planes = (0..n).map(|b| &x[(b * channels + c) * plane..(b * channels + c + 1) * plane]);
-                let m = planes.clone().fold(T::zero(), |a, p| a + lane_sum(p, |v| v)) / count;
-                bv[c] = planes.fold(T::zero(), |a, p| a + lane_sum(p, |v| (v - m) * (v - m))) / count;
+                let planes =
+                    (0..n).map(|b| &x[(b * channels + c) * plane..(b * channels + c + 1) * plane]);
+                let m = planes
+                    .clone()
+                    .fold(T::zero(), |a, p| a + lane_sum(p, |v| v))
+                    / count;
+                bv[c] =
+                    planes.fold(T::zero(), |a, p| a + lane_sum(p, |v| (v - m) * (v - m))) / count;
                 bm[c] = m;
             }
             (bm, bv)
@@ -310,8 +384,12 @@ impl BatchNorm {
             (mean.to_vec(), var.to_vec())
         };
         // y = x * a + b per channel.
-        let a: Vec<T> = (0..channels).map(|c| scale[c] / (batch_var[c] + eps).sqrt()).collect();
-        let b: Vec<T> = (0..channels).map(|c| bias[c] - batch_mean[c] * a[c]).collect();
+        let a: Vec<T> = (0..channels)
+            .map(|c| scale[c] / (batch_var[c] + eps).sqrt())
+            .collect();
+        let b: Vec<T> = (0..channels)
+            .map(|c| bias[c] - batch_mean[c] * a[c])
+            .collect();
         let mut y = Vec::with_capacity(x.len());
         for (i, block) in x.chunks(plane.max(1)).enumerate() {
             let c = i % channels.max(1);
@@ -323,8 +401,12 @@ impl BatchNorm {
         }
         let mom = T::from(self.momentum).unwrap_or_else(T::zero);
         let keep = T::one() - mom;
-        let running_mean = (0..channels).map(|c| mean[c] * mom + batch_mean[c] * keep).collect();
-        let running_var = (0..channels).map(|c| var[c] * mom + batch_var[c] * keep).collect();
+        let running_mean = (0..channels)
+            .map(|c| mean[c] * mom + batch_mean[c] * keep)
+            .collect();
+        let running_var = (0..channels)
+            .map(|c| var[c] * mom + batch_var[c] * keep)
+            .collect();
         vec![y, running_mean, running_var, batch_mean, batch_var]
     }
 }
@@ -344,8 +426,14 @@ impl LayerNorm {
             .ok()
             .and_then(DType::from_onnx_code)
             .filter(|d| d.is_float())
-            .ok_or_else(|| Error::InvalidModel(format!("{op} stash_type {code} is not a float type")))?;
-        Ok(LayerNorm { axis: attrs.int_or("axis", -1)?, epsilon: f64::from(attrs.float_or("epsilon", 1e-5)?), stash })
+            .ok_or_else(|| {
+                Error::InvalidModel(format!("{op} stash_type {code} is not a float type"))
+            })?;
+        Ok(LayerNorm {
+            axis: attrs.int_or("axis", -1)?,
+            epsilon: f64::from(attrs.float_or("epsilon", 1e-5)?),
+            stash,
+        })
     }
 
     /// Normalizes each row (the trailing dims from `axis`); returns Y, Mean, InvStdDev.
@@ -409,30 +497,50 @@ impl<T: Elem> RowParam<T> {
         let dims = t.shape();
         let lead = dims.iter().take_while(|&&d| d == 1).count();
         let trailing = &dims[lead..];
-        let fits_row = trailing.len() <= row_shape.len() && broadcast(trailing, row_shape).ok().as_deref() == Some(row_shape);
+        let fits_row = trailing.len() <= row_shape.len()
+            && broadcast(trailing, row_shape).ok().as_deref() == Some(row_shape);
         let target = if fits_row { row_shape } else { x_shape };
         let t = t.clone().reshaped(trailing.to_vec())?;
-        let values = if t.shape() == target { t } else { expand(&t, target)? };
-        Ok(RowParam { values: values.slice::<T>()?.to_vec(), per_row: fits_row })
+        let values = if t.shape() == target {
+            t
+        } else {
+            expand(&t, target)?
+        };
+        Ok(RowParam {
+            values: values.slice::<T>()?.to_vec(),
+            per_row: fits_row,
+        })
     }
 
     fn row(&self, r: usize, m: usize) -> &[T] {
-        if self.per_row { &self.values } else { &self.values[r * m..(r + 1) * m] }
+        if self.per_row {
+            &self.values
+        } else {
+            &self.values[r * m..(r + 1) * m]
+        }
     }
 }
 
 /// GroupNormalization's `num_groups`.
 fn group_count(attrs: &Attrs) -> Result<usize> {
     let g = attrs.req_int("num_groups")?;
-    usize::try_from(g)
-        .ok()
-        .filter(|&g| g > 0)
-        .ok_or_else(|| Error::InvalidModel(format!("GroupNormalization num_groups must be positive, got {g}")))
+    usize::try_from(g).ok().filter(|&g| g > 0).ok_or_else(|| {
+        Error::InvalidModel(format!(
+            "GroupNormalization num_groups must be positive, got {g}"
+        ))
+    })
 }
 
 /// Normalizes each (sample, group of channels) block, then applies per-channel scale and
 /// bias. InstanceNormalization is the case of one channel per group.
-fn group_norm<T: Float>(x: &[T], shape: &[usize], groups: usize, scale: &[T], bias: &[T], eps: T) -> Vec<T> {
+fn group_norm<T: Float>(
+    x: &[T],
+    shape: &[usize],
+    groups: usize,
+    scale: &[T],
+    bias: &[T],
+    eps: T,
+) -> Vec<T> {
     let channels = shape[1];
     let plane: usize = shape[2..].iter().product();
     let per_group = channels.checked_div(groups).unwrap_or(0);
@@ -445,7 +553,11 @@ fn group_norm<T: Float>(x: &[T], shape: &[usize], groups: usize, scale: &[T], bi
         let (mean, var) = moments(xb);
         let inv = T::one() / (var + eps).sqrt();
         let first_channel = (i % groups) * per_group;
-        for (k, (xp, yp)) in xb.chunks(plane.max(1)).zip(yb.chunks_mut(plane.max(1))).enumerate() {
+        for (k, (xp, yp)) in xb
+            .chunks(plane.max(1))
+            .zip(yb.chunks_mut(plane.max(1)))
+            .enumerate()
+        {
             let c = first_channel + k;
             let a = inv * scale[c];
             let b = bias[c] - mean * a;
@@ -463,7 +575,11 @@ fn mvn_axes(attrs: &Attrs) -> Result<Vec<i64>> {
 
 /// MeanVarianceNormalization: `(x - mean) / (std + 1e-9)` with statistics over `axes`.
 fn mvn<T: Float + Elem>(x: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
-    let stat_shape: Vec<usize> = shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let stat_shape: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
     let st = crate::shape::broadcast_strides(&stat_shape, shape);
     let n_stat: usize = stat_shape.iter().product();
     let count = T::from(shape.iter().product::<usize>() / n_stat.max(1)).unwrap_or_else(T::one);
@@ -488,19 +604,32 @@ mod tests {
     use crate::attr::Attr;
     use crate::op::{Op, OpKind};
 
-    fn run(op: NormOp, version: u32, attrs: &[(&str, Attr)], inputs: &[&Tensor], outputs: usize) -> Result<Vec<Tensor>> {
+    fn run(
+        op: NormOp,
+        version: u32,
+        attrs: &[(&str, Attr)],
+        inputs: &[&Tensor],
+        outputs: usize,
+    ) -> Result<Vec<Tensor>> {
         let mut a = Attrs::new();
         for (k, v) in attrs {
             a.set(k, v.clone());
         }
-        let op = Op { kind: OpKind::Norm(op), attrs: a, version };
+        let op = Op {
+            kind: OpKind::Norm(op),
+            attrs: a,
+            version,
+        };
         let ins: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
         op.eval(&ins, outputs)
     }
 
     fn close(got: &Tensor, want: &[f32]) -> bool {
         let g = got.to_f64_vec();
-        g.len() == want.len() && g.iter().zip(want).all(|(a, &b)| (a - f64::from(b)).abs() < 1e-4)
+        g.len() == want.len()
+            && g.iter()
+                .zip(want)
+                .all(|(a, &b)| (a - f64::from(b)).abs() < 1e-4)
     }
 
     #[test]
@@ -508,7 +637,13 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 2], vec![1.0f32, 3.0, 0.0, 4.0])?;
         let s = Tensor::from_vec(vec![2], vec![1.0f32, 2.0])?;
         let b = Tensor::from_vec(vec![2], vec![0.0f32, 1.0])?;
-        let out = run(NormOp::LayerNormalization, 17, &[("epsilon", Attr::Float(0.0))], &[&x, &s, &b], 3)?;
+        let out = run(
+            NormOp::LayerNormalization,
+            17,
+            &[("epsilon", Attr::Float(0.0))],
+            &[&x, &s, &b],
+            3,
+        )?;
         assert!(close(&out[0], &[-1.0, 3.0, -1.0, 3.0]), "{:?}", out[0]);
         assert_eq!(out[1].shape(), &[2, 1]);
         assert!(close(&out[1], &[2.0, 2.0]));
@@ -521,8 +656,18 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 1, 1], vec![1.0f32, 3.0])?;
         let one = Tensor::from_vec(vec![1], vec![1.0f32])?;
         let zero = Tensor::from_vec(vec![1], vec![0.0f32])?;
-        let attrs = [("training_mode", Attr::Int(1)), ("epsilon", Attr::Float(0.0)), ("momentum", Attr::Float(0.5))];
-        let out = run(NormOp::BatchNormalization, 15, &attrs, &[&x, &one, &zero, &zero, &one], 3)?;
+        let attrs = [
+            ("training_mode", Attr::Int(1)),
+            ("epsilon", Attr::Float(0.0)),
+            ("momentum", Attr::Float(0.5)),
+        ];
+        let out = run(
+            NormOp::BatchNormalization,
+            15,
+            &attrs,
+            &[&x, &one, &zero, &zero, &one],
+            3,
+        )?;
         assert!(close(&out[0], &[-1.0, 1.0]));
         assert!(close(&out[1], &[1.0])); // 0 * 0.5 + 2 * 0.5
         assert!(close(&out[2], &[1.0])); // 1 * 0.5 + 1 * 0.5
@@ -545,7 +690,13 @@ mod tests {
     fn rms_norm_divides_by_root_mean_square() -> Result<()> {
         let x = Tensor::from_vec(vec![1, 2], vec![3.0f32, 4.0])?;
         let s = Tensor::from_vec(vec![2], vec![1.0f32, 2.0])?;
-        let out = run(NormOp::RMSNormalization, 23, &[("epsilon", Attr::Float(0.0))], &[&x, &s], 1)?;
+        let out = run(
+            NormOp::RMSNormalization,
+            23,
+            &[("epsilon", Attr::Float(0.0))],
+            &[&x, &s],
+            1,
+        )?;
         let r = (12.5f32).sqrt();
         assert!(close(&out[0], &[3.0 / r, 8.0 / r]));
         Ok(())

@@ -39,13 +39,33 @@ impl PoolOp {
         let shape = cx.shape(0)?;
         match self {
             PoolOp::MaxPool => {
-                check_dtype(name, dtype, &[DType::F32, DType::F64, DType::F16, DType::BF16, DType::I8, DType::U8])?;
+                check_dtype(
+                    name,
+                    dtype,
+                    &[
+                        DType::F32,
+                        DType::F64,
+                        DType::F16,
+                        DType::BF16,
+                        DType::I8,
+                        DType::U8,
+                    ],
+                )?;
                 storage_order(cx.attrs)?;
                 let out = match shape {
                     Some(s) => Some(Windows::parse(name, cx.attrs, s)?.out_shape(s)),
                     None => None,
                 };
-                Ok(vec![ValueType { dtype, shape: out.clone() }, ValueType { dtype: DType::I64, shape: out }])
+                Ok(vec![
+                    ValueType {
+                        dtype,
+                        shape: out.clone(),
+                    },
+                    ValueType {
+                        dtype: DType::I64,
+                        shape: out,
+                    },
+                ])
             }
             PoolOp::AveragePool | PoolOp::LpPool => {
                 check_float(name, dtype)?;
@@ -60,16 +80,32 @@ impl PoolOp {
             }
             PoolOp::GlobalAveragePool | PoolOp::GlobalMaxPool | PoolOp::GlobalLpPool => {
                 if self == PoolOp::GlobalMaxPool {
-                    check_dtype(name, dtype, &[DType::F32, DType::F64, DType::F16, DType::BF16, DType::I8, DType::U8])?;
+                    check_dtype(
+                        name,
+                        dtype,
+                        &[
+                            DType::F32,
+                            DType::F64,
+                            DType::F16,
+                            DType::BF16,
+                            DType::I8,
+                            DType::U8,
+                        ],
+                    )?;
                 } else {
                     check_float(name, dtype)?;
                 }
                 if self == PoolOp::GlobalLpPool {
                     lp_exponent(cx.attrs)?;
                 }
-                let Some(s) = shape else { return Ok(vec![ValueType::unknown(dtype)]) };
+                let Some(s) = shape else {
+                    return Ok(vec![ValueType::unknown(dtype)]);
+                };
                 if s.len() < 2 {
-                    bail_model!("{name} input must have rank >= 2 (N, C, spatial...), got {}", fmt_shape(s));
+                    bail_model!(
+                        "{name} input must have rank >= 2 (N, C, spatial...), got {}",
+                        fmt_shape(s)
+                    );
                 }
                 let mut out = s[..2].to_vec();
                 out.resize(s.len(), 1);
@@ -84,9 +120,15 @@ impl PoolOp {
                 if let (Some(x), Some(i)) = (shape, idx.shape.as_deref())
                     && x != i
                 {
-                    bail_model!("MaxUnpool indices shape {} differs from input shape {}", fmt_shape(i), fmt_shape(x));
+                    bail_model!(
+                        "MaxUnpool indices shape {} differs from input shape {}",
+                        fmt_shape(i),
+                        fmt_shape(x)
+                    );
                 }
-                let Some(s) = shape else { return Ok(vec![ValueType::unknown(dtype)]) };
+                let Some(s) = shape else {
+                    return Ok(vec![ValueType::unknown(dtype)]);
+                };
                 let inferred = unpool_shape(cx.attrs, s)?;
                 let out = match cx.opt(2) {
                     None => Some(inferred),
@@ -103,9 +145,15 @@ impl PoolOp {
                 if let Some(s) = shape
                     && s.len() < 3
                 {
-                    bail_model!("LRN input must have rank >= 3 (N, C, spatial...), got {}", fmt_shape(s));
+                    bail_model!(
+                        "LRN input must have rank >= 3 (N, C, spatial...), got {}",
+                        fmt_shape(s)
+                    );
                 }
-                Ok(vec![ValueType { dtype, shape: shape.map(<[usize]>::to_vec) }])
+                Ok(vec![ValueType {
+                    dtype,
+                    shape: shape.map(<[usize]>::to_vec),
+                }])
             }
         }
     }
@@ -162,10 +210,17 @@ impl PoolOp {
                         other => return Err(bad_dtype(name, other)),
                     }
                 } else {
-                    let p = if self == PoolOp::GlobalLpPool { Some(lp_exponent(cx.attrs)?) } else { None };
+                    let p = if self == PoolOp::GlobalLpPool {
+                        Some(lp_exponent(cx.attrs)?)
+                    } else {
+                        None
+                    };
                     crate::with_float!(xp.dtype(), name, T => T::into_data(global_mean::<T>(xp.slice::<T>()?, planes, p)))
                 };
-                Ok(vec![demote(Tensor::new(cx.out_shape(0)?.to_vec(), y)?, x.dtype())])
+                Ok(vec![demote(
+                    Tensor::new(cx.out_shape(0)?.to_vec(), y)?,
+                    x.dtype(),
+                )])
             }
             PoolOp::MaxUnpool => {
                 let inferred = unpool_shape(cx.attrs, x.shape())?;
@@ -189,11 +244,19 @@ impl PoolOp {
 }
 
 fn check_dtype(op: &str, dtype: DType, allowed: &[DType]) -> Result<()> {
-    if allowed.contains(&dtype) { Ok(()) } else { Err(bad_dtype(op, dtype)) }
+    if allowed.contains(&dtype) {
+        Ok(())
+    } else {
+        Err(bad_dtype(op, dtype))
+    }
 }
 
 fn check_float(op: &str, dtype: DType) -> Result<()> {
-    check_dtype(op, dtype, &[DType::F32, DType::F64, DType::F16, DType::BF16])
+    check_dtype(
+        op,
+        dtype,
+        &[DType::F32, DType::F64, DType::F16, DType::BF16],
+    )
 }
 
 /// MaxPool's `storage_order`: whether Indices are column-major over the spatial dims.
@@ -215,17 +278,31 @@ fn lp_exponent(attrs: &Attrs) -> Result<f64> {
 }
 
 /// A per-spatial-axis attribute: `n` values, each at least `min`, or `default` when absent.
-fn spatial_ints(op: &str, attrs: &Attrs, name: &str, n: usize, default: usize, min: i64) -> Result<Vec<usize>> {
-    let Some(v) = attrs.ints(name)? else { return Ok(vec![default; n]) };
+fn spatial_ints(
+    op: &str,
+    attrs: &Attrs,
+    name: &str,
+    n: usize,
+    default: usize,
+    min: i64,
+) -> Result<Vec<usize>> {
+    let Some(v) = attrs.ints(name)? else {
+        return Ok(vec![default; n]);
+    };
     if v.len() != n {
-        bail_model!("{op} attribute '{name}' has {} values for {n} spatial dims", v.len());
+        bail_model!(
+            "{op} attribute '{name}' has {} values for {n} spatial dims",
+            v.len()
+        );
     }
     v.iter()
         .map(|&d| {
             if d < min {
                 bail_model!("{op} attribute '{name}' has value {d}, below the minimum {min}");
             }
-            usize::try_from(d).map_err(|_| Error::InvalidModel(format!("{op} attribute '{name}' value {d} is too large")))
+            usize::try_from(d).map_err(|_| {
+                Error::InvalidModel(format!("{op} attribute '{name}' value {d} is too large"))
+            })
         })
         .collect()
 }
@@ -247,7 +324,10 @@ impl Windows {
     /// for an input of `shape` (N, C, spatial...).
     fn parse(op: &str, attrs: &Attrs, shape: &[usize]) -> Result<Windows> {
         if shape.len() < 3 {
-            bail_model!("{op} input must have rank >= 3 (N, C, spatial...), got {}", fmt_shape(shape));
+            bail_model!(
+                "{op} input must have rank >= 3 (N, C, spatial...), got {}",
+                fmt_shape(shape)
+            );
         }
         let spatial = &shape[2..];
         let n = spatial.len();
@@ -279,17 +359,27 @@ impl Windows {
             let span = (k - 1)
                 .checked_mul(d)
                 .and_then(|v| v.checked_add(1))
-                .ok_or_else(|| Error::InvalidModel(format!("{op} kernel {k} with dilation {d} is too large")))?;
+                .ok_or_else(|| {
+                    Error::InvalidModel(format!("{op} kernel {k} with dilation {d} is too large"))
+                })?;
             match auto_pad {
                 "NOTSET" | "VALID" => {
-                    let (pb, pe) = if auto_pad == "NOTSET" { (pads[i], pads[n + i]) } else { (0, 0) };
+                    let (pb, pe) = if auto_pad == "NOTSET" {
+                        (pads[i], pads[n + i])
+                    } else {
+                        (0, 0)
+                    };
                     let padded = len + pb + pe;
                     if padded < span {
                         bail_model!(
                             "{op}: spatial dim {i} of size {len} (padded {padded}) is smaller than the window {span}"
                         );
                     }
-                    let mut out = if ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+                    let mut out = if ceil_mode {
+                        (padded - span).div_ceil(s) + 1
+                    } else {
+                        (padded - span) / s + 1
+                    };
                     // The last window must start inside the input or its leading pad.
                     if ceil_mode && (out - 1) * s >= len + pb {
                         out -= 1;
@@ -301,12 +391,18 @@ impl Windows {
                 "SAME_UPPER" | "SAME_LOWER" => {
                     let out = len.div_ceil(s);
                     let total = (out.saturating_sub(1) * s + span).saturating_sub(len);
-                    let pb = if auto_pad == "SAME_LOWER" { total.div_ceil(2) } else { total / 2 };
+                    let pb = if auto_pad == "SAME_LOWER" {
+                        total.div_ceil(2)
+                    } else {
+                        total / 2
+                    };
                     win.pads_begin[i] = pb;
                     win.pads_end[i] = total - pb;
                     win.out[i] = out;
                 }
-                other => bail_model!("{op} auto_pad '{other}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID"),
+                other => bail_model!(
+                    "{op} auto_pad '{other}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID"
+                ),
             }
         }
         Ok(win)
@@ -352,10 +448,22 @@ impl Grid {
         let lead = 3 - n;
         let mut in_dims = [1; 3];
         let mut dilations = [1; 3];
-        let mut taps: [Vec<Taps>; 3] = std::array::from_fn(|_| vec![Taps { first: 0, count: 1, with_pad: 1 }]);
+        let mut taps: [Vec<Taps>; 3] = std::array::from_fn(|_| {
+            vec![Taps {
+                first: 0,
+                count: 1,
+                with_pad: 1,
+            }]
+        });
         for i in 0..n {
             let len = shape[2 + i];
-            let (k, s, d, pb, pe) = (win.kernel[i], win.strides[i], win.dilations[i], win.pads_begin[i], win.pads_end[i]);
+            let (k, s, d, pb, pe) = (
+                win.kernel[i],
+                win.strides[i],
+                win.dilations[i],
+                win.pads_begin[i],
+                win.pads_end[i],
+            );
             in_dims[lead + i] = len;
             dilations[lead + i] = d;
             taps[lead + i] = (0..win.out[i])
@@ -363,13 +471,29 @@ impl Grid {
                     // Window start in input coordinates: o * s - pb (may be negative).
                     let start = (o * s) as i64 - pb as i64;
                     let (d_i, len_i) = (d as i64, len as i64);
-                    let lo = if start < 0 { (-start + d_i - 1) / d_i } else { 0 };
-                    let hi = if len_i > start { ((len_i - start + d_i - 1) / d_i).min(k as i64) } else { 0 };
+                    let lo = if start < 0 {
+                        (-start + d_i - 1) / d_i
+                    } else {
+                        0
+                    };
+                    let hi = if len_i > start {
+                        ((len_i - start + d_i - 1) / d_i).min(k as i64)
+                    } else {
+                        0
+                    };
                     let limit = len_i + pe as i64;
-                    let with_pad = if limit > start { ((limit - start + d_i - 1) / d_i).min(k as i64) } else { 0 };
+                    let with_pad = if limit > start {
+                        ((limit - start + d_i - 1) / d_i).min(k as i64)
+                    } else {
+                        0
+                    };
                     let count = (hi - lo).max(0);
                     Taps {
-                        first: if count > 0 { (start + lo * d_i) as usize } else { 0 },
+                        first: if count > 0 {
+                            (start + lo * d_i) as usize
+                        } else {
+                            0
+                        },
                         count: count as usize,
                         with_pad: with_pad as usize,
                     }
@@ -380,7 +504,14 @@ impl Grid {
         let full = |t: &Taps| t.count == kernel_w;
         let lo = taps[2].iter().position(full).unwrap_or(0);
         let hi = taps[2].iter().rposition(full).map_or(0, |i| i + 1).max(lo);
-        Ok(Grid { in_dims, dilations, taps, kernel_w, interior_w: lo..hi, planes: shape[0] * shape[1] })
+        Ok(Grid {
+            in_dims,
+            dilations,
+            taps,
+            kernel_w,
+            interior_w: lo..hi,
+            planes: shape[0] * shape[1],
+        })
     }
 
     fn plane_len(&self) -> usize {
@@ -409,7 +540,11 @@ fn reduce_windows<T: Copy, A: Copy, O>(
     let [dd, dh, dw] = g.dilations;
     let tws = &g.taps[2];
     let interior = g.interior_w.clone();
-    let sw = if interior.len() > 1 { tws[interior.start + 1].first - tws[interior.start].first } else { 1 };
+    let sw = if interior.len() > 1 {
+        tws[interior.start + 1].first - tws[interior.start].first
+    } else {
+        1
+    };
     let mut acc = vec![init; tws.len()];
     for td in &g.taps[0] {
         for th in &g.taps[1] {
@@ -444,7 +579,11 @@ fn reduce_windows<T: Copy, A: Copy, O>(
                 }
             }
             for (&a, tw) in acc.iter().zip(tws) {
-                out.push(finish(a, td.count * th.count * tw.count, td.with_pad * th.with_pad * tw.with_pad));
+                out.push(finish(
+                    a,
+                    td.count * th.count * tw.count,
+                    td.with_pad * th.with_pad * tw.with_pad,
+                ));
             }
         }
     }
@@ -452,7 +591,11 @@ fn reduce_windows<T: Copy, A: Copy, O>(
 
 /// The first maximal valid tap of each window of one plane, as (value, offset in plane);
 /// offset `usize::MAX` for a window without valid taps.
-fn argmax_windows<T: Copy + PartialOrd + Bounded>(plane: &[T], g: &Grid, out: &mut Vec<(T, usize)>) {
+fn argmax_windows<T: Copy + PartialOrd + Bounded>(
+    plane: &[T],
+    g: &Grid,
+    out: &mut Vec<(T, usize)>,
+) {
     let [_, ih, iw] = g.in_dims;
     let [dd, dh, dw] = g.dilations;
     for td in &g.taps[0] {
@@ -492,7 +635,14 @@ fn max_pool<T: Elem + Bounded>(
     if !indices {
         for p in 0..g.planes {
             let plane = &xs[p * plane_len..(p + 1) * plane_len];
-            reduce_windows(plane, g, &mut y, T::min_value(), |m, v| if v > m { v } else { m }, |m, _, _| m);
+            reduce_windows(
+                plane,
+                g,
+                &mut y,
+                T::min_value(),
+                |m, v| if v > m { v } else { m },
+                |m, _, _| m,
+            );
         }
         return Ok((T::into_data(y), vec![]));
     }
@@ -538,15 +688,32 @@ fn avg_pool<T: Float + Elem>(xs: &[T], g: &Grid, mode: Mean) -> Vec<T> {
     for p in 0..g.planes {
         let plane = &xs[p * plane_len..(p + 1) * plane_len];
         match mode {
-            Mean::ExcludePad => {
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + v, |s, n, _| s / T::from_f64(n as f64))
-            }
-            Mean::IncludePad => {
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + v, |s, _, n| s / T::from_f64(n as f64))
-            }
+            Mean::ExcludePad => reduce_windows(
+                plane,
+                g,
+                &mut y,
+                T::zero(),
+                |a, v| a + v,
+                |s, n, _| s / T::from_f64(n as f64),
+            ),
+            Mean::IncludePad => reduce_windows(
+                plane,
+                g,
+                &mut y,
+                T::zero(),
+                |a, v| a + v,
+                |s, _, n| s / T::from_f64(n as f64),
+            ),
             Mean::Lp(p) => {
                 let (pt, inv) = (T::from_f64(p), T::from_f64(1.0 / p));
-                reduce_windows(plane, g, &mut y, T::zero(), |a, v| a + lp_term(v, pt, p), |s, _, _| s.powf(inv))
+                reduce_windows(
+                    plane,
+                    g,
+                    &mut y,
+                    T::zero(),
+                    |a, v| a + lp_term(v, pt, p),
+                    |s, _, _| s.powf(inv),
+                )
             }
         }
     }
@@ -597,7 +764,10 @@ fn global_mean<T: Float + Elem>(xs: &[T], planes: usize, p: Option<f64>) -> Vec<
 /// MaxUnpool's default output shape: `(in - 1) * stride - pad_begin - pad_end + kernel`.
 fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
     if shape.len() < 3 {
-        bail_model!("MaxUnpool input must have rank >= 3 (N, C, spatial...), got {}", fmt_shape(shape));
+        bail_model!(
+            "MaxUnpool input must have rank >= 3 (N, C, spatial...), got {}",
+            fmt_shape(shape)
+        );
     }
     let n = shape.len() - 2;
     if attrs.ints("kernel_shape")?.is_none() {
@@ -616,9 +786,13 @@ fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
             .checked_mul(strides[i])
             .and_then(|v| v.checked_add(kernel[i]))
             .ok_or_else(|| Error::InvalidModel("MaxUnpool output is too large".into()))?;
-        let len = full.checked_sub(pads[i].saturating_add(pads[n + i])).ok_or_else(|| {
-            Error::InvalidModel(format!("MaxUnpool pads on spatial dim {i} exceed the unpooled size {full}"))
-        })?;
+        let len = full
+            .checked_sub(pads[i].saturating_add(pads[n + i]))
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "MaxUnpool pads on spatial dim {i} exceed the unpooled size {full}"
+                ))
+            })?;
         out.push(len);
     }
     Ok(out)
@@ -627,29 +801,47 @@ fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
 /// The `output_shape` input of MaxUnpool: same rank, each dim at least the default one.
 fn unpool_requested_shape(inferred: &[usize], requested: &[i64]) -> Result<Vec<usize>> {
     if requested.len() != inferred.len() {
-        bail_model!("MaxUnpool output_shape has {} dims, the input has {}", requested.len(), inferred.len());
+        bail_model!(
+            "MaxUnpool output_shape has {} dims, the input has {}",
+            requested.len(),
+            inferred.len()
+        );
     }
     requested
         .iter()
         .zip(inferred)
         .map(|(&r, &d)| match usize::try_from(r) {
             Ok(r) if r >= d => Ok(r),
-            _ => bail_model!("MaxUnpool output_shape {requested:?} is smaller than the unpooled shape {}", fmt_shape(inferred)),
+            _ => bail_model!(
+                "MaxUnpool output_shape {requested:?} is smaller than the unpooled shape {}",
+                fmt_shape(inferred)
+            ),
         })
         .collect()
 }
 
 /// Scatters `x[i]` to flat position `indices[i]` of the default unpooled shape, which
 /// sits at the leading corner of the (possibly larger) output.
-fn max_unpool<T: Elem>(x: &[T], indices: &[i64], inferred: &[usize], out_shape: &[usize]) -> Result<Vec<T>> {
+fn max_unpool<T: Elem>(
+    x: &[T],
+    indices: &[i64],
+    inferred: &[usize],
+    out_shape: &[usize],
+) -> Result<Vec<T>> {
     let total: usize = inferred.iter().product();
     let mut y = vec![T::default(); out_shape.iter().product()];
     let same = inferred == out_shape;
     let out_strides = crate::shape::strides(out_shape);
     for (&v, &i) in x.iter().zip(indices) {
-        let at = usize::try_from(i).ok().filter(|&i| i < total).ok_or_else(|| {
-            Error::InvalidInput(format!("MaxUnpool index {i} is out of range for {} elements", total))
-        })?;
+        let at = usize::try_from(i)
+            .ok()
+            .filter(|&i| i < total)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "MaxUnpool index {i} is out of range for {} elements",
+                    total
+                ))
+            })?;
         let pos = if same {
             at
         } else {
@@ -693,7 +885,11 @@ impl Lrn {
         let plane: usize = shape[2..].iter().product();
         let before = (self.size - 1) / 2;
         let after = self.size - 1 - before;
-        let (alpha, beta, bias) = (T::from_f64(self.alpha / self.size as f64), T::from_f64(self.beta), T::from_f64(self.bias));
+        let (alpha, beta, bias) = (
+            T::from_f64(self.alpha / self.size as f64),
+            T::from_f64(self.beta),
+            T::from_f64(self.bias),
+        );
         let mut y = vec![T::zero(); xs.len()];
         let mut sq = vec![T::zero(); plane];
         for b in 0..n {
@@ -701,12 +897,19 @@ impl Lrn {
             for ch in 0..c {
                 sq.iter_mut().for_each(|s| *s = T::zero());
                 for other in ch.saturating_sub(before)..(ch + after + 1).min(c) {
-                    for (s, &v) in sq.iter_mut().zip(&batch[other * plane..(other + 1) * plane]) {
+                    for (s, &v) in sq
+                        .iter_mut()
+                        .zip(&batch[other * plane..(other + 1) * plane])
+                    {
                         *s = *s + v * v;
                     }
                 }
                 let off = (b * c + ch) * plane;
-                for ((o, &v), &s) in y[off..off + plane].iter_mut().zip(&batch[ch * plane..(ch + 1) * plane]).zip(&sq) {
+                for ((o, &v), &s) in y[off..off + plane]
+                    .iter_mut()
+                    .zip(&batch[ch * plane..(ch + 1) * plane])
+                    .zip(&sq)
+                {
                     *o = v / (bias + alpha * s).powf(beta);
                 }
             }
@@ -722,12 +925,21 @@ mod tests {
     use crate::op::Op;
     use crate::op::OpKind;
 
-    fn run(op: PoolOp, attrs: &[(&str, Attr)], inputs: &[&Tensor], outputs: usize) -> Result<Vec<Tensor>> {
+    fn run(
+        op: PoolOp,
+        attrs: &[(&str, Attr)],
+        inputs: &[&Tensor],
+        outputs: usize,
+    ) -> Result<Vec<Tensor>> {
         let mut a = Attrs::new();
         for (k, v) in attrs {
             a.set(k, v.clone());
         }
-        let op = Op { kind: OpKind::Pool(op), attrs: a, version: 22 };
+        let op = Op {
+            kind: OpKind::Pool(op),
+            attrs: a,
+            version: 22,
+        };
         let ins: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
         op.eval(&ins, outputs)
     }
@@ -741,7 +953,11 @@ mod tests {
         let x = Tensor::from_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect())?;
         let out = run(
             PoolOp::MaxPool,
-            &[("kernel_shape", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1, 1, 0, 0])), ("strides", Attr::Ints(vec![2, 2]))],
+            &[
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1, 1, 0, 0])),
+                ("strides", Attr::Ints(vec![2, 2])),
+            ],
             &[&x],
             2,
         )?;
@@ -758,7 +974,17 @@ mod tests {
         let ceil = ("ceil_mode", Attr::Int(1));
         let k = ("kernel_shape", Attr::Ints(vec![2]));
         let s = ("strides", Attr::Ints(vec![2]));
-        let out = run(PoolOp::AveragePool, &[ceil.clone(), k.clone(), s.clone(), ("count_include_pad", Attr::Int(1))], &[&x], 1)?;
+        let out = run(
+            PoolOp::AveragePool,
+            &[
+                ceil.clone(),
+                k.clone(),
+                s.clone(),
+                ("count_include_pad", Attr::Int(1)),
+            ],
+            &[&x],
+            1,
+        )?;
         assert_eq!(f32s(&out[0]), vec![2.0, 5.0]);
         Ok(())
     }
@@ -766,7 +992,15 @@ mod tests {
     #[test]
     fn lp_pool_and_global_pools() -> Result<()> {
         let x = Tensor::from_vec(vec![1, 1, 2, 2], vec![3.0f32, 4.0, 0.0, 0.0])?;
-        let lp = run(PoolOp::LpPool, &[("kernel_shape", Attr::Ints(vec![2, 2])), ("p", Attr::Int(2))], &[&x], 1)?;
+        let lp = run(
+            PoolOp::LpPool,
+            &[
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("p", Attr::Int(2)),
+            ],
+            &[&x],
+            1,
+        )?;
         assert_eq!(f32s(&lp[0]), vec![5.0]);
         let avg = run(PoolOp::GlobalAveragePool, &[], &[&x], 1)?;
         assert_eq!(avg[0].shape(), &[1, 1, 1, 1]);

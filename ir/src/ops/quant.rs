@@ -34,45 +34,72 @@ impl QuantOp {
                     return Err(bad_dtype(name, x.dtype));
                 }
                 let scale = cx.input(1)?.ty;
-                if !matches!(scale.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::I32) {
-                    bail_model!("QuantizeLinear y_scale must be f32, f16, bf16 or i32, got {}", scale.dtype);
+                if !matches!(
+                    scale.dtype,
+                    DType::F32 | DType::F16 | DType::BF16 | DType::I32
+                ) {
+                    bail_model!(
+                        "QuantizeLinear y_scale must be f32, f16, bf16 or i32, got {}",
+                        scale.dtype
+                    );
                 }
                 division_dtype(cx.attrs, scale.dtype)?;
                 let zp = cx.opt(2).map(|f| f.ty);
                 let out = quantized_dtype(cx.attrs, zp.map(|t| t.dtype))?;
                 check_layout(name, cx, x, scale, zp)?;
-                Ok(vec![ValueType { dtype: out, shape: x.shape.clone() }])
+                Ok(vec![ValueType {
+                    dtype: out,
+                    shape: x.shape.clone(),
+                }])
             }
             QuantOp::DequantizeLinear => {
                 let scale = cx.input(1)?.ty;
-                if !matches!(x.dtype, DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32) {
+                if !matches!(
+                    x.dtype,
+                    DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32
+                ) {
                     return Err(bad_dtype(name, x.dtype));
                 }
                 if !matches!(scale.dtype, DType::F32 | DType::F16 | DType::BF16) {
-                    bail_model!("DequantizeLinear x_scale must be f32, f16 or bf16, got {}", scale.dtype);
+                    bail_model!(
+                        "DequantizeLinear x_scale must be f32, f16 or bf16, got {}",
+                        scale.dtype
+                    );
                 }
                 let zp = cx.opt(2).map(|f| f.ty);
                 if let Some(z) = zp
                     && z.dtype != x.dtype
                 {
-                    bail_model!("DequantizeLinear x_zero_point is {} but x is {}", z.dtype, x.dtype);
+                    bail_model!(
+                        "DequantizeLinear x_zero_point is {} but x is {}",
+                        z.dtype,
+                        x.dtype
+                    );
                 }
                 let out = match cx.attrs.int_or("output_dtype", 0)? {
                     0 => scale.dtype,
                     code => match onnx_dtype(code) {
                         Some(d @ (DType::F32 | DType::F16 | DType::BF16)) => d,
-                        _ => bail_model!("DequantizeLinear output_dtype {code} is not f32, f16 or bf16"),
+                        _ => bail_model!(
+                            "DequantizeLinear output_dtype {code} is not f32, f16 or bf16"
+                        ),
                     },
                 };
                 check_layout(name, cx, x, scale, zp)?;
-                Ok(vec![ValueType { dtype: out, shape: x.shape.clone() }])
+                Ok(vec![ValueType {
+                    dtype: out,
+                    shape: x.shape.clone(),
+                }])
             }
             QuantOp::DynamicQuantizeLinear => {
                 if x.dtype != DType::F32 {
                     return Err(bad_dtype(name, x.dtype));
                 }
                 Ok(vec![
-                    ValueType { dtype: DType::U8, shape: x.shape.clone() },
+                    ValueType {
+                        dtype: DType::U8,
+                        shape: x.shape.clone(),
+                    },
                     ValueType::new(DType::F32, vec![]),
                     ValueType::new(DType::U8, vec![]),
                 ])
@@ -113,7 +140,11 @@ impl QuantOp {
             }
             QuantOp::DynamicQuantizeLinear => {
                 let (y, scale, zp) = dynamic_quantize(x.slice::<f32>()?);
-                Ok(vec![Tensor::from_vec(x.shape().to_vec(), y)?, Tensor::scalar(scale), Tensor::scalar(zp)])
+                Ok(vec![
+                    Tensor::from_vec(x.shape().to_vec(), y)?,
+                    Tensor::scalar(scale),
+                    Tensor::scalar(zp),
+                ])
             }
         }
     }
@@ -165,13 +196,23 @@ fn division_dtype(attrs: &Attrs, scale: DType) -> Result<DType> {
 }
 
 /// Checks the shapes of scale and zero point against x, where known.
-fn check_layout(op: &str, cx: &InferCx, x: &ValueType, scale: &ValueType, zp: Option<&ValueType>) -> Result<()> {
+fn check_layout(
+    op: &str,
+    cx: &InferCx,
+    x: &ValueType,
+    scale: &ValueType,
+    zp: Option<&ValueType>,
+) -> Result<()> {
     let single = |d: &[usize]| d.len() <= 1 && d.iter().product::<usize>() == 1;
     if let (Some(s), Some(z)) = (scale.shape.as_deref(), zp.and_then(|z| z.shape.as_deref()))
         && s != z
         && !(single(s) && single(z))
     {
-        bail_model!("{op} scale shape {} differs from zero point shape {}", fmt_shape(s), fmt_shape(z));
+        bail_model!(
+            "{op} scale shape {} differs from zero point shape {}",
+            fmt_shape(s),
+            fmt_shape(z)
+        );
     }
     if let (Some(xs), Some(s)) = (x.shape.as_deref(), scale.shape.as_deref()) {
         Layout::new(op, cx.attrs, xs, s)?;
@@ -201,12 +242,24 @@ impl Layout {
         if block_size < 0 {
             bail_model!("{op} block_size must not be negative, got {block_size}");
         }
-        let per_tensor = Layout { outer: 1, axis_len: 1, inner: n, block: 1, outer_stride: 0, axis_stride: 0, inner_stride: 0 };
+        let per_tensor = Layout {
+            outer: 1,
+            axis_len: 1,
+            inner: n,
+            block: 1,
+            outer_stride: 0,
+            axis_stride: 0,
+            inner_stride: 0,
+        };
         if block_size == 0 && scale.iter().product::<usize>() == 1 && scale.len() <= 1 {
             return Ok(per_tensor);
         }
         let axis = normalize_axis(attrs.int_or("axis", 1)?, x.len())?;
-        let (outer, axis_len, inner) = (x[..axis].iter().product(), x[axis], x[axis + 1..].iter().product());
+        let (outer, axis_len, inner) = (
+            x[..axis].iter().product(),
+            x[axis],
+            x[axis + 1..].iter().product(),
+        );
         if block_size == 0 {
             if scale != [axis_len] {
                 bail_model!(
@@ -215,7 +268,15 @@ impl Layout {
                     fmt_shape(x)
                 );
             }
-            return Ok(Layout { outer, axis_len, inner, block: 1, outer_stride: 0, axis_stride: 1, inner_stride: 0 });
+            return Ok(Layout {
+                outer,
+                axis_len,
+                inner,
+                block: 1,
+                outer_stride: 0,
+                axis_stride: 1,
+                inner_stride: 0,
+            });
         }
         let block = block_size as usize;
         let blocks = axis_len.div_ceil(block);
@@ -229,7 +290,15 @@ impl Layout {
                 fmt_shape(x)
             );
         }
-        Ok(Layout { outer, axis_len, inner, block, outer_stride: blocks * inner, axis_stride: inner, inner_stride: 1 })
+        Ok(Layout {
+            outer,
+            axis_len,
+            inner,
+            block,
+            outer_stride: blocks * inner,
+            axis_stride: inner,
+            inner_stride: 1,
+        })
     }
 
     /// Calls `f(x_range_start, len, scale_index, scale_step)` for each run of x whose
@@ -238,7 +307,12 @@ impl Layout {
         for o in 0..self.outer {
             for a in 0..self.axis_len {
                 let start = (o * self.axis_len + a) * self.inner;
-                f(start, self.inner, o * self.outer_stride + (a / self.block) * self.axis_stride, self.inner_stride);
+                f(
+                    start,
+                    self.inner,
+                    o * self.outer_stride + (a / self.block) * self.axis_stride,
+                    self.inner_stride,
+                );
             }
         }
     }
@@ -284,7 +358,11 @@ fn quotients(x: &Tensor, scale: &Tensor, div: DType, layout: &Layout) -> Result<
 }
 
 /// `saturate(round_half_even(q) + zero_point)` into `T`.
-fn quantize<T: Elem + num_traits::Bounded>(q: &[f64], zp: Option<&Tensor>, layout: &Layout) -> Result<crate::tensor::Data> {
+fn quantize<T: Elem + num_traits::Bounded>(
+    q: &[f64],
+    zp: Option<&Tensor>,
+    layout: &Layout,
+) -> Result<crate::tensor::Data> {
     let zp = zp.map(|z| z.to_f64_vec());
     let (lo, hi) = (T::min_value().to_f64(), T::max_value().to_f64());
     let mut y = vec![T::default(); q.len()];
@@ -318,7 +396,10 @@ fn dynamic_quantize(x: &[f32]) -> (Vec<u8>, f32, u8) {
     // An all-zero input gets scale 1, as in ONNX Runtime.
     let scale = if max == min { 1.0 } else { (max - min) / 255.0 };
     let zp = (0.0 - min / scale).clamp(0.0, 255.0).round_ties_even();
-    let y = x.iter().map(|&v| ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8).collect();
+    let y = x
+        .iter()
+        .map(|&v| ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
+        .collect();
     (y, scale, zp as u8)
 }
 
@@ -333,9 +414,17 @@ mod tests {
         for (k, v) in attrs {
             a.set(k, v.clone());
         }
-        let op = Op { kind: OpKind::Quant(op), attrs: a, version: 25 };
+        let op = Op {
+            kind: OpKind::Quant(op),
+            attrs: a,
+            version: 25,
+        };
         let ins: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
-        let n = if op.kind == OpKind::Quant(QuantOp::DynamicQuantizeLinear) { 3 } else { 1 };
+        let n = if op.kind == OpKind::Quant(QuantOp::DynamicQuantizeLinear) {
+            3
+        } else {
+            1
+        };
         op.eval(&ins, n)
     }
 
@@ -354,7 +443,11 @@ mod tests {
         // x [1, 3], blocks of 2 along axis 1: scales [1, 3] -> [[1, 1, 3]] per element.
         let x = Tensor::from_vec(vec![1, 3], vec![4.0f32, 6.0, 9.0])?;
         let s = Tensor::from_vec(vec![1, 2], vec![2.0f32, 3.0])?;
-        let attrs = [("axis", Attr::Int(1)), ("block_size", Attr::Int(2)), ("output_dtype", Attr::Int(5))];
+        let attrs = [
+            ("axis", Attr::Int(1)),
+            ("block_size", Attr::Int(2)),
+            ("output_dtype", Attr::Int(5)),
+        ];
         let y = run(QuantOp::QuantizeLinear, &attrs, &[&x, &s])?;
         assert_eq!(y[0].slice::<i16>()?, &[2, 3, 3]);
         let bad = Tensor::from_vec(vec![1, 3], vec![2.0f32, 3.0, 4.0])?;
@@ -367,7 +460,11 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 2], vec![10u8, 20, 30, 40])?;
         let s = Tensor::from_vec(vec![2], vec![0.5f32, 2.0])?;
         let z = Tensor::from_vec(vec![2], vec![10u8, 0])?;
-        let y = run(QuantOp::DequantizeLinear, &[("axis", Attr::Int(0))], &[&x, &s, &z])?;
+        let y = run(
+            QuantOp::DequantizeLinear,
+            &[("axis", Attr::Int(0))],
+            &[&x, &s, &z],
+        )?;
         assert_eq!(y[0].slice::<f32>()?, &[0.0, 5.0, 60.0, 80.0]);
         Ok(())
     }
