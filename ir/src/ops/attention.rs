@@ -81,7 +81,7 @@ impl AttnParams {
             v => {
                 return Err(Error::InvalidModel(format!(
                     "attribute 'qk_matmul_output_mode' must be 0..=3, got {v}"
-                )))
+                )));
             }
         };
         let softcap = f64::from(attrs.float_or("softcap", 0.0)?);
@@ -137,7 +137,7 @@ fn split_heads(name: &str, hidden: usize, heads: Option<usize>, attr: &str) -> R
     let heads = heads.ok_or_else(|| {
         Error::InvalidModel(format!("Attention with 3-D inputs needs the '{attr}' attribute"))
     })?;
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(Error::InvalidModel(format!(
             "{name} hidden size {hidden} is not divisible by {attr} = {heads}"
         )));
@@ -244,11 +244,7 @@ fn attn_dims(
             }
             d.past_seq = want_k[2];
         }
-        _ => {
-            return Err(Error::InvalidModel(
-                "past_key and past_value must be given together".into(),
-            ))
-        }
+        _ => return Err(Error::InvalidModel("past_key and past_value must be given together".into())),
     }
     Ok(d)
 }
@@ -298,16 +294,22 @@ fn attention_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
         }
     }
     for (i, name, want) in [(4, "past_key", kt), (5, "past_value", vt)] {
-        if let Some(f) = cx.opt(i) {
-            if f.ty.dtype != want {
-                return Err(Error::InvalidModel(format!("Attention {name} is {} but should be {want}", f.ty.dtype)));
-            }
+        if let Some(f) = cx.opt(i)
+            && f.ty.dtype != want
+        {
+            return Err(Error::InvalidModel(format!(
+                "Attention {name} is {} but should be {want}",
+                f.ty.dtype
+            )));
         }
     }
-    if let Some(f) = cx.opt(6) {
-        if f.ty.dtype != DType::I64 {
-            return Err(Error::InvalidModel(format!("Attention nonpad_kv_seqlen must be int64, got {}", f.ty.dtype)));
-        }
+    if let Some(f) = cx.opt(6)
+        && f.ty.dtype != DType::I64
+    {
+        return Err(Error::InvalidModel(format!(
+            "Attention nonpad_kv_seqlen must be int64, got {}",
+            f.ty.dtype
+        )));
     }
     let shape_of = |i: usize| cx.opt(i).map(|f| f.ty.shape.as_deref());
     let (Some(q), Some(k), Some(v)) = (cx.shape(0)?, cx.shape(1)?, cx.shape(2)?) else {
@@ -320,20 +322,25 @@ fn attention_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
     };
     let (pk, pv) = (shape_of(4), shape_of(5));
     if matches!(pk, Some(None)) || matches!(pv, Some(None)) {
-        return Ok(vec![ValueType::unknown(qt), ValueType::unknown(kt), ValueType::unknown(vt), ValueType::unknown(qt)]);
+        return Ok(vec![
+            ValueType::unknown(qt),
+            ValueType::unknown(kt),
+            ValueType::unknown(vt),
+            ValueType::unknown(qt),
+        ]);
     }
     let d = attn_dims(&p, q, k, v, pk.flatten(), pv.flatten())?;
     if let Some(Some(m)) = shape_of(3) {
         check_mask(m, &d)?;
     }
-    if let Some(Some(n)) = shape_of(6) {
-        if n != [d.batch] {
-            return Err(Error::InvalidModel(format!(
-                "Attention nonpad_kv_seqlen {} must be [{}]",
-                fmt_shape(n),
-                d.batch
-            )));
-        }
+    if let Some(Some(n)) = shape_of(6)
+        && n != [d.batch]
+    {
+        return Err(Error::InvalidModel(format!(
+            "Attention nonpad_kv_seqlen {} must be [{}]",
+            fmt_shape(n),
+            d.batch
+        )));
     }
     let total = d.total_seq();
     Ok(vec![
@@ -383,14 +390,17 @@ fn attention_bias<T: Elem + Float>(
     let mut bias = vec![T::zero(); shape.iter().product()];
     if let Some(m) = mask {
         let values: Vec<T> = match m.as_slice::<bool>() {
-            Some(bools) => bools.iter().map(|&keep| if keep { T::zero() } else { T::neg_infinity() }).collect(),
+            Some(bools) => {
+                bools.iter().map(|&keep| if keep { T::zero() } else { T::neg_infinity() }).collect()
+            }
             None => promote(m).to_f64_vec().into_iter().map(|x| T::from(x).unwrap_or_else(T::nan)).collect(),
         };
         let key_len = m.shape().last().copied().unwrap_or(1);
         // Broadcast over [batch, heads, q_seq]; the key axis is read as is, then padded.
         let lead: Vec<usize> = m.shape()[..m.rank() - 1].to_vec();
         let strides = broadcast_strides(&lead, &shape[..3]);
-        let row_stride = |idx: [usize; 3]| idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>() * key_len;
+        let row_stride =
+            |idx: [usize; 3]| idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>() * key_len;
         let mut at = 0;
         for b in 0..shape[0] {
             for h in 0..shape[1] {
@@ -594,7 +604,7 @@ fn rope_dims(attrs: &Attrs, x: &[usize]) -> Result<RopeDims> {
             return Err(Error::InvalidModel(format!(
                 "RotaryEmbedding input must be 3-D or 4-D, got {}",
                 fmt_shape(x)
-            )))
+            )));
         }
     };
     let rotary_dim = match attrs.int_or("rotary_embedding_dim", 0)? {
@@ -603,7 +613,7 @@ fn rope_dims(attrs: &Attrs, x: &[usize]) -> Result<RopeDims> {
         r => {
             return Err(Error::InvalidModel(format!(
                 "attribute 'rotary_embedding_dim' = {r} must be even and at most the head size {head_size}"
-            )))
+            )));
         }
     };
     if rotary_dim % 2 != 0 {
@@ -644,10 +654,13 @@ fn rotary_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
             )));
         }
     }
-    if let Some(f) = cx.opt(3) {
-        if f.ty.dtype != DType::I64 {
-            return Err(Error::InvalidModel(format!("RotaryEmbedding position_ids must be int64, got {}", f.ty.dtype)));
-        }
+    if let Some(f) = cx.opt(3)
+        && f.ty.dtype != DType::I64
+    {
+        return Err(Error::InvalidModel(format!(
+            "RotaryEmbedding position_ids must be int64, got {}",
+            f.ty.dtype
+        )));
     }
     let Some(x) = cx.shape(0)? else { return Ok(vec![ValueType::unknown(dt)]) };
     let d = rope_dims(cx.attrs, x)?;
@@ -683,7 +696,9 @@ fn rotary_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
             pos.iter()
                 .map(|&p| {
                     usize::try_from(p).ok().filter(|&p| p < max_pos).ok_or_else(|| {
-                        Error::InvalidInput(format!("position id {p} is out of range for a cache of {max_pos} rows"))
+                        Error::InvalidInput(format!(
+                            "position id {p} is out of range for a cache of {max_pos} rows"
+                        ))
                     })
                 })
                 .collect::<Result<_>>()?
@@ -718,4 +733,70 @@ fn rotary_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
         Tensor::from_vec(x.shape().to_vec(), out)?
     });
     Ok(vec![demote(out, x.dtype())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::Attr;
+    use crate::op::{Op, OpKind};
+
+    fn run(op: AttentionOp, attrs: Attrs, inputs: &[Option<&Tensor>], outs: usize) -> Result<Vec<Tensor>> {
+        Op { kind: OpKind::Attention(op), attrs, version: 23 }.eval(inputs, outs)
+    }
+
+    /// One query against keys [1,0] and [0,0] with values 1 and 0, scale 1.
+    fn one_query() -> Result<(Tensor, Tensor, Tensor)> {
+        Ok((
+            Tensor::from_vec(vec![1, 1, 1, 2], vec![1.0f64, 0.0])?,
+            Tensor::from_vec(vec![1, 1, 2, 2], vec![1.0f64, 0.0, 0.0, 0.0])?,
+            Tensor::from_vec(vec![1, 1, 2, 1], vec![1.0f64, 0.0])?,
+        ))
+    }
+
+    #[test]
+    fn attention_softmax_weights_values() -> Result<()> {
+        let (q, k, v) = one_query()?;
+        let mut attrs = Attrs::new();
+        attrs.set("scale", Attr::Float(1.0));
+        let out = run(AttentionOp::Attention, attrs.clone(), &[Some(&q), Some(&k), Some(&v)], 4)?;
+        let e = std::f64::consts::E;
+        assert!((out[0].slice::<f64>()?[0] - e / (e + 1.0)).abs() < 1e-12);
+        assert_eq!(out[3].slice::<f64>()?, &[1.0, 0.0]);
+        // Causal: the single query sees only the first key.
+        attrs.set("is_causal", Attr::Int(1));
+        let out = run(AttentionOp::Attention, attrs, &[Some(&q), Some(&k), Some(&v)], 1)?;
+        assert_eq!(out[0].slice::<f64>()?, &[1.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn attention_bool_mask_and_grouped_heads() -> Result<()> {
+        let (_, k, v) = one_query()?;
+        let q = Tensor::from_vec(vec![1, 2, 1, 2], vec![1.0f64, 0.0, 5.0, 5.0])?;
+        let mask = Tensor::from_vec(vec![1, 2], vec![false, true])?;
+        let out = run(AttentionOp::Attention, Attrs::new(), &[Some(&q), Some(&k), Some(&v), Some(&mask)], 1)?;
+        // Both query heads share the single KV head; the mask leaves only the value 0.
+        assert_eq!(out[0].shape(), &[1, 2, 1, 1]);
+        assert_eq!(out[0].slice::<f64>()?, &[0.0, 0.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn attention_3d_needs_head_counts() -> Result<()> {
+        let q = Tensor::from_vec(vec![1, 1, 2], vec![1.0f32, 0.0])?;
+        assert!(run(AttentionOp::Attention, Attrs::new(), &[Some(&q), Some(&q), Some(&q)], 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rotary_rotates_pairs() -> Result<()> {
+        // [batch 1, heads 1, seq 1, head 4]: pairs (x0, x2) and (x1, x3) rotate by 90 and 0 degrees.
+        let x = Tensor::from_vec(vec![1, 1, 1, 4], vec![1.0f32, 2.0, 3.0, 4.0])?;
+        let cos = Tensor::from_vec(vec![1, 1, 2], vec![0.0f32, 1.0])?;
+        let sin = Tensor::from_vec(vec![1, 1, 2], vec![1.0f32, 0.0])?;
+        let out = run(AttentionOp::RotaryEmbedding, Attrs::new(), &[Some(&x), Some(&cos), Some(&sin)], 1)?;
+        assert_eq!(out[0].slice::<f32>()?, &[-3.0, 2.0, 1.0, 4.0]);
+        Ok(())
+    }
 }

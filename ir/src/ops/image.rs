@@ -12,7 +12,7 @@ use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, compute_dtype, demote, promote};
 use crate::shape::{fmt_shape, normalize_axes, strides};
-use crate::tensor::{checked_numel, Elem, Tensor, MAX_ELEMENTS};
+use crate::tensor::{Elem, MAX_ELEMENTS, Tensor, checked_numel};
 use num_traits::Float;
 
 crate::op_family! {
@@ -218,9 +218,9 @@ impl ResizeArgs {
             Arg::from_tensor(t.as_ref(), present, Tensor::to_f64_vec)
         };
         if op == ImageOp::Upsample && version < 9 {
-            let scales = attrs.floats("scales")?.ok_or_else(|| {
-                Error::InvalidModel("Upsample needs the 'scales' attribute".into())
-            })?;
+            let scales = attrs
+                .floats("scales")?
+                .ok_or_else(|| Error::InvalidModel("Upsample needs the 'scales' attribute".into()))?;
             let scales = scales.iter().map(|&s| f64::from(s)).collect();
             return Ok(ResizeArgs { roi: Arg::Absent, scales: Arg::Known(scales), sizes: Arg::Absent });
         }
@@ -250,17 +250,12 @@ fn resize_plan(p: &ResizeParams, in_shape: &[usize], args: &ResizeArgs) -> Resul
     match (&args.scales, &args.sizes) {
         (Arg::Unknown, _) | (_, Arg::Unknown) => return Ok(None),
         (Arg::Known(_), Arg::Known(_)) => {
-            return Err(Error::InvalidModel("Resize takes scales or sizes, not both".into()))
+            return Err(Error::InvalidModel("Resize takes scales or sizes, not both".into()));
         }
-        (Arg::Absent, Arg::Absent) => {
-            return Err(Error::InvalidModel("Resize needs scales or sizes".into()))
-        }
+        (Arg::Absent, Arg::Absent) => return Err(Error::InvalidModel("Resize needs scales or sizes".into())),
         (Arg::Known(s), Arg::Absent) => {
             if s.len() != n {
-                return Err(Error::InvalidModel(format!(
-                    "Resize has {} scales for {n} axes",
-                    s.len()
-                )));
+                return Err(Error::InvalidModel(format!("Resize has {} scales for {n} axes", s.len())));
             }
             for (&a, &scale) in axes.iter().zip(s) {
                 if !(scale > 0.0 && scale.is_finite()) {
@@ -276,10 +271,7 @@ fn resize_plan(p: &ResizeParams, in_shape: &[usize], args: &ResizeArgs) -> Resul
         }
         (Arg::Absent, Arg::Known(sizes)) => {
             if sizes.len() != n {
-                return Err(Error::InvalidModel(format!(
-                    "Resize has {} sizes for {n} axes",
-                    sizes.len()
-                )));
+                return Err(Error::InvalidModel(format!("Resize has {} sizes for {n} axes", sizes.len())));
             }
             let mut wanted = Vec::with_capacity(n);
             for &s in sizes {
@@ -305,7 +297,9 @@ fn resize_plan(p: &ResizeParams, in_shape: &[usize], args: &ResizeArgs) -> Resul
                     Some(c) => {
                         let out = (c * in_shape[a] as f64 + 0.5).floor();
                         if !(0.0..=MAX_ELEMENTS as f64).contains(&out) {
-                            return Err(Error::InvalidModel(format!("Resize output size {out} is out of range")));
+                            return Err(Error::InvalidModel(format!(
+                                "Resize output size {out} is out of range"
+                            )));
                         }
                         scales[a] = c;
                         out_shape[a] = out as usize;
@@ -327,7 +321,7 @@ fn resize_plan(p: &ResizeParams, in_shape: &[usize], args: &ResizeArgs) -> Resul
         match &args.roi {
             Arg::Unknown => return Ok(None),
             Arg::Absent => {
-                return Err(Error::InvalidModel("Resize with tf_crop_and_resize needs the roi input".into()))
+                return Err(Error::InvalidModel("Resize with tf_crop_and_resize needs the roi input".into()));
             }
             Arg::Known(r) => {
                 if r.len() != 2 * n {
@@ -355,17 +349,16 @@ fn resize_infer(op: ImageOp, cx: &InferCx) -> Result<Vec<ValueType>> {
     }
     let legacy_scales = op == ImageOp::Upsample || cx.version < 11;
     let scales_at = if legacy_scales { 1 } else { 2 };
-    if let Some(s) = cx.opt(scales_at) {
-        if !s.ty.dtype.is_float() {
-            return Err(Error::InvalidModel(format!("{} scales must be float, got {}", op.name(), s.ty.dtype)));
-        }
+    if let Some(s) = cx.opt(scales_at)
+        && !s.ty.dtype.is_float()
+    {
+        return Err(Error::InvalidModel(format!("{} scales must be float, got {}", op.name(), s.ty.dtype)));
     }
-    if !legacy_scales {
-        if let Some(s) = cx.opt(3) {
-            if s.ty.dtype != DType::I64 {
-                return Err(Error::InvalidModel(format!("Resize sizes must be int64, got {}", s.ty.dtype)));
-            }
-        }
+    if !legacy_scales
+        && let Some(s) = cx.opt(3)
+        && s.ty.dtype != DType::I64
+    {
+        return Err(Error::InvalidModel(format!("Resize sizes must be int64, got {}", s.ty.dtype)));
     }
     let Some(x) = cx.shape(0)? else { return Ok(vec![ValueType::unknown(dt)]) };
     let args = ResizeArgs::gather(op, cx.attrs, cx.version, |i| {
@@ -392,7 +385,14 @@ fn resize_eval(op: ImageOp, cx: &EvalCx) -> Result<Vec<Tensor>> {
 }
 
 /// The input coordinate of output position `x` along one axis.
-fn source_coord(p: &ResizeParams, x: usize, scale: f64, in_len: usize, out_len: usize, roi: (f64, f64)) -> f64 {
+fn source_coord(
+    p: &ResizeParams,
+    x: usize,
+    scale: f64,
+    in_len: usize,
+    out_len: usize,
+    roi: (f64, f64),
+) -> f64 {
     let x = x as f64;
     let in_f = in_len as f64;
     // ONNX uses the unrounded output length `scale * input length` here.
@@ -584,7 +584,8 @@ fn identity_axis(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize
 fn resize_filtered(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Tensor> {
     let dt = x.dtype();
     let cdt = if dt.is_float() { compute_dtype(dt) } else { DType::F64 };
-    let xc = promote(x).cast(cdt);
+    let xc =
+        if x.dtype() == cdt { std::borrow::Cow::Borrowed(x) } else { std::borrow::Cow::Owned(x.cast(cdt)) };
     let out = crate::with_float!(cdt, "Resize", T => resize_passes::<T>(p, plan, &xc)?);
     Ok(if dt.is_float() {
         demote(out, dt)
@@ -596,27 +597,52 @@ fn resize_filtered(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Te
 
 /// Runs one separable pass per resized axis, in the precision of `T`.
 fn resize_passes<T: Elem + Float>(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Tensor> {
-    let mut data: Vec<T> = x.slice::<T>()?.to_vec();
     let mut shape = x.shape().to_vec();
     let fill = T::from(p.extrapolation).unwrap_or_else(T::zero);
-    for axis in 0..shape.len() {
-        if identity_axis(p, plan, axis, shape[axis]) {
-            continue;
-        }
+    let mut axes: Vec<usize> = (0..shape.len()).filter(|&a| !identity_axis(p, plan, a, shape[a])).collect();
+    // Shrink first and grow last, and among equal growth resize inner axes (the gathering
+    // pass) first: the passes then touch the fewest elements.
+    axes.sort_by(|&a, &b| {
+        let growth = |k: usize| plan.out_shape[k] as f64 / shape[k].max(1) as f64;
+        growth(a).total_cmp(&growth(b)).then(b.cmp(&a))
+    });
+    let mut data: Option<Vec<T>> = None;
+    for axis in axes {
         let taps = filter_taps(p, plan, axis, shape[axis]);
-        data = resize_axis(&data, &shape, axis, &taps, fill);
+        let src = match &data {
+            Some(d) => d.as_slice(),
+            None => x.slice::<T>()?,
+        };
+        data = Some(resize_axis(src, &shape, axis, &taps, fill));
         shape[axis] = plan.out_shape[axis];
     }
-    Tensor::from_vec(shape, data)
+    match data {
+        Some(d) => Tensor::from_vec(shape, d),
+        None => Ok(x.clone()),
+    }
 }
 
 /// One separable pass: `[outer, in_len, inner]` to `[outer, out_len, inner]`.
 fn resize_axis<T: Float>(data: &[T], shape: &[usize], axis: usize, taps: &Taps, fill: T) -> Vec<T> {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let (in_len, out_len) = (shape[axis], taps.outside.len());
+    let (in_len, out_len, n) = (shape[axis], taps.outside.len(), taps.n);
     let weights: Vec<T> = taps.weight.iter().map(|&w| T::from(w).unwrap_or_else(T::zero)).collect();
     let mut out = vec![T::zero(); outer * out_len * inner];
+    if inner == 1 {
+        // The innermost axis: each output is a short dot product of scattered inputs.
+        for (src, dst) in data.chunks_exact(in_len.max(1)).zip(out.chunks_exact_mut(out_len.max(1))) {
+            for (xo, d) in dst.iter_mut().enumerate() {
+                *d = if taps.outside[xo] {
+                    fill
+                } else {
+                    let (w, idx) = (&weights[xo * n..(xo + 1) * n], &taps.index[xo * n..(xo + 1) * n]);
+                    w.iter().zip(idx).fold(T::zero(), |acc, (&w, &i)| acc + w * src[i])
+                };
+            }
+        }
+        return out;
+    }
     for o in 0..outer {
         let src = &data[o * in_len * inner..(o + 1) * in_len * inner];
         for xo in 0..out_len {
@@ -625,9 +651,10 @@ fn resize_axis<T: Float>(data: &[T], shape: &[usize], axis: usize, taps: &Taps, 
                 dst.fill(fill);
                 continue;
             }
-            for k in 0..taps.n {
-                let w = weights[xo * taps.n + k];
-                let row = &src[taps.index[xo * taps.n + k] * inner..][..inner];
+            // Whole rows at a time: contiguous multiply-adds.
+            for k in 0..n {
+                let w = weights[xo * n + k];
+                let row = &src[taps.index[xo * n + k] * inner..][..inner];
                 for (d, &s) in dst.iter_mut().zip(row) {
                     *d = *d + w * s;
                 }
@@ -691,6 +718,12 @@ fn grid_sample_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
             fmt_shape(g)
         )));
     }
+    if x[2..].contains(&0) {
+        return Err(Error::InvalidModel(format!(
+            "GridSample input {} has an empty spatial axis",
+            fmt_shape(x)
+        )));
+    }
     let mut out = vec![x[0], x[1]];
     out.extend_from_slice(&g[1..=r]);
     Ok(vec![ValueType::new(dt, out)])
@@ -740,7 +773,12 @@ struct GridGeometry<'a> {
     grid_is_f32: bool,
 }
 
-fn grid_sample_typed<T: Elem + Float>(p: &GridParams, geo: &GridGeometry, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+fn grid_sample_typed<T: Elem + Float>(
+    p: &GridParams,
+    geo: &GridGeometry,
+    x: &Tensor,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     let GridGeometry { batch, channels, dims, positions, bounds, grid: g, grid_is_f32 } = *geo;
     let r = dims.len();
     let in_size: usize = dims.iter().product();
@@ -851,7 +889,10 @@ fn grid_sample_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
 fn affine_dims(theta: &[usize], size: &[i64]) -> Result<Vec<usize>> {
     let mut dims = Vec::with_capacity(size.len());
     for &s in size {
-        dims.push(usize::try_from(s).map_err(|_| Error::InvalidModel(format!("AffineGrid size {s} is negative")))?);
+        dims.push(
+            usize::try_from(s)
+                .map_err(|_| Error::InvalidModel(format!("AffineGrid size {s} is negative")))?,
+        );
     }
     let r = match dims.len() {
         4 => 2,
@@ -972,8 +1013,9 @@ impl RoiParams {
             half_pixel,
             out_h: positive("output_height")?,
             out_w: positive("output_width")?,
-            sampling_ratio: usize::try_from(sr)
-                .map_err(|_| Error::InvalidModel(format!("attribute 'sampling_ratio' must be >= 0, got {sr}")))?,
+            sampling_ratio: usize::try_from(sr).map_err(|_| {
+                Error::InvalidModel(format!("attribute 'sampling_ratio' must be >= 0, got {sr}"))
+            })?,
             spatial_scale: f64::from(attrs.float_or("spatial_scale", 1.0)?),
         })
     }
@@ -989,7 +1031,10 @@ fn roi_align_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
         return Err(Error::InvalidModel(format!("RoiAlign rois must be {dt} like X, got {}", cx.dtype(1)?)));
     }
     if cx.dtype(2)? != DType::I64 {
-        return Err(Error::InvalidModel(format!("RoiAlign batch_indices must be int64, got {}", cx.dtype(2)?)));
+        return Err(Error::InvalidModel(format!(
+            "RoiAlign batch_indices must be int64, got {}",
+            cx.dtype(2)?
+        )));
     }
     let (Some(x), Some(rois), Some(bi)) = (cx.shape(0)?, cx.shape(1)?, cx.shape(2)?) else {
         return Ok(vec![ValueType::unknown(dt)]);
@@ -1034,6 +1079,9 @@ fn roi_sample(y: f64, x: f64, height: usize, width: usize) -> ([usize; 4], [f64;
     )
 }
 
+/// The most bilinear samples (times channels) one roi may take before it is refused.
+const MAX_ROI_SAMPLES: usize = 1 << 30;
+
 fn roi_align_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
     let p = RoiParams::parse(cx.attrs, cx.version)?;
     let x = cx.input(0)?;
@@ -1057,10 +1105,13 @@ fn roi_align_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
             roi_h = roi_h.max(1.0);
         }
         let (bin_h, bin_w) = (roi_h / p.out_h as f64, roi_w / p.out_w as f64);
-        let grid = |ratio: f64| if p.sampling_ratio > 0 { p.sampling_ratio } else { ratio.ceil().max(0.0) as usize };
+        let grid =
+            |ratio: f64| if p.sampling_ratio > 0 { p.sampling_ratio } else { ratio.ceil().max(0.0) as usize };
         let (grid_h, grid_w) = (grid(bin_h), grid(bin_w));
-        if grid_h.saturating_mul(grid_w).saturating_mul(bins) > MAX_ELEMENTS {
-            return Err(Error::InvalidInput(format!("RoiAlign roi {r} needs too many samples ({grid_h}x{grid_w} per bin)")));
+        if grid_h.saturating_mul(grid_w).saturating_mul(bins).saturating_mul(channels) > MAX_ROI_SAMPLES {
+            return Err(Error::InvalidInput(format!(
+                "RoiAlign roi {r} needs too many samples ({grid_h}x{grid_w} per bin)"
+            )));
         }
         let count = (grid_h * grid_w).max(1) as f64;
         for ph in 0..p.out_h {
@@ -1139,7 +1190,9 @@ mod tests {
         let x = Tensor::from_vec(vec![2], vec![1.0f32, 2.0])?;
         let scales = Tensor::from_vec(vec![1], vec![2.0f32])?;
         let sizes = Tensor::from_vec(vec![1], vec![4i64])?;
-        assert!(run(ImageOp::Resize, Attrs::new(), 19, &[Some(&x), None, Some(&scales), Some(&sizes)]).is_err());
+        assert!(
+            run(ImageOp::Resize, Attrs::new(), 19, &[Some(&x), None, Some(&scales), Some(&sizes)]).is_err()
+        );
         Ok(())
     }
 

@@ -40,7 +40,7 @@ impl Params {
             other => {
                 return Err(Error::InvalidModel(format!(
                     "attribute 'reduction' must be none, sum or mean, got '{other}'"
-                )))
+                )));
             }
         };
         Ok(Params { reduction, ignore_index: cx_attrs.int("ignore_index")? })
@@ -61,14 +61,14 @@ impl LossOp {
                 self.name()
             )));
         }
-        if let Some(w) = cx.opt(2) {
-            if w.ty.dtype != dtype {
-                return Err(Error::InvalidModel(format!(
-                    "{}: weight is {} but the scores are {dtype}",
-                    self.name(),
-                    w.ty.dtype
-                )));
-            }
+        if let Some(w) = cx.opt(2)
+            && w.ty.dtype != dtype
+        {
+            return Err(Error::InvalidModel(format!(
+                "{}: weight is {} but the scores are {dtype}",
+                self.name(),
+                w.ty.dtype
+            )));
         }
         let scores = cx.shape(0)?;
         let target = cx.shape(1)?;
@@ -141,14 +141,14 @@ fn check_shapes(scores: &[usize], target: &[usize], weight: Option<&[usize]>) ->
             fmt_shape(&expected)
         )));
     }
-    if let Some(w) = weight {
-        if w != [scores[1]] {
-            return Err(Error::InvalidModel(format!(
-                "weight shape {} must be [C] = [{}]",
-                fmt_shape(w),
-                scores[1]
-            )));
-        }
+    if let Some(w) = weight
+        && w != [scores[1]]
+    {
+        return Err(Error::InvalidModel(format!(
+            "weight shape {} must be [C] = [{}]",
+            fmt_shape(w),
+            scores[1]
+        )));
     }
     Ok(())
 }
