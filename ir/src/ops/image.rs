@@ -928,10 +928,11 @@ fn affine_grid_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
     Ok(vec![ValueType::new(dt, out)])
 }
 
-/// The normalized coordinate of index `i` along an axis of `len` points, in [-1, 1].
+/// The normalized coordinate of index `i` along an axis of `len` points, in [-1, 1]
+/// (a single aligned point sits at -1, as in the ONNX reference).
 fn grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
     if len <= 1 {
-        0.0
+        if align_corners { -1.0 } else { 0.0 }
     } else if align_corners {
         -1.0 + i as f64 * (2.0 / (len - 1) as f64)
     } else {
