@@ -51,7 +51,8 @@ fn float_input(op: &str, dtype: DType) -> Result<()> {
 /// What `qk_matmul_output` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum QkOutput {
-    /// `Q·Kᵀ` scaled.
+    /// `Q·Kᵀ` scaled, before softcap as the spec says (the ONNX reference implementation
+    /// returns the softcapped product here; no backend test covers the difference).
     MatMul,
     /// After softcap.
     Softcapped,
@@ -312,22 +313,12 @@ fn attention_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
         )));
     }
     let shape_of = |i: usize| cx.opt(i).map(|f| f.ty.shape.as_deref());
-    let (Some(q), Some(k), Some(v)) = (cx.shape(0)?, cx.shape(1)?, cx.shape(2)?) else {
-        return Ok(vec![
-            ValueType::unknown(qt),
-            ValueType::unknown(kt),
-            ValueType::unknown(vt),
-            ValueType::unknown(qt),
-        ]);
-    };
     let (pk, pv) = (shape_of(4), shape_of(5));
+    let (Some(q), Some(k), Some(v)) = (cx.shape(0)?, cx.shape(1)?, cx.shape(2)?) else {
+        return Ok([qt, kt, vt, qt].map(ValueType::unknown).to_vec());
+    };
     if matches!(pk, Some(None)) || matches!(pv, Some(None)) {
-        return Ok(vec![
-            ValueType::unknown(qt),
-            ValueType::unknown(kt),
-            ValueType::unknown(vt),
-            ValueType::unknown(qt),
-        ]);
+        return Ok([qt, kt, vt, qt].map(ValueType::unknown).to_vec());
     }
     let d = attn_dims(&p, q, k, v, pk.flatten(), pv.flatten())?;
     if let Some(Some(m)) = shape_of(3) {

@@ -207,15 +207,15 @@ struct ResizeArgs {
 
 impl ResizeArgs {
     /// `input(i)`: whether input `i` is present, and its value if known.
-    fn gather(
+    fn gather<'t>(
         op: ImageOp,
         attrs: &Attrs,
         version: u32,
-        input: impl Fn(usize) -> (bool, Option<Tensor>),
+        input: impl Fn(usize) -> (bool, Option<&'t Tensor>),
     ) -> Result<ResizeArgs> {
         let arg_f64 = |i: usize| {
             let (present, t) = input(i);
-            Arg::from_tensor(t.as_ref(), present, Tensor::to_f64_vec)
+            Arg::from_tensor(t, present, Tensor::to_f64_vec)
         };
         if op == ImageOp::Upsample && version < 9 {
             let scales = attrs
@@ -231,7 +231,7 @@ impl ResizeArgs {
         Ok(ResizeArgs {
             roi: arg_f64(1),
             scales: arg_f64(2),
-            sizes: Arg::from_tensor(sizes.as_ref(), present, Tensor::to_i64_vec),
+            sizes: Arg::from_tensor(sizes, present, Tensor::to_i64_vec),
         })
     }
 }
@@ -363,7 +363,7 @@ fn resize_infer(op: ImageOp, cx: &InferCx) -> Result<Vec<ValueType>> {
     let Some(x) = cx.shape(0)? else { return Ok(vec![ValueType::unknown(dt)]) };
     let args = ResizeArgs::gather(op, cx.attrs, cx.version, |i| {
         let f = cx.opt(i);
-        (f.is_some(), f.and_then(|f| f.value).cloned())
+        (f.is_some(), f.and_then(|f| f.value))
     })?;
     match resize_plan(&p, x, &args)? {
         Some(plan) => Ok(vec![ValueType::new(dt, plan.out_shape)]),
@@ -374,7 +374,7 @@ fn resize_infer(op: ImageOp, cx: &InferCx) -> Result<Vec<ValueType>> {
 fn resize_eval(op: ImageOp, cx: &EvalCx) -> Result<Vec<Tensor>> {
     let p = ResizeParams::parse(op, cx.attrs, cx.version)?;
     let x = cx.input(0)?;
-    let args = ResizeArgs::gather(op, cx.attrs, cx.version, |i| (cx.opt(i).is_some(), cx.opt(i).cloned()))?;
+    let args = ResizeArgs::gather(op, cx.attrs, cx.version, |i| (cx.opt(i).is_some(), cx.opt(i)))?;
     let plan = resize_plan(&p, x.shape(), &args)?
         .ok_or_else(|| Error::Internal("Resize plan unknown with every input known".into()))?;
     let out = match p.interp {
