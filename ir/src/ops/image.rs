@@ -552,24 +552,22 @@ fn filter_taps(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) 
         let floor = c.floor();
         // An integral coordinate takes its window one to the left with ratio 1, as ONNX does.
         let ratio = if c == floor { 1.0 } else { c - floor };
-        let first = (c - ratio) as i64 + start;
-        let mut w: Vec<f64> = (0..n).map(|k| kernel(s * ((start + k as i64) as f64 - ratio))).collect();
-        let indices: Vec<i64> = (0..n).map(|k| first + k as i64).collect();
-        if p.exclude_outside {
-            for (wk, &i) in w.iter_mut().zip(&indices) {
-                if i < 0 || i > last {
-                    *wk = 0.0;
-                }
-            }
+        let first = ((c - ratio) as i64).saturating_add(start);
+        let at = taps.weight.len();
+        for k in 0..n as i64 {
+            let i = first.saturating_add(k);
+            let inside = (0..=last).contains(&i);
+            let w = if p.exclude_outside && !inside { 0.0 } else { kernel(s * ((start + k) as f64 - ratio)) };
+            taps.weight.push(w);
+            taps.index.push(i.clamp(0, last) as usize);
         }
         if p.antialias || p.exclude_outside {
+            let w = &mut taps.weight[at..];
             let sum: f64 = w.iter().sum();
             if sum != 0.0 {
                 w.iter_mut().for_each(|wk| *wk /= sum);
             }
         }
-        taps.weight.extend(w);
-        taps.index.extend(indices.into_iter().map(|i| i.clamp(0, last) as usize));
     }
     taps
 }
@@ -597,6 +595,9 @@ fn resize_filtered(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Te
 
 /// Runs one separable pass per resized axis, in the precision of `T`.
 fn resize_passes<T: Elem + Float>(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Tensor> {
+    if plan.out_shape.contains(&0) {
+        return Tensor::zeros(T::DTYPE, plan.out_shape.clone());
+    }
     let mut shape = x.shape().to_vec();
     let fill = T::from(p.extrapolation).unwrap_or_else(T::zero);
     let mut axes: Vec<usize> = (0..shape.len()).filter(|&a| !identity_axis(p, plan, a, shape[a])).collect();
@@ -823,7 +824,7 @@ fn grid_sample_typed<T: Elem + Float>(
                 let t = c - base;
                 let base = base as i64;
                 let mut push = |k: i64, w: f64| {
-                    if let Some(idx) = grid_pixel(base + k, len, p.padding, bounds[i]) {
+                    if let Some(idx) = grid_pixel(base.saturating_add(k), len, p.padding, bounds[i]) {
                         taps.push((idx * in_strides[i], w));
                     }
                 };
@@ -1208,6 +1209,12 @@ mod tests {
         assert_eq!(grid.slice::<f32>()?, &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0]);
         let y = run(ImageOp::GridSample, attrs, 20, &[Some(&x), Some(&grid)])?;
         assert_eq!(y.slice::<f32>()?, x.slice::<f32>()?);
+        // Far outside the input, zero padding reads zeros.
+        let far = Tensor::from_vec(vec![1, 1, 1, 2], vec![1e30f32, -1e30])?;
+        let mut attrs = Attrs::new();
+        attrs.set("mode", Attr::String("cubic".into()));
+        let y = run(ImageOp::GridSample, attrs, 20, &[Some(&x), Some(&far)])?;
+        assert_eq!(y.slice::<f32>()?, &[0.0]);
         Ok(())
     }
 
@@ -1223,6 +1230,25 @@ mod tests {
         assert_eq!(y.slice::<f32>()?, &[2.0; 4]);
         let bad = Tensor::from_vec(vec![1], vec![3i64])?;
         assert!(run(ImageOp::RoiAlign, Attrs::new(), 16, &[Some(&x), Some(&rois), Some(&bad)]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn degenerate_resizes_do_not_panic() -> Result<()> {
+        let x = Tensor::from_vec(vec![1, 3], vec![1.0f32, 2.0, 3.0])?;
+        let mut attrs = Attrs::new();
+        attrs.set("mode", Attr::String("cubic".into()));
+        attrs.set("antialias", Attr::Int(1));
+        let sizes = Tensor::from_vec(vec![2], vec![1i64, 0])?;
+        let y = run(ImageOp::Resize, attrs.clone(), 19, &[Some(&x), None, None, Some(&sizes)])?;
+        assert_eq!(y.shape(), &[1, 0]);
+        // A far-away crop window is all extrapolation.
+        attrs.set("coordinate_transformation_mode", Attr::String("tf_crop_and_resize".into()));
+        attrs.set("extrapolation_value", Attr::Float(9.0));
+        let roi = Tensor::from_vec(vec![4], vec![0.0f32, 1e30, 1.0, 2e30])?;
+        let sizes = Tensor::from_vec(vec![2], vec![1i64, 2])?;
+        let y = run(ImageOp::Resize, attrs, 19, &[Some(&x), Some(&roi), None, Some(&sizes)])?;
+        assert_eq!(y.slice::<f32>()?, &[9.0, 9.0]);
         Ok(())
     }
 }
