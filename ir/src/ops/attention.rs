@@ -8,7 +8,7 @@ use crate::graph::ValueType;
 use crate::op::{EvalCx, InferCx};
 use crate::ops::common::{bad_dtype, compute_dtype, demote, promote};
 use crate::shape::{broadcast_strides, fmt_shape};
-use crate::tensor::{Elem, Tensor};
+use crate::tensor::{Elem, Tensor, checked_numel};
 use num_traits::Float;
 
 crate::op_family! {
@@ -436,6 +436,8 @@ fn attention_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
     let (pk, pv) = (cx.opt(4), cx.opt(5));
     let d = attn_dims(&p, q.shape(), k.shape(), v.shape(), pk.map(Tensor::shape), pv.map(Tensor::shape))?;
     let nonpad = cx.opt(6).map(Tensor::to_i64_vec);
+    // The scores are materialized whether or not qk_matmul_output is asked for.
+    checked_numel(&d.scores_shape())?;
     let cdt = compute_dtype(q.dtype());
     let (y, present_k, present_v, qk) = crate::with_float!(cdt, "Attention", T => {
         let (qc, kc, vc) = (promote(q), promote(k), promote(v));
