@@ -624,7 +624,7 @@ mod tests {
   const %w: f32[4,2] = [0.5, -1.0, 2.0, 0.0, 1.5, 3.0, -2.0, 1.0]
   const %k: i64[2] = [-9223372036854775808, 7]
   %y = MatMul@17 "mm" (%x, %w)
-  %z, _ = Split@17 "split" {axis=1, split=[1, 1], names=["a", "b"], empty=floats[], scale=2.5, t=tensor f32[2] [1.0, NaN]} (%y)
+  %z, _ = Split@17 "split" {axis=1, split=[1, 1], names=["a", "b"], empty=floats[], scale=2.5, t=tensor f32[2] [1.0, -inf]} (%y)
   output %z
 }
 "#;

@@ -233,7 +233,8 @@ fn input_type(vi: &proto::ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
             // -1 is a common way to write "unknown"; anything below is malformed.
             Some(D::DimValue(-1)) => Dim::Symbol(format!("{name}.{k}")),
             Some(D::DimValue(v)) => return Err(Error::InvalidModel(format!("dim {k} is negative ({v})"))),
-            Some(D::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+            // "?" (like an empty name) marks an unknown dim, not one shared with others.
+            Some(D::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Symbol(p.clone()),
             _ => Dim::Symbol(format!("{name}.{k}")),
         });
     }
