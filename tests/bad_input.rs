@@ -2,6 +2,8 @@
 //! `tests/bad_models/` (each file with the text its error must contain, in `expected.txt`)
 //! and wrong inputs at run time.
 
+#![allow(clippy::expect_used)]
+
 use atomc::session::{random_inputs, Options, Session};
 use ir::infer::InputShapes;
 use ir::{Dim, Tensor};

@@ -28,8 +28,8 @@ pub fn specialize(graph: &Graph, shapes: &InputShapes) -> Result<Graph> {
     for input in &mut g.inputs {
         let name = graph.name(input.value).to_string();
         let given = shapes.get(&name);
-        if let Some(s) = given {
-            if s.len() != input.dims.len() {
+        if let Some(s) = given
+            && s.len() != input.dims.len() {
                 return Err(Error::InvalidInput(format!(
                     "input '{name}' has rank {} but the model declares rank {} ({})",
                     s.len(),
@@ -37,7 +37,6 @@ pub fn specialize(graph: &Graph, shapes: &InputShapes) -> Result<Graph> {
                     fmt_dims(&input.dims)
                 )));
             }
-        }
         let mut resolved = Vec::with_capacity(input.dims.len());
         for (k, d) in input.dims.iter().enumerate() {
             let n = match (d, given) {
@@ -50,14 +49,13 @@ pub fn specialize(graph: &Graph, shapes: &InputShapes) -> Result<Graph> {
                 }
                 (Dim::Fixed(n), _) => *n,
                 (Dim::Symbol(sym), Some(s)) => {
-                    if let Some((prev, who)) = symbols.get(sym) {
-                        if *prev != s[k] {
+                    if let Some((prev, who)) = symbols.get(sym)
+                        && *prev != s[k] {
                             return Err(Error::InvalidInput(format!(
                                 "dim '{sym}' is {prev} in input '{who}' but {} in input '{name}'",
                                 s[k]
                             )));
                         }
-                    }
                     symbols.insert(sym.clone(), (s[k], name.clone()));
                     s[k]
                 }
@@ -106,13 +104,12 @@ pub fn infer_types(g: &mut Graph, fold: bool) -> Result<()> {
         let facts: Vec<Option<Fact>> =
             facts.iter().map(|f| f.map(|(ty, value)| Fact { ty, value })).collect();
         let types = node.op.infer(&facts, node.outputs.len()).context(where_)?;
-        if fold {
-            if let (Some(t), [Some(o)]) = (node.op.value_from_types(&facts).context(where_)?, node.outputs.as_slice()) {
+        if fold
+            && let (Some(t), [Some(o)]) = (node.op.value_from_types(&facts).context(where_)?, node.outputs.as_slice()) {
                 g.values[o.index()].ty = Some(ValueType::of(&t));
                 g.consts.insert(*o, Arc::new(t));
                 continue;
             }
-        }
         let all_const = facts.iter().flatten().all(|f| f.value.is_some());
         let small = types
             .iter()

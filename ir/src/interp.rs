@@ -30,15 +30,14 @@ pub fn run(graph: &Graph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
                 t.dtype()
             )));
         }
-        if let Some(s) = input.static_shape() {
-            if s != t.shape() {
+        if let Some(s) = input.static_shape()
+            && s != t.shape() {
                 return Err(Error::InvalidInput(format!(
                     "input '{name}' must have shape {}, got {}",
                     fmt_shape(&s),
                     fmt_shape(t.shape())
                 )));
             }
-        }
         env[input.value.index()] = Some(Arc::new(t));
     }
     // The last node that reads each value, so intermediate tensors are freed early.
@@ -76,7 +75,7 @@ pub fn run(graph: &Graph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
     graph
         .outputs
         .iter()
-        .map(|&o| get(&env, graph, o).map(|t| Arc::unwrap_or_clone(t)))
+        .map(|&o| get(&env, graph, o).map(Arc::unwrap_or_clone))
         .collect()
 }
 

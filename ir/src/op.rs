@@ -226,7 +226,7 @@ impl Op {
     /// Evaluates the op on concrete inputs. The outputs are checked against inference.
     pub fn eval(&self, inputs: &[Option<&Tensor>], num_outputs: usize) -> Result<Vec<Tensor>> {
         let types: Vec<Option<ValueType>> =
-            inputs.iter().map(|t| t.map(|t| ValueType::of(t))).collect();
+            inputs.iter().map(|t| t.map(ValueType::of)).collect();
         let facts: Vec<Option<Fact>> = types
             .iter()
             .zip(inputs)

@@ -2,6 +2,8 @@
 //! read (at an offset), paths and symlinks that leave the folder are refused, typed and raw
 //! initializer fields decode to the same tensor.
 
+#![allow(clippy::expect_used)]
+
 use ir::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto};
 use ir::{DType, Tensor};
 use prost::Message;

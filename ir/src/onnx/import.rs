@@ -100,11 +100,10 @@ impl Builder<'_> {
         }
         for vi in &graph.input {
             let name = vi.name.clone().unwrap_or_default();
-            if let Some(&id) = self.names.get(&name) {
-                if self.g.consts.contains_key(&id) {
+            if let Some(&id) = self.names.get(&name)
+                && self.g.consts.contains_key(&id) {
                     continue; // An input with an initializer: a constant here.
                 }
-            }
             let (dtype, dims) = input_type(vi).context(|| format!("graph input '{name}'"))?;
             let id = self.define(&name, "graph input")?;
             self.g.inputs.push(Input { value: id, dtype, dims });
@@ -330,11 +329,10 @@ fn topo_sort(nodes: Vec<Node>, g: &Graph) -> Result<Vec<Node>> {
     let mut seen = HashSet::new();
     for (i, n) in nodes.iter().enumerate() {
         for v in n.inputs.iter().flatten() {
-            if let Some(&p) = producer.get(v) {
-                if seen.insert((p, i)) {
+            if let Some(&p) = producer.get(v)
+                && seen.insert((p, i)) {
                     dag.add_edge(idx[p], idx[i], ());
                 }
-            }
         }
     }
     let order = petgraph::algo::toposort(&dag, None).map_err(|cycle| {

@@ -31,7 +31,7 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
     let nbytes = n * dtype.size();
     if t.data_location == Some(1) {
         let bytes = read_external(t, base_dir, nbytes)?;
-        return Ok(Tensor::new(shape, from_le_bytes(dtype, &bytes))?);
+        return Tensor::new(shape, from_le_bytes(dtype, &bytes));
     }
     if let Some(raw) = &t.raw_data {
         if raw.len() != nbytes {
@@ -168,13 +168,12 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, nbytes: usize) -> Res
             "external data path '{location}' leaves the model's folder"
         )));
     }
-    if let Some(len) = length {
-        if len != nbytes as u64 {
+    if let Some(len) = length
+        && len != nbytes as u64 {
             return Err(Error::InvalidModel(format!(
                 "external data '{location}' has length {len} but the tensor needs {nbytes} bytes"
             )));
         }
-    }
     let mut f = std::fs::File::open(&canon).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
     if offset.checked_add(nbytes as u64).is_none_or(|end| end > size) {
