@@ -46,6 +46,16 @@ pub enum Error {
 }
 
 /// A loaded model.
+///
+/// ```
+/// use atomc::session::{Options, Session};
+/// let mut session = Session::load("examples/mlp.onnx", Options::default())?;
+/// let x = ir::Tensor::from_vec(vec![2, 64], vec![0.1f32; 128])?;
+/// let outputs = session.run(vec![("x".to_string(), x)])?;
+/// assert_eq!(outputs[0].0, "y");
+/// assert_eq!(outputs[0].1.shape(), &[2, 10]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Session {
     model: Model,
     options: Options,

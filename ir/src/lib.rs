@@ -3,6 +3,24 @@
 //! what every op means (every other stage is tested against it).
 //!
 //! Invariant: `ir` knows nothing of egg, Cranelift or LLVM.
+//!
+//! A graph in the text form, specialized and run by the reference interpreter:
+//!
+//! ```
+//! let g = ir::text::parse(r#"graph {
+//!   input %x: f32[n,3]
+//!   const %b: f32[3] = [1.0, -2.0, 0.5]
+//!   %y = Add@17 "add" (%x, %b)
+//!   %z = Relu@17 "relu" (%y)
+//!   output %z
+//! }"#)?;
+//! let shapes = [("x".to_string(), vec![1, 3])].into_iter().collect();
+//! let g = ir::infer::specialize(&g, &shapes)?;
+//! let x = ir::Tensor::from_vec(vec![1, 3], vec![0.5f32, 0.5, 0.5])?;
+//! let out = ir::interp::run(&g, vec![x])?;
+//! assert_eq!(out[0].as_slice::<f32>(), Some(&[1.5f32, 0.0, 1.0][..]));
+//! # Ok::<(), ir::Error>(())
+//! ```
 
 pub mod attr;
 pub mod dtype;
