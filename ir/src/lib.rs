@@ -22,6 +22,7 @@
 //! # Ok::<(), ir::Error>(())
 //! ```
 
+pub mod atom;
 pub mod attr;
 pub mod dtype;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod tensor;
 pub mod text;
 pub mod verify;
 
+pub use atom::{Atom, AtomKind};
 pub use attr::{Attr, Attrs};
 pub use dtype::DType;
 pub use error::{Error, Result};

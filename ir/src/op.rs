@@ -85,6 +85,7 @@ op_kinds! {
     Attention(ops::attention::AttentionOp),
     Rnn(ops::rnn::RnnOp),
     Signal(ops::signal::SignalOp),
+    Atom(crate::atom::AtomKind),
 }
 
 impl OpKind {
