@@ -23,6 +23,20 @@ enum Command {
         #[arg(long = "shape", value_name = "NAME=DIMS")]
         shapes: Vec<String>,
     },
+    /// Decompose a model into atoms and show, per node, the atoms it became and the rules
+    /// that got it there, with the saturation report and the host-op list.
+    Explain {
+        model: PathBuf,
+        /// Only this node (by name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Shape of an input with symbolic dims (others default to 1).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+        /// Also print the whole atom graph in the text form.
+        #[arg(long)]
+        graph: bool,
+    },
     /// Run a model and write each output to `DIR/<name>.npy`.
     Run {
         model: PathBuf,
@@ -32,7 +46,8 @@ enum Command {
         /// Where to write the outputs.
         #[arg(long, value_name = "DIR")]
         output_dir: PathBuf,
-        /// What executes the model: `interp` (the reference interpreter).
+        /// What executes the model: `interp` (the reference interpreter over high-level
+        /// ops) or `interp-atoms` (decomposed into atoms, then interpreted).
         #[arg(long, default_value = "interp")]
         backend: String,
         /// Worker threads.
@@ -71,6 +86,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, shapes } => inspect(&model, &shapes),
+        Command::Explain { model, node, shapes, graph } => explain(&model, node.as_deref(), &shapes, graph),
         Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
             run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
         }
@@ -84,9 +100,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn inspect(path: &std::path::Path, shape_specs: &[String]) -> Result<()> {
-    let model = ir::onnx::import_file(path)?;
-    let g = &model.graph;
+/// Input shapes from `--shape`, symbolic dims not given defaulting to 1 (listed in the
+/// second result).
+fn shapes_or_ones(g: &ir::Graph, shape_specs: &[String]) -> Result<(InputShapes, Vec<String>)> {
     let mut shapes = parse_shapes(shape_specs)?;
     let mut assumed = Vec::new();
     for input in &g.inputs {
@@ -97,6 +113,55 @@ fn inspect(path: &std::path::Path, shape_specs: &[String]) -> Result<()> {
             shapes.insert(name.to_string(), s);
         }
     }
+    Ok((shapes, assumed))
+}
+
+fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], print_graph: bool) -> Result<()> {
+    let model = ir::onnx::import_file(path)?;
+    let g = &model.graph;
+    let (shapes, assumed) = shapes_or_ones(g, shape_specs)?;
+    if !assumed.is_empty() {
+        println!("assuming symbolic dims of 1: {}", assumed.join(" "));
+    }
+    let spec = ir::infer::specialize(g, &shapes)?;
+    let d = rewrite::decompose(&spec, &rewrite::Options::default())?;
+    if let Some(name) = node {
+        let Some(p) = d.provenance.iter().find(|p| p.node == name) else {
+            let some: Vec<&str> = d.provenance.iter().take(8).map(|p| p.node.as_str()).collect();
+            bail!("the model has no node named '{name}' (some nodes: {})", some.join(", "));
+        };
+        print!("{p}");
+    } else {
+        for p in &d.provenance {
+            print!("{p}");
+        }
+    }
+    println!("{}", d.report);
+    let atoms = d.graph.nodes.iter().filter(|n| matches!(n.op.kind, ir::OpKind::Atom(_))).count();
+    println!(
+        "{} high-level nodes -> {} atoms ({} kinds exist), {} left high-level",
+        spec.nodes.len(),
+        atoms,
+        ir::AtomKind::ALL.len(),
+        d.report.high_level.len()
+    );
+    for (n, op, why) in &d.report.high_level {
+        println!("  {n} ({op}): {why}");
+    }
+    println!("host ops (run by the interpreter between compiled parts):");
+    for (op, why) in rewrite::host::HOST_OPS {
+        println!("  {op:<20} {why}");
+    }
+    if print_graph {
+        print!("{}", ir::text::print(&d.graph, Some(16)));
+    }
+    Ok(())
+}
+
+fn inspect(path: &std::path::Path, shape_specs: &[String]) -> Result<()> {
+    let model = ir::onnx::import_file(path)?;
+    let g = &model.graph;
+    let (shapes, assumed) = shapes_or_ones(g, shape_specs)?;
     let spec = ir::infer::specialize(g, &shapes)?;
     println!("model: {} (opset {}, ir_version {}, producer '{}')", path.display(), model.opset, model.ir_version, model.producer);
     println!("inputs:");
@@ -137,7 +202,7 @@ fn run(
     shape_specs: &[String],
 ) -> Result<()> {
     let Some(backend) = Backend::from_name(backend) else {
-        bail!("unknown backend '{backend}' (available: interp)");
+        bail!("unknown backend '{backend}' (available: interp, interp-atoms)");
     };
     let mut session = Session::load(path, Options { backend, threads })?;
     let mut inputs = Vec::new();

@@ -13,18 +13,22 @@ pub enum Backend {
     /// The reference interpreter over high-level ops.
     #[default]
     Interp,
+    /// Decomposition into atoms (`rewrite`), then the reference interpreter over atoms.
+    InterpAtoms,
 }
 
 impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
+            Backend::InterpAtoms => "interp-atoms",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Backend> {
         match name {
             "interp" => Some(Backend::Interp),
+            "interp-atoms" => Some(Backend::InterpAtoms),
             _ => None,
         }
     }
@@ -123,12 +127,14 @@ impl Session {
         let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
         if !self.plans.contains_key(&key) {
             let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
-            self.plans.insert(key.clone(), specialized);
+            let plan = match self.options.backend {
+                Backend::Interp => specialized,
+                Backend::InterpAtoms => rewrite::decompose(&specialized, &rewrite::Options::default())?.graph,
+            };
+            self.plans.insert(key.clone(), plan);
         }
         let graph = &self.plans[&key];
-        let outputs = match self.options.backend {
-            Backend::Interp => ir::interp::run(graph, ordered)?,
-        };
+        let outputs = ir::interp::run(graph, ordered)?;
         Ok(self.output_names().into_iter().zip(outputs).collect())
     }
 }

@@ -85,6 +85,16 @@ fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
     let specialized = ir::infer::specialize(g, &shapes).map_err(|e| e.to_string())?;
     let got = match backend {
         Backend::Interp => ir::interp::run(&specialized, inputs).map_err(|e| e.to_string())?,
+        Backend::InterpAtoms => {
+            let d = rewrite::decompose(&specialized, &rewrite::Options::default()).map_err(|e| e.to_string())?;
+            // Only host ops and data-dependent shapes may stay high-level.
+            if let Some((node, op, why)) =
+                d.report.high_level.iter().find(|(_, _, why)| !why.starts_with("host"))
+            {
+                return Err(format!("node '{node}' ({op}) was not decomposed: {why}"));
+            }
+            ir::interp::run(&d.graph, inputs).map_err(|e| e.to_string())?
+        }
     };
     if got.len() != wants.len() {
         return Err(format!("{} outputs, expected {}", got.len(), wants.len()));
@@ -114,62 +124,75 @@ fn main() -> ExitCode {
     tests.sort();
     let filter = std::env::var("ATOMC_NODE_FILTER").ok();
     let verbose = std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1");
-    let backend = std::env::var("ATOMC_BACKEND").ok().map_or(Some(Backend::Interp), |b| Backend::from_name(&b));
-    let Some(backend) = backend else {
-        eprintln!("conformance: unknown ATOMC_BACKEND");
-        return ExitCode::FAILURE;
-    };
+    // Every backend runs the same allowlist (default: all of them; ATOMC_BACKEND=a,b picks).
+    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms".to_string());
+    let mut backends = Vec::new();
+    for b in names.split(',') {
+        match Backend::from_name(b.trim()) {
+            Some(b) => backends.push(b),
+            None => {
+                eprintln!("conformance: unknown backend '{b}' in ATOMC_BACKEND");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let bless = std::env::var("ATOMC_BLESS").is_ok_and(|v| v == "1") && filter.is_none();
+    let mut ok = true;
     std::panic::set_hook(Box::new(|_| {}));
-    let (mut passed, mut failed) = (BTreeSet::new(), Vec::new());
-    for t in &tests {
-        let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
-        let result = catch_unwind(AssertUnwindSafe(|| run_test(t, backend)))
-            .unwrap_or_else(|p| Err(format!("PANIC: {}", panic_text(&p))));
-        match result {
-            Ok(()) => {
-                passed.insert(name);
+    for backend in backends {
+        let (mut passed, mut failed) = (BTreeSet::new(), Vec::new());
+        for t in &tests {
+            let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+                continue;
             }
-            Err(e) => {
-                if verbose {
-                    println!("FAIL {name}: {e}");
+            let result = catch_unwind(AssertUnwindSafe(|| run_test(t, backend)))
+                .unwrap_or_else(|p| Err(format!("PANIC: {}", panic_text(&p))));
+            match result {
+                Ok(()) => {
+                    passed.insert(name);
                 }
-                failed.push((name, e));
+                Err(e) => {
+                    if verbose {
+                        println!("FAIL {name}: {e}");
+                    }
+                    failed.push((name, e));
+                }
             }
         }
+        let regressions: Vec<_> = failed.iter().filter(|(n, _)| allow.contains(n)).collect();
+        let panics: Vec<_> = failed.iter().filter(|(_, e)| e.starts_with("PANIC")).collect();
+        let new: Vec<_> = passed.iter().filter(|n| !allow.contains(*n)).collect();
+        for (n, e) in &regressions {
+            println!("REGRESSION ({}) {n}: {e}", backend.name());
+        }
+        for (n, e) in &panics {
+            println!("PANICKED ({}) {n}: {e}", backend.name());
+        }
+        if !new.is_empty() {
+            println!("{} tests pass on {} but are not on the allowlist (ATOMC_BLESS=1 adds them):", new.len(), backend.name());
+            for n in &new {
+                println!("  {n}");
+            }
+        }
+        // The allowlist is what the reference interpreter passes.
+        if bless && backend == Backend::Interp {
+            let mut text = String::from("# ONNX node tests that must pass on every backend (one per line).\n");
+            for n in &passed {
+                text.push_str(n);
+                text.push('\n');
+            }
+            if let Err(e) = std::fs::write(&allow_path, text) {
+                eprintln!("cannot write {}: {e}", allow_path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        println!("conformance ({}): {} regressions, {} panics", backend.name(), regressions.len(), panics.len());
+        println!("{} passed, {} failed", passed.len(), failed.len());
+        ok &= regressions.is_empty() && panics.is_empty();
     }
     let _ = std::panic::take_hook();
-    let regressions: Vec<_> = failed.iter().filter(|(n, _)| allow.contains(n)).collect();
-    let panics: Vec<_> = failed.iter().filter(|(_, e)| e.starts_with("PANIC")).collect();
-    let new: Vec<_> = passed.iter().filter(|n| !allow.contains(*n)).collect();
-    for (n, e) in &regressions {
-        println!("REGRESSION {n}: {e}");
-    }
-    for (n, e) in &panics {
-        println!("PANICKED {n}: {e}");
-    }
-    if !new.is_empty() {
-        println!("{} tests pass but are not on the allowlist (ATOMC_BLESS=1 adds them):", new.len());
-        for n in &new {
-            println!("  {n}");
-        }
-    }
-    if std::env::var("ATOMC_BLESS").is_ok_and(|v| v == "1") && filter.is_none() {
-        let mut text = String::from("# ONNX node tests that must pass on every backend (one per line).\n");
-        for n in &passed {
-            text.push_str(n);
-            text.push('\n');
-        }
-        if let Err(e) = std::fs::write(&allow_path, text) {
-            eprintln!("cannot write {}: {e}", allow_path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    println!("conformance ({}): {} regressions, {} panics", backend.name(), regressions.len(), panics.len());
-    println!("{} passed, {} failed", passed.len(), failed.len());
-    if regressions.is_empty() && panics.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {

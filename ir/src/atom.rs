@@ -506,8 +506,9 @@ pub fn row_major(shape: &[usize]) -> Vec<i64> {
     s
 }
 
-/// An atom with its parameters.
-#[derive(Clone, Debug, PartialEq)]
+/// An atom with its parameters. Equality and hashing compare `Const` tensors by identity
+/// (the same `Arc`), everything else by value, so atoms can key a hash-consing table.
+#[derive(Clone, Debug)]
 pub enum Atom {
     View(ViewMap),
     Unary(UnaryFn),
@@ -524,6 +525,46 @@ pub enum Atom {
     Scatter { axis: usize, mode: ScatterMode },
     Cast(DType),
     Const(Arc<Tensor>),
+}
+
+impl PartialEq for Atom {
+    fn eq(&self, o: &Atom) -> bool {
+        match (self, o) {
+            (Atom::View(a), Atom::View(b)) => a == b,
+            (Atom::Unary(a), Atom::Unary(b)) => a == b,
+            (Atom::Binary(a), Atom::Binary(b)) => a == b,
+            (Atom::Select, Atom::Select) | (Atom::MatMul, Atom::MatMul) => true,
+            (Atom::Reduce { op: a, axes: x }, Atom::Reduce { op: b, axes: y }) => a == b && x == y,
+            (Atom::Gather { axis: a }, Atom::Gather { axis: b }) => a == b,
+            (Atom::Scatter { axis: a, mode: m }, Atom::Scatter { axis: b, mode: n }) => a == b && m == n,
+            (Atom::Cast(a), Atom::Cast(b)) => a == b,
+            (Atom::Const(a), Atom::Const(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+impl Eq for Atom {}
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.kind().hash(h);
+        match self {
+            Atom::View(v) => v.hash(h),
+            Atom::Unary(f) => f.hash(h),
+            Atom::Binary(f) => f.hash(h),
+            Atom::Reduce { op, axes } => {
+                op.hash(h);
+                axes.hash(h);
+            }
+            Atom::Gather { axis } => axis.hash(h),
+            Atom::Scatter { axis, mode } => {
+                axis.hash(h);
+                mode.hash(h);
+            }
+            Atom::Cast(d) => d.hash(h),
+            Atom::Const(t) => (Arc::as_ptr(t) as usize).hash(h),
+            Atom::Select | Atom::MatMul => {}
+        }
+    }
 }
 
 impl Atom {

@@ -1,0 +1,5 @@
+//! Rules of the conv family.
+
+use crate::rules::Rule;
+
+pub const RULES: &[Rule] = &[];

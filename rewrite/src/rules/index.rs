@@ -1,0 +1,5 @@
+//! Rules of the index family.
+
+use crate::rules::Rule;
+
+pub const RULES: &[Rule] = &[];
