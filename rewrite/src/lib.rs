@@ -84,6 +84,8 @@ impl std::fmt::Display for Report {
 /// The result of decomposing a graph.
 pub struct Decomposed {
     pub graph: Graph,
+    /// Names of the rules that fired, each once, in first-application order.
+    pub fired: Vec<&'static str>,
     pub report: Report,
     pub provenance: Vec<explain::NodeProvenance>,
 }
@@ -133,7 +135,13 @@ pub fn decompose(graph: &Graph, opts: &Options) -> Result<Decomposed> {
         total_time: start.elapsed(),
         high_level,
     };
-    Ok(Decomposed { graph: built.graph, report, provenance })
+    let mut fired: Vec<&'static str> = Vec::new();
+    for a in &eg.analysis.log {
+        if !fired.contains(&a.rule) {
+            fired.push(a.rule);
+        }
+    }
+    Ok(Decomposed { graph: built.graph, fired, report, provenance })
 }
 
 /// Builds the initial e-graph: one class per graph value.

@@ -1,0 +1,33 @@
+//! Meta-test: every rule in the tables has a property test. A property test names the rule
+//! it checks in a `check_rule("family/what", ...)` call (which fails unless that rule
+//! fired), so a rule whose name appears in no `tests/prop_*.rs` file has no test.
+
+use std::path::Path;
+
+#[test]
+fn every_rule_has_a_property_test() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut sources = String::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("prop_") && name.ends_with(".rs") {
+            sources.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    let missing: Vec<&str> = rewrite::rules::all()
+        .iter()
+        .map(|r| r.name)
+        .filter(|n| !sources.contains(&format!("\"{n}\"")))
+        .collect();
+    assert!(missing.is_empty(), "rules without a property test: {missing:?}");
+}
+
+#[test]
+fn every_rule_is_named_by_family_and_documented() {
+    let mut seen = std::collections::HashSet::new();
+    for r in rewrite::rules::all() {
+        assert!(r.name.contains('/'), "rule {} is not named family/what", r.name);
+        assert!(!r.identity.is_empty(), "rule {} has no identity line", r.name);
+        assert!(seen.insert(r.name), "rule {} is defined twice", r.name);
+    }
+}
