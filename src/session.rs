@@ -129,7 +129,7 @@ impl Session {
             let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
             let plan = match self.options.backend {
                 Backend::Interp => specialized,
-                Backend::InterpAtoms => rewrite::decompose(&specialized, &rewrite::Options::default())?.graph,
+                Backend::InterpAtoms => decompose_strict(&specialized)?,
             };
             self.plans.insert(key.clone(), plan);
         }
@@ -137,6 +137,16 @@ impl Session {
         let outputs = ir::interp::run(graph, ordered)?;
         Ok(self.output_names().into_iter().zip(outputs).collect())
     }
+}
+
+/// Decomposes a specialized graph; every node must become atoms but host ops (and nodes
+/// with data-dependent shapes), else the error names the first one left and why.
+pub fn decompose_strict(graph: &Graph) -> Result<Graph, Error> {
+    let d = rewrite::decompose(graph, &rewrite::Options::default())?;
+    if let Some((node, op, why)) = d.report.high_level.iter().find(|(_, _, why)| !why.starts_with("host")) {
+        return Err(ir::Error::Unsupported(format!("node '{node}' ({op}) could not be decomposed into atoms: {why}")).into());
+    }
+    Ok(d.graph)
 }
 
 /// Seeded pseudo-random inputs for every graph input: floats uniform in [-1, 1), integers

@@ -26,7 +26,7 @@ fn rel_error(got: &[f64], want: &[f64]) -> f64 {
     err / scale
 }
 
-fn check_model(stem: &str) {
+fn check_model(stem: &str, backend: &str) {
     let refs = models_dir().join("refs").join(stem);
     let manifest_path = refs.join("manifest.json");
     let Ok(text) = std::fs::read_to_string(&manifest_path) else {
@@ -37,10 +37,10 @@ fn check_model(stem: &str) {
     };
     let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
     let model = manifest["model"].as_str().expect("manifest names the model");
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("models").join(stem);
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("models").join(format!("{stem}-{backend}"));
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomc"));
-    cmd.args(["run", model, "--output-dir"]).arg(&out_dir);
+    cmd.args(["run", model, "--backend", backend, "--output-dir"]).arg(&out_dir);
     for input in manifest["inputs"].as_array().expect("inputs") {
         let name = input["name"].as_str().expect("input name");
         let file = refs.join(input["file"].as_str().expect("input file"));
@@ -55,14 +55,18 @@ fn check_model(stem: &str) {
         assert_eq!(got.shape(), want.shape(), "{stem}: output '{name}' shape");
         assert_eq!(got.dtype(), want.dtype(), "{stem}: output '{name}' dtype");
         let err = rel_error(&got.to_f64_vec(), &want.to_f64_vec());
-        eprintln!("{stem}: output '{name}' max relative error {err:.3e}");
-        assert!(err <= MAX_REL_ERROR, "{stem}: output '{name}' differs from ONNX Runtime: rel error {err:.3e}");
+        eprintln!("{stem} ({backend}): output '{name}' max relative error {err:.3e}");
+        assert!(err <= MAX_REL_ERROR, "{stem} ({backend}): output '{name}' differs from ONNX Runtime: rel error {err:.3e}");
     }
 }
 
+/// One test module per model, with a test per backend.
 macro_rules! model_tests {
     ($($test:ident => $stem:literal),* $(,)?) => {
-        $(#[test] fn $test() { check_model($stem); })*
+        $(mod $test {
+            #[test] fn interp() { super::check_model($stem, "interp"); }
+            #[test] fn interp_atoms() { super::check_model($stem, "interp-atoms"); }
+        })*
     };
 }
 

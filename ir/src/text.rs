@@ -100,13 +100,16 @@ fn fmt_dim(d: &Dim) -> String {
 }
 
 fn fmt_float(x: f64) -> String {
-    let s = format!("{x:?}");
+    fmt_debug_float(format!("{x:?}"))
+}
+
+/// A float's `Debug` text with a decimal point, so it parses back as a float.
+fn fmt_debug_float(s: String) -> String {
     if s.contains(['.', 'e', 'N', 'n']) { s } else { format!("{s}.0") }
 }
 
 fn fmt_f32(x: f32) -> String {
-    let s = format!("{x:?}");
-    if s.contains(['.', 'e', 'N', 'n']) { s } else { format!("{s}.0") }
+    fmt_debug_float(format!("{x:?}"))
 }
 
 fn fmt_data(t: &Tensor) -> String {

@@ -150,7 +150,8 @@ pub fn atom_data(atom: &Atom, kids: &[&ClassData]) -> ClassData {
     // constant stays a view: folding it would only materialize copies).
     let out_numel = ty.shape.as_ref().map_or(usize::MAX, |s| s.iter().product::<usize>());
     let max_in = kids.iter().filter_map(|k| k.value.as_ref().map(|v| v.numel())).max().unwrap_or(0);
-    let small = out_numel <= FOLD_LIMIT && (out_numel <= 4096 || out_numel <= max_in);
+    let grows = if matches!(atom, Atom::View(_)) { out_numel > max_in } else { out_numel > max_in.max(4096) };
+    let small = out_numel <= FOLD_LIMIT && !grows;
     let value = if small && kids.iter().all(|k| k.value.is_some()) {
         let args: Vec<Option<&Tensor>> = kids.iter().map(|k| k.value.as_deref()).collect();
         atom.eval(&args).ok().and_then(|mut v| v.pop()).map(Arc::new)

@@ -133,9 +133,9 @@ impl Builder<'_> {
         }
         let mut nodes = Vec::with_capacity(pending.len());
         for &(i, n) in &pending {
-            nodes.push(self.node(n, i, model).context(|| node_label(n, i))?);
+            nodes.push(self.node(n, model).context(|| node_label(n, i))?);
         }
-        self.g.nodes = topo_sort(nodes, &self.g)?;
+        self.g.nodes = topo_sort(nodes)?;
         for vi in &graph.output {
             let name = vi.name.clone().unwrap_or_default();
             let id = *self.names.get(&name).ok_or_else(|| {
@@ -149,7 +149,7 @@ impl Builder<'_> {
         crate::verify::verify(&self.g)
     }
 
-    fn node(&mut self, n: &NodeProto, _index: usize, model: &ModelProto) -> Result<Node> {
+    fn node(&mut self, n: &NodeProto, model: &ModelProto) -> Result<Node> {
         let op_type = n.op_type.as_deref().unwrap_or("");
         let domain = n.domain.as_deref().unwrap_or("");
         if !matches!(domain, "" | "ai.onnx") {
@@ -317,7 +317,7 @@ fn constant_value(n: &NodeProto, base_dir: Option<&Path>) -> Result<Tensor> {
 }
 
 /// Orders nodes so each comes after the producers of its inputs; a cycle is an error.
-fn topo_sort(nodes: Vec<Node>, g: &Graph) -> Result<Vec<Node>> {
+fn topo_sort(nodes: Vec<Node>) -> Result<Vec<Node>> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         for o in n.outputs.iter().flatten() {
@@ -343,7 +343,6 @@ fn topo_sort(nodes: Vec<Node>, g: &Graph) -> Result<Vec<Node>> {
             n.op.kind.name()
         ))
     })?;
-    let _ = g;
     let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|ix| slots[dag[ix]].take()).collect())
 }
