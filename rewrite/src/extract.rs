@@ -10,7 +10,7 @@ use crate::egraph::EG;
 use crate::lang::Term;
 use egg::Id;
 use ir::atom::Atom;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use targets::Target;
 
 /// The cost of a high-level term: larger than any atom subgraph.
@@ -69,78 +69,114 @@ fn node_cost(eg: &EG, class: Id, n: &Term, target: &Target) -> f64 {
     }
 }
 
-/// Greedy DAG extraction from `roots`.
+/// DAG-aware extraction from `roots`.
+///
+/// Phase 1 computes tree costs bottom-up to a fixpoint (every class gets an acyclic
+/// choice). Phase 2 revisits, cheapest first, each class that has several finite
+/// alternatives and picks the one whose whole sub-DAG under the current choices (each
+/// class counted once) is cheapest, skipping any that would close a cycle.
 pub fn extract(eg: &EG, roots: &[Id], target: &Target) -> Extraction {
-    // Per class: the best node so far with the set of classes (and their own costs) below it.
-    type Set = BTreeMap<Id, f64>;
-    let mut best: HashMap<Id, (f64, Term, Set)> = HashMap::new();
-    let classes: Vec<Id> = eg.classes().map(|c| c.id).collect();
-    // Parents index for a worklist.
-    let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
-    for c in eg.classes() {
-        for n in &c.nodes {
-            for &k in egg::Language::children(n) {
-                parents.entry(eg.find(k)).or_default().push(c.id);
+    let mut tree: HashMap<Id, (f64, usize)> = HashMap::new();
+    let own: HashMap<Id, Vec<f64>> = eg
+        .classes()
+        .map(|c| (c.id, c.nodes.iter().map(|n| node_cost(eg, c.id, n, target).max(1e-15)).collect()))
+        .collect();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for c in eg.classes() {
+            for (i, n) in c.nodes.iter().enumerate() {
+                let mut total = own[&c.id][i];
+                let mut ok = true;
+                for &k in egg::Language::children(n) {
+                    let k = eg.find(k);
+                    match tree.get(&k) {
+                        Some((kc, _)) if k != c.id => total += kc,
+                        _ => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                let better = tree.get(&c.id).is_none_or(|(old, _)| total < *old * (1.0 - 1e-12));
+                if better {
+                    tree.insert(c.id, (total, i));
+                    changed = true;
+                }
             }
         }
     }
-    let mut work: Vec<Id> = classes;
-    let mut queued: std::collections::HashSet<Id> = work.iter().copied().collect();
-    while let Some(c) = work.pop() {
-        queued.remove(&c);
-        let mut improved = false;
-        for n in &eg[c].nodes {
+    let mut choice: HashMap<Id, usize> = tree.iter().map(|(&c, &(_, i))| (c, i)).collect();
+    // Phase 2: classes with real alternatives, in increasing tree cost (leaves first).
+    let mut multi: Vec<(f64, Id)> = eg
+        .classes()
+        .filter(|c| {
+            c.nodes
+                .iter()
+                .filter(|n| egg::Language::children(*n).iter().all(|&k| tree.contains_key(&eg.find(k))))
+                .count()
+                > 1
+        })
+        .filter_map(|c| tree.get(&c.id).map(|(t, _)| (*t, c.id)))
+        .collect();
+    multi.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (_, c) in multi {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, n) in eg[c].nodes.iter().enumerate() {
             let kids: Vec<Id> = egg::Language::children(n).iter().map(|&k| eg.find(k)).collect();
-            if kids.contains(&c) || !kids.iter().all(|k| best.contains_key(k)) {
+            if !kids.iter().all(|k| choice.contains_key(k)) {
                 continue;
             }
-            let own = node_cost(eg, c, n, target);
-            let mut set: Set = Set::new();
-            for k in &kids {
-                if let Some((_, _, ks)) = best.get(k) {
-                    for (id, v) in ks {
-                        set.insert(*id, *v);
-                    }
-                    let kc = best.get(k).map_or(0.0, |b| b.0 - b.2.values().sum::<f64>());
-                    set.insert(*k, kc);
-                }
-            }
-            if set.contains_key(&c) {
-                continue;
-            }
-            let total = own + set.values().sum::<f64>();
-            let better = match best.get(&c) {
-                None => true,
-                Some((old, _, _)) => total < *old - 1e-15 * old.abs(),
-            };
-            if better {
-                best.insert(c, (total, n.clone(), set));
-                improved = true;
+            let Some(cost) = dag_cost(eg, &own, &choice, &kids, c) else { continue };
+            let total = own[&c][i] + cost;
+            if best.is_none_or(|(b, _)| total < b * (1.0 - 1e-12)) {
+                best = Some((total, i));
             }
         }
-        if improved && let Some(ps) = parents.get(&c) {
-            for &p in ps {
-                let p = eg.find(p);
-                if queued.insert(p) {
-                    work.push(p);
-                }
-            }
+        if let Some((_, i)) = best {
+            choice.insert(c, i);
         }
     }
     // Follow the choices from the roots.
-    let mut choice = HashMap::new();
+    let mut out = HashMap::new();
     let mut stack: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
     let mut cost = 0.0;
     while let Some(c) = stack.pop() {
-        if choice.contains_key(&c) {
+        if out.contains_key(&c) {
             continue;
         }
-        let Some((total, n, set)) = best.get(&c) else { continue };
-        cost += total - set.values().sum::<f64>();
+        let Some(&i) = choice.get(&c) else { continue };
+        let n = &eg[c].nodes[i];
+        cost += own[&c][i];
         for &k in egg::Language::children(n) {
             stack.push(eg.find(k));
         }
-        choice.insert(c, n.clone());
+        out.insert(c, n.clone());
     }
-    Extraction { choice, cost }
+    Extraction { choice: out, cost }
+}
+
+/// The cost of the sub-DAG below `kids` under `choice`, each class once; `None` when it
+/// reaches `avoid` (choosing it would make a cycle).
+fn dag_cost(eg: &EG, own: &HashMap<Id, Vec<f64>>, choice: &HashMap<Id, usize>, kids: &[Id], avoid: Id) -> Option<f64> {
+    let mut seen: std::collections::HashSet<Id> = std::collections::HashSet::new();
+    let mut stack: Vec<Id> = kids.to_vec();
+    let mut total = 0.0;
+    while let Some(c) = stack.pop() {
+        if c == avoid {
+            return None;
+        }
+        if !seen.insert(c) {
+            continue;
+        }
+        let i = *choice.get(&c)?;
+        total += own[&c][i];
+        for &k in egg::Language::children(&eg[c].nodes[i]) {
+            stack.push(eg.find(k));
+        }
+    }
+    Some(total)
 }
