@@ -6,14 +6,15 @@
 //! strided (possibly reversed or broadcast) slices of the input along each padded axis.
 //! Shape queries and shape-only generators become constants; masks (Trilu, EyeLike,
 //! OneHot) compare iota constants and Select. ReverseSequence gathers along the time
-//! axis with computed indices. BitCast lowers to Cast between integer (and bool) types of
-//! one width, where the two agree bit for bit; float bit casts have no atom form.
+//! axis with computed indices. BitCast is Cast between integer (and bool) types of one
+//! width, where the two agree bit for bit; a float's bits are computed exactly from its
+//! exponent and mantissa in f64 (and back), NaNs mapping to the canonical quiet NaN.
 
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
-use ir::atom::{Atom, BinaryFn};
+use ir::atom::{Atom, BinaryFn, UnaryFn};
 use ir::shape::{normalize_axes, normalize_axis};
 use ir::{DType, Error, Result, Tensor};
 
@@ -114,8 +115,8 @@ pub const RULES: &[Rule] = &[
         action: Action::Lower { ops: &["OneHot"], apply: one_hot },
     },
     Rule {
-        name: "layout/bitcast-int",
-        identity: "BitCast(x: intN/bool -> intN/bool) = Cast(x) (integer casts of one width wrap, keeping the bits)",
+        name: "layout/bitcast",
+        identity: "BitCast(x) = Cast between ints/bool of one width (wraps); floats <-> bits by exact exponent/mantissa arithmetic in f64",
         action: Action::Lower { ops: &["BitCast"], apply: bit_cast },
     },
 ];
@@ -666,13 +667,128 @@ fn one_hot(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     lx.select(hit, on, off).map(Some)
 }
 
+/// `(mantissa bits, exponent bits)` of a float format.
+fn float_format(d: DType) -> Option<(i32, i32)> {
+    match d {
+        DType::F64 => Some((52, 11)),
+        DType::F32 => Some((23, 8)),
+        DType::F16 => Some((10, 5)),
+        DType::BF16 => Some((7, 8)),
+        _ => None,
+    }
+}
+
+fn pow2(k: i32) -> f64 {
+    2f64.powi(k)
+}
+
+/// The bit pattern of float `x` (format `(mb, eb)`) as an i64 holding the pattern's value
+/// read as a signed integer of the format's width: computed exactly in f64 from the
+/// exponent (`floor(log2|x|)`, corrected to be exact) and the mantissa. NaNs become the
+/// canonical quiet NaN (payload and sign are not observable through arithmetic).
+fn float_to_bits(lx: &mut Lx, x: Id, (mb, eb): (i32, i32)) -> Result<Id> {
+    let bias = (1 << (eb - 1)) - 1;
+    let (emin, emax) = (1 - bias, bias);
+    let width = 1 + eb + mb;
+    let x = lx.cast(x, DType::F64)?;
+    let a = lx.unary(UnaryFn::Abs, x)?;
+    let two = lx.scalar(DType::F64, 2.0)?;
+    // e = floor(log2 a), with one correction step each way for the rounding of the log.
+    let l = lx.unary(UnaryFn::Log, a)?;
+    let l = lx.binary_scalar(BinaryFn::Div, l, std::f64::consts::LN_2)?;
+    let e = lx.unary(UnaryFn::Floor, l)?;
+    let p = lx.binary(BinaryFn::Pow, two, e)?;
+    let over = lx.binary(BinaryFn::Gt, p, a)?;
+    let e_dn = lx.binary_scalar(BinaryFn::Sub, e, 1.0)?;
+    let e = lx.select(over, e_dn, e)?;
+    let p = lx.binary(BinaryFn::Pow, two, e)?;
+    let p2 = lx.binary_scalar(BinaryFn::Mul, p, 2.0)?;
+    let under = lx.binary(BinaryFn::Le, p2, a)?;
+    let e_up = lx.binary_scalar(BinaryFn::Add, e, 1.0)?;
+    let e = lx.select(under, e_up, e)?;
+    let e = lx.binary_scalar(BinaryFn::Min, e, emax as f64)?;
+    let e = lx.binary_scalar(BinaryFn::Max, e, emin as f64)?;
+    // Normal: a = (1 + m/2^mb)·2^e; subnormal (and zero): a = m·2^(emin - mb).
+    let normal = lx.binary_scalar(BinaryFn::Ge, a, pow2(emin))?;
+    let pe = lx.binary(BinaryFn::Pow, two, e)?;
+    let q = lx.div(a, pe)?;
+    let q = lx.binary_scalar(BinaryFn::Sub, q, 1.0)?;
+    let m_norm = lx.binary_scalar(BinaryFn::Mul, q, pow2(mb))?;
+    let m_sub = lx.binary_scalar(BinaryFn::Mul, a, pow2(mb - emin))?;
+    let m = lx.select(normal, m_norm, m_sub)?;
+    let biased = lx.binary_scalar(BinaryFn::Add, e, bias as f64)?;
+    let zero = lx.scalar(DType::F64, 0.0)?;
+    let ex = lx.select(normal, biased, zero)?;
+    // Infinities and NaNs: all-ones exponent, mantissa 0 or the quiet bit.
+    let inf = lx.binary_scalar(BinaryFn::Eq, a, f64::INFINITY)?;
+    let nan = lx.unary(UnaryFn::IsNaN, x)?;
+    let special = lx.binary(BinaryFn::Or, inf, nan)?;
+    let quiet = lx.scalar(DType::F64, pow2(mb - 1))?;
+    let m_special = lx.select(nan, quiet, zero)?;
+    let m = lx.select(special, m_special, m)?;
+    let top = lx.scalar(DType::F64, pow2(eb) - 1.0)?;
+    let ex = lx.select(special, top, ex)?;
+    let m = lx.cast(m, DType::I64)?;
+    let ex = lx.cast(ex, DType::I64)?;
+    let hi = lx.binary_scalar(BinaryFn::Mul, ex, pow2(mb))?;
+    let bits = lx.add(hi, m)?;
+    // The sign bit (also of -0.0, whose reciprocal is -inf) makes the value negative.
+    let below = lx.binary_scalar(BinaryFn::Lt, x, 0.0)?;
+    let r = lx.unary(UnaryFn::Recip, x)?;
+    let r_below = lx.binary_scalar(BinaryFn::Lt, r, 0.0)?;
+    let neg = lx.binary(BinaryFn::Or, below, r_below)?;
+    let signed = lx.binary_scalar(BinaryFn::Add, bits, -pow2(width - 1))?;
+    lx.select(neg, signed, bits)
+}
+
+/// The float of format `(mb, eb)` whose bit pattern is the low bits of integer `x`, as
+/// `to`: sign, exponent and mantissa are split off with floor division and Python modulo
+/// (exact for negative patterns too) and the value is rebuilt exactly in f64.
+fn bits_to_float(lx: &mut Lx, x: Id, (mb, eb): (i32, i32), to: DType) -> Result<Id> {
+    let bias = (1 << (eb - 1)) - 1;
+    let emin = 1 - bias;
+    let v = lx.cast(x, DType::I64)?;
+    let m = lx.binary_scalar(BinaryFn::Mod, v, pow2(mb))?;
+    let t = lx.sub(v, m)?;
+    let t = lx.binary_scalar(BinaryFn::Div, t, pow2(mb))?;
+    let ex = lx.binary_scalar(BinaryFn::Mod, t, pow2(eb))?;
+    let t2 = lx.binary_scalar(BinaryFn::Mod, t, pow2(eb + 1))?;
+    let neg = lx.binary_scalar(BinaryFn::Ge, t2, pow2(eb))?;
+    let mf = lx.cast(m, DType::F64)?;
+    let ef = lx.cast(ex, DType::F64)?;
+    let two = lx.scalar(DType::F64, 2.0)?;
+    let frac = lx.binary_scalar(BinaryFn::Mul, mf, pow2(-mb))?;
+    let frac = lx.binary_scalar(BinaryFn::Add, frac, 1.0)?;
+    let k = lx.binary_scalar(BinaryFn::Sub, ef, bias as f64)?;
+    let scale = lx.binary(BinaryFn::Pow, two, k)?;
+    let normal = lx.mul(frac, scale)?;
+    let sub = lx.binary_scalar(BinaryFn::Mul, mf, pow2(emin - mb))?;
+    let is_sub = lx.binary_scalar(BinaryFn::Eq, ex, 0.0)?;
+    let is_special = lx.binary_scalar(BinaryFn::Eq, ex, pow2(eb) - 1.0)?;
+    let m_zero = lx.binary_scalar(BinaryFn::Eq, m, 0.0)?;
+    let inf = lx.scalar(DType::F64, f64::INFINITY)?;
+    let nan = lx.scalar(DType::F64, f64::NAN)?;
+    let special = lx.select(m_zero, inf, nan)?;
+    let val = lx.select(is_sub, sub, normal)?;
+    let val = lx.select(is_special, special, val)?;
+    let negv = lx.unary(UnaryFn::Neg, val)?;
+    let val = lx.select(neg, negv, val)?;
+    lx.cast(val, to)
+}
+
 fn bit_cast(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;
     let from = lx.dtype(x)?;
     let to = n.ty.dtype;
-    let intlike = |d: DType| d.is_int() || d == DType::Bool;
-    if from.size() != to.size() || !intlike(from) || !intlike(to) {
-        return Err(err(format!("BitCast {from} -> {to} has no atom form (only integer/bool casts of one width)")));
+    if from.size() != to.size() {
+        return Err(err(format!("cannot bit-cast {from} to {to}: widths differ")));
     }
-    lx.cast(x, to).map(Some)
+    let bits = match float_format(from) {
+        Some(f) => float_to_bits(lx, x, f)?,
+        None => x,
+    };
+    match float_format(to) {
+        Some(f) => bits_to_float(lx, bits, f, to).map(Some),
+        None => lx.cast(bits, to).map(Some),
+    }
 }
