@@ -216,28 +216,47 @@ proptest! {
         check_rule("reduce/lp-normalization", &g, feeds, 1e-6)?;
     }
 
-    /// CumSum/CumProd: exclusive, reverse, negative axes, constant or run-time axis, f32
-    /// (1e-5: the window sums reassociate) and i32 (exact).
+    /// CumSum/CumProd: exclusive, reverse, negative axes, constant or run-time axis, short
+    /// axes (triangular window) and long ones (log-step scan), f32 (1e-5: the sums
+    /// reassociate), f16 (2e-3) and i32 (exact).
     #[test]
     fn scans(
         prod in any::<bool>(),
-        x in (1usize..=3).prop_flat_map(|r| shape(r, 5)).prop_flat_map(|s| small_ints(s, DType::F32)),
+        dims in (1usize..=3).prop_flat_map(|r| shape(r, 5)),
+        long in proptest::option::of(17usize..=40),
         axis in 0usize..3,
         negative in any::<bool>(),
         exclusive in any::<bool>(),
         reverse in any::<bool>(),
         runtime_axis in any::<bool>(),
-        int in any::<bool>(),
+        dtype in prop_oneof![Just(DType::F32), Just(DType::I32), Just(DType::F16)],
+        seed in any::<u64>(),
     ) {
-        let r = x.rank();
-        let axis = (axis % r) as i64 - if negative { r as i64 } else { 0 };
-        let x = if int { x.cast(DType::I32) } else { x };
+        let r = dims.len();
+        let axis_n = axis % r;
+        let mut dims = dims;
+        if let Some(n) = long {
+            dims[axis_n] = n;
+        }
+        let numel: usize = dims.iter().product();
+        // Values near 1 keep long products finite; small integers for sums.
+        let mut s = seed;
+        let vals: Vec<f32> = (0..numel)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let k = (s >> 60) as i64 % 5 - 2;
+                if prod && dtype != DType::I32 { 1.0 + k as f32 / 8.0 } else { k as f32 }
+            })
+            .collect();
+        let x = Tensor::from_vec(dims, vals).unwrap().cast(dtype);
+        let axis = axis_n as i64 - if negative { r as i64 } else { 0 };
         let a = Tensor::scalar(axis);
         let a = if runtime_axis { Arg::Input(a) } else { Arg::Const(a) };
         let attrs = vec![("exclusive", Attr::Int(exclusive as i64)), ("reverse", Attr::Int(reverse as i64))];
         let (name, rule, v) = if prod { ("CumProd", "reduce/cumprod", 26) } else { ("CumSum", "reduce/cumsum", 14) };
         let (g, feeds) = one_op(name, v, attrs, &[Arg::Input(x), a], 1);
-        check_rule(rule, &g, feeds, if int { 0.0 } else { 1e-5 })?;
+        let tol = match dtype { DType::I32 => 0.0, DType::F16 => 2e-3, _ => 1e-5 };
+        check_rule(rule, &g, feeds, tol)?;
     }
 
     /// TopK: ties broken by index, NaN sorting above every number, largest and smallest,

@@ -93,12 +93,12 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         name: "reduce/cumsum",
-        identity: "CumSum(x)[i] = Reduce[Sum, j](View(x)[i, j]) over the triangular window j <= i (guards, pad 0)",
+        identity: "CumSum(x)[i] = Reduce[Sum, j](View(x)[i, j]) over the triangular window j <= i (guards, pad 0); long axes: log-step y += shift(y, 2^k)",
         action: Action::Lower { ops: &["CumSum"], apply: cumsum },
     },
     Rule {
         name: "reduce/cumprod",
-        identity: "CumProd(x)[i] = Reduce[Prod, j](View(x)[i, j]) over the triangular window j <= i (guards, pad 1)",
+        identity: "CumProd(x)[i] = Reduce[Prod, j](View(x)[i, j]) over the triangular window j <= i (guards, pad 1); long axes: log-step y *= shift(y, 2^k)",
         action: Action::Lower { ops: &["CumProd"], apply: cumprod },
     },
     Rule {
@@ -417,6 +417,9 @@ pub(crate) fn scan_along(lx: &mut Lx, x: Id, axis: usize, exclusive: bool, rever
     let outer: usize = shape[..axis].iter().product();
     let n = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
+    if n > WINDOW_SCAN_MAX {
+        return log_step_scan(lx, x, [outer, n, inner], exclusive, reverse, prod);
+    }
     let (ni, ii) = (n as i64, inner as i64);
     // Forward: i - j (- 1 when exclusive) in [0, n); reverse: j - i (- 1).
     let (ci, cj) = if reverse { (-1, 1) } else { (1, -1) };
@@ -432,6 +435,42 @@ pub(crate) fn scan_along(lx: &mut Lx, x: Id, axis: usize, exclusive: bool, rever
     let op = if prod { ReduceFn::Prod } else { ReduceFn::Sum };
     let r = lx.atom(Atom::Reduce { op, axes: vec![2] }, &[w])?;
     lx.reshape(r, &shape)
+}
+
+/// The longest scanned axis that uses the `n x n` window; longer ones use the log-step scan.
+pub(crate) const WINDOW_SCAN_MAX: usize = 16;
+
+/// The running sum (product) of `x` seen as `[outer, n, inner]` by log-step doubling
+/// (Hillis-Steele): `y += shift(y, s)` for `s = 1, 2, 4, ...`, the shift a padding view
+/// with the neutral element; exclusive scans shift the input by one first. Floats are
+/// computed in f32 for f16/bf16.
+fn log_step_scan(
+    lx: &mut Lx,
+    x: Id,
+    [outer, n, inner]: [usize; 3],
+    exclusive: bool,
+    reverse: bool,
+    prod: bool,
+) -> Result<Id> {
+    let shape = lx.shape(x)?;
+    let dtype = lx.dtype(x)?;
+    let xu = up(lx, x)?;
+    let x3 = lx.reshape(xu, &[outer, n, inner])?;
+    let neutral = if prod { 1.0 } else { 0.0 };
+    let f = if prod { BinaryFn::Mul } else { BinaryFn::Add };
+    let shift = |lx: &mut Lx, y: Id, s: i64| {
+        let (b, e) = if reverse { (-s, s) } else { (s, -s) };
+        lx.pad(y, &[0, b, 0], &[0, e, 0], neutral)
+    };
+    let mut y = if exclusive { shift(lx, x3, 1)? } else { x3 };
+    let mut s = 1usize;
+    while s < n {
+        let z = shift(lx, y, s as i64)?;
+        y = lx.binary(f, y, z)?;
+        s *= 2;
+    }
+    let y = lx.cast(y, dtype)?;
+    lx.reshape(y, &shape)
 }
 
 fn scan_rule(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], prod: bool) -> Result<Option<Id>> {
