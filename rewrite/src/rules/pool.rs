@@ -246,7 +246,11 @@ fn max_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> 
     if n.output == 0 {
         let xc = lx.cast(x, cdt)?;
         let v = window_view(lx, xc, &w, lowest(cdt))?;
-        let m = lx.reduce(ReduceFn::Max, v, &kernel_axes(rank), false)?;
+        let mut m = lx.reduce(ReduceFn::Max, v, &kernel_axes(rank), false)?;
+        if cdt == DType::F64 && w.counts(&shape[2..]).iter().any(|a| a.iter().any(|c| c.0 == 0)) {
+            // A window without valid taps is f64::MIN in the reference; the view pads -inf.
+            m = lx.binary_scalar(BinaryFn::Max, m, f64::MIN)?;
+        }
         return lx.cast(m, dt).map(Some);
     }
     if n.output != 1 {
