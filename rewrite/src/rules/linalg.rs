@@ -1,5 +1,511 @@
-//! Rules of the linalg family.
+//! Rules of the linalg family: `MatMul` is the MatMul atom (numpy broadcasting through
+//! views), `Gemm` adds transposing views, scaling and the broadcast bias, `Einsum` becomes
+//! diagonal/broadcast views, sums of single-operand labels and one batched MatMul per
+//! operand pair, `Det` is an unrolled LU factorization with partial pivoting (ArgMax, a row
+//! Gather and Select), and the integer forms subtract zero points in i32 and requantize
+//! with the reference's rounding.
 
-use crate::rules::Rule;
+use crate::egraph::HlNode;
+use crate::lx::Lx;
+use crate::rules::{Action, Rule, arg};
+use egg::Id;
+use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn, ViewMap, row_major};
+use ir::{DType, Error, Result};
 
-pub const RULES: &[Rule] = &[];
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "linalg/matmul",
+        identity: "MatMul(a, b) = MatMul atom over numpy-broadcast views of a and b",
+        action: Action::Lower { ops: &["MatMul"], apply: matmul },
+    },
+    Rule {
+        name: "linalg/gemm",
+        identity: "Gemm(A, B, C) = alpha * (A' @ B') + beta * C, A'/B' transposing views",
+        action: Action::Lower { ops: &["Gemm"], apply: gemm },
+    },
+    Rule {
+        name: "linalg/einsum",
+        identity: "Einsum = diagonal views, sums of private labels, batched MatMul per pair, transpose",
+        action: Action::Lower { ops: &["Einsum"], apply: einsum },
+    },
+    Rule {
+        name: "linalg/det",
+        identity: "Det(X) = product of LU pivots (partial pivoting unrolled) with the swap signs",
+        action: Action::Lower { ops: &["Det"], apply: det },
+    },
+    Rule {
+        name: "linalg/matmul-integer",
+        identity: "MatMulInteger(a, b, za, zb) = MatMul(i32(a) - za, i32(b) - zb)",
+        action: Action::Lower { ops: &["MatMulInteger"], apply: matmul_integer },
+    },
+    Rule {
+        name: "linalg/qlinear-matmul",
+        identity: "QLinearMatMul = saturate(round_even(MatMulInteger * (sa*sb/sy) + zy))",
+        action: Action::Lower { ops: &["QLinearMatMul"], apply: qlinear_matmul },
+    },
+];
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::InvalidModel(msg.into())
+}
+
+// ---- shared helpers (also used by the conv family) ------------------------------------
+
+/// The dtype computations on `d` run in: f32 for f16/bf16, else `d`.
+pub(crate) fn compute_dtype(d: DType) -> DType {
+    match d {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// `x` cast to its compute dtype.
+pub(crate) fn promote(lx: &mut Lx, x: Id) -> Result<Id> {
+    let d = lx.dtype(x)?;
+    lx.cast(x, compute_dtype(d))
+}
+
+/// `x * factor` with the reference's attribute scaling: floats multiply by the factor in
+/// their own precision, integers go through f64 and back (truncating, saturating).
+pub(crate) fn scale_by(lx: &mut Lx, x: Id, factor: f32) -> Result<Id> {
+    let d = lx.dtype(x)?;
+    if d.is_float() {
+        return lx.binary_scalar(BinaryFn::Mul, x, factor as f64);
+    }
+    let f = lx.cast(x, DType::F64)?;
+    let y = lx.binary_scalar(BinaryFn::Mul, f, factor as f64)?;
+    lx.cast(y, d)
+}
+
+/// The shape under which a quantization parameter of shape `param` broadcasts against an
+/// operand of shape `operand`: per tensor (`[]`), per row of A (a vector of M read as
+/// `[M, 1]`) or as is (per column of B).
+pub(crate) fn quant_param_shape(param: &[usize], operand: &[usize], rows: bool) -> Result<Vec<usize>> {
+    let numel: usize = param.iter().product();
+    let shape = if numel == 1 {
+        vec![]
+    } else if rows && param.len() == 1 && operand.len() >= 2 {
+        vec![param[0], 1]
+    } else {
+        param.to_vec()
+    };
+    if !ir::shape::broadcast(&shape, operand).is_ok_and(|b| b == operand) {
+        return Err(err(format!("quantization parameter of shape {param:?} does not fit an operand of shape {operand:?}")));
+    }
+    Ok(shape)
+}
+
+/// `i32(t) - i32(zero_point)`, the zero point per tensor, row (`rows`) or column.
+fn minus_zero_point(lx: &mut Lx, t: Id, zp: Option<Id>, rows: bool) -> Result<Id> {
+    let t32 = lx.cast(t, DType::I32)?;
+    let Some(z) = zp else { return Ok(t32) };
+    let zshape = quant_param_shape(&lx.shape(z)?, &lx.shape(t)?, rows)?;
+    let z32 = lx.cast(z, DType::I32)?;
+    let z32 = lx.reshape(z32, &zshape)?;
+    lx.sub(t32, z32)
+}
+
+/// `x` (f32) rounded to the precision of `d` when `d` is a half type (as the reference
+/// computes f16/bf16 scale products).
+pub(crate) fn round_to(lx: &mut Lx, x: Id, d: DType) -> Result<Id> {
+    if matches!(d, DType::F16 | DType::BF16) {
+        let h = lx.cast(x, d)?;
+        return lx.cast(h, DType::F32);
+    }
+    Ok(x)
+}
+
+/// `saturate(round_half_even(acc * mult + zp))` in f64, cast to `out` (i8 or u8): the
+/// reference requantization of an i32 accumulator.
+pub(crate) fn requantize(lx: &mut Lx, acc: Id, mult: Id, zp: Id, out: DType) -> Result<Id> {
+    let a = lx.cast(acc, DType::F64)?;
+    let m = lx.cast(mult, DType::F64)?;
+    let z = lx.cast(zp, DType::F64)?;
+    let v = lx.mul(a, m)?;
+    let v = lx.add(v, z)?;
+    let v = lx.unary(UnaryFn::Round, v)?;
+    let (lo, hi) = if out == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+    let v = lx.binary_scalar(BinaryFn::Max, v, lo)?;
+    let v = lx.binary_scalar(BinaryFn::Min, v, hi)?;
+    lx.cast(v, out)
+}
+
+// ---- MatMul, Gemm ----------------------------------------------------------------------
+
+fn matmul(lx: &mut Lx, _n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let (a, b) = (arg(args, 0)?, arg(args, 1)?);
+    // The MatMul atom's semantics are MatMul's (f16 computes in f32 and rounds once).
+    lx.matmul(a, b).map(Some)
+}
+
+fn gemm(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let attrs = &n.op.attrs;
+    let trans_a = attrs.int_or("transA", 0)? != 0;
+    let trans_b = attrs.int_or("transB", 0)? != 0;
+    let alpha = attrs.float_or("alpha", 1.0)?;
+    let beta = attrs.float_or("beta", 1.0)?;
+    let out = n.ty.dtype;
+    let a = promote(lx, arg(args, 0)?)?;
+    let b = promote(lx, arg(args, 1)?)?;
+    if lx.rank(a)? != 2 || lx.rank(b)? != 2 {
+        return Err(err("Gemm needs 2-D A and B"));
+    }
+    let a = if trans_a { lx.transpose(a, &[1, 0])? } else { a };
+    let b = if trans_b { lx.transpose(b, &[1, 0])? } else { b };
+    let mut y = lx.matmul(a, b)?;
+    if alpha != 1.0 {
+        y = scale_by(lx, y, alpha)?;
+    }
+    if let Some(c) = args.get(2).copied().flatten() {
+        let mut c = promote(lx, c)?;
+        if beta != 1.0 {
+            c = scale_by(lx, c, beta)?;
+        }
+        y = lx.add(y, c)?;
+    }
+    lx.cast(y, out).map(Some)
+}
+
+// ---- MatMulInteger, QLinearMatMul ------------------------------------------------------
+
+fn matmul_integer(lx: &mut Lx, _n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let (a, b) = (arg(args, 0)?, arg(args, 1)?);
+    let za = args.get(2).copied().flatten();
+    let zb = args.get(3).copied().flatten();
+    let a = minus_zero_point(lx, a, za, true)?;
+    let b = minus_zero_point(lx, b, zb, false)?;
+    lx.matmul(a, b).map(Some)
+}
+
+fn qlinear_matmul(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let (a, b) = (arg(args, 0)?, arg(args, 3)?);
+    let (sa, za, sb, zb) = (arg(args, 1)?, args.get(2).copied().flatten(), arg(args, 4)?, args.get(5).copied().flatten());
+    let (sy, zy) = (arg(args, 6)?, arg(args, 7)?);
+    let (ash, bsh) = (lx.shape(a)?, lx.shape(b)?);
+    let a32 = minus_zero_point(lx, a, za, true)?;
+    let b32 = minus_zero_point(lx, b, zb, false)?;
+    let acc = lx.matmul(a32, b32)?;
+    // The accumulator as (batch.., m, n), operands as matrices (1-D expanded).
+    let k = *ash.last().ok_or_else(|| err("QLinearMatMul A must have rank >= 1"))?;
+    let a_mat = if ash.len() == 1 { vec![1, k] } else { ash.clone() };
+    let b_mat = if bsh.len() == 1 { vec![k, 1] } else { bsh.clone() };
+    let (m, nn) = (a_mat[a_mat.len() - 2], b_mat[b_mat.len() - 1]);
+    let batch = ir::shape::broadcast(&a_mat[..a_mat.len() - 2], &b_mat[..b_mat.len() - 2])?;
+    let mut full = batch;
+    full.extend([m, nn]);
+    let acc = lx.reshape(acc, &full)?;
+    let scale_dtype = lx.dtype(sa)?;
+    let sa_shape = quant_param_shape(&lx.shape(sa)?, &a_mat, true)?;
+    let sb_shape = quant_param_shape(&lx.shape(sb)?, &b_mat, false)?;
+    let sa = lx.cast(sa, DType::F32)?;
+    let sa = lx.reshape(sa, &sa_shape)?;
+    let sb = lx.cast(sb, DType::F32)?;
+    let sb = lx.reshape(sb, &sb_shape)?;
+    let sy = lx.cast(sy, DType::F32)?;
+    let p = lx.mul(sa, sb)?;
+    let p = round_to(lx, p, scale_dtype)?;
+    let mult = lx.div(p, sy)?;
+    let mult = round_to(lx, mult, scale_dtype)?;
+    let y = requantize(lx, acc, mult, zy, n.ty.dtype)?;
+    if lx.shape(y)? != full {
+        return Err(err("QLinearMatMul scales or zero point do not fit the output"));
+    }
+    let out = n.ty.shape.clone().ok_or_else(|| err("QLinearMatMul output shape is not static"))?;
+    lx.reshape(y, &out).map(Some)
+}
+
+// ---- Einsum ----------------------------------------------------------------------------
+
+/// A parsed equation: labels of every operand and of the output (letters 0..52, ellipsis
+/// dims 52..), and which labels stand for ellipsis dims.
+struct Plan {
+    inputs: Vec<Vec<usize>>,
+    output: Vec<usize>,
+    ellipsis: Vec<usize>,
+}
+
+fn letter_id(c: char) -> Option<usize> {
+    match c {
+        'a'..='z' => Some(c as usize - 'a' as usize),
+        'A'..='Z' => Some(26 + c as usize - 'A' as usize),
+        _ => None,
+    }
+}
+
+/// A term's letters and the position of its ellipsis.
+fn parse_term(term: &str) -> Result<(Vec<usize>, Option<usize>)> {
+    let mut letters = vec![];
+    let mut ellipsis = None;
+    let mut rest = term;
+    while let Some(c) = rest.chars().next() {
+        if let Some(r) = rest.strip_prefix("...") {
+            if ellipsis.is_some() {
+                return Err(err(format!("Einsum term '{term}' has more than one ellipsis")));
+            }
+            ellipsis = Some(letters.len());
+            rest = r;
+            continue;
+        }
+        letters.push(letter_id(c).ok_or_else(|| err(format!("Einsum term '{term}' has an invalid character '{c}'")))?);
+        rest = &rest[c.len_utf8()..];
+    }
+    Ok((letters, ellipsis))
+}
+
+fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<Plan> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l, Some(r)),
+        None => (eq.as_str(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != ranks.len() {
+        return Err(err(format!("Einsum equation '{equation}' does not match {} inputs", ranks.len())));
+    }
+    let parsed: Vec<(Vec<usize>, Option<usize>)> = terms.iter().map(|t| parse_term(t)).collect::<Result<_>>()?;
+    let mut ell_rank = 0;
+    for ((letters, ell), &rank) in parsed.iter().zip(ranks) {
+        match ell {
+            Some(_) if rank >= letters.len() => ell_rank = ell_rank.max(rank - letters.len()),
+            None if rank == letters.len() => {}
+            _ => return Err(err(format!("Einsum equation '{equation}' does not match the input ranks"))),
+        }
+    }
+    let ellipsis: Vec<usize> = (52..52 + ell_rank).collect();
+    let mut inputs = vec![];
+    for ((letters, ell), &rank) in parsed.iter().zip(ranks) {
+        let mut labels = letters.clone();
+        if let Some(pos) = ell {
+            let own = rank - letters.len();
+            labels.splice(pos..pos, ellipsis[ell_rank - own..].iter().copied());
+        }
+        inputs.push(labels);
+    }
+    let output = match rhs {
+        Some(r) => {
+            let (letters, ell) = parse_term(r)?;
+            for (i, l) in letters.iter().enumerate() {
+                if letters[..i].contains(l) || !parsed.iter().any(|(ls, _)| ls.contains(l)) {
+                    return Err(err(format!("Einsum output term '{r}' is invalid")));
+                }
+            }
+            let mut labels = letters;
+            match ell {
+                Some(pos) => {
+                    labels.splice(pos..pos, ellipsis.iter().copied());
+                }
+                None if ell_rank > 0 => return Err(err("Einsum output term must contain '...'")),
+                None => {}
+            }
+            labels
+        }
+        None => {
+            let mut counts = [0usize; 52];
+            for (letters, _) in &parsed {
+                for &l in letters {
+                    counts[l] += 1;
+                }
+            }
+            let order = (26..52).chain(0..26);
+            ellipsis.iter().copied().chain(order.filter(|&l| counts[l] == 1)).collect()
+        }
+    };
+    Ok(Plan { inputs, output, ellipsis })
+}
+
+/// The size of every label (broadcast over size-1 ellipsis dims).
+fn einsum_sizes(plan: &Plan, shapes: &[Vec<usize>]) -> Result<Vec<Option<usize>>> {
+    let mut sizes: Vec<Option<usize>> = vec![None; 52 + plan.ellipsis.len()];
+    for (labels, shape) in plan.inputs.iter().zip(shapes) {
+        for (&l, &d) in labels.iter().zip(shape) {
+            let bc = plan.ellipsis.contains(&l);
+            sizes[l] = match sizes[l] {
+                None => Some(d),
+                Some(s) if s == d => Some(s),
+                Some(1) if bc => Some(d),
+                Some(s) if bc && d == 1 => Some(s),
+                Some(s) => return Err(err(format!("Einsum label of size {s} has size {d} elsewhere"))),
+            };
+        }
+    }
+    Ok(sizes)
+}
+
+/// Sums `x` (labels `ls`) over the labels for which `drop` holds.
+fn sum_labels(lx: &mut Lx, x: Id, ls: &[usize], drop: impl Fn(usize) -> bool) -> Result<(Id, Vec<usize>)> {
+    let axes: Vec<usize> = (0..ls.len()).filter(|&i| drop(ls[i])).collect();
+    if axes.is_empty() {
+        return Ok((x, ls.to_vec()));
+    }
+    let y = lx.reduce(ReduceFn::Sum, x, &axes, false)?;
+    Ok((y, ls.iter().copied().filter(|&l| !drop(l)).collect()))
+}
+
+/// `x` (labels `ls`) transposed to the label order `order` (a permutation of `ls`).
+fn to_order(lx: &mut Lx, x: Id, ls: &[usize], order: &[usize]) -> Result<Id> {
+    let perm: Vec<usize> =
+        order.iter().map(|l| ls.iter().position(|x| x == l).ok_or_else(|| err("einsum label lost"))).collect::<Result<_>>()?;
+    lx.transpose(x, &perm)
+}
+
+/// Contracts two operands with distinct labels, keeping the labels in `keep`.
+fn contract(lx: &mut Lx, a: (Id, Vec<usize>), b: (Id, Vec<usize>), keep: &[usize], sizes: &[Option<usize>]) -> Result<(Id, Vec<usize>)> {
+    let (la0, lb0) = (a.1.clone(), b.1.clone());
+    let (a, la) = sum_labels(lx, a.0, &a.1, |l| !lb0.contains(&l) && !keep.contains(&l))?;
+    let (b, lb) = sum_labels(lx, b.0, &b.1, |l| !la0.contains(&l) && !keep.contains(&l))?;
+    let batch: Vec<usize> = la.iter().copied().filter(|l| lb.contains(l) && keep.contains(l)).collect();
+    let inner: Vec<usize> = la.iter().copied().filter(|l| lb.contains(l) && !keep.contains(l)).collect();
+    let rows: Vec<usize> = la.iter().copied().filter(|l| !lb.contains(l)).collect();
+    let cols: Vec<usize> = lb.iter().copied().filter(|l| !la.contains(l)).collect();
+    let size = |ls: &[usize]| -> usize { ls.iter().map(|&l| sizes[l].unwrap_or(1)).product() };
+    let dims = |ls: &[usize]| -> Vec<usize> { ls.iter().map(|&l| sizes[l].unwrap_or(1)).collect() };
+    if inner.is_empty() {
+        // No contraction: an elementwise product of broadcast views in the order
+        // a's labels then b's own.
+        let mut out_l = la.clone();
+        out_l.extend(&cols);
+        let b_order: Vec<usize> = la.iter().copied().filter(|l| lb.contains(l)).chain(cols.iter().copied()).collect();
+        let bt = to_order(lx, b, &lb, &b_order)?;
+        let bshape: Vec<usize> = out_l.iter().map(|l| if lb.contains(l) { sizes[*l].unwrap_or(1) } else { 1 }).collect();
+        let bt = lx.reshape(bt, &bshape)?;
+        let ashape: Vec<usize> = out_l.iter().map(|l| if la.contains(l) { sizes[*l].unwrap_or(1) } else { 1 }).collect();
+        let at = lx.reshape(a, &ashape)?;
+        let y = lx.mul(at, bt)?;
+        return Ok((y, out_l));
+    }
+    let a_order: Vec<usize> = batch.iter().chain(&rows).chain(&inner).copied().collect();
+    let b_order: Vec<usize> = batch.iter().chain(&inner).chain(&cols).copied().collect();
+    let at = to_order(lx, a, &la, &a_order)?;
+    let at = lx.reshape(at, &[size(&batch), size(&rows), size(&inner)])?;
+    let bt = to_order(lx, b, &lb, &b_order)?;
+    let bt = lx.reshape(bt, &[size(&batch), size(&inner), size(&cols)])?;
+    let y = lx.atom(Atom::MatMul, &[at, bt])?;
+    let out_l: Vec<usize> = batch.iter().chain(&rows).chain(&cols).copied().collect();
+    let y = lx.reshape(y, &dims(&out_l))?;
+    Ok((y, out_l))
+}
+
+fn einsum(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let equation = n.op.attrs.string("equation")?.ok_or_else(|| err("Einsum needs 'equation'"))?.to_string();
+    let xs: Vec<Id> = args.iter().map(|a| a.ok_or_else(|| err("Einsum input is missing"))).collect::<Result<_>>()?;
+    let xs: Vec<Id> = xs.into_iter().map(|x| promote(lx, x)).collect::<Result<_>>()?;
+    let shapes: Vec<Vec<usize>> = xs.iter().map(|&x| lx.shape(x)).collect::<Result<_>>()?;
+    let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
+    let plan = parse_einsum(&equation, &ranks)?;
+    let sizes = einsum_sizes(&plan, &shapes)?;
+    // Each operand as a view with distinct labels (diagonals: summed strides) broadcast to
+    // the full label sizes.
+    let mut ops: Vec<(Id, Vec<usize>)> = Vec::new();
+    for ((&x, labels), shape) in xs.iter().zip(&plan.inputs).zip(&shapes) {
+        let st = row_major(shape);
+        let mut uniq: Vec<usize> = Vec::new();
+        for &l in labels {
+            if !uniq.contains(&l) {
+                uniq.push(l);
+            }
+        }
+        let vshape: Vec<usize> = uniq.iter().map(|&l| sizes[l].unwrap_or(1)).collect();
+        let strides: Vec<i64> = uniq
+            .iter()
+            .map(|&u| labels.iter().zip(shape.iter().zip(&st)).filter(|&(&l, (&d, _))| l == u && d != 1).map(|(_, (_, &s))| s).sum())
+            .collect();
+        let v = if vshape.contains(&0) { ViewMap::identity(&vshape) } else { ViewMap { shape: vshape.clone(), strides, offset: 0, guards: vec![], pad: 0.0 } };
+        let x = if vshape.contains(&0) {
+            let d = lx.dtype(x)?;
+            lx.full(d, &vshape, 0.0)?
+        } else {
+            lx.view(x, v)?
+        };
+        ops.push((x, uniq));
+    }
+    let mut rest = ops.into_iter();
+    let first = rest.next().ok_or_else(|| err("Einsum has no inputs"))?;
+    let later: Vec<(Id, Vec<usize>)> = rest.collect();
+    // Labels needed after operand i: the output's and those of later operands.
+    let needed_after = |i: usize| -> Vec<usize> {
+        let mut k = plan.output.clone();
+        for (_, ls) in &later[i..] {
+            k.extend(ls);
+        }
+        k
+    };
+    let keep0 = needed_after(0);
+    let mut acc = sum_labels(lx, first.0, &first.1, |l| !keep0.contains(&l))?;
+    for i in 0..later.len() {
+        let keep = needed_after(i + 1);
+        acc = contract(lx, acc, later[i].clone(), &keep, &sizes)?;
+    }
+    let out_labels = plan.output.clone();
+    let (y, ls) = sum_labels(lx, acc.0, &acc.1, |l| !out_labels.contains(&l))?;
+    let y = to_order(lx, y, &ls, &out_labels)?;
+    lx.cast(y, n.ty.dtype).map(Some)
+}
+
+// ---- Det -------------------------------------------------------------------------------
+
+fn det(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
+    let x = promote(lx, arg(args, 0)?)?;
+    let d = lx.dtype(x)?;
+    let shape = lx.shape(x)?;
+    let r = shape.len();
+    if r < 2 || shape[r - 1] != shape[r - 2] {
+        return Err(err("Det needs square matrices"));
+    }
+    let batch = shape[..r - 2].to_vec();
+    let nb: usize = batch.iter().product();
+    let size = shape[r - 1];
+    if size == 0 || nb == 0 {
+        let one = lx.full(d, &batch, 1.0)?;
+        return lx.cast(one, n.ty.dtype).map(Some);
+    }
+    let mut s = lx.reshape(x, &[nb, size, size])?;
+    let mut det = lx.full(d, &[nb], 1.0)?;
+    let mut zero: Option<Id> = None;
+    for step in 0..size {
+        let m = size - step;
+        let pivot;
+        if m == 1 {
+            pivot = lx.reshape(s, &[nb])?;
+        } else {
+            // p = the first row of maximal |a| in the column; P = that row.
+            let col = lx.strided(s, &[(0, nb, 1), (0, m, 1), (0, 1, 1)])?;
+            let abs = lx.unary(UnaryFn::Abs, col)?;
+            let p = lx.atom(Atom::Reduce { op: ReduceFn::ArgMax, axes: vec![1] }, &[abs])?;
+            let idx = lx.broadcast_to(p, &[nb, 1, m])?;
+            let prow = lx.atom(Atom::Gather { axis: 1 }, &[s, idx])?;
+            let pv = lx.strided(prow, &[(0, nb, 1), (0, 1, 1), (0, 1, 1)])?;
+            pivot = lx.reshape(pv, &[nb])?;
+            // Swap: the pivot row's place takes row 0; rows 1.. remain.
+            let io = lx.iota(DType::I64, &[nb, m, 1], 1)?;
+            let is_p = lx.binary(BinaryFn::Eq, io, p)?;
+            let row0 = lx.strided(s, &[(0, nb, 1), (0, 1, 1), (0, m, 1)])?;
+            let swapped = lx.select(is_p, row0, s)?;
+            let rest = lx.strided(swapped, &[(0, nb, 1), (1, m - 1, 1), (1, m - 1, 1)])?;
+            let lead = lx.strided(swapped, &[(0, nb, 1), (1, m - 1, 1), (0, 1, 1)])?;
+            let pb = lx.reshape(pivot, &[nb, 1, 1])?;
+            let f = lx.div(lead, pb)?;
+            let prest = lx.strided(prow, &[(0, nb, 1), (0, 1, 1), (1, m - 1, 1)])?;
+            let fp = lx.mul(f, prest)?;
+            s = lx.sub(rest, fp)?;
+            // A swap negates the determinant.
+            let zi = lx.scalar(DType::I64, 0.0)?;
+            let moved = lx.binary(BinaryFn::Gt, p, zi)?;
+            let moved = lx.reshape(moved, &[nb])?;
+            let neg = lx.unary(UnaryFn::Neg, det)?;
+            det = lx.select(moved, neg, det)?;
+        }
+        det = lx.mul(det, pivot)?;
+        let zf = lx.scalar(d, 0.0)?;
+        let z = lx.binary(BinaryFn::Eq, pivot, zf)?;
+        zero = Some(match zero {
+            None => z,
+            Some(o) => lx.binary(BinaryFn::Or, o, z)?,
+        });
+    }
+    if let Some(z) = zero {
+        let zf = lx.scalar(d, 0.0)?;
+        det = lx.select(z, zf, det)?;
+    }
+    let det = lx.reshape(det, &batch)?;
+    lx.cast(det, n.ty.dtype).map(Some)
+}
