@@ -867,7 +867,8 @@ fn roi_align(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>>
         let c = lx.add(a, b)?;
         // Valid samples: g < grid of the roi.
         let gidx = lx.konst(Tensor::from_vec(vec![1, 1, gm], (0..gm).map(|v| v as f64).collect::<Vec<_>>())?);
-        let valid = lx.binary(BinaryFn::Lt, gidx, gc)?;
+        let gn = lx.konst(Tensor::from_vec(vec![nr, 1, 1], grid.iter().map(|&g| g as f64).collect::<Vec<_>>())?);
+        let valid = lx.binary(BinaryFn::Lt, gidx, gn)?;
         let valid = lx.broadcast_to(valid, &[nr, o, gm])?;
         Ok((c, valid))
     };
