@@ -259,7 +259,6 @@ fn row(lx: &mut Lx, x: Id, i: usize) -> Result<Id> {
 /// One direction's weights and functions, as atoms in the compute dtype.
 struct Cell<'p> {
     p: &'p Params,
-    hidden: usize,
     /// Per gate block: `Rᵀ` block `[hidden, hidden]`.
     rt: Vec<Id>,
     /// Per gate block: the recurrent bias `[hidden]`.
@@ -325,9 +324,9 @@ impl Cell<'_> {
             }
             Kind::Lstm => {
                 let mut pre = Vec::with_capacity(4);
-                for g in 0..4 {
+                for (g, &x) in xw.iter().enumerate().take(4) {
                     let r = self.rec(lx, h, g)?;
-                    pre.push(lx.add(xw[g], r)?);
+                    pre.push(lx.add(x, r)?);
                 }
                 let with_peep = |lx: &mut Lx, x: Id, k: usize, state: Id| -> Result<Id> {
                     match self.peep {
@@ -475,8 +474,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
             }
             None => None,
         };
-        let cell = Cell { p: &p, hidden, rt: rt_blocks, rb: rb_blocks, peep: peep_d, acts: &p.acts[dir * per..(dir + 1) * per] };
-        let _ = cell.hidden;
+        let cell = Cell { p: &p, rt: rt_blocks, rb: rb_blocks, peep: peep_d, acts: &p.acts[dir * per..(dir + 1) * per] };
         let mut h = match init_h {
             Some(s) => row(lx, s, dir)?,
             None => zeros,
