@@ -98,7 +98,7 @@ fn attention(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>>
     let nonpad = args.get(6).copied().flatten();
     let qs = lx.shape(q)?;
     let packed = qs.len() == 3;
-    let (qdt, kdt, vdt) = (lx.dtype(q)?, lx.dtype(k)?, lx.dtype(v)?);
+    let qdt = lx.dtype(q)?;
     let cdt = compute_dtype(qdt);
     let (qh, kvh) = (positive(n, "q_num_heads")?, positive(n, "kv_num_heads")?);
 
@@ -132,7 +132,6 @@ fn attention(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>>
         Some(p) => lx.shape(p)?.get(2).copied().unwrap_or(0),
         None => 0,
     };
-    let _ = (kdt, vdt);
 
     // Scaled Q and K in the compute dtype.
     let scale = scale_attr.unwrap_or(1.0 / (hs as f64).sqrt());

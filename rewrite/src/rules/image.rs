@@ -411,11 +411,11 @@ fn resize(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let rank = in_shape.len();
     if p.interp == Interp::Nearest {
         let mut y = x;
-        for a in 0..rank {
-            let table = nearest_table(&p, &plan, a, in_shape[a]);
+        for (a, &len) in in_shape.iter().enumerate() {
+            let table = nearest_table(&p, &plan, a, len);
             let idx: Vec<i64> = table.iter().map(|t| t.map_or(0, |i| i as i64)).collect();
             let outside: Vec<bool> = table.iter().map(Option::is_none).collect();
-            let ident = idx.len() == in_shape[a] && idx.iter().enumerate().all(|(i, &v)| v == i as i64);
+            let ident = idx.len() == len && idx.iter().enumerate().all(|(i, &v)| v == i as i64);
             if !ident {
                 let c = lx.konst(Tensor::from_vec(vec![idx.len()], idx)?);
                 y = lx.take(y, c, a)?;
@@ -867,7 +867,8 @@ fn roi_align(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>>
         let c = lx.add(a, b)?;
         // Valid samples: g < grid of the roi.
         let gidx = lx.konst(Tensor::from_vec(vec![1, 1, gm], (0..gm).map(|v| v as f64).collect::<Vec<_>>())?);
-        let valid = lx.binary(BinaryFn::Lt, gidx, gc)?;
+        let gn = lx.konst(Tensor::from_vec(vec![nr, 1, 1], grid.iter().map(|&g| g as f64).collect::<Vec<_>>())?);
+        let valid = lx.binary(BinaryFn::Lt, gidx, gn)?;
         let valid = lx.broadcast_to(valid, &[nr, o, gm])?;
         Ok((c, valid))
     };

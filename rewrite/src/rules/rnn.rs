@@ -256,14 +256,27 @@ fn row(lx: &mut Lx, x: Id, i: usize) -> Result<Id> {
     lx.reshape(r, &s[1..])
 }
 
+/// Concatenation as a balanced tree of pairwise concats: each level touches the output
+/// once, so `n` steps cost `O(n log n)` element operations instead of the `O(n²)` of one
+/// n-way pad-and-add concat.
+fn concat_tree(lx: &mut Lx, parts: &[Id], axis: usize) -> Result<Id> {
+    if parts.len() <= 2 {
+        return lx.concat(parts, axis);
+    }
+    let mid = parts.len() / 2;
+    let a = concat_tree(lx, &parts[..mid], axis)?;
+    let b = concat_tree(lx, &parts[mid..], axis)?;
+    lx.concat(&[a, b], axis)
+}
+
 /// One direction's weights and functions, as atoms in the compute dtype.
 struct Cell<'p> {
     p: &'p Params,
     hidden: usize,
-    /// Per gate block: `Rᵀ` block `[hidden, hidden]`.
-    rt: Vec<Id>,
-    /// Per gate block: the recurrent bias `[hidden]`.
-    rb: Vec<Id>,
+    /// `Rᵀ`: `[hidden, gates * hidden]`.
+    rt: Id,
+    /// GRU: the hidden gate's `Rᵀ` block `[hidden, hidden]` and recurrent bias `[hidden]`.
+    gru_h: Option<(Id, Id)>,
     /// LSTM peepholes i, o, f: `[hidden]` each.
     peep: Option<[Id; 3]>,
     acts: &'p [Act],
@@ -285,35 +298,36 @@ impl Cell<'_> {
         self.acts[k].build(lx, c)
     }
 
-    /// `H·Rᵀ` of gate block `g`, plus its recurrent bias.
-    fn rec(&self, lx: &mut Lx, h: Id, g: usize) -> Result<Id> {
-        let m = lx.matmul(h, self.rt[g])?;
-        lx.add(m, self.rb[g])
-    }
-
-    /// One step: `xw[g]` is `X_t·W_gᵀ + Wb_g` per gate block (`[batch, hidden]`).
-    fn step(&self, lx: &mut Lx, xw: &[Id], h: Id, c: Id) -> Result<(Id, Id)> {
+    /// One step from `xt = X_t·Wᵀ + biases` (`[batch, gates * hidden]`; for GRU the hidden
+    /// gate's recurrent bias is left out).
+    fn step(&self, lx: &mut Lx, xt: Id, h: Id, c: Id) -> Result<(Id, Id)> {
+        let hs = self.hidden;
         match self.p.kind {
             Kind::Rnn => {
-                let r = self.rec(lx, h, 0)?;
-                let pre = lx.add(xw[0], r)?;
+                let r = lx.matmul(h, self.rt)?;
+                let pre = lx.add(xt, r)?;
                 Ok((self.act(lx, 0, pre)?, c))
             }
             Kind::Gru => {
-                let rz = self.rec(lx, h, 0)?;
-                let pz = lx.add(xw[0], rz)?;
-                let z = self.act(lx, 0, pz)?;
-                let rr = self.rec(lx, h, 1)?;
-                let pr = lx.add(xw[1], rr)?;
-                let r = self.act(lx, 0, pr)?;
+                let (rt_h, rb_h) = self.gru_h.ok_or_else(|| err("GRU cell without its hidden gate"))?;
+                let rt_zr = cols(lx, self.rt, 0, 2 * hs)?;
+                let hr = lx.matmul(h, rt_zr)?;
+                let x_zr = cols(lx, xt, 0, 2 * hs)?;
+                let pzr = lx.add(x_zr, hr)?;
+                let zr = self.act(lx, 0, pzr)?;
+                let z = cols(lx, zr, 0, hs)?;
+                let r = cols(lx, zr, hs, hs)?;
+                let xh = cols(lx, xt, 2 * hs, hs)?;
                 let pre = if self.p.linear_before_reset {
-                    let rh = self.rec(lx, h, 2)?;
-                    let m = lx.mul(r, rh)?;
-                    lx.add(xw[2], m)?
+                    let m = lx.matmul(h, rt_h)?;
+                    let m = lx.add(m, rb_h)?;
+                    let m = lx.mul(r, m)?;
+                    lx.add(xh, m)?
                 } else {
-                    let rhp = lx.mul(r, h)?;
-                    let m = self.rec(lx, rhp, 2)?;
-                    lx.add(xw[2], m)?
+                    let rh = lx.mul(r, h)?;
+                    let m = lx.matmul(rh, rt_h)?;
+                    let m = lx.add(m, rb_h)?;
+                    lx.add(xh, m)?
                 };
                 let hh = self.act(lx, 1, pre)?;
                 // (1 - z) * hh + z * h
@@ -324,10 +338,11 @@ impl Cell<'_> {
                 Ok((lx.add(a, b)?, c))
             }
             Kind::Lstm => {
+                let r = lx.matmul(h, self.rt)?;
+                let all = lx.add(xt, r)?;
                 let mut pre = Vec::with_capacity(4);
                 for g in 0..4 {
-                    let r = self.rec(lx, h, g)?;
-                    pre.push(lx.add(xw[g], r)?);
+                    pre.push(cols(lx, all, g * hs, hs)?);
                 }
                 let with_peep = |lx: &mut Lx, x: Id, k: usize, state: Id| -> Result<Id> {
                     match self.peep {
@@ -449,20 +464,28 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
             Some(b) => Some(row(lx, b, dir)?), // [2 gh]
             None => None,
         };
-        // X·Wᵀ + Wb over all steps: [seq*batch, gh].
+        // X·Wᵀ + Wb + Rb over all steps: [seq*batch, gh] (GRU: without the hidden gate's Rb,
+        // which the reset gate scales or follows).
         let mut xw = lx.matmul(x2, wt)?;
+        let mut gru_h = None;
+        if kind == Kind::Gru {
+            let rt_h = cols(lx, rt, 2 * hidden, hidden)?;
+            let rb_h = match bd {
+                Some(b) => lx.strided(b, &[((gh + 2 * hidden) as i64, hidden, 1)])?,
+                None => lx.full(cdt, &[hidden], 0.0)?,
+            };
+            gru_h = Some((rt_h, rb_h));
+        }
         if let Some(b) = bd {
             let wb = lx.strided(b, &[(0, gh, 1)])?;
-            xw = lx.add(xw, wb)?;
-        }
-        let mut rt_blocks = Vec::with_capacity(gates);
-        let mut rb_blocks = Vec::with_capacity(gates);
-        for g in 0..gates {
-            rt_blocks.push(cols(lx, rt, g * hidden, hidden)?);
-            rb_blocks.push(match bd {
-                Some(b) => lx.strided(b, &[((gh + g * hidden) as i64, hidden, 1)])?,
-                None => lx.full(cdt, &[hidden], 0.0)?,
-            });
+            let rb = if kind == Kind::Gru {
+                let zr = lx.strided(b, &[(gh as i64, 2 * hidden, 1)])?;
+                lx.pad(zr, &[0], &[hidden as i64], 0.0)?
+            } else {
+                lx.strided(b, &[(gh as i64, gh, 1)])?
+            };
+            let bsum = lx.add(wb, rb)?;
+            xw = lx.add(xw, bsum)?;
         }
         let peep_d = match peep {
             Some(pp) => {
@@ -475,8 +498,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
             }
             None => None,
         };
-        let cell = Cell { p: &p, hidden, rt: rt_blocks, rb: rb_blocks, peep: peep_d, acts: &p.acts[dir * per..(dir + 1) * per] };
-        let _ = cell.hidden;
+        let cell = Cell { p: &p, hidden, rt, gru_h, peep: peep_d, acts: &p.acts[dir * per..(dir + 1) * per] };
         let mut h = match init_h {
             Some(s) => row(lx, s, dir)?,
             None => zeros,
@@ -489,11 +511,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
         let order: Vec<usize> = if p.reverse[dir] { (0..seq).rev().collect() } else { (0..seq).collect() };
         for t in order {
             let xt = lx.strided(xw, &[((t * batch) as i64, batch, 1), (0, gh, 1)])?;
-            let mut xg = Vec::with_capacity(gates);
-            for g in 0..gates {
-                xg.push(cols(lx, xt, g * hidden, hidden)?);
-            }
-            let (hn, cn) = cell.step(lx, &xg, h, c)?;
+            let (hn, cn) = cell.step(lx, xt, h, c)?;
             match valid.get(t) {
                 Some(&v) => {
                     h = lx.select(v, hn, h)?;
@@ -518,7 +536,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
         for y in ys {
             parts.push(lx.reshape(y, &[1, 1, batch, hidden])?);
         }
-        let y = if parts.is_empty() { lx.full(cdt, &[0, 1, batch, hidden], 0.0)? } else { lx.concat(&parts, 0)? };
+        let y = if parts.is_empty() { lx.full(cdt, &[0, 1, batch, hidden], 0.0)? } else { concat_tree(lx, &parts, 0)? };
         y_dirs.push(y);
         yh_dirs.push(lx.reshape(h, &[1, batch, hidden])?);
         yc_dirs.push(lx.reshape(c, &[1, batch, hidden])?);

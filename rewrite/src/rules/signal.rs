@@ -12,7 +12,7 @@ use crate::rules::attention::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::ViewMap;
-use ir::{DType, Error, Result, Tensor};
+use ir::{Error, Result, Tensor};
 use std::f64::consts::PI;
 
 pub const RULES: &[Rule] = &[
@@ -310,6 +310,5 @@ fn mel(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
         }
     }
     let t = Tensor::from_fn_f64(n.ty.dtype, shape, |i| out[i])?;
-    let _ = DType::F32;
     Ok(Some(lx.konst(t)))
 }
