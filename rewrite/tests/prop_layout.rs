@@ -481,18 +481,23 @@ proptest! {
     /// subnormals, zeros of both signs and infinities included) and their bit patterns;
     /// NaN inputs to float->int are excluded (payloads are not reproduced): exact.
     #[test]
-    fn bitcast(bits in proptest::collection::vec(any::<u64>(), 1..12), kind in 0usize..10) {
+    fn bitcast(bits in proptest::collection::vec(any::<u64>(), 1..24), kind in 0usize..10) {
         let n = bits.len();
-        let pick = |i: usize, b: u64| match i % 5 { 0 => 0, 1 => b & 0xff, 2 => b | (1 << 63), _ => b };
+        // Zeros of both signs, subnormals, infinities and random patterns (`w` bits wide).
+        let pick = |i: usize, b: u64, w: u32| {
+            let sign = 1u64 << (w - 1);
+            let inf = if w == 32 { 0x7f80_0000 } else { 0x7ff0_0000_0000_0000 };
+            match i % 7 { 0 => (b & 1) * sign, 1 => b & 0xff, 2 => (b & sign) | inf, 3 => (b & 0xffff) | sign, _ => b & (sign | (sign - 1)) }
+        };
         let (x, to) = match kind {
             0 => (Tensor::from_vec(vec![n], bits.iter().map(|&b| b as i32).collect::<Vec<_>>()).unwrap(), 1i64),
             1 => {
-                let v: Vec<f32> = bits.iter().enumerate().map(|(i, &b)| f32::from_bits(pick(i, b) as u32)).map(|f| if f.is_nan() { 1.5 } else { f }).collect();
+                let v: Vec<f32> = bits.iter().enumerate().map(|(i, &b)| f32::from_bits(pick(i, b, 32) as u32)).map(|f| if f.is_nan() { 1.5 } else { f }).collect();
                 (Tensor::from_vec(vec![n], v).unwrap(), 6)
             }
             2 => (Tensor::from_vec(vec![n], bits.iter().map(|&b| b as i64).collect::<Vec<_>>()).unwrap(), 11),
             3 => {
-                let v: Vec<f64> = bits.iter().enumerate().map(|(i, &b)| f64::from_bits(pick(i, b))).map(|f| if f.is_nan() { -2.5 } else { f }).collect();
+                let v: Vec<f64> = bits.iter().enumerate().map(|(i, &b)| f64::from_bits(pick(i, b, 64))).map(|f| if f.is_nan() { -2.5 } else { f }).collect();
                 (Tensor::from_vec(vec![n], v).unwrap(), 7)
             }
             4 => (Tensor::from_vec(vec![n], bits.iter().map(|&b| b as u32).collect::<Vec<_>>()).unwrap(), 1),
