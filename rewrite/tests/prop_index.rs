@@ -33,7 +33,7 @@ fn fitting(s: Vec<usize>, axis: usize) -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(config(32))]
+    #![proptest_config(config(64))]
 
     /// Gather along any axis with index tensors of rank 0..2 (i64 or i32): exact.
     #[test]

@@ -70,7 +70,7 @@ fn shape_r(min_rank: usize, max_rank: usize, max_dim: usize) -> impl Strategy<Va
 }
 
 proptest! {
-    #![proptest_config(config(24))]
+    #![proptest_config(config(64))]
 
     /// Reshape to the reversed dims, with a -1 and a copied 0: exact.
     #[test]
