@@ -678,8 +678,21 @@ fn float_format(d: DType) -> Option<(i32, i32)> {
     }
 }
 
+/// `2^k` for `k` in the normal range of f64, exactly.
 fn pow2(k: i32) -> f64 {
-    2f64.powi(k)
+    f64::from_bits(((k.clamp(-1022, 1023) + 1023) as u64) << 52)
+}
+
+/// `x · 2^k` (f64), exact when the result is representable: in steps that stay normal.
+fn mul_pow2(lx: &mut Lx, x: Id, k: i32) -> Result<Id> {
+    let mut y = x;
+    let mut rest = k;
+    while rest != 0 {
+        let step = rest.clamp(-1000, 1000);
+        y = lx.binary_scalar(BinaryFn::Mul, y, pow2(step))?;
+        rest -= step;
+    }
+    Ok(y)
 }
 
 /// The bit pattern of float `x` (format `(mb, eb)`) as an i64 holding the pattern's value
@@ -714,7 +727,7 @@ fn float_to_bits(lx: &mut Lx, x: Id, (mb, eb): (i32, i32)) -> Result<Id> {
     let q = lx.div(a, pe)?;
     let q = lx.binary_scalar(BinaryFn::Sub, q, 1.0)?;
     let m_norm = lx.binary_scalar(BinaryFn::Mul, q, pow2(mb))?;
-    let m_sub = lx.binary_scalar(BinaryFn::Mul, a, pow2(mb - emin))?;
+    let m_sub = mul_pow2(lx, a, mb - emin)?;
     let m = lx.select(normal, m_norm, m_sub)?;
     let biased = lx.binary_scalar(BinaryFn::Add, e, bias as f64)?;
     let zero = lx.scalar(DType::F64, 0.0)?;
@@ -762,7 +775,7 @@ fn bits_to_float(lx: &mut Lx, x: Id, (mb, eb): (i32, i32), to: DType) -> Result<
     let k = lx.binary_scalar(BinaryFn::Sub, ef, bias as f64)?;
     let scale = lx.binary(BinaryFn::Pow, two, k)?;
     let normal = lx.mul(frac, scale)?;
-    let sub = lx.binary_scalar(BinaryFn::Mul, mf, pow2(emin - mb))?;
+    let sub = mul_pow2(lx, mf, emin - mb)?;
     let is_sub = lx.binary_scalar(BinaryFn::Eq, ex, 0.0)?;
     let is_special = lx.binary_scalar(BinaryFn::Eq, ex, pow2(eb) - 1.0)?;
     let m_zero = lx.binary_scalar(BinaryFn::Eq, m, 0.0)?;
