@@ -295,6 +295,7 @@ impl ViewMap {
     /// The view of this view: `outer` reads this view's output (row-major), so the
     /// composition is a single view when `outer`'s flat indices decompose affinely into
     /// this view's multi-index. Returns `None` when they do not.
+    #[allow(clippy::needless_range_loop)] // index arithmetic over two ranks reads clearer
     pub fn compose(&self, outer: &ViewMap) -> Option<ViewMap> {
         // Each inner index j_k must be an affine function of the outer indices: assign every
         // outer stride to one inner dim whose row-major stride divides it, then check that
@@ -309,7 +310,7 @@ impl ViewMap {
         // Decompose the offset.
         let mut rem = outer.offset;
         for j in 0..r_in {
-            let st = inner_strides[j] as i64;
+            let st = inner_strides[j];
             if st == 0 {
                 continue;
             }
@@ -331,7 +332,7 @@ impl ViewMap {
             // outer axis must stay inside that inner dim's extent range (checked below).
             let mut found = false;
             for j in 0..r_in {
-                let st = inner_strides[j] as i64;
+                let st = inner_strides[j];
                 if self.shape[j] <= 1 || st == 0 {
                     continue;
                 }
@@ -402,11 +403,11 @@ impl ViewMap {
                 g.extend(&guard.coefs);
             }
             a.set("guards", Attr::Ints(g));
-            // Exact in f32 (the common case: 0, -0, ±inf, small ints) or as an integer.
+            // A float when exact in f32 (0, -0, ±inf, small integers), else an f64 scalar.
             if (self.pad as f32) as f64 == self.pad || self.pad.is_nan() {
                 a.set("pad", Attr::Float(self.pad as f32));
             } else {
-                a.set("pad", Attr::Int(self.pad as i64));
+                a.set("pad", Attr::Tensor(Tensor::scalar(self.pad)));
             }
         }
     }
@@ -434,6 +435,7 @@ impl ViewMap {
             None => 0.0,
             Some(Attr::Float(f)) => *f as f64,
             Some(Attr::Int(i)) => *i as f64,
+            Some(Attr::Tensor(t)) => t.scalar_f64()?,
             Some(other) => return Err(Error::InvalidModel(format!("view pad must be a number, got {}", other.kind()))),
         };
         let v = ViewMap { shape, strides, offset: a.int_or("offset", 0)?, guards, pad };
@@ -675,6 +677,8 @@ impl Atom {
             Atom::Reduce { op, axes } => {
                 let axes: Vec<i64> = axes.iter().map(|&x| x as i64).collect();
                 attrs.set("keepdims", Attr::Int(1));
+                // No axes reduces nothing (not everything, as ONNX's default would).
+                attrs.set("noop_with_empty_axes", Attr::Int(1));
                 let rop = match op {
                     ReduceFn::Sum => ReduceOp::ReduceSum,
                     ReduceFn::Prod => ReduceOp::ReduceProd,
@@ -889,6 +893,13 @@ mod tests {
                 offset: -1,
                 guards: vec![Guard { coefs: vec![1], offset: -1, bound: 1 }],
                 pad: f64::NEG_INFINITY,
+            }),
+            Atom::View(ViewMap {
+                shape: vec![1],
+                strides: vec![1],
+                offset: 0,
+                guards: vec![Guard { coefs: vec![1], offset: 0, bound: 1 }],
+                pad: f64::MIN,
             }),
             Atom::Unary(UnaryFn::Exp),
             Atom::Binary(BinaryFn::Fmod),

@@ -37,6 +37,16 @@ pub struct ClassData {
     /// `None` for an omitted input, or for a term whose type could not be inferred.
     pub ty: Option<ValueType>,
     pub value: Option<Arc<Tensor>>,
+    /// Whether a known value becomes a `Const` e-node. A broadcast of a constant keeps its
+    /// value (so what is computed from it folds) but stays a view: materializing it would
+    /// only copy.
+    pub materialize: bool,
+}
+
+impl ClassData {
+    fn unknown(ty: Option<ValueType>) -> ClassData {
+        ClassData { ty, value: None, materialize: false }
+    }
 }
 
 /// One recorded rule application (for `explain`).
@@ -94,16 +104,16 @@ impl Analysis<Term> for Tables {
     fn make(eg: &mut EG, enode: &Term, _id: Id) -> ClassData {
         let t = &eg.analysis;
         match enode {
-            Term::Input(i) => ClassData { ty: t.inputs.get(*i as usize).cloned(), value: None },
+            Term::Input(i) => ClassData::unknown(t.inputs.get(*i as usize).cloned()),
             Term::Const(i) => {
                 let v = t.consts.get(*i as usize).cloned();
-                ClassData { ty: v.as_deref().map(ValueType::of), value: v }
+                ClassData { ty: v.as_deref().map(ValueType::of), value: v, materialize: true }
             }
-            Term::Absent => ClassData { ty: None, value: None },
-            Term::Hl(i, _) => ClassData { ty: t.hl.get(*i as usize).map(|h| h.ty.clone()), value: None },
+            Term::Absent => ClassData::unknown(None),
+            Term::Hl(i, _) => ClassData::unknown(t.hl.get(*i as usize).map(|h| h.ty.clone())),
             Term::Atom(i, ch) => {
                 let Some(atom) = t.atoms.get(*i as usize) else {
-                    return ClassData { ty: None, value: None };
+                    return ClassData::unknown(None);
                 };
                 let kids: Vec<&ClassData> = ch.iter().map(|&c| &eg[c].data).collect();
                 atom_data(atom, &kids)
@@ -117,6 +127,10 @@ impl Analysis<Term> for Tables {
             a.value = b.value.clone();
             changed_a = true;
         }
+        if b.materialize && !a.materialize {
+            a.materialize = true;
+            changed_a = true;
+        }
         if a.ty.is_none() && b.ty.is_some() {
             a.ty = b.ty.clone();
             changed_a = true;
@@ -126,6 +140,9 @@ impl Analysis<Term> for Tables {
     }
 
     fn modify(eg: &mut EG, id: Id) {
+        if !eg[id].data.materialize {
+            return;
+        }
         let Some(v) = eg[id].data.value.clone() else { return };
         if eg[id].nodes.iter().any(|n| matches!(n, Term::Const(_))) {
             return;
@@ -139,24 +156,27 @@ impl Analysis<Term> for Tables {
 /// The type (and folded value) of an atom over classes with the given data.
 pub fn atom_data(atom: &Atom, kids: &[&ClassData]) -> ClassData {
     let tys: Option<Vec<&ValueType>> = kids.iter().map(|k| k.ty.as_ref()).collect();
-    let Some(tys) = tys else { return ClassData { ty: None, value: None } };
+    let Some(tys) = tys else { return ClassData::unknown(None) };
     let facts: Vec<Option<ir::op::Fact>> =
         tys.iter().zip(kids).map(|(ty, k)| Some(ir::op::Fact { ty, value: k.value.as_deref() })).collect();
     let ty = match atom.infer(&facts) {
         Ok(mut v) if v.len() == 1 => v.remove(0),
-        _ => return ClassData { ty: None, value: None },
+        _ => return ClassData::unknown(None),
     };
     // Fold small results, and results no larger than their largest input (a broadcast of a
     // constant stays a view: folding it would only materialize copies).
     let out_numel = ty.shape.as_ref().map_or(usize::MAX, |s| s.iter().product::<usize>());
     let max_in = kids.iter().filter_map(|k| k.value.as_ref().map(|v| v.numel())).max().unwrap_or(0);
-    let grows = if matches!(atom, Atom::View(_)) { out_numel > max_in } else { out_numel > max_in.max(4096) };
-    let small = out_numel <= FOLD_LIMIT && !grows;
+    // A view that grows its input is folded only when small, and never materialized.
+    let grows = out_numel > max_in;
+    let is_view = matches!(atom, Atom::View(_));
+    let small = out_numel <= FOLD_LIMIT && (out_numel <= 4096 || !grows);
+    let materialize = !(is_view && grows);
     let value = if small && kids.iter().all(|k| k.value.is_some()) {
         let args: Vec<Option<&Tensor>> = kids.iter().map(|k| k.value.as_deref()).collect();
         atom.eval(&args).ok().and_then(|mut v| v.pop()).map(Arc::new)
     } else {
         None
     };
-    ClassData { ty: Some(ty), value }
+    ClassData { ty: Some(ty), materialize: materialize && value.is_some(), value }
 }

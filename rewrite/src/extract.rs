@@ -130,8 +130,15 @@ pub fn extract(eg: &EG, roots: &[Id], target: &Target) -> Extraction {
             if !kids.iter().all(|k| choice.contains_key(k)) {
                 continue;
             }
-            let Some(cost) = dag_cost(eg, &own, &choice, &kids, c) else { continue };
-            let total = own[&c][i] + cost;
+            let total = match dag_cost(eg, &own, &choice, &kids, c) {
+                Walk::Cycle => continue,
+                Walk::Cost(cost) => own[&c][i] + cost,
+                // A very deep sub-DAG: keep the tree-cost choice (acyclic by construction).
+                Walk::TooDeep => {
+                    best = None;
+                    break;
+                }
+            };
             if best.is_none_or(|(b, _)| total < b * (1.0 - 1e-12)) {
                 best = Some((total, i));
             }
@@ -159,24 +166,37 @@ pub fn extract(eg: &EG, roots: &[Id], target: &Target) -> Extraction {
     Extraction { choice: out, cost }
 }
 
-/// The cost of the sub-DAG below `kids` under `choice`, each class once; `None` when it
-/// reaches `avoid` (choosing it would make a cycle).
-fn dag_cost(eg: &EG, own: &HashMap<Id, Vec<f64>>, choice: &HashMap<Id, usize>, kids: &[Id], avoid: Id) -> Option<f64> {
+/// Classes a DAG-cost walk may visit before the tree cost stands in (bounds extraction
+/// time on deep graphs such as unrolled RNNs).
+const WALK_BUDGET: usize = 1024;
+
+enum Walk {
+    Cost(f64),
+    /// The walk reached the class being decided: choosing this node would make a cycle.
+    Cycle,
+    TooDeep,
+}
+
+/// The cost of the sub-DAG below `kids` under `choice`, each class once.
+fn dag_cost(eg: &EG, own: &HashMap<Id, Vec<f64>>, choice: &HashMap<Id, usize>, kids: &[Id], avoid: Id) -> Walk {
     let mut seen: std::collections::HashSet<Id> = std::collections::HashSet::new();
     let mut stack: Vec<Id> = kids.to_vec();
     let mut total = 0.0;
     while let Some(c) = stack.pop() {
         if c == avoid {
-            return None;
+            return Walk::Cycle;
         }
         if !seen.insert(c) {
             continue;
         }
-        let i = *choice.get(&c)?;
+        if seen.len() > WALK_BUDGET {
+            return Walk::TooDeep;
+        }
+        let Some(&i) = choice.get(&c) else { return Walk::Cycle };
         total += own[&c][i];
         for &k in egg::Language::children(&eg[c].nodes[i]) {
             stack.push(eg.find(k));
         }
     }
-    Some(total)
+    Walk::Cost(total)
 }

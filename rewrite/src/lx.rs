@@ -212,6 +212,9 @@ impl<'a> Lx<'a> {
         let mut axes = axes.to_vec();
         axes.sort_unstable();
         axes.dedup();
+        if axes.is_empty() && !matches!(op, ReduceFn::ArgMax | ReduceFn::ArgMin) {
+            return Ok(x);
+        }
         let r = self.atom(Atom::Reduce { op, axes: axes.clone() }, &[x])?;
         if keepdims {
             return Ok(r);
