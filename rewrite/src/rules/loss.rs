@@ -6,7 +6,7 @@
 
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::reduce::{compute_dtype, softmax_along};
+use crate::rules::reduce::{compute_dtype, full, scalar, softmax_along};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn};
@@ -66,7 +66,7 @@ fn loss(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], softmax: bool) -> Result<O
     // Ignored positions pick class 0 (any valid index) and are masked out below.
     let valid = match ignore {
         Some(ii) => {
-            let iiv = lx.scalar(DType::I64, ii as f64)?;
+            let iiv = scalar(lx, DType::I64, ii as f64)?;
             let eq = lx.binary(BinaryFn::Eq, t, iiv)?;
             Some(lx.unary(UnaryFn::Not, eq)?)
         }
@@ -74,13 +74,13 @@ fn loss(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], softmax: bool) -> Result<O
     };
     let safe_t = match valid {
         Some(v) => {
-            let zero = lx.scalar(DType::I64, 0.0)?;
+            let zero = scalar(lx, DType::I64, 0.0)?;
             lx.select(v, t, zero)?
         }
         None => t,
     };
     let picked = if batch * d == 0 {
-        lx.full(ct, &[batch, 1, d], 0.0)?
+        full(lx, ct, &[batch, 1, d], 0.0)?
     } else {
         lx.atom(Atom::Gather { axis: 1 }, &[input, safe_t])?
     };
@@ -96,7 +96,7 @@ fn loss(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], softmax: bool) -> Result<O
         Some(w) => lx.mul(neg, w)?,
         None => neg,
     };
-    let zero = lx.scalar(ct, 0.0)?;
+    let zero = scalar(lx, ct, 0.0)?;
     if let Some(v) = valid {
         l = lx.select(v, l, zero)?;
     }
@@ -117,7 +117,7 @@ fn loss(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], softmax: bool) -> Result<O
                     let c = lx.cast(v, ct)?;
                     lx.reduce(ReduceFn::Sum, c, &all, false)?
                 }
-                (None, None) => lx.scalar(ct, (batch * d) as f64)?,
+                (None, None) => scalar(lx, ct, (batch * d) as f64)?,
             };
             lx.div(s, ws)?
         }

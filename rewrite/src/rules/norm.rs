@@ -6,7 +6,7 @@
 
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::reduce::{count, norm_axis, red};
+use crate::rules::reduce::{binary_scalar, count, full, norm_axis, red};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{ReduceFn, UnaryFn};
@@ -53,17 +53,17 @@ fn compute(dtype: DType) -> DType {
 fn moments(lx: &mut Lx, x: Id, axes: &[usize]) -> Result<(Id, Id, Id)> {
     let cnt = count(&lx.shape(x)?, axes) as f64;
     let s = red(lx, ReduceFn::Sum, x, axes)?;
-    let mean = lx.binary_scalar(ir::atom::BinaryFn::Div, s, cnt)?;
+    let mean = binary_scalar(lx, ir::atom::BinaryFn::Div, s, cnt)?;
     let d = lx.sub(x, mean)?;
     let sq = lx.mul(d, d)?;
     let ss = red(lx, ReduceFn::Sum, sq, axes)?;
-    let var = lx.binary_scalar(ir::atom::BinaryFn::Div, ss, cnt)?;
+    let var = binary_scalar(lx, ir::atom::BinaryFn::Div, ss, cnt)?;
     Ok((mean, var, d))
 }
 
 /// `1 / sqrt(v + eps)`.
 fn inv_std(lx: &mut Lx, var: Id, eps: f64) -> Result<Id> {
-    let ve = lx.binary_scalar(ir::atom::BinaryFn::Add, var, eps)?;
+    let ve = binary_scalar(lx, ir::atom::BinaryFn::Add, var, eps)?;
     let sd = lx.unary(UnaryFn::Sqrt, ve)?;
     lx.unary(UnaryFn::Recip, sd)
 }
@@ -109,7 +109,7 @@ fn batch_norm(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>
     };
     match n.output {
         0 => {
-            let ve = lx.binary_scalar(ir::atom::BinaryFn::Add, bv, eps)?;
+            let ve = binary_scalar(lx, ir::atom::BinaryFn::Add, bv, eps)?;
             let sd = lx.unary(UnaryFn::Sqrt, ve)?;
             let a = lx.div(scale, sd)?;
             let ma = lx.mul(bm, a)?;
@@ -129,8 +129,8 @@ fn batch_norm(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>
                     } else {
                         (momentum, 1.0 - momentum)
                     };
-                    let a = lx.binary_scalar(ir::atom::BinaryFn::Mul, run, mom)?;
-                    let b = lx.binary_scalar(ir::atom::BinaryFn::Mul, batch, keep)?;
+                    let a = binary_scalar(lx, ir::atom::BinaryFn::Mul, run, mom)?;
+                    let b = binary_scalar(lx, ir::atom::BinaryFn::Mul, batch, keep)?;
                     lx.add(a, b)?
                 }
                 3 => bm,
@@ -167,15 +167,15 @@ fn layer_norm_impl(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], rms: bool) -> R
         // Empty rows: Y is empty, the statistics are zero.
         return match n.output {
             0 => Ok(Some(x)),
-            _ => lx.full(stash, &stat_shape, 0.0).map(Some),
+            _ => full(lx, stash, &stat_shape, 0.0).map(Some),
         };
     }
     let xc = lx.cast(x, ct)?;
     let (mean, var, d) = if rms {
         let sq = lx.mul(xc, xc)?;
         let s = lx.reduce(ReduceFn::Sum, sq, &axes, true)?;
-        let var = lx.binary_scalar(ir::atom::BinaryFn::Div, s, count(&shape, &axes) as f64)?;
-        let zero = lx.full(ct, &stat_shape, 0.0)?;
+        let var = binary_scalar(lx, ir::atom::BinaryFn::Div, s, count(&shape, &axes) as f64)?;
+        let zero = full(lx, ct, &stat_shape, 0.0)?;
         (zero, var, xc)
     } else {
         moments(lx, xc, &axes)?
@@ -266,7 +266,7 @@ fn mvn(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let xc = lx.cast(x, compute(dtype))?;
     let (_, var, d) = moments(lx, xc, &axes)?;
     let sd = lx.unary(UnaryFn::Sqrt, var)?;
-    let den = lx.binary_scalar(ir::atom::BinaryFn::Add, sd, 1e-9)?;
+    let den = binary_scalar(lx, ir::atom::BinaryFn::Add, sd, 1e-9)?;
     let y = lx.div(d, den)?;
     lx.cast(y, dtype).map(Some)
 }

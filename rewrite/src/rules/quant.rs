@@ -166,14 +166,17 @@ fn dynamic(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;
     let r = lx.rank(x)?;
     let axes: Vec<usize> = (0..r).collect();
-    // The data range extended to include 0.
+    // The data range extended to include 0, ignoring NaN like the reference's
+    // `Float::max`/`min` fold from 0 (a NaN counts as a 0).
+    let nan = lx.unary(UnaryFn::IsNaN, x)?;
+    let zero = lx.scalar(DType::F32, 0.0)?;
+    let xr = lx.select(nan, zero, x)?;
     let (mx, mn) = if r == 0 {
-        (x, x)
+        (xr, xr)
     } else if lx.numel(x)? == 0 {
-        let z = lx.scalar(DType::F32, 0.0)?;
-        (z, z)
+        (zero, zero)
     } else {
-        (lx.reduce(ReduceFn::Max, x, &axes, false)?, lx.reduce(ReduceFn::Min, x, &axes, false)?)
+        (lx.reduce(ReduceFn::Max, xr, &axes, false)?, lx.reduce(ReduceFn::Min, xr, &axes, false)?)
     };
     let mx = lx.binary_scalar(BinaryFn::Max, mx, 0.0)?;
     let mn = lx.binary_scalar(BinaryFn::Min, mn, 0.0)?;
@@ -187,7 +190,6 @@ fn dynamic(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     }
     // zp = round_even(clamp(0 - min / scale, 0, 255)).
     let m = lx.div(mn, scale)?;
-    let zero = lx.scalar(DType::F32, 0.0)?;
     let z = lx.sub(zero, m)?;
     let z = lx.binary_scalar(BinaryFn::Max, z, 0.0)?;
     let z = lx.binary_scalar(BinaryFn::Min, z, 255.0)?;

@@ -112,6 +112,54 @@ fn err(msg: impl Into<String>) -> Error {
     Error::InvalidModel(msg.into())
 }
 
+/// A constant, shared with an equal (bitwise) constant already in the e-graph: `Lx::konst`
+/// interns by pointer, so the separate rule calls of a multi-output node would otherwise
+/// build distinct classes and share no subterm.
+pub(crate) fn konst(lx: &mut Lx, t: Tensor) -> Id {
+    let same = |c: &Tensor| {
+        c.dtype() == t.dtype()
+            && c.shape() == t.shape()
+            && if t.dtype().is_float() {
+                c.to_f64_vec().iter().zip(t.to_f64_vec()).all(|(a, b)| a.to_bits() == b.to_bits())
+            } else {
+                c.to_i64_vec() == t.to_i64_vec()
+            }
+    };
+    let found = if t.numel() <= 1 << 16 { lx.eg.analysis.consts.iter().find(|c| same(c)).cloned() } else { None };
+    match found {
+        Some(c) => lx.konst_arc(c),
+        None => lx.konst(t),
+    }
+}
+
+/// A shared 0-d constant of `dtype` holding `v` (Cast semantics).
+pub(crate) fn scalar(lx: &mut Lx, dtype: DType, v: f64) -> Result<Id> {
+    let t = Tensor::from_vec(vec![], vec![v])?.cast(dtype);
+    Ok(konst(lx, t))
+}
+
+/// A shared constant `v` broadcast to `shape`.
+pub(crate) fn full(lx: &mut Lx, dtype: DType, shape: &[usize], v: f64) -> Result<Id> {
+    let s = scalar(lx, dtype, v)?;
+    lx.broadcast_to(s, shape)
+}
+
+/// `f(x, v)` with a shared scalar `v` of x's dtype.
+pub(crate) fn binary_scalar(lx: &mut Lx, f: BinaryFn, x: Id, v: f64) -> Result<Id> {
+    let s = scalar(lx, lx.dtype(x)?, v)?;
+    lx.binary(f, x, s)
+}
+
+/// The indices along `axis` of a tensor of `shape` as `dtype` (a shared iota constant).
+pub(crate) fn iota(lx: &mut Lx, dtype: DType, shape: &[usize], axis: usize) -> Result<Id> {
+    let n = *shape.get(axis).ok_or_else(|| err("iota axis out of range"))?;
+    let mut s1 = vec![1usize; shape.len()];
+    s1[axis] = n;
+    let line = Tensor::from_vec(s1, (0..n).map(|i| i as f64).collect::<Vec<_>>())?.cast(dtype);
+    let c = konst(lx, line);
+    lx.broadcast_to(c, shape)
+}
+
 /// The dtype the reference computes `dtype` in: f32 for f16/bf16, else itself.
 pub(crate) fn compute_dtype(dtype: DType) -> DType {
     match dtype {
@@ -210,13 +258,13 @@ fn reduce_mean(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
     let y = if dtype.is_float() {
         let xu = up(lx, x)?;
         let s = red(lx, ReduceFn::Sum, xu, &axes)?;
-        let m = lx.binary_scalar(BinaryFn::Div, s, cnt as f64)?;
+        let m = binary_scalar(lx, BinaryFn::Div, s, cnt as f64)?;
         lx.cast(m, dtype)?
     } else {
         // Integers: the truncated quotient (the reference's f64 mean converted back); an
         // empty mean is 0 (NaN converted to an integer).
         let s = red(lx, ReduceFn::Sum, x, &axes)?;
-        if cnt == 0 { s } else { lx.binary_scalar(BinaryFn::Div, s, cnt as f64)? }
+        if cnt == 0 { s } else { binary_scalar(lx, BinaryFn::Div, s, cnt as f64)? }
     };
     lx.reshape(y, &out).map(Some)
 }
@@ -274,9 +322,9 @@ fn reduce_log_sum_exp(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Op
     // The shift is the max where it is finite, else 0 (all -inf lanes, empty lanes and
     // +inf lanes then give -inf, -inf and +inf as the reference's online form does).
     let am = lx.unary(UnaryFn::Abs, m)?;
-    let inf = lx.scalar(lx.dtype(xc)?, f64::INFINITY)?;
+    let inf = scalar(lx, lx.dtype(xc)?, f64::INFINITY)?;
     let finite = lx.binary(BinaryFn::Lt, am, inf)?;
-    let zero = lx.scalar(lx.dtype(xc)?, 0.0)?;
+    let zero = scalar(lx, lx.dtype(xc)?, 0.0)?;
     let shift = lx.select(finite, m, zero)?;
     let d = lx.sub(xc, shift)?;
     let e = lx.unary(UnaryFn::Exp, d)?;
@@ -297,7 +345,7 @@ fn arg_max_min(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
     let mut idx = lx.atom(Atom::Reduce { op, axes: vec![axis] }, &[src])?;
     if last {
         // The first extremum of the flipped lane is the last of the lane.
-        let top = lx.scalar(DType::I64, shape[axis] as f64 - 1.0)?;
+        let top = scalar(lx, DType::I64, shape[axis] as f64 - 1.0)?;
         idx = lx.sub(top, idx)?;
     }
     lx.reshape(idx, &out_shape(n)?).map(Some)
@@ -370,7 +418,7 @@ fn hardmax(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let (xr, axis) = normalization_lanes(lx, n, x)?;
     let rs = lx.shape(xr)?;
     let idx = lx.atom(Atom::Reduce { op: ReduceFn::ArgMax, axes: vec![axis] }, &[xr])?;
-    let iota = lx.iota(DType::I64, &rs, axis)?;
+    let iota = iota(lx, DType::I64, &rs, axis)?;
     let hit = lx.binary(BinaryFn::Eq, iota, idx)?;
     let y = lx.cast(hit, dtype)?;
     lx.reshape(y, &shape).map(Some)
@@ -399,7 +447,7 @@ fn lp_normalization(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Opti
         p => return Err(err(format!("LpNormalization attribute 'p' must be 1 or 2, got {p}"))),
     };
     let cd = lx.dtype(xu)?;
-    let zero = lx.scalar(cd, 0.0)?;
+    let zero = scalar(lx, cd, 0.0)?;
     let is_zero = lx.binary(BinaryFn::Eq, norm, zero)?;
     let q = lx.div(xu, norm)?;
     let y = lx.select(is_zero, zero, q)?;
@@ -495,8 +543,8 @@ fn scan_rule(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], prod: bool) -> Result
     let mut acc = scan_along(lx, x, rank - 1, exclusive, reverse, prod)?;
     for axis in (0..rank - 1).rev() {
         let y = scan_along(lx, x, axis, exclusive, reverse, prod)?;
-        let p = lx.scalar(DType::I64, axis as f64)?;
-        let q = lx.scalar(DType::I64, axis as f64 - rank as f64)?;
+        let p = scalar(lx, DType::I64, axis as f64)?;
+        let q = scalar(lx, DType::I64, axis as f64 - rank as f64)?;
         let is_p = lx.binary(BinaryFn::Eq, ai, p)?;
         let is_q = lx.binary(BinaryFn::Eq, ai, q)?;
         let hit = lx.binary(BinaryFn::Or, is_p, is_q)?;
@@ -514,16 +562,12 @@ fn cumprod(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     scan_rule(lx, n, args, true)
 }
 
-/// `a > b` in the reference's sort order (NaN above every number, NaNs equal).
-fn greater_total(lx: &mut Lx, a: Id, b: Id) -> Result<Id> {
+/// `a > b` in the reference's sort order (NaN above every number, NaNs equal), with the
+/// NaN masks `a_nan` and `b_num` (b is not NaN) given for floats.
+fn greater_total(lx: &mut Lx, a: Id, b: Id, nan: Option<(Id, Id)>) -> Result<Id> {
     let gt = lx.binary(BinaryFn::Gt, a, b)?;
-    if !lx.dtype(a)?.is_float() {
-        return Ok(gt);
-    }
-    let an = lx.unary(UnaryFn::IsNaN, a)?;
-    let bn = lx.unary(UnaryFn::IsNaN, b)?;
-    let b_num = lx.unary(UnaryFn::Not, bn)?;
-    let nan_above = lx.binary(BinaryFn::And, an, b_num)?;
+    let Some((a_nan, b_num)) = nan else { return Ok(gt) };
+    let nan_above = lx.binary(BinaryFn::And, a_nan, b_num)?;
     lx.binary(BinaryFn::Or, gt, nan_above)
 }
 
@@ -551,7 +595,7 @@ fn top_k(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let inner: usize = shape[axis + 1..].iter().product();
     if outer * k * inner == 0 {
         let d = if n.output == 0 { dtype } else { DType::I64 };
-        return lx.full(d, &out, 0.0).map(Some);
+        return full(lx, d, &out, 0.0).map(Some);
     }
     let x3 = lx.reshape(x, &[outer, len, inner])?;
     // Pairwise views [outer, i, j, inner]: a = x[i], b = x[j].
@@ -566,11 +610,21 @@ fn top_k(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let xi = lx.view(x3, pair(ii, 0))?;
     let xj = lx.view(x3, pair(0, ii))?;
     // i before j: i's value comes first, or the values tie and i < j.
-    let g = greater_total(lx, xi, xj)?;
-    let h = greater_total(lx, xj, xi)?;
+    let (gn, hn) = if dtype.is_float() {
+        // NaN masks of the n elements, viewed pairwise (not recomputed per pair).
+        let nan = lx.unary(UnaryFn::IsNaN, x3)?;
+        let num = lx.unary(UnaryFn::Not, nan)?;
+        let (nan_i, nan_j) = (lx.view(nan, pair(ii, 0))?, lx.view(nan, pair(0, ii))?);
+        let (num_i, num_j) = (lx.view(num, pair(ii, 0))?, lx.view(num, pair(0, ii))?);
+        (Some((nan_i, num_j)), Some((nan_j, num_i)))
+    } else {
+        (None, None)
+    };
+    let g = greater_total(lx, xi, xj, gn)?;
+    let h = greater_total(lx, xj, xi, hn)?;
     let (first, second) = if largest { (g, h) } else { (h, g) };
     let lower: Vec<bool> = (0..len * len).map(|p| p / len < p % len).collect();
-    let lower = lx.konst(Tensor::from_vec(vec![1, len, len, 1], lower)?);
+    let lower = konst(lx, Tensor::from_vec(vec![1, len, len, 1], lower)?);
     let lower = lx.broadcast_to(lower, &[outer, len, len, inner])?;
     let not_second = lx.unary(UnaryFn::Not, second)?;
     let tie = lx.binary(BinaryFn::And, not_second, lower)?;
@@ -579,8 +633,8 @@ fn top_k(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let rank_of = lx.atom(Atom::Reduce { op: ReduceFn::Sum, axes: vec![1] }, &[before])?;
     let rank_of = lx.reshape(rank_of, &[outer, len, inner])?;
     // perm[r] = the index whose rank is r.
-    let iota = lx.iota(DType::I64, &[outer, len, inner], 1)?;
-    let zeros = lx.full(DType::I64, &[outer, len, inner], 0.0)?;
+    let iota = iota(lx, DType::I64, &[outer, len, inner], 1)?;
+    let zeros = full(lx, DType::I64, &[outer, len, inner], 0.0)?;
     let perm = lx.atom(Atom::Scatter { axis: 1, mode: ScatterMode::Replace }, &[zeros, rank_of, iota])?;
     let idx = lx.strided(perm, &[(0, outer, 1), (0, k, 1), (0, inner, 1)])?;
     if n.output == 1 {
