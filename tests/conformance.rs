@@ -116,8 +116,8 @@ fn has_host_ops(g: &ir::Graph) -> bool {
     g.nodes.iter().any(|n| !matches!(n.op.kind, ir::OpKind::Atom(_)))
 }
 
-/// Runs the test on interp-atoms with its integer inputs (and small float ones) turned into
-/// constants; `Ok(true)` when some node still stays high-level.
+/// Runs the test on interp-atoms with its integer inputs (and small float ones, and bool
+/// flags) turned into constants; `Ok(true)` when some node still stays high-level.
 fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor]) -> Result<bool, String> {
     let mut g = graph.clone();
     let mut feeds = Vec::new();
@@ -125,7 +125,8 @@ fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor]) -> Result<
     for (input, t) in graph.inputs.iter().zip(inputs) {
         // Integer inputs, and float scalars or short vectors (scales, window parameters).
         let small_float = t.dtype().is_float() && t.rank() <= 1 && t.numel() <= 8;
-        if matches!(t.dtype(), DType::I64 | DType::I32) || small_float {
+        let flag = t.dtype() == DType::Bool && t.numel() == 1;
+        if matches!(t.dtype(), DType::I64 | DType::I32) || small_float || flag {
             g.consts.insert(input.value, std::sync::Arc::new(t.clone()));
         } else {
             kept.push(input.clone());

@@ -199,6 +199,9 @@ pub fn high_level_reason(eg: &EG, h: u32) -> String {
     if !hl.lowerable {
         return "host: data-dependent shape".into();
     }
+    if let Some(r) = eg.analysis.errors.iter().filter(|(_, e, _)| *e == h).find_map(|(_, _, m)| crate::host::host_only_reason(m)) {
+        return format!("host: {r}");
+    }
     let errs: Vec<String> =
         eg.analysis.errors.iter().filter(|(_, e, _)| *e == h).map(|(r, _, m)| format!("{r}: {m}")).collect();
     if errs.is_empty() { "no lowering rule".into() } else { format!("lowering failed: {}", errs.join("; ")) }

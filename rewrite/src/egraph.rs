@@ -59,6 +59,24 @@ pub struct Applied {
     pub hl: Option<u32>,
 }
 
+/// Constants up to this many elements are interned by value.
+const SMALL_CONST: usize = 4096;
+
+/// A constant's dtype, shape and exact element bits.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ConstKey(ir::DType, Vec<usize>, Vec<u64>);
+
+impl ConstKey {
+    fn of(t: &Tensor) -> ConstKey {
+        let bits: Vec<u64> = if t.dtype().is_float() {
+            t.to_f64_vec().iter().map(|v| v.to_bits()).collect()
+        } else {
+            t.to_i64_vec().iter().map(|&v| v as u64).collect()
+        };
+        ConstKey(t.dtype(), t.shape().to_vec(), bits)
+    }
+}
+
 /// Interning tables and the analysis state.
 #[derive(Default)]
 pub struct Tables {
@@ -67,6 +85,7 @@ pub struct Tables {
     atom_ids: HashMap<Atom, u32>,
     pub consts: Vec<Arc<Tensor>>,
     const_ids: HashMap<usize, u32>,
+    small_consts: HashMap<ConstKey, u32>,
     pub inputs: Vec<ValueType>,
     /// (rule index, high-level term) pairs already lowered, so a rule runs once per term.
     pub done: HashSet<(usize, u32)>,
@@ -86,14 +105,25 @@ impl Tables {
         i
     }
 
+    /// Interns a constant: large ones by identity (weights), small ones by value, so equal
+    /// scalars and index tables built by different rules share one e-class.
     pub fn intern_const(&mut self, t: Arc<Tensor>) -> u32 {
         let key = Arc::as_ptr(&t) as usize;
         if let Some(&i) = self.const_ids.get(&key) {
             return i;
         }
+        let by_value = (t.numel() <= SMALL_CONST).then(|| ConstKey::of(&t));
+        if let Some(k) = &by_value
+            && let Some(&i) = self.small_consts.get(k)
+        {
+            return i;
+        }
         let i = self.consts.len() as u32;
         self.consts.push(t);
         self.const_ids.insert(key, i);
+        if let Some(k) = by_value {
+            self.small_consts.insert(k, i);
+        }
         i
     }
 }

@@ -17,6 +17,25 @@ pub const HOST_OPS: &[(&str, &str)] = &[
     ("Bernoulli", "nondeterministic (a fresh sample per run)"),
 ];
 
+/// Ops that are host ops only in some configurations: their rules lower every other case
+/// and return [`host_only`] for these.
+pub const HOST_CASES: &[(&str, &str)] = &[
+    ("Dropout", "training mode with a nonzero or runtime ratio draws a random mask"),
+    ("RoiAlign", "sampling_ratio 0 with runtime rois: the sample count depends on the data"),
+];
+
+/// The error a lowering rule returns for a node that must run on the host.
+pub fn host_only(reason: &str) -> ir::Error {
+    ir::Error::Unsupported(format!("{HOST_MARK}{reason}"))
+}
+
+const HOST_MARK: &str = "runs on the host: ";
+
+/// The reason inside a [`host_only`] error message.
+pub fn host_only_reason(msg: &str) -> Option<&str> {
+    msg.split_once(HOST_MARK).map(|(_, r)| r)
+}
+
 /// Why `op` is a host op, if it is one.
 pub fn reason(op: &str) -> Option<&'static str> {
     HOST_OPS.iter().find(|(o, _)| *o == op).map(|(_, r)| *r)

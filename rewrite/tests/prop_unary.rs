@@ -212,7 +212,7 @@ proptest! {
             3 => {
                 let r = Tensor::scalar(0.0f32);
                 let t = Tensor::scalar(true);
-                one_op("Dropout", 22, vec![], &[Arg::Input(x), Arg::Input(r), Arg::Input(t)], 2)
+                one_op("Dropout", 22, vec![], &[Arg::Input(x), Arg::Const(r), Arg::Const(t)], 2)
             }
             _ => {
                 let r = Tensor::scalar(0.25f32);
@@ -240,4 +240,16 @@ proptest! {
         let (g, feeds) = one_op(op, 22, vec![], &[Arg::Input(x)], 1);
         check_rule(rule, &g, feeds, 0.0)?;
     }
+}
+
+/// Training-mode Dropout with a runtime flag draws a random mask: it stays on the host.
+#[test]
+fn training_dropout_with_runtime_flag_stays_on_host() {
+    let x = ir::Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).unwrap();
+    let r = ir::Tensor::scalar(0.5f32);
+    let t = ir::Tensor::scalar(true);
+    let (g, _) = one_op("Dropout", 22, vec![], &[Arg::Input(x), Arg::Input(r), Arg::Input(t)], 1);
+    let d = rewrite::decompose(&g, &rewrite::Options::default()).unwrap();
+    assert_eq!(d.report.high_level.len(), 1);
+    assert!(d.report.high_level[0].2.starts_with("host: training-mode Dropout"), "{:?}", d.report.high_level);
 }

@@ -815,7 +815,7 @@ fn roi_align(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>>
         (vec![sr; nr], vec![sr; nr])
     } else {
         let rv = lx.value(rois).ok_or_else(|| {
-            err("RoiAlign with sampling_ratio 0 takes a sample count from each roi's size: the rois must be constant")
+            crate::host::host_only("RoiAlign with sampling_ratio 0 takes its sample count from the rois' data")
         })?;
         let rv = rv.to_f64_vec();
         let mut gh = Vec::with_capacity(nr);

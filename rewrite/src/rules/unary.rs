@@ -434,9 +434,21 @@ fn cast(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
 
 fn identity(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;
-    // Dropout: inference mode, or a zero ratio, is the identity. Training with a nonzero
-    // ratio (random masks) is rejected by the reference (at inference when the flag and
-    // ratio are constants); with runtime values the identity is the only result it computes.
+    // Dropout: inference mode, or a zero ratio, is the identity. Training with a nonzero or
+    // runtime ratio draws a random mask: that stays on the host (whose interpreter rejects it).
+    if n.op.kind.name() == "Dropout" {
+        let training = match args.get(2).copied().flatten() {
+            None => false,
+            Some(t) => lx.value(t).is_none_or(|v| v.to_f64_vec().iter().any(|&b| b != 0.0)),
+        };
+        let zero_ratio = match args.get(1).copied().flatten() {
+            None => false,
+            Some(r) => lx.value(r).is_some_and(|v| v.to_f64_vec().iter().all(|&p| p == 0.0)),
+        };
+        if training && !zero_ratio {
+            return Err(crate::host::host_only("training-mode Dropout draws a random mask"));
+        }
+    }
     if n.output == 0 {
         return Ok(Some(x));
     }
