@@ -324,6 +324,61 @@ fn window(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax]) -> Result<Id> {
     lx.view(x, ViewMap { shape, strides, offset, guards, pad: 0.0 })
 }
 
+/// The same view with adjacent axes merged where the flat element order allows it
+/// (`stride[a] = stride[a+1] * n[a+1]`, likewise for every guard, or an extent-1 axis), so
+/// that a reshape of it composes into one view more often.
+fn merge_contiguous(v: ViewMap) -> ViewMap {
+    if v.shape.contains(&0) {
+        return v;
+    }
+    // Built back to front: (extent, stride, guard coefs).
+    let mut axes: Vec<(usize, i64, Vec<i64>)> = Vec::new();
+    for a in (0..v.shape.len()).rev() {
+        let (n, st) = (v.shape[a], v.strides[a]);
+        let coefs: Vec<i64> = v.guards.iter().map(|g| g.coefs[a]).collect();
+        if let Some(last) = axes.last_mut() {
+            let (m, sm) = (last.0 as i64, last.1);
+            let fits = st == sm * m && coefs.iter().zip(&last.2).all(|(&c, &cm)| c == cm * m);
+            if n == 1 {
+                continue;
+            }
+            if last.0 == 1 {
+                *last = (n, st, coefs);
+                continue;
+            }
+            if fits {
+                last.0 *= n;
+                continue;
+            }
+        }
+        axes.push((n, st, coefs));
+    }
+    axes.reverse();
+    if axes.is_empty() {
+        axes.push((1, 0, vec![0; v.guards.len()]));
+    }
+    let guards = v
+        .guards
+        .iter()
+        .enumerate()
+        .map(|(i, g)| Guard { coefs: axes.iter().map(|a| a.2[i]).collect(), offset: g.offset, bound: g.bound })
+        .collect();
+    ViewMap { shape: axes.iter().map(|a| a.0).collect(), strides: axes.iter().map(|a| a.1).collect(), offset: v.offset, guards, pad: v.pad }
+}
+
+/// A window view reshaped to `to` (its axes merged first where they are contiguous).
+fn window_as(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax], to: &[usize]) -> Result<Id> {
+    let v = window(lx, x, w, axes)?;
+    let merged = match lx.atoms_in(v).into_iter().find_map(|(a, ch)| match a {
+        Atom::View(m) if ch[0] == x => Some(merge_contiguous(m)),
+        _ => None,
+    }) {
+        Some(m) => lx.view(x, m)?,
+        None => v,
+    };
+    lx.reshape(merged, to)
+}
+
 /// `x` (A.. x G1..Gk, the last k axes spatial) with `s_d - 1` zeros inserted after every
 /// element of spatial axis d: `[A.., G1*s1, ..]`, `x[.., g]` at `g*s`.
 fn zero_insert(lx: &mut Lx, x: Id, steps: &[usize]) -> Result<Id> {
@@ -394,8 +449,7 @@ fn im2col_conv(lx: &mut Lx, x: Id, wm: Id, w: &Win) -> Result<Id> {
     axes.extend((0..w.nsp()).map(Ax::K));
     axes.push(Ax::N);
     axes.extend((0..w.nsp()).map(Ax::O));
-    let v = window(lx, x, w, &axes)?;
-    let cols = lx.reshape(v, &[w.group, w.cg() * w.taps(), w.n * prod(&w.grid)])?;
+    let cols = window_as(lx, x, w, &axes, &[w.group, w.cg() * w.taps(), w.n * prod(&w.grid)])?;
     let mm = lx.atom(Atom::MatMul, &[wm, cols])?;
     output_view(lx, mm, w)
 }
@@ -444,8 +498,7 @@ fn conv_pointwise(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option
     let wm = lx.reshape(a.w, &[win.group, win.mg(), win.cg()])?;
     let mut axes = vec![Ax::G, Ax::Cg, Ax::N];
     axes.extend((0..win.nsp()).map(Ax::O));
-    let v = window(lx, a.x, win, &axes)?;
-    let cols = lx.reshape(v, &[win.group, win.cg(), win.n * prod(&win.grid)])?;
+    let cols = window_as(lx, a.x, win, &axes, &[win.group, win.cg(), win.n * prod(&win.grid)])?;
     let mm = lx.atom(Atom::MatMul, &[wm, cols])?;
     let y = output_view(lx, mm, win)?;
     finish(lx, y, &a)
@@ -517,8 +570,7 @@ fn conv_winograd(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<
     // Input tiles d[i, j, c, n, th, tw] = x[n, c, 2th + i - pad, 2tw + j - pad]: a window of
     // 4x4 taps at stride 2.
     let tiles = Win { kernel: vec![4, 4], strides: vec![2, 2], grid: vec![th, tw], ..win.clone() };
-    let v = window(lx, a.x, &tiles, &[Ax::K(0), Ax::K(1), Ax::Cg, Ax::N, Ax::O(0), Ax::O(1)])?;
-    let v = lx.reshape(v, &[16, c * t])?;
+    let v = window_as(lx, a.x, &tiles, &[Ax::K(0), Ax::K(1), Ax::Cg, Ax::N, Ax::O(0), Ax::O(1)], &[16, c * t])?;
     let kb = konst_matrix(lx, kron(&BT), d)?;
     let vt = lx.atom(Atom::MatMul, &[kb, v])?;
     let vt = lx.reshape(vt, &[16, c, t])?;
@@ -622,9 +674,9 @@ fn conv_transpose_zero_insert(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> R
     shape.extend(&t.kernel);
     let mut strides = vec![(cg * mg * taps) as i64, taps as i64, (mg * taps) as i64];
     let mut offset = 0i64;
-    for d in 0..nsp {
-        strides.push(-kst[d]);
-        offset += (t.kernel[d] as i64 - 1) * kst[d];
+    for (&k, &st) in t.kernel.iter().zip(&kst) {
+        strides.push(-st);
+        offset += (k as i64 - 1) * st;
     }
     let wf = if shape.contains(&0) {
         let d = lx.dtype(a.w)?;
@@ -1002,17 +1054,21 @@ fn channel_values(lx: &Lx, s: Id) -> Option<Vec<f64>> {
 /// `view(W @ X) * s` as `view(W' @ X)` when `y` (class) holds such a view with a constant
 /// `W` and the view maps each output channel to its own rows of the product.
 fn fold_view(lx: &mut Lx, y: Id, s: &[f64]) -> Result<Option<Id>> {
-    for (atom, ch) in lx.atoms_in(y) {
-        let Atom::View(v) = atom else { continue };
+    // Candidates: views of a product, and the class itself as the identity view (a view
+    // that was the identity vanished).
+    let mut cands: Vec<(ViewMap, Id)> =
+        lx.atoms_in(y).into_iter().filter_map(|(a, ch)| if let Atom::View(v) = a { Some((v, ch[0])) } else { None }).collect();
+    cands.push((ViewMap::identity(&lx.shape(y)?), y));
+    for (v, src) in cands {
         if !v.guards.is_empty() || v.shape.len() < 2 || v.shape.contains(&0) || v.shape[1] != s.len() {
             continue;
         }
-        for (mm_atom, mch) in lx.atoms_in(ch[0]) {
+        for (mm_atom, mch) in lx.atoms_in(src) {
             if mm_atom != Atom::MatMul {
                 continue;
             }
             let Some(wt) = lx.value(mch[0]) else { continue };
-            let Some(&cn) = lx.shape(ch[0])?.last() else { continue };
+            let Some(&cn) = lx.shape(src)?.last() else { continue };
             let ws = wt.shape().to_vec();
             if !wt.dtype().is_float() || ws.len() < 2 || cn == 0 {
                 continue;
@@ -1072,10 +1128,12 @@ fn fold_view(lx: &mut Lx, y: Id, s: &[f64]) -> Result<Option<Id>> {
 /// with another constant weight (the rule ran on this Mul before).
 fn already_folded(lx: &Lx, class: Id, y: Id) -> bool {
     let cols_of = |c: Id| -> Vec<(Id, Id)> {
+        let mut srcs: Vec<Id> =
+            lx.atoms_in(c).into_iter().filter_map(|(a, ch)| matches!(a, Atom::View(_)).then_some(ch[0])).collect();
+        srcs.push(c);
         let mut out = Vec::new();
-        for (a, ch) in lx.atoms_in(c) {
-            let Atom::View(_) = a else { continue };
-            for (m, mch) in lx.atoms_in(ch[0]) {
+        for src in srcs {
+            for (m, mch) in lx.atoms_in(src) {
                 if m == Atom::MatMul {
                     out.push((lx.eg.find(mch[0]), lx.eg.find(mch[1])));
                 }

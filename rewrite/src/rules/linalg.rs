@@ -431,9 +431,9 @@ fn einsum(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     };
     let keep0 = needed_after(0);
     let mut acc = sum_labels(lx, first.0, &first.1, |l| !keep0.contains(&l))?;
-    for i in 0..later.len() {
+    for (i, op) in later.iter().enumerate() {
         let keep = needed_after(i + 1);
-        acc = contract(lx, acc, later[i].clone(), &keep, &sizes)?;
+        acc = contract(lx, acc, op.clone(), &keep, &sizes)?;
     }
     let out_labels = plan.output.clone();
     let (y, ls) = sum_labels(lx, acc.0, &acc.1, |l| !out_labels.contains(&l))?;
