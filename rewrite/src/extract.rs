@@ -1,7 +1,8 @@
-//! DAG-aware extraction: the cost of choosing an e-node is its own cost plus the cost of
-//! every class in the sub-DAG below it counted once (a shared subterm is paid once), found
-//! by a greedy fixpoint ("greedy DAG" extraction). High-level ops cost far more than any
-//! atom term, so they are extracted only where no lowering exists (host ops).
+//! DAG-aware extraction (see [`extract`]): alternatives are compared by the cost of their
+//! whole region, each shared subterm paid once, rather than by tree cost (which counts a
+//! shared subterm once per use and grows exponentially on residual networks). High-level
+//! ops cost far more than any atom term, so they are extracted only where no lowering
+//! exists (host ops).
 //!
 //! Atom costs come from the target description: FLOPs over peak FLOP/s at its vector width
 //! plus bytes moved over bandwidth; views cost almost nothing (they fuse into loads).
@@ -10,7 +11,7 @@ use crate::egraph::EG;
 use crate::lang::Term;
 use egg::Id;
 use ir::atom::Atom;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use targets::Target;
 
 /// The cost of a high-level term: larger than any atom subgraph.
@@ -71,74 +72,98 @@ fn node_cost(eg: &EG, class: Id, n: &Term, target: &Target) -> f64 {
 
 /// DAG-aware extraction from `roots`.
 ///
-/// Phase 1 computes tree costs bottom-up to a fixpoint (every class gets an acyclic
-/// choice). Phase 2 revisits, cheapest first, each class that has several finite
-/// alternatives and picks the one whose whole sub-DAG under the current choices (each
-/// class counted once) is cheapest, skipping any that would close a cycle.
-pub fn extract(eg: &EG, roots: &[Id], target: &Target) -> Extraction {
-    let mut tree: HashMap<Id, (f64, usize)> = HashMap::new();
+/// Phase 1 gives every class a *level*: the cheapest over its e-nodes of the node's own
+/// cost plus the highest level among its children (a critical-path cost: it cannot blow up
+/// on shared subterms as tree costs do, and it is strictly larger than every child's).
+/// Phase 2 revisits, lowest level first, each class with several e-nodes whose children all
+/// sit at lower levels (so no choice can close a cycle), and picks the one whose region
+/// (its sub-DAG under the current choices, each class once, down to the `boundary` classes
+/// that stand for the source graph's values) costs least.
+pub fn extract(eg: &EG, roots: &[Id], target: &Target, boundary: &HashSet<Id>) -> Extraction {
     let own: HashMap<Id, Vec<f64>> = eg
         .classes()
         .map(|c| (c.id, c.nodes.iter().map(|n| node_cost(eg, c.id, n, target).max(1e-15)).collect()))
         .collect();
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for c in eg.classes() {
-            for (i, n) in c.nodes.iter().enumerate() {
-                let mut total = own[&c.id][i];
-                let mut ok = true;
-                for &k in egg::Language::children(n) {
-                    let k = eg.find(k);
-                    match tree.get(&k) {
-                        Some((kc, _)) if k != c.id => total += kc,
-                        _ => {
-                            ok = false;
-                            break;
-                        }
+    let mut level: HashMap<Id, (f64, usize)> = HashMap::new();
+    // Worklist from the leaves up: a class is revisited when a child's level improves.
+    let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
+    for c in eg.classes() {
+        for n in &c.nodes {
+            for &k in egg::Language::children(n) {
+                parents.entry(eg.find(k)).or_default().push(c.id);
+            }
+        }
+    }
+    let mut work: Vec<Id> = eg.classes().filter(|c| c.nodes.iter().any(|n| egg::Language::is_leaf(n))).map(|c| c.id).collect();
+    let mut queued: HashSet<Id> = work.iter().copied().collect();
+    while let Some(c) = work.pop() {
+        queued.remove(&c);
+        let mut improved = false;
+        for (i, n) in eg[c].nodes.iter().enumerate() {
+            let mut high = 0.0f64;
+            let mut ok = true;
+            for &k in egg::Language::children(n) {
+                let k = eg.find(k);
+                match level.get(&k) {
+                    Some((l, _)) if k != c => high = high.max(*l),
+                    _ => {
+                        ok = false;
+                        break;
                     }
                 }
-                if !ok {
-                    continue;
-                }
-                let better = tree.get(&c.id).is_none_or(|(old, _)| total < *old * (1.0 - 1e-12));
-                if better {
-                    tree.insert(c.id, (total, i));
-                    changed = true;
+            }
+            if !ok {
+                continue;
+            }
+            let l = own[&c][i] + high;
+            if level.get(&c).is_none_or(|(old, _)| l < *old * (1.0 - 1e-12)) {
+                level.insert(c, (l, i));
+                improved = true;
+            }
+        }
+        if improved && let Some(ps) = parents.get(&c) {
+            for &p in ps {
+                let p = eg.find(p);
+                if queued.insert(p) {
+                    work.push(p);
                 }
             }
         }
     }
-    let mut choice: HashMap<Id, usize> = tree.iter().map(|(&c, &(_, i))| (c, i)).collect();
-    // Phase 2: classes with real alternatives, in increasing tree cost (leaves first).
+    let mut choice: HashMap<Id, usize> = level.iter().map(|(&c, &(_, i))| (c, i)).collect();
+    // The e-nodes of class `c` whose children all sit below it.
+    let eligible = |c: Id| -> Vec<usize> {
+        let lc = level.get(&c).map_or(f64::INFINITY, |l| l.0);
+        eg[c]
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                egg::Language::children(*n).iter().all(|&k| level.get(&eg.find(k)).is_some_and(|l| l.0 < lc))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
     let mut multi: Vec<(f64, Id)> = eg
         .classes()
-        .filter(|c| {
-            c.nodes
-                .iter()
-                .filter(|n| egg::Language::children(*n).iter().all(|&k| tree.contains_key(&eg.find(k))))
-                .count()
-                > 1
-        })
-        .filter_map(|c| tree.get(&c.id).map(|(t, _)| (*t, c.id)))
+        .filter_map(|c| level.get(&c.id).map(|l| (l.0, c.id)))
+        .filter(|&(_, c)| eg[c].nodes.len() > 1)
         .collect();
     multi.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (_, c) in multi {
+        let candidates = eligible(c);
+        if candidates.len() < 2 {
+            continue;
+        }
         let mut best: Option<(f64, usize)> = None;
-        for (i, n) in eg[c].nodes.iter().enumerate() {
-            let kids: Vec<Id> = egg::Language::children(n).iter().map(|&k| eg.find(k)).collect();
-            if !kids.iter().all(|k| choice.contains_key(k)) {
-                continue;
-            }
-            let total = match dag_cost(eg, &own, &choice, &kids, c) {
-                Walk::Cycle => continue,
-                Walk::Cost(cost) => own[&c][i] + cost,
-                // A very deep sub-DAG: keep the tree-cost choice (acyclic by construction).
-                Walk::TooDeep => {
-                    best = None;
-                    break;
-                }
+        for i in candidates {
+            let kids: Vec<Id> = egg::Language::children(&eg[c].nodes[i]).iter().map(|&k| eg.find(k)).collect();
+            let Some(cost) = region_cost(eg, &own, &choice, &kids, boundary) else {
+                // Too large a region to compare: keep the phase-1 choice.
+                best = None;
+                break;
             };
+            let total = own[&c][i] + cost;
             if best.is_none_or(|(b, _)| total < b * (1.0 - 1e-12)) {
                 best = Some((total, i));
             }
@@ -166,37 +191,33 @@ pub fn extract(eg: &EG, roots: &[Id], target: &Target) -> Extraction {
     Extraction { choice: out, cost }
 }
 
-/// Classes a DAG-cost walk may visit before the tree cost stands in (bounds extraction
-/// time on deep graphs such as unrolled RNNs).
-const WALK_BUDGET: usize = 1024;
+/// Classes a region walk may visit before the comparison is given up.
+const WALK_BUDGET: usize = 4096;
 
-enum Walk {
-    Cost(f64),
-    /// The walk reached the class being decided: choosing this node would make a cycle.
-    Cycle,
-    TooDeep,
-}
-
-/// The cost of the sub-DAG below `kids` under `choice`, each class once.
-fn dag_cost(eg: &EG, own: &HashMap<Id, Vec<f64>>, choice: &HashMap<Id, usize>, kids: &[Id], avoid: Id) -> Walk {
-    let mut seen: std::collections::HashSet<Id> = std::collections::HashSet::new();
+/// The cost of the region below `kids` under `choice`: every class once, stopping at
+/// boundary classes (values of the source graph, shared by every alternative).
+fn region_cost(
+    eg: &EG,
+    own: &HashMap<Id, Vec<f64>>,
+    choice: &HashMap<Id, usize>,
+    kids: &[Id],
+    boundary: &HashSet<Id>,
+) -> Option<f64> {
+    let mut seen: HashSet<Id> = HashSet::new();
     let mut stack: Vec<Id> = kids.to_vec();
     let mut total = 0.0;
     while let Some(c) = stack.pop() {
-        if c == avoid {
-            return Walk::Cycle;
-        }
-        if !seen.insert(c) {
+        if boundary.contains(&c) || !seen.insert(c) {
             continue;
         }
         if seen.len() > WALK_BUDGET {
-            return Walk::TooDeep;
+            return None;
         }
-        let Some(&i) = choice.get(&c) else { return Walk::Cycle };
+        let i = *choice.get(&c)?;
         total += own[&c][i];
         for &k in egg::Language::children(&eg[c].nodes[i]) {
             stack.push(eg.find(k));
         }
     }
-    Walk::Cost(total)
+    Some(total)
 }

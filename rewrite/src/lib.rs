@@ -119,7 +119,8 @@ pub fn decompose(graph: &Graph, opts: &Options) -> Result<Decomposed> {
     let eg = runner.egraph;
     let t = Instant::now();
     let roots: Vec<Id> = graph.outputs.iter().filter_map(|o| value_class.get(o).map(|&c| eg.find(c))).collect();
-    let ex = extract::extract(&eg, &roots, &opts.target);
+    let boundary: std::collections::HashSet<Id> = value_class.values().map(|&c| eg.find(c)).collect();
+    let ex = extract::extract(&eg, &roots, &opts.target, &boundary);
     let extract_time = t.elapsed();
     let built = build::build(graph, &eg, &value_class, &ex)?;
     let high_level = built.high_level.clone();
