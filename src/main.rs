@@ -116,6 +116,17 @@ fn shapes_or_ones(g: &ir::Graph, shape_specs: &[String]) -> Result<(InputShapes,
     Ok((shapes, assumed))
 }
 
+/// Specializes the graph; when symbolic dims were assumed to be 1, a failure says so.
+fn specialize(g: &ir::Graph, shapes: &InputShapes, assumed: &[String]) -> Result<ir::Graph> {
+    ir::infer::specialize(g, shapes).with_context(|| {
+        if assumed.is_empty() {
+            "shape inference failed".to_string()
+        } else {
+            format!("shape inference failed with symbolic dims assumed to be 1 ({}): give real shapes with --shape", assumed.join(" "))
+        }
+    })
+}
+
 fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], print_graph: bool) -> Result<()> {
     let model = ir::onnx::import_file(path)?;
     let g = &model.graph;
@@ -123,7 +134,7 @@ fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], p
     if !assumed.is_empty() {
         println!("assuming symbolic dims of 1: {}", assumed.join(" "));
     }
-    let spec = ir::infer::specialize(g, &shapes)?;
+    let spec = specialize(g, &shapes, &assumed)?;
     let d = rewrite::decompose(&spec, &rewrite::Options::default())?;
     if let Some(name) = node {
         let Some(p) = d.provenance.iter().find(|p| p.node == name) else {
@@ -162,7 +173,7 @@ fn inspect(path: &std::path::Path, shape_specs: &[String]) -> Result<()> {
     let model = ir::onnx::import_file(path)?;
     let g = &model.graph;
     let (shapes, assumed) = shapes_or_ones(g, shape_specs)?;
-    let spec = ir::infer::specialize(g, &shapes)?;
+    let spec = specialize(g, &shapes, &assumed)?;
     println!("model: {} (opset {}, ir_version {}, producer '{}')", path.display(), model.opset, model.ir_version, model.producer);
     println!("inputs:");
     for input in &g.inputs {

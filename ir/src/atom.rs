@@ -292,11 +292,60 @@ impl ViewMap {
         Ok(())
     }
 
+    /// The same view with unit dims dropped and adjacent dims merged where the inner one
+    /// continues the outer one (in the strides and in every guard), so `compose` sees
+    /// `[3, 4, 4]` read contiguously as one dim of 48.
+    fn merged(&self) -> ViewMap {
+        let mut shape: Vec<usize> = Vec::new();
+        let mut strides: Vec<i64> = Vec::new();
+        let mut coefs: Vec<Vec<i64>> = vec![Vec::new(); self.guards.len()];
+        for d in 0..self.shape.len() {
+            let n = self.shape[d];
+            if n == 1 {
+                continue;
+            }
+            let joins = shape.last().is_some_and(|_| {
+                let p = shape.len() - 1;
+                strides[p] == self.strides[d] * n as i64
+                    && self.guards.iter().zip(&coefs).all(|(g, c)| c[p] == g.coefs[d] * n as i64)
+            });
+            if joins {
+                let p = shape.len() - 1;
+                shape[p] *= n;
+                strides[p] = self.strides[d];
+                for (c, g) in coefs.iter_mut().zip(&self.guards) {
+                    c[p] = g.coefs[d];
+                }
+            } else {
+                shape.push(n);
+                strides.push(self.strides[d]);
+                for (c, g) in coefs.iter_mut().zip(&self.guards) {
+                    c.push(g.coefs[d]);
+                }
+            }
+        }
+        let guards = self
+            .guards
+            .iter()
+            .zip(coefs)
+            .map(|(g, coefs)| Guard { coefs, offset: g.offset, bound: g.bound })
+            .collect();
+        ViewMap { shape, strides, offset: self.offset, guards, pad: self.pad }
+    }
+
     /// The view of this view: `outer` reads this view's output (row-major), so the
     /// composition is a single view when `outer`'s flat indices decompose affinely into
-    /// this view's multi-index. Returns `None` when they do not.
-    #[allow(clippy::needless_range_loop)] // index arithmetic over two ranks reads clearer
+    /// this view's multi-index (after merging contiguous dims). Returns `None` when they
+    /// do not.
     pub fn compose(&self, outer: &ViewMap) -> Option<ViewMap> {
+        if self.shape.contains(&0) || outer.shape.contains(&0) {
+            return None;
+        }
+        self.merged().compose_merged(outer)
+    }
+
+    #[allow(clippy::needless_range_loop)] // index arithmetic over two ranks reads clearer
+    fn compose_merged(&self, outer: &ViewMap) -> Option<ViewMap> {
         // Each inner index j_k must be an affine function of the outer indices: assign every
         // outer stride to one inner dim whose row-major stride divides it, then check that
         // every j_k stays in [0, n_k) over the whole outer box (conservative: positions an
@@ -881,6 +930,23 @@ mod tests {
         let twice = outer.apply(&inner.apply(&x)?)?;
         let c = inner.compose(&outer).ok_or_else(|| Error::Internal("not composable".into()))?;
         assert_eq!(c.apply(&x)?.slice::<f32>()?, twice.slice::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn compose_merges_contiguous_dims() -> Result<()> {
+        // A padded [2,3,4] view read back as [2,12]: the inner [3,4] dims merge.
+        let x = t(&[2, 3, 4], (0..24).map(|i| i as f32).collect());
+        let inner = ViewMap {
+            shape: vec![2, 3, 4],
+            strides: vec![12, 4, 1],
+            offset: 0,
+            guards: vec![Guard { coefs: vec![1, 0, 0], offset: 0, bound: 1 }],
+            pad: 7.0,
+        };
+        let outer = ViewMap { shape: vec![2, 12], strides: vec![12, 1], offset: 0, guards: vec![], pad: 0.0 };
+        let c = inner.compose(&outer).ok_or_else(|| Error::Internal("not composable".into()))?;
+        assert_eq!(c.apply(&x)?.slice::<f32>()?, outer.apply(&inner.apply(&x)?)?.slice::<f32>()?);
         Ok(())
     }
 

@@ -21,9 +21,10 @@ pub enum Error {
     /// A file could not be read.
     #[error("cannot read '{}': {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    /// An error with the place it happened (a node, a tensor, a file).
-    #[error("{context}: {source}")]
-    Context { context: String, source: Box<Error> },
+    /// An error with the place it happened (a node, a tensor, a file). The inner error is
+    /// part of the message, not a `source`, so error chains do not print it twice.
+    #[error("{context}: {inner}")]
+    Context { context: String, inner: Box<Error> },
     /// A bug in atomc: an invariant did not hold.
     #[error("internal error (a bug in atomc, please report it): {0}")]
     Internal(String),
@@ -35,13 +36,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps the error with the place it happened.
     pub fn context(self, context: impl Into<String>) -> Error {
-        Error::Context { context: context.into(), source: Box::new(self) }
+        Error::Context { context: context.into(), inner: Box::new(self) }
     }
 
     /// The innermost error, without context.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Context { source, .. } => source.root(),
+            Error::Context { inner, .. } => inner.root(),
             other => other,
         }
     }

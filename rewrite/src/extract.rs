@@ -94,7 +94,7 @@ pub fn extract(eg: &EG, roots: &[Id], target: &Target, boundary: &HashSet<Id>) -
             }
         }
     }
-    let mut work: Vec<Id> = eg.classes().filter(|c| c.nodes.iter().any(|n| egg::Language::is_leaf(n))).map(|c| c.id).collect();
+    let mut work: Vec<Id> = eg.classes().filter(|c| c.nodes.iter().any(egg::Language::is_leaf)).map(|c| c.id).collect();
     let mut queued: HashSet<Id> = work.iter().copied().collect();
     while let Some(c) = work.pop() {
         queued.remove(&c);
