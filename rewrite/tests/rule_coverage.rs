@@ -31,3 +31,30 @@ fn every_rule_is_named_by_family_and_documented() {
         assert!(seen.insert(r.name), "rule {} is defined twice", r.name);
     }
 }
+
+#[test]
+fn every_op_the_importer_accepts_has_a_lowering_or_is_a_host_op() {
+    let lowered: std::collections::HashSet<&str> = rewrite::rules::all()
+        .iter()
+        .filter_map(|r| match r.action {
+            rewrite::rules::Action::Lower { ops, .. } => Some(ops.iter().copied()),
+            rewrite::rules::Action::Algebra { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let missing: Vec<&str> = ir::OpKind::all()
+        .into_iter()
+        .filter(|k| !matches!(k, ir::OpKind::Atom(_)))
+        .map(|k| k.name())
+        .filter(|n| !lowered.contains(n) && rewrite::host::reason(n).is_none())
+        .collect();
+    assert!(missing.is_empty(), "ops with neither a lowering rule nor a host-op entry: {missing:?}");
+}
+
+#[test]
+fn host_ops_are_ops_the_importer_accepts() {
+    for (op, why) in rewrite::host::HOST_OPS.iter().chain(rewrite::host::HOST_CASES) {
+        assert!(ir::OpKind::from_name(op).is_some(), "host op {op} is not an op atomc imports");
+        assert!(!why.is_empty());
+    }
+}
