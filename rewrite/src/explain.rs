@@ -23,6 +23,9 @@ pub struct NodeProvenance {
     pub rules: Vec<String>,
     /// Left high-level (host op or unlowered), with the reason.
     pub high_level: Option<String>,
+    /// No output of the node is computed on its own: a consumer absorbed it (a conv whose
+    /// weights took a following BatchNorm's scale is computed inside the BatchNorm's atoms).
+    pub absorbed: bool,
 }
 
 impl std::fmt::Display for NodeProvenance {
@@ -30,6 +33,9 @@ impl std::fmt::Display for NodeProvenance {
         writeln!(f, "{} ({})", self.node, self.op)?;
         if let Some(r) = &self.high_level {
             writeln!(f, "  stays high-level: {r}")?;
+        }
+        if self.absorbed {
+            writeln!(f, "  absorbed: computed inside its consumers' atoms (e.g. folded into the next node)")?;
         }
         writeln!(f, "  rules: {}", if self.rules.is_empty() { "(none)".into() } else { self.rules.join(", ") })?;
         writeln!(f, "  atoms ({}):", self.atoms.len())?;
@@ -122,12 +128,14 @@ pub fn provenance(src: &Graph, eg: &EG, value_class: &HashMap<ValueId, Id>, ex: 
                 rules.push(a.rule.to_string());
             }
         }
+        let absorbed = !outs.is_empty() && outs.iter().all(|c| !ex.choice.contains_key(c));
         out.push(NodeProvenance {
             node: node.name.clone(),
             op: node.op.kind.name().to_string(),
             atoms,
             rules,
             high_level,
+            absorbed,
         });
     }
     out
