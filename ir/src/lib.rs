@@ -29,6 +29,7 @@ pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod interp;
+pub mod kernel;
 pub mod onnx;
 pub mod op;
 pub mod ops;
