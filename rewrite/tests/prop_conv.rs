@@ -12,16 +12,6 @@ use common::*;
 use ir::{Attr, DType, Graph, Tensor};
 use proptest::prelude::*;
 
-/// Deterministic values in [-1, 1) from a seed (the geometry is what proptest explores).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(shape.to_vec(), noise(shape.iter().product(), seed)).unwrap()

@@ -9,47 +9,11 @@
 mod common;
 
 use common::*;
-use ir::graph::{Dim, Input, Node, ValueType};
-use ir::{Attr, Attrs, DType, Graph, Op, OpKind, Tensor};
+use ir::{Attr, DType, Tensor};
 use proptest::prelude::*;
-use std::sync::Arc;
 
 /// Exact: every layout rule is exact.
 const EXACT: f64 = 0.0;
-
-/// A graph of one op over `args` with types inferred but nothing folded.
-fn one_op_nofold(op: &str, version: u32, attrs: Vec<(&str, Attr)>, args: &[Arg], num_outputs: usize) -> (Graph, Vec<Tensor>) {
-    let kind = OpKind::from_name(op).unwrap_or_else(|| panic!("no op {op}"));
-    let mut a = Attrs::new();
-    for (k, v) in attrs {
-        a.set(k, v);
-    }
-    let mut g = Graph::default();
-    let mut ins = Vec::new();
-    let mut feeds = Vec::new();
-    for (i, arg) in args.iter().enumerate() {
-        match arg {
-            Arg::Absent => ins.push(None),
-            Arg::Input(t) => {
-                let v = g.add_value(format!("in{i}"));
-                g.inputs.push(Input { value: v, dtype: t.dtype(), dims: t.shape().iter().map(|&n| Dim::Fixed(n)).collect() });
-                g.values[v.index()].ty = Some(ValueType::new(t.dtype(), t.shape().to_vec()));
-                feeds.push(t.clone());
-                ins.push(Some(v));
-            }
-            Arg::Const(t) => {
-                let v = g.add_value(format!("c{i}"));
-                g.consts.insert(v, Arc::new(t.clone()));
-                ins.push(Some(v));
-            }
-        }
-    }
-    let outs: Vec<_> = (0..num_outputs).map(|k| Some(g.add_value(format!("out{k}")))).collect();
-    g.outputs = outs.iter().flatten().copied().collect();
-    g.nodes.push(Node { name: "node".into(), op: Op { kind, attrs: a, version }, inputs: ins, outputs: outs });
-    ir::infer::infer_types(&mut g, false).unwrap_or_else(|e| panic!("{op}: infer failed: {e}"));
-    (g, feeds)
-}
 
 fn i64s(v: Vec<i64>) -> Tensor {
     Tensor::from_i64s(v)
@@ -83,7 +47,7 @@ proptest! {
         if p < target.len() && target[p] != 0 {
             target[p] = -1;
         }
-        let (g, feeds) = one_op_nofold("Reshape", 14, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1);
+        let (g, feeds) = one_op_unfolded("Reshape", 14, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1);
         check_rule("layout/reshape", &g, feeds, EXACT)?;
     }
 
@@ -92,7 +56,7 @@ proptest! {
     fn flatten(x in shape_r(1, 4, 3).prop_flat_map(|s| f32_tensor(s, 10.0)), a in 0usize..9) {
         let r = x.rank() as i64;
         let axis = a as i64 % (2 * r + 1) - r;
-        let (g, feeds) = one_op_nofold("Flatten", 13, vec![("axis", Attr::Int(axis))], &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("Flatten", 13, vec![("axis", Attr::Int(axis))], &[Arg::Input(x)], 1);
         check_rule("layout/reshape", &g, feeds, EXACT)?;
     }
 
@@ -104,9 +68,9 @@ proptest! {
         let r = s.len() as i64;
         let axes: Vec<i64> = (0..s.len()).filter(|&d| s[d] == 1 && pick[d]).map(|d| if d % 2 == 0 { d as i64 } else { d as i64 - r }).collect();
         let (g, feeds) = match form {
-            0 => one_op_nofold("Squeeze", 11, vec![("axes", ints(&axes))], &[Arg::Input(x)], 1),
-            1 if !axes.is_empty() => one_op_nofold("Squeeze", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(axes))], 1),
-            _ => one_op_nofold("Squeeze", 13, vec![], &[Arg::Input(x)], 1),
+            0 => one_op_unfolded("Squeeze", 11, vec![("axes", ints(&axes))], &[Arg::Input(x)], 1),
+            1 if !axes.is_empty() => one_op_unfolded("Squeeze", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(axes))], 1),
+            _ => one_op_unfolded("Squeeze", 13, vec![], &[Arg::Input(x)], 1),
         };
         check_rule("layout/reshape", &g, feeds, EXACT)?;
     }
@@ -129,9 +93,9 @@ proptest! {
             }
         }
         let (g, feeds) = if v13 {
-            one_op_nofold("Unsqueeze", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(axes))], 1)
+            one_op_unfolded("Unsqueeze", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(axes))], 1)
         } else {
-            one_op_nofold("Unsqueeze", 11, vec![("axes", ints(&axes))], &[Arg::Input(x)], 1)
+            one_op_unfolded("Unsqueeze", 11, vec![("axes", ints(&axes))], &[Arg::Input(x)], 1)
         };
         check_rule("layout/reshape", &g, feeds, EXACT)?;
     }
@@ -146,7 +110,7 @@ proptest! {
         default in any::<bool>(),
     ) {
         let attrs = if default { vec![] } else { vec![("perm", ints(&perm))] };
-        let (g, feeds) = one_op_nofold("Transpose", 13, attrs, &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("Transpose", 13, attrs, &[Arg::Input(x)], 1);
         check_rule("layout/transpose", &g, feeds, EXACT)?;
     }
 
@@ -160,7 +124,7 @@ proptest! {
             if ones[i] && in_dim == d { 1 } else { d as i64 }
         }).collect();
         let x = Tensor::from_vec(xs.clone(), (0..xs.iter().product::<usize>()).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
-        let (g, feeds) = one_op_nofold("Expand", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1);
+        let (g, feeds) = one_op_unfolded("Expand", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1);
         check_rule("layout/expand", &g, feeds, EXACT)?;
     }
 
@@ -187,7 +151,7 @@ proptest! {
         let r = xs[0].rank() as i64;
         let a = if neg { axis as i64 - r } else { axis as i64 };
         let args: Vec<Arg> = xs.into_iter().map(Arg::Input).collect();
-        let (g, feeds) = one_op_nofold("Concat", 13, vec![("axis", Attr::Int(a))], &args, 1);
+        let (g, feeds) = one_op_unfolded("Concat", 13, vec![("axis", Attr::Int(a))], &args, 1);
         check_rule("layout/concat", &g, feeds, EXACT)?;
     }
 
@@ -209,13 +173,13 @@ proptest! {
         let dim = x.shape()[axis];
         let ax = ("axis", Attr::Int(axis as i64));
         let (g, feeds) = match form {
-            0 => one_op_nofold("Split", 11, vec![ax, ("split", ints(&split))], &[Arg::Input(x)], k),
-            1 => one_op_nofold("Split", 13, vec![ax], &[Arg::Input(x), Arg::Const(i64s(split))], k),
+            0 => one_op_unfolded("Split", 11, vec![ax, ("split", ints(&split))], &[Arg::Input(x)], k),
+            1 => one_op_unfolded("Split", 13, vec![ax], &[Arg::Input(x), Arg::Const(i64s(split))], k),
             2 if dim >= k && dim.div_ceil(k) * (k - 1) < dim => {
-                one_op_nofold("Split", 18, vec![ax, ("num_outputs", Attr::Int(k as i64))], &[Arg::Input(x)], k)
+                one_op_unfolded("Split", 18, vec![ax, ("num_outputs", Attr::Int(k as i64))], &[Arg::Input(x)], k)
             }
-            _ if dim % k == 0 => one_op_nofold("Split", 13, vec![ax], &[Arg::Input(x)], k),
-            _ => one_op_nofold("Split", 13, vec![ax], &[Arg::Input(x), Arg::Const(i64s(split))], k),
+            _ if dim % k == 0 => one_op_unfolded("Split", 13, vec![ax], &[Arg::Input(x)], k),
+            _ => one_op_unfolded("Split", 13, vec![ax], &[Arg::Input(x), Arg::Const(i64s(split))], k),
         };
         check_rule("layout/split", &g, feeds, EXACT)?;
     }
@@ -247,11 +211,11 @@ proptest! {
         let ends: Vec<i64> = specs[..n].iter().map(|s| s.1).collect();
         let steps: Vec<i64> = specs[..n].iter().map(|s| s.2).collect();
         let (g, feeds) = match form {
-            0 => one_op_nofold("Slice", 9, vec![("starts", ints(&starts)), ("ends", ints(&ends)), ("axes", ints(&axes))], &[Arg::Input(x)], 1),
-            1 => one_op_nofold(
+            0 => one_op_unfolded("Slice", 9, vec![("starts", ints(&starts)), ("ends", ints(&ends)), ("axes", ints(&axes))], &[Arg::Input(x)], 1),
+            1 => one_op_unfolded(
                 "Slice", 13, vec![],
                 &[Arg::Input(x), Arg::Const(i64s(starts)), Arg::Const(i64s(ends)), Arg::Const(i64s(axes)), Arg::Const(i64s(steps))], 1),
-            _ => one_op_nofold("Slice", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(starts)), Arg::Const(i64s(ends))], 1),
+            _ => one_op_unfolded("Slice", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(starts)), Arg::Const(i64s(ends))], 1),
         };
         check_rule("layout/slice", &g, feeds, EXACT)?;
     }
@@ -277,19 +241,19 @@ proptest! {
         let mut flat: Vec<i64> = pads.iter().map(|p| p.0).collect();
         flat.extend(pads.iter().map(|p| p.1));
         let (g, feeds) = match form {
-            0 => one_op_nofold("Pad", 2, vec![("pads", ints(&flat)), ("value", Attr::Float(v))], &[Arg::Input(x)], 1),
-            1 => one_op_nofold("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Const(Tensor::scalar(v))], 1),
-            2 => one_op_nofold("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Input(Tensor::scalar(v))], 1),
-            3 => one_op_nofold("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat))], 1),
+            0 => one_op_unfolded("Pad", 2, vec![("pads", ints(&flat)), ("value", Attr::Float(v))], &[Arg::Input(x)], 1),
+            1 => one_op_unfolded("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Const(Tensor::scalar(v))], 1),
+            2 => one_op_unfolded("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Input(Tensor::scalar(v))], 1),
+            3 => one_op_unfolded("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat))], 1),
             4 => {
                 let x = x.cast(DType::F64);
                 let value = Tensor::scalar(v as f64 + 0.1);
-                one_op_nofold("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Const(value)], 1)
+                one_op_unfolded("Pad", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(flat)), Arg::Const(value)], 1)
             }
             _ => {
                 // Only the last axis, named negatively.
                 let last = pads[pads.len() - 1];
-                one_op_nofold("Pad", 18, vec![], &[
+                one_op_unfolded("Pad", 18, vec![], &[
                     Arg::Input(x), Arg::Const(i64s(vec![last.0, last.1])), Arg::Const(Tensor::scalar(v)), Arg::Const(i64s(vec![-1])),
                 ], 1)
             }
@@ -317,9 +281,9 @@ proptest! {
         flat.extend(pads.iter().map(|p| p.1));
         let mode = ("mode", Attr::String(mode.into()));
         let (g, feeds) = if v18 {
-            one_op_nofold("Pad", 18, vec![mode], &[Arg::Input(x), Arg::Const(i64s(flat))], 1)
+            one_op_unfolded("Pad", 18, vec![mode], &[Arg::Input(x), Arg::Const(i64s(flat))], 1)
         } else {
-            one_op_nofold("Pad", 2, vec![mode, ("pads", ints(&flat))], &[Arg::Input(x)], 1)
+            one_op_unfolded("Pad", 2, vec![mode, ("pads", ints(&flat))], &[Arg::Input(x)], 1)
         };
         check_rule("layout/pad-mirror", &g, feeds, EXACT)?;
     }
@@ -327,7 +291,7 @@ proptest! {
     /// Tile with repeats 0..3: exact.
     #[test]
     fn tile((x, reps) in shape_r(1, 3, 3).prop_flat_map(|s| { let r = s.len(); (f32_tensor(s, 10.0), proptest::collection::vec(0i64..4, r)) })) {
-        let (g, feeds) = one_op_nofold("Tile", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(reps))], 1);
+        let (g, feeds) = one_op_unfolded("Tile", 13, vec![], &[Arg::Input(x), Arg::Const(i64s(reps))], 1);
         check_rule("layout/tile", &g, feeds, EXACT)?;
     }
 
@@ -335,10 +299,10 @@ proptest! {
     #[test]
     fn shape_and_size(x in shape_r(0, 4, 3).prop_flat_map(|s| f32_tensor(s, 10.0)), start in -6i64..6, end in -6i64..6, form in 0usize..4) {
         let (g, feeds) = match form {
-            0 => one_op_nofold("Shape", 15, vec![("start", Attr::Int(start)), ("end", Attr::Int(end))], &[Arg::Input(x)], 1),
-            1 => one_op_nofold("Shape", 15, vec![("start", Attr::Int(start))], &[Arg::Input(x)], 1),
-            2 => one_op_nofold("Shape", 13, vec![], &[Arg::Input(x)], 1),
-            _ => one_op_nofold("Size", 13, vec![], &[Arg::Input(x)], 1),
+            0 => one_op_unfolded("Shape", 15, vec![("start", Attr::Int(start)), ("end", Attr::Int(end))], &[Arg::Input(x)], 1),
+            1 => one_op_unfolded("Shape", 15, vec![("start", Attr::Int(start))], &[Arg::Input(x)], 1),
+            2 => one_op_unfolded("Shape", 13, vec![], &[Arg::Input(x)], 1),
+            _ => one_op_unfolded("Size", 13, vec![], &[Arg::Input(x)], 1),
         };
         check_rule("layout/shape", &g, feeds, EXACT)?;
     }
@@ -352,7 +316,7 @@ proptest! {
             2 => vec![("value", Attr::Tensor(Tensor::from_vec(vec![1], vec![v * 1_000_000_007]).unwrap()))],
             _ => vec![("value", Attr::Tensor(Tensor::from_vec(vec![1], vec![v > 0]).unwrap()))],
         };
-        let (g, feeds) = one_op_nofold("ConstantOfShape", 20, attrs, &[Arg::Const(i64s(dims))], 1);
+        let (g, feeds) = one_op_unfolded("ConstantOfShape", 20, attrs, &[Arg::Const(i64s(dims))], 1);
         check_rule("layout/constant-of-shape", &g, feeds, EXACT)?;
     }
 
@@ -373,7 +337,7 @@ proptest! {
         };
         let (s, l, d) = if dtype.is_float() { (f(start), f(limit), delta as f64 * (1.0 + frac as f64 * 0.1)) } else { (start as f64, limit as f64, delta as f64) };
         let args = [Arg::Const(t(s, dtype)), Arg::Const(t(l, dtype)), Arg::Const(t(d, dtype))];
-        let (g, feeds) = one_op_nofold("Range", version, attrs, &args, 1);
+        let (g, feeds) = one_op_unfolded("Range", version, attrs, &args, 1);
         check_rule("layout/range", &g, feeds, EXACT)?;
     }
 
@@ -385,7 +349,7 @@ proptest! {
         if let Some(d) = dtype {
             attrs.push(("dtype", Attr::Int(d)));
         }
-        let (g, feeds) = one_op_nofold("EyeLike", 9, attrs, &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("EyeLike", 9, attrs, &[Arg::Input(x)], 1);
         check_rule("layout/eye-like", &g, feeds, EXACT)?;
     }
 
@@ -395,9 +359,9 @@ proptest! {
         let x = if int { x.cast(DType::I64) } else { x };
         let attrs = vec![("upper", Attr::Int(upper))];
         let (g, feeds) = match form {
-            0 => one_op_nofold("Trilu", 14, attrs, &[Arg::Input(x)], 1),
-            1 => one_op_nofold("Trilu", 14, attrs, &[Arg::Input(x), Arg::Const(Tensor::scalar(k))], 1),
-            _ => one_op_nofold("Trilu", 14, attrs, &[Arg::Input(x), Arg::Input(Tensor::scalar(k))], 1),
+            0 => one_op_unfolded("Trilu", 14, attrs, &[Arg::Input(x)], 1),
+            1 => one_op_unfolded("Trilu", 14, attrs, &[Arg::Input(x), Arg::Const(Tensor::scalar(k))], 1),
+            _ => one_op_unfolded("Trilu", 14, attrs, &[Arg::Input(x), Arg::Input(Tensor::scalar(k))], 1),
         };
         check_rule("layout/trilu", &g, feeds, EXACT)?;
     }
@@ -411,7 +375,7 @@ proptest! {
         if crd {
             attrs.push(("mode", Attr::String("CRD".into())));
         }
-        let (g, feeds) = one_op_nofold("DepthToSpace", 13, attrs, &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("DepthToSpace", 13, attrs, &[Arg::Input(x)], 1);
         check_rule("layout/depth-to-space", &g, feeds, EXACT)?;
     }
 
@@ -420,7 +384,7 @@ proptest! {
     fn space_to_depth((n, c, h, w) in (1usize..3, 1usize..3, 1usize..3, 1usize..3), b in 1usize..4) {
         let s = vec![n, c, h * b, w * b];
         let x = Tensor::from_vec(s.clone(), (0..s.iter().product::<usize>()).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
-        let (g, feeds) = one_op_nofold("SpaceToDepth", 13, vec![("blocksize", Attr::Int(b as i64))], &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("SpaceToDepth", 13, vec![("blocksize", Attr::Int(b as i64))], &[Arg::Input(x)], 1);
         check_rule("layout/space-to-depth", &g, feeds, EXACT)?;
     }
 
@@ -429,9 +393,9 @@ proptest! {
     fn center_crop_pad((x, target) in shape_r(1, 3, 5).prop_flat_map(|s| { let r = s.len(); (f32_tensor(s, 10.0), proptest::collection::vec(1i64..8, r)) }), some in any::<bool>()) {
         let r = x.rank();
         let (g, feeds) = if some && r > 1 {
-            one_op_nofold("CenterCropPad", 18, vec![("axes", ints(&[-1, 0]))], &[Arg::Input(x), Arg::Const(i64s(vec![target[r - 1], target[0]]))], 1)
+            one_op_unfolded("CenterCropPad", 18, vec![("axes", ints(&[-1, 0]))], &[Arg::Input(x), Arg::Const(i64s(vec![target[r - 1], target[0]]))], 1)
         } else {
-            one_op_nofold("CenterCropPad", 18, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1)
+            one_op_unfolded("CenterCropPad", 18, vec![], &[Arg::Input(x), Arg::Const(i64s(target))], 1)
         };
         check_rule("layout/center-crop-pad", &g, feeds, EXACT)?;
     }
@@ -456,7 +420,7 @@ proptest! {
         };
         let attrs = if batch_first { vec![("batch_axis", Attr::Int(0)), ("time_axis", Attr::Int(1))] } else { vec![] };
         let l = i64s(lens);
-        let (g, feeds) = one_op_nofold("ReverseSequence", 10, attrs, &[Arg::Input(x), if runtime { Arg::Input(l) } else { Arg::Const(l) }], 1);
+        let (g, feeds) = one_op_unfolded("ReverseSequence", 10, attrs, &[Arg::Input(x), if runtime { Arg::Input(l) } else { Arg::Const(l) }], 1);
         check_rule("layout/reverse-sequence", &g, feeds, EXACT)?;
     }
 
@@ -473,7 +437,7 @@ proptest! {
         let axis = a as i64 % (2 * r + 2) - (r + 1);
         let idx = if float_idx { idx.cast(DType::F32) } else { idx };
         let values = if int_values { i64s(vec![3, -7]) } else { Tensor::from_vec(vec![2], vec![0.5f32, 2.0]).unwrap() };
-        let (g, feeds) = one_op_nofold("OneHot", 11, vec![("axis", Attr::Int(axis))], &[Arg::Input(idx), Arg::Const(Tensor::scalar(depth)), Arg::Input(values)], 1);
+        let (g, feeds) = one_op_unfolded("OneHot", 11, vec![("axis", Attr::Int(axis))], &[Arg::Input(idx), Arg::Const(Tensor::scalar(depth)), Arg::Input(values)], 1);
         check_rule("layout/one-hot", &g, feeds, EXACT)?;
     }
 
@@ -517,7 +481,7 @@ proptest! {
             8 => (Tensor::from_vec(vec![n], bits.iter().map(|&b| b & 1 == 1).collect::<Vec<_>>()).unwrap(), 2),
             _ => (Tensor::from_vec(vec![n], bits.iter().map(|&b| b as i8).collect::<Vec<_>>()).unwrap(), 2),
         };
-        let (g, feeds) = one_op_nofold("BitCast", 26, vec![("to", Attr::Int(to))], &[Arg::Input(x)], 1);
+        let (g, feeds) = one_op_unfolded("BitCast", 26, vec![("to", Attr::Int(to))], &[Arg::Input(x)], 1);
         check_rule("layout/bitcast", &g, feeds, EXACT)?;
     }
 }

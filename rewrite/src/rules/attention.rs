@@ -13,12 +13,13 @@
 //! caches as they are), slices the rotated pairs with Views (halves, or even/odd lanes when
 //! interleaved), rotates them with Mul/Sub/Add and concatenates the pass-through tail.
 
+use crate::rules::{err, compute_dtype};
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
-use ir::{DType, Error, Result, Tensor};
+use ir::{DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -33,17 +34,7 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
-/// The dtype a float computation runs in: f32 for f16/bf16, else the dtype itself.
-pub(crate) fn compute_dtype(d: DType) -> DType {
-    match d {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
 
 /// Softmax over the last axis: `exp(x - max) / sum` (a row of -inf gives NaN, like the
 /// reference).

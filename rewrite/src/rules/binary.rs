@@ -5,7 +5,7 @@
 
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::unary::compute_dtype;
+use crate::rules::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::Result;

@@ -15,6 +15,7 @@
 //! - `conv/fold-scale-into-weights`: `Mul(conv, s)` with `s` constant per output channel
 //!   scales the constant weight operand of the conv's MatMul (BatchNorm folding).
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lang::Term;
 use crate::lx::Lx;
@@ -22,7 +23,7 @@ use crate::rules::linalg::{promote, requantize};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, AtomKind, BinaryFn, Guard, ReduceFn, UnaryFn, ViewMap, row_major};
-use ir::{Attrs, DType, Error, Result, Tensor};
+use ir::{Attrs, DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -82,9 +83,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 fn prod(v: &[usize]) -> usize {
     v.iter().product()

@@ -10,6 +10,7 @@
 //! constant base coordinates with theta; `RoiAlign` computes its bilinear sample positions
 //! from the rois (a static sample count: `sampling_ratio > 0`, or constant rois).
 
+use crate::rules::{compute_dtype, err};
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
@@ -40,17 +41,9 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 fn bad_attr(name: &str, value: impl std::fmt::Display) -> Error {
     err(format!("attribute '{name}' has an unsupported value '{value}'"))
-}
-
-/// The dtype floats compute in: f32 for f16/bf16, else the dtype.
-fn compute_dtype(d: DType) -> DType {
-    crate::rules::pool::compute_dtype(d)
 }
 
 /// Keys cubic convolution weight at distance `t` with coefficient `a`.

@@ -5,13 +5,14 @@
 //! TensorScatter scatters the update along its axis at `write_indices[b] + s` (mod the
 //! cache length when circular). Compress, NonZero and Unique are host ops.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ScatterMode};
 use ir::shape::normalize_axis;
-use ir::{DType, Error, Result};
+use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -46,9 +47,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 fn gather(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;

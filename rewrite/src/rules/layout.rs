@@ -10,13 +10,14 @@
 //! width, where the two agree bit for bit; a float's bits are computed exactly from its
 //! exponent and mantissa in f64 (and back), NaNs mapping to the canonical quiet NaN.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, UnaryFn};
 use ir::shape::{normalize_axes, normalize_axis};
-use ir::{DType, Error, Result, Tensor};
+use ir::{DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -121,9 +122,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 /// The static output shape of the output this call builds.
 pub(crate) fn out_shape(n: &HlNode) -> Result<Vec<usize>> {

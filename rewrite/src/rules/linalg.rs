@@ -5,12 +5,13 @@
 //! Gather and Select), and the integer forms subtract zero points in i32 and requantize
 //! with the reference's rounding.
 
+use crate::rules::{err, compute_dtype};
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn, ViewMap, row_major};
-use ir::{DType, Error, Result};
+use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -45,19 +46,9 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 // ---- shared helpers (also used by the conv family) ------------------------------------
 
-/// The dtype computations on `d` run in: f32 for f16/bf16, else `d`.
-pub(crate) fn compute_dtype(d: DType) -> DType {
-    match d {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
 
 /// `x` cast to its compute dtype.
 pub(crate) fn promote(lx: &mut Lx, x: Id) -> Result<Id> {

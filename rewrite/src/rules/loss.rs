@@ -4,13 +4,15 @@
 //! max-shifted log-softmax along the class axis, which is also its second output. The
 //! reductions are `Reduce` Sum atoms (the mean divides by the summed weights).
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::reduce::{compute_dtype, full, scalar, softmax_along};
+use crate::rules::compute_dtype;
+use crate::rules::reduce::{full, scalar, softmax_along};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn};
-use ir::{DType, Error, Result};
+use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -25,9 +27,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 fn nll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     loss(lx, n, args, false)

@@ -202,6 +202,20 @@ impl Applier<Term, Tables> for RuleMatch {
     }
 }
 
+/// An error of a rule about the model it lowers.
+pub(crate) fn err(msg: impl Into<String>) -> ir::Error {
+    ir::Error::InvalidModel(msg.into())
+}
+
+/// The dtype float math runs in, as the reference does it: f32 for f16/bf16, else the
+/// dtype itself.
+pub(crate) fn compute_dtype(d: ir::DType) -> ir::DType {
+    match d {
+        ir::DType::F16 | ir::DType::BF16 => ir::DType::F32,
+        d => d,
+    }
+}
+
 /// Required input `i` of a high-level node.
 pub fn arg(args: &[Option<Id>], i: usize) -> Result<Id> {
     args.get(i).copied().flatten().ok_or_else(|| ir::Error::InvalidModel(format!("required input {i} is missing")))

@@ -4,13 +4,14 @@
 //! folds to `x * a + b` per channel (constant when the parameters are); in training it uses
 //! the batch statistics and also produces the running (and saved) statistics.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::reduce::{binary_scalar, count, full, norm_axis, red};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{ReduceFn, UnaryFn};
-use ir::{DType, Error, Result};
+use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -40,9 +41,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 /// The dtype the norm ops compute in: f64 for f64, else f32.
 fn compute(dtype: DType) -> DType {

@@ -7,12 +7,13 @@
 //! LpPool sums `|x|^p` and takes the `1/p` power. Global pools reduce the spatial axes,
 //! MaxUnpool is a `Scatter` into zeros, LRN a window View over the channels.
 
+use crate::rules::{err, compute_dtype};
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{BinaryFn, Guard, ReduceFn, UnaryFn, ViewMap, row_major};
-use ir::{Attrs, DType, Error, Result, Tensor};
+use ir::{Attrs, DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -47,17 +48,7 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
-/// The dtype a pool computes in: f32 for f16/bf16, else the input dtype.
-pub(crate) fn compute_dtype(d: DType) -> DType {
-    match d {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
 
 /// The lowest value of a dtype where the reference starts its max fold (`Bounded::min_value`).
 /// f64 uses -inf: `f64::MIN` does not survive the View's attribute encoding (not exact in f32).

@@ -3,6 +3,7 @@
 //! scale repeated along the axis by views), with the reference's rounding (half to even)
 //! and saturation; DynamicQuantizeLinear computes its scale and zero point with reductions.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
@@ -28,9 +29,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 /// Broadcasts a scale or zero point `s` to the data shape `x` following the layout rules
 /// of the reference: per-tensor (one element), per-axis (1-D of the axis length along

@@ -8,12 +8,13 @@
 //!
 //! Float16/bfloat16 inputs are computed in f32 and converted back, like the reference.
 
+use crate::rules::{err, compute_dtype};
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, Guard, ReduceFn, ScatterMode, UnaryFn, ViewMap};
-use ir::{DType, Error, Result, Tensor};
+use ir::{DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -108,9 +109,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 /// A constant, shared with an equal (bitwise) constant already in the e-graph: `Lx::konst`
 /// interns by pointer, so the separate rule calls of a multi-output node would otherwise
@@ -160,13 +158,6 @@ pub(crate) fn iota(lx: &mut Lx, dtype: DType, shape: &[usize], axis: usize) -> R
     lx.broadcast_to(c, shape)
 }
 
-/// The dtype the reference computes `dtype` in: f32 for f16/bf16, else itself.
-pub(crate) fn compute_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
 
 /// `x` converted to its compute dtype (f16/bf16 to f32).
 pub(crate) fn up(lx: &mut Lx, x: Id) -> Result<Id> {

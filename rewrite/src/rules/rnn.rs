@@ -8,13 +8,14 @@
 //! initial state at its own last step. `layout = 1` is a transpose at the edges; f16/bf16
 //! compute in f32.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::attention::compute_dtype;
+use crate::rules::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{BinaryFn, UnaryFn};
-use ir::{DType, Error, Result};
+use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -34,9 +35,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -6,13 +6,14 @@
 //! and applies the same matrix. The window functions and `MelWeightMatrix` are constants
 //! of their static output shape. f16/bf16 compute in f32, like the reference.
 
+use crate::rules::err;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
-use crate::rules::attention::compute_dtype;
+use crate::rules::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::ViewMap;
-use ir::{Error, Result, Tensor};
+use ir::{Result, Tensor};
 use std::f64::consts::PI;
 
 pub const RULES: &[Rule] = &[
@@ -38,9 +39,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-fn err(msg: impl Into<String>) -> Error {
-    Error::InvalidModel(msg.into())
-}
 
 /// A constant scalar input as i64.
 fn const_int(lx: &Lx, x: Id, what: &str) -> Result<i64> {

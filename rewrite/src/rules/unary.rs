@@ -6,6 +6,7 @@
 //! atoms wherever the reference uses `Float::max`/`min` (which ignore NaN), so NaN
 //! behaves exactly as in the reference kernels.
 
+use crate::rules::compute_dtype;
 use crate::egraph::HlNode;
 use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
@@ -93,13 +94,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-/// The dtype float math runs in: f32 for f16/bf16, else the dtype itself.
-pub(crate) fn compute_dtype(d: DType) -> DType {
-    match d {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
 
 /// `f(x)` computed in x's compute dtype ([`compute_dtype`]) and cast back to x's dtype.
 pub(crate) fn in_compute(lx: &mut Lx, x: Id, f: impl FnOnce(&mut Lx, Id) -> Result<Id>) -> Result<Id> {

@@ -16,8 +16,32 @@ pub enum Arg {
     Absent,
 }
 
-/// A graph of one op (ONNX name, opset version, attributes) over `args`, specialized.
+/// A graph of one op (ONNX name, opset version, attributes) over `args`, specialized
+/// (constant-only nodes fold away: use [`one_op_unfolded`] to test rules on them).
 pub fn one_op(op: &str, version: u32, attrs: Vec<(&str, Attr)>, args: &[Arg], num_outputs: usize) -> (Graph, Vec<Tensor>) {
+    let (g, feeds) = build(op, version, attrs, args, num_outputs);
+    let shapes = g
+        .inputs
+        .iter()
+        .zip(&feeds)
+        .map(|(i, t)| (g.name(i.value).to_string(), t.shape().to_vec()))
+        .collect();
+    let spec = ir::infer::specialize(&g, &shapes).unwrap_or_else(|e| panic!("{op}: specialize failed: {e}"));
+    (spec, feeds)
+}
+
+/// A graph of one op with types inferred but nothing folded, so a rule sees a node whose
+/// inputs are all constants (Shape, Range, windows...).
+pub fn one_op_unfolded(op: &str, version: u32, attrs: Vec<(&str, Attr)>, args: &[Arg], num_outputs: usize) -> (Graph, Vec<Tensor>) {
+    let (mut g, feeds) = build(op, version, attrs, args, num_outputs);
+    for (input, t) in g.inputs.clone().iter().zip(&feeds) {
+        g.values[input.value.index()].ty = Some(ValueType::new(t.dtype(), t.shape().to_vec()));
+    }
+    ir::infer::infer_types(&mut g, false).unwrap_or_else(|e| panic!("{op}: infer failed: {e}"));
+    (g, feeds)
+}
+
+fn build(op: &str, version: u32, attrs: Vec<(&str, Attr)>, args: &[Arg], num_outputs: usize) -> (Graph, Vec<Tensor>) {
     let kind = OpKind::from_name(op).unwrap_or_else(|| panic!("no op {op}"));
     let mut a = Attrs::new();
     for (k, v) in attrs {
@@ -49,13 +73,19 @@ pub fn one_op(op: &str, version: u32, attrs: Vec<(&str, Attr)>, args: &[Arg], nu
     let outs: Vec<_> = (0..num_outputs).map(|k| Some(g.add_value(format!("out{k}")))).collect();
     g.outputs = outs.iter().flatten().copied().collect();
     g.nodes.push(Node { name: "node".into(), op: Op { kind, attrs: a, version }, inputs: ins, outputs: outs });
-    let shapes = g
-        .inputs
-        .iter()
-        .map(|i| (g.name(i.value).to_string(), feeds[g.inputs.iter().position(|j| j.value == i.value).unwrap()].shape().to_vec()))
-        .collect();
-    let spec = ir::infer::specialize(&g, &shapes).unwrap_or_else(|e| panic!("{op}: specialize failed: {e}"));
-    (spec, feeds)
+    (g, feeds)
+}
+
+/// Deterministic values in [-1, 1) from a seed (for tests where proptest explores the
+/// geometry, not the values).
+pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
 }
 
 /// Relative closeness: `|a - b| <= tol * (1 + |b|)`; NaNs match NaNs; integers exact.
