@@ -153,7 +153,8 @@ impl Kernel {
     /// iteration domain, loads are [`crate::atom::ViewMap`] reads, a scatter is
     /// [`Atom::Scatter`] on the flat buffer. `inputs[i]` is buffer `i` (any shape; its
     /// flat data is used). The result is the flat output buffer: shape `[output.numel]`,
-    /// zero where the store writes nothing.
+    /// zero where the store writes nothing (where it writes twice, the later point in
+    /// row-major order wins). Out-of-range reads, writes and positions are errors.
     pub fn eval(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         if inputs.len() != self.inputs.len() {
             return Err(self.err(format!("takes {} inputs, got {}", self.inputs.len(), inputs.len())));
@@ -1178,6 +1179,49 @@ mod tests {
             *extent = 5;
         }
         assert!(msg(&g).contains("'data'"), "{}", msg(&g));
+    }
+
+    #[test]
+    fn full_reduction_to_a_scalar_with_bias_epilogue() -> Result<()> {
+        // y[] = sum(x) + bias[0], then cast to f64.
+        let k = Kernel {
+            name: "total".into(),
+            inputs: vec![buf("x", DType::F32, 6), buf("bias", DType::F32, 1)],
+            output: buf("y", DType::F64, 1),
+            out_shape: vec![],
+            red_shape: vec![2, 3],
+            store: aff(0, &[]),
+            body: Body::Compute {
+                reduce: Some(ReduceFn::Sum),
+                body: load(0, 0, &[3, 1]),
+                epilogue: Expr::Cast(DType::F64, Box::new(bin(BinaryFn::Add, Expr::Acc, load(1, 0, &[])))),
+            },
+        };
+        verify(&k)?;
+        let x = seq(&[2, 3], |i| i as f64 * 0.1)?;
+        let bias = seq(&[1], |_| 0.5)?;
+        let sum = run(Atom::Reduce { op: ReduceFn::Sum, axes: vec![0, 1] }, &[&x])?.reshaped(vec![])?;
+        let want = run(Atom::Cast(DType::F64), &[&run(Atom::Binary(BinaryFn::Add), &[&sum, &bias.clone().reshaped(vec![])?])?])?;
+        same(&k.eval(&[&x, &bias])?, &want)?;
+        assert!(k.to_string().contains("  for ()\n  reduce Sum over i0 < 2, i1 < 3\n"), "{k}");
+        Ok(())
+    }
+
+    #[test]
+    fn unverified_out_of_bounds_is_an_error_not_a_panic() -> Result<()> {
+        let mut k = matmul_kernel(2, 3, 2);
+        k.store = aff(1, &[2, 1]);
+        assert!(verify(&k).err().map(|e| e.to_string()).unwrap_or_default().contains("store of buffer 'y'"));
+        let a = seq(&[2, 3], |i| i as f64)?;
+        let b = seq(&[3, 2], |i| i as f64)?;
+        assert!(k.eval(&[&a, &b]).is_err());
+        let mut k = matmul_kernel(2, 3, 2);
+        if let Body::Compute { body, .. } = &mut k.body {
+            *body = bin(BinaryFn::Mul, load(0, 1, &[3, 0, 1]), load(1, 0, &[0, 1, 2]));
+        }
+        let e = k.eval(&[&a, &b]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("load of buffer 'a' at element 6 of 6"), "{e}");
+        Ok(())
     }
 
     #[test]
