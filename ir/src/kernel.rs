@@ -911,8 +911,7 @@ mod tests {
     }
 
     fn matmul_kernel(m: usize, kk: usize, n: usize) -> Kernel {
-        let (m_, k_, n_) = (m as i64, kk as i64, n as i64);
-        let _ = m_;
+        let (k_, n_) = (kk as i64, n as i64);
         Kernel {
             name: "matmul".into(),
             inputs: vec![buf("a", DType::F32, m * kk), buf("b", DType::F32, kk * n)],
