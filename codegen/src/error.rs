@@ -25,8 +25,12 @@ impl From<Error> for ir::Error {
     fn from(e: Error) -> ir::Error {
         match e {
             Error::Unsupported { .. } => ir::Error::Unsupported(e.to_string()),
-            Error::InvalidKernel { .. } | Error::Internal { .. } => ir::Error::Internal(e.to_string()),
-            Error::InvalidInput { .. } | Error::Runtime { .. } => ir::Error::InvalidInput(e.to_string()),
+            Error::InvalidKernel { .. } | Error::Internal { .. } => {
+                ir::Error::Internal(e.to_string())
+            }
+            Error::InvalidInput { .. } | Error::Runtime { .. } => {
+                ir::Error::InvalidInput(e.to_string())
+            }
         }
     }
 }

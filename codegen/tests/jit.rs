@@ -9,15 +9,27 @@ type R = Result<(), Box<dyn std::error::Error>>;
 type F32Fn = fn(f32) -> f32;
 
 fn buf(name: &str, dtype: DType, numel: usize) -> Buffer {
-    Buffer { name: name.into(), dtype, numel }
+    Buffer {
+        name: name.into(),
+        dtype,
+        numel,
+    }
 }
 
 fn aff(offset: i64, coefs: &[i64]) -> Affine {
-    Affine { offset, coefs: coefs.to_vec() }
+    Affine {
+        offset,
+        coefs: coefs.to_vec(),
+    }
 }
 
 fn load(buf: usize, index: Affine) -> Expr {
-    Expr::Load { buf, index, guards: vec![], pad: 0.0 }
+    Expr::Load {
+        buf,
+        index,
+        guards: vec![],
+        pad: 0.0,
+    }
 }
 
 fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
@@ -42,7 +54,11 @@ fn elementwise(name: &str, inputs: Vec<Buffer>, out: DType, shape: &[usize], e: 
         out_shape: shape.to_vec(),
         red_shape: vec![],
         store: aff(0, &row_major(shape)),
-        body: Body::Compute { reduce: None, body: e, epilogue: Expr::Acc },
+        body: Body::Compute {
+            reduce: None,
+            body: e,
+            epilogue: Expr::Acc,
+        },
     }
 }
 
@@ -63,13 +79,19 @@ fn i64b(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_ne_bytes()).collect()
 }
 fn to_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 fn to_i64(b: &[u8]) -> Vec<i64> {
-    b.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+    b.chunks_exact(8)
+        .map(|c| i64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
 }
 fn to_i32(b: &[u8]) -> Vec<i32> {
-    b.chunks_exact(4).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn run(k: &Kernel, inputs: &[&[u8]]) -> Result<Vec<u8>, Error> {
@@ -86,8 +108,18 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn add_with_broadcast_load() -> R {
     // out[i, j] = a[i, j] + b[j], a: [2, 3], b: [3].
-    let e = bin(BinaryFn::Add, load(0, aff(0, &[3, 1])), load(1, aff(0, &[0, 1])));
-    let k = elementwise("add", vec![buf("a", DType::F32, 6), buf("b", DType::F32, 3)], DType::F32, &[2, 3], e);
+    let e = bin(
+        BinaryFn::Add,
+        load(0, aff(0, &[3, 1])),
+        load(1, aff(0, &[0, 1])),
+    );
+    let k = elementwise(
+        "add",
+        vec![buf("a", DType::F32, 6), buf("b", DType::F32, 3)],
+        DType::F32,
+        &[2, 3],
+        e,
+    );
     let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
     let b = [10.0, 20.0, 30.0];
     let out = to_f32(&run(&k, &[&f32b(&a), &f32b(&b)])?);
@@ -102,7 +134,10 @@ fn relu_is_max_with_zero_and_keeps_nan_and_negative_zero() -> R {
     let x = [-1.5, 2.0, f32::NAN, -0.0, 0.25];
     let out = to_f32(&run(&k, &[&f32b(&x)])?);
     // The reference: `a.is_nan() || (!b.is_nan() && a >= b) ? a : b`.
-    let want: Vec<f32> = x.iter().map(|&a| if a.is_nan() || a >= 0.0 { a } else { 0.0 }).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&a| if a.is_nan() || a >= 0.0 { a } else { 0.0 })
+        .collect();
     assert_eq!(bits(&out), bits(&want));
     Ok(())
 }
@@ -113,7 +148,16 @@ fn padded_window_load_with_two_guards() -> R {
     let e = Expr::Load {
         buf: 0,
         index: aff(-3, &[2, 1]),
-        guards: vec![KGuard { expr: aff(-1, &[1, 0]), bound: 2 }, KGuard { expr: aff(-1, &[0, 1]), bound: 2 }],
+        guards: vec![
+            KGuard {
+                expr: aff(-1, &[1, 0]),
+                bound: 2,
+            },
+            KGuard {
+                expr: aff(-1, &[0, 1]),
+                bound: 2,
+            },
+        ],
         pad: -1.0,
     };
     let k = elementwise("pad", vec![buf("x", DType::F32, 4)], DType::F32, &[4, 4], e);
@@ -142,7 +186,11 @@ fn matmul(m: usize, k: usize, n: usize) -> Kernel {
         out_shape: vec![m, n],
         red_shape: vec![k],
         store: aff(0, &[n as i64, 1]),
-        body: Body::Compute { reduce: Some(ReduceFn::Sum), body, epilogue: Expr::Acc },
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body,
+            epilogue: Expr::Acc,
+        },
     }
 }
 
@@ -194,12 +242,28 @@ fn reduce_max_min_with_epilogue() -> R {
 fn select_with_compare_and_axis() -> R {
     // out[i] = a[i] > b[i] ? a[i] : (i as f32)
     let e = Expr::Select(
-        Box::new(bin(BinaryFn::Gt, load(0, aff(0, &[1])), load(1, aff(0, &[1])))),
+        Box::new(bin(
+            BinaryFn::Gt,
+            load(0, aff(0, &[1])),
+            load(1, aff(0, &[1])),
+        )),
         Box::new(load(0, aff(0, &[1]))),
         Box::new(Expr::Cast(DType::F32, Box::new(Expr::Axis(0)))),
     );
-    let k = elementwise("sel", vec![buf("a", DType::F32, 4), buf("b", DType::F32, 4)], DType::F32, &[4], e);
-    let out = to_f32(&run(&k, &[&f32b(&[5.0, 1.0, f32::NAN, 9.0]), &f32b(&[1.0, 5.0, 0.0, 9.0])])?);
+    let k = elementwise(
+        "sel",
+        vec![buf("a", DType::F32, 4), buf("b", DType::F32, 4)],
+        DType::F32,
+        &[4],
+        e,
+    );
+    let out = to_f32(&run(
+        &k,
+        &[
+            &f32b(&[5.0, 1.0, f32::NAN, 9.0]),
+            &f32b(&[1.0, 5.0, 0.0, 9.0]),
+        ],
+    )?);
     assert_eq!(out, vec![5.0, 1.0, 2.0, 3.0]);
     Ok(())
 }
@@ -209,25 +273,67 @@ fn casts_saturate_wrap_and_test_nonzero() -> R {
     let x = f32b(&[-2.7, 3.9, f32::NAN, 1e20, -1e20, 0.0, -0.0]);
     let xs = || load(0, aff(0, &[1]));
     let inputs = vec![buf("x", DType::F32, 7)];
-    let to_i64 = elementwise("f2i", inputs.clone(), DType::I64, &[7], Expr::Cast(DType::I64, Box::new(xs())));
-    assert_eq!(to_i64_vec(&run(&to_i64, &[&x])?), vec![-2, 3, 0, i64::MAX, i64::MIN, 0, 0]);
+    let to_i64 = elementwise(
+        "f2i",
+        inputs.clone(),
+        DType::I64,
+        &[7],
+        Expr::Cast(DType::I64, Box::new(xs())),
+    );
+    assert_eq!(
+        to_i64_vec(&run(&to_i64, &[&x])?),
+        vec![-2, 3, 0, i64::MAX, i64::MIN, 0, 0]
+    );
     let to_bool = elementwise(
         "f2b2f",
         inputs.clone(),
         DType::F32,
         &[7],
-        Expr::Cast(DType::F32, Box::new(Expr::Cast(DType::Bool, Box::new(xs())))),
+        Expr::Cast(
+            DType::F32,
+            Box::new(Expr::Cast(DType::Bool, Box::new(xs()))),
+        ),
     );
-    assert_eq!(to_f32(&run(&to_bool, &[&x])?), vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
-    let k32 = elementwise("f2i32", inputs, DType::I32, &[7], Expr::Cast(DType::I32, Box::new(xs())));
-    assert_eq!(to_i32(&run(&k32, &[&x])?), vec![-2, 3, 0, i32::MAX, i32::MIN, 0, 0]);
+    assert_eq!(
+        to_f32(&run(&to_bool, &[&x])?),
+        vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    );
+    let k32 = elementwise(
+        "f2i32",
+        inputs,
+        DType::I32,
+        &[7],
+        Expr::Cast(DType::I32, Box::new(xs())),
+    );
+    assert_eq!(
+        to_i32(&run(&k32, &[&x])?),
+        vec![-2, 3, 0, i32::MAX, i32::MIN, 0, 0]
+    );
     // i64 -> i32 wraps, i64 -> f32 rounds once.
     let v = [1i64 << 40 | 5, -1, (1 << 53) + 1, i64::MAX];
     let ys = || load(0, aff(0, &[1]));
-    let wrap = elementwise("i2i32", vec![buf("v", DType::I64, 4)], DType::I32, &[4], Expr::Cast(DType::I32, Box::new(ys())));
-    assert_eq!(to_i32(&run(&wrap, &[&i64b(&v)])?), v.iter().map(|&x| x as i32).collect::<Vec<_>>());
-    let tof = elementwise("i2f", vec![buf("v", DType::I64, 4)], DType::F32, &[4], Expr::Cast(DType::F32, Box::new(ys())));
-    assert_eq!(to_f32(&run(&tof, &[&i64b(&v)])?), v.iter().map(|&x| x as f32).collect::<Vec<_>>());
+    let wrap = elementwise(
+        "i2i32",
+        vec![buf("v", DType::I64, 4)],
+        DType::I32,
+        &[4],
+        Expr::Cast(DType::I32, Box::new(ys())),
+    );
+    assert_eq!(
+        to_i32(&run(&wrap, &[&i64b(&v)])?),
+        v.iter().map(|&x| x as i32).collect::<Vec<_>>()
+    );
+    let tof = elementwise(
+        "i2f",
+        vec![buf("v", DType::I64, 4)],
+        DType::F32,
+        &[4],
+        Expr::Cast(DType::F32, Box::new(ys())),
+    );
+    assert_eq!(
+        to_f32(&run(&tof, &[&i64b(&v)])?),
+        v.iter().map(|&x| x as f32).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -240,21 +346,47 @@ fn integer_arithmetic_wraps_and_divides_like_the_reference() -> R {
     let a = [7i64, -7, 7, -7, i64::MIN, 5];
     let b = [2i64, 2, -2, -2, -1, 3];
     let ins = vec![buf("a", DType::I64, 6), buf("b", DType::I64, 6)];
-    let mk = |f| elementwise("int", ins.clone(), DType::I64, &[6], bin(f, load(0, aff(0, &[1])), load(1, aff(0, &[1]))));
+    let mk = |f| {
+        elementwise(
+            "int",
+            ins.clone(),
+            DType::I64,
+            &[6],
+            bin(f, load(0, aff(0, &[1])), load(1, aff(0, &[1]))),
+        )
+    };
     let bytes = (i64b(&a), i64b(&b));
     let go = |f| -> Result<Vec<i64>, Error> { Ok(to_i64(&run(&mk(f), &[&bytes.0, &bytes.1])?)) };
     assert_eq!(go(BinaryFn::Div)?, vec![3, -3, -3, 3, i64::MIN, 1]);
     assert_eq!(go(BinaryFn::Fmod)?, vec![1, -1, 1, -1, 0, 2]);
     assert_eq!(go(BinaryFn::Mod)?, vec![1, 1, -1, -1, 0, 2]);
-    assert_eq!(go(BinaryFn::Mul)?, a.iter().zip(&b).map(|(x, y)| x.wrapping_mul(*y)).collect::<Vec<_>>());
+    assert_eq!(
+        go(BinaryFn::Mul)?,
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| x.wrapping_mul(*y))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(go(BinaryFn::Max)?, vec![7, 2, 7, -2, -1, 5]);
-    let neg = elementwise("neg", ins[..1].to_vec(), DType::I64, &[6], un(UnaryFn::Neg, load(0, aff(0, &[1]))));
-    assert_eq!(to_i64(&run(&neg, &[&bytes.0])?), a.iter().map(|x| x.wrapping_neg()).collect::<Vec<_>>());
+    let neg = elementwise(
+        "neg",
+        ins[..1].to_vec(),
+        DType::I64,
+        &[6],
+        un(UnaryFn::Neg, load(0, aff(0, &[1]))),
+    );
+    assert_eq!(
+        to_i64(&run(&neg, &[&bytes.0])?),
+        a.iter().map(|x| x.wrapping_neg()).collect::<Vec<_>>()
+    );
     // A zero divisor is a run-time error naming the kernel.
     let zero = i64b(&[1, 1, 0, 1, 1, 1]);
     let err = JitKernel::compile(&mk(BinaryFn::Div))?.run(&[&bytes.0, &zero], &mut [0u8; 48]);
     match err {
-        Err(e @ Error::Runtime { .. }) => assert!(e.to_string().contains("'int'") && e.to_string().contains("division by zero"), "{e}"),
+        Err(e @ Error::Runtime { .. }) => assert!(
+            e.to_string().contains("'int'") && e.to_string().contains("division by zero"),
+            "{e}"
+        ),
         other => panic!("expected a run-time error, got {other:?}"),
     }
     Ok(())
@@ -275,7 +407,13 @@ fn unary_math_matches_std_bit_for_bit() -> R {
         (UnaryFn::Erf, libm::erff),
     ];
     for (f, r) in cases {
-        let k = elementwise("u", vec![buf("x", DType::F32, 64)], DType::F32, &[64], un(f, load(0, aff(0, &[1]))));
+        let k = elementwise(
+            "u",
+            vec![buf("x", DType::F32, 64)],
+            DType::F32,
+            &[64],
+            un(f, load(0, aff(0, &[1]))),
+        );
         let out = to_f32(&run(&k, &[&f32b(&x)])?);
         let want: Vec<f32> = x.iter().map(|&v| r(v)).collect();
         assert_eq!(bits(&out), bits(&want), "{}", f.name());
@@ -284,9 +422,19 @@ fn unary_math_matches_std_bit_for_bit() -> R {
     let sig = bin(
         BinaryFn::Div,
         cst(1.0, DType::F32),
-        bin(BinaryFn::Add, cst(1.0, DType::F32), un(UnaryFn::Exp, un(UnaryFn::Neg, load(0, aff(0, &[1]))))),
+        bin(
+            BinaryFn::Add,
+            cst(1.0, DType::F32),
+            un(UnaryFn::Exp, un(UnaryFn::Neg, load(0, aff(0, &[1])))),
+        ),
     );
-    let k = elementwise("sigmoid", vec![buf("x", DType::F32, 64)], DType::F32, &[64], sig);
+    let k = elementwise(
+        "sigmoid",
+        vec![buf("x", DType::F32, 64)],
+        DType::F32,
+        &[64],
+        sig,
+    );
     let out = to_f32(&run(&k, &[&f32b(&x)])?);
     let want: Vec<f32> = x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
     assert_eq!(bits(&out), bits(&want));
@@ -296,25 +444,60 @@ fn unary_math_matches_std_bit_for_bit() -> R {
 #[test]
 fn gather_checks_positions_at_run_time() -> R {
     // out[i] = data[idx[i]], data: [4], idx: [3] (i64).
-    let e = Expr::Gather { buf: 0, index: aff(0, &[0]), stride: 1, extent: 4, pos: Box::new(load(1, aff(0, &[1]))) };
-    let k = elementwise("gather", vec![buf("data", DType::F32, 4), buf("idx", DType::I64, 3)], DType::F32, &[3], e);
+    let e = Expr::Gather {
+        buf: 0,
+        index: aff(0, &[0]),
+        stride: 1,
+        extent: 4,
+        pos: Box::new(load(1, aff(0, &[1]))),
+    };
+    let k = elementwise(
+        "gather",
+        vec![buf("data", DType::F32, 4), buf("idx", DType::I64, 3)],
+        DType::F32,
+        &[3],
+        e,
+    );
     let data = f32b(&[10.0, 11.0, 12.0, 13.0]);
-    assert_eq!(to_f32(&run(&k, &[&data, &i64b(&[3, 0, 2])])?), vec![13.0, 10.0, 12.0]);
+    assert_eq!(
+        to_f32(&run(&k, &[&data, &i64b(&[3, 0, 2])])?),
+        vec![13.0, 10.0, 12.0]
+    );
     for bad in [4, -1] {
-        let e = run(&k, &[&data, &i64b(&[0, bad, 1])]).err().ok_or("expected an error")?;
-        assert!(matches!(e, Error::Runtime { .. }) && e.to_string().contains("'gather'"), "{e}");
+        let e = run(&k, &[&data, &i64b(&[0, bad, 1])])
+            .err()
+            .ok_or("expected an error")?;
+        assert!(
+            matches!(e, Error::Runtime { .. }) && e.to_string().contains("'gather'"),
+            "{e}"
+        );
     }
     Ok(())
 }
 
 #[test]
 fn buffer_lengths_are_checked() -> R {
-    let k = elementwise("copy", vec![buf("x", DType::F32, 3)], DType::F32, &[3], load(0, aff(0, &[1])));
+    let k = elementwise(
+        "copy",
+        vec![buf("x", DType::F32, 3)],
+        DType::F32,
+        &[3],
+        load(0, aff(0, &[1])),
+    );
     let j = JitKernel::compile(&k)?;
     let mut out = vec![0u8; 12];
-    assert!(matches!(j.run(&[&[0u8; 8]], &mut out), Err(Error::InvalidInput { .. })));
-    assert!(matches!(j.run(&[], &mut out), Err(Error::InvalidInput { .. })));
-    assert!(matches!(j.run(&[&[0u8; 12]], &mut [0u8; 16]), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        j.run(&[&[0u8; 8]], &mut out),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        j.run(&[], &mut out),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        j.run(&[&[0u8; 12]], &mut [0u8; 16]),
+        Err(Error::InvalidInput { .. })
+    ));
     j.run(&[&f32b(&[1.0, 2.0, 3.0])], &mut out)?;
     assert_eq!(to_f32(&out), vec![1.0, 2.0, 3.0]);
     Ok(())
@@ -323,26 +506,153 @@ fn buffer_lengths_are_checked() -> R {
 #[test]
 fn unsupported_and_invalid_kernels_are_errors() {
     let x = || vec![buf("x", DType::F32, 3)];
-    let k = elementwise("nope", x(), DType::F32, &[3], un(UnaryFn::BitNot, load(0, aff(0, &[1]))));
-    let e = JitKernel::compile(&k).err().map(|e| e.to_string()).unwrap_or_default();
-    assert_eq!(e, "kernel 'nope': Unary BitNot on f32 is not supported by the Cranelift backend yet");
+    let k = elementwise(
+        "nope",
+        x(),
+        DType::F32,
+        &[3],
+        un(UnaryFn::BitNot, load(0, aff(0, &[1]))),
+    );
+    let e = JitKernel::compile(&k)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        e,
+        "kernel 'nope': Unary BitNot on f32 is not supported by the Cranelift backend yet"
+    );
     // Out-of-bounds store, a load from the output buffer, and a dtype mismatch.
     let mut k = elementwise("oob", x(), DType::F32, &[3], load(0, aff(0, &[1])));
     k.store = aff(1, &[1]);
-    assert!(matches!(JitKernel::compile(&k), Err(Error::InvalidKernel { .. })));
+    assert!(matches!(
+        JitKernel::compile(&k),
+        Err(Error::InvalidKernel { .. })
+    ));
     let k = elementwise("out", x(), DType::F32, &[3], load(1, aff(0, &[1])));
-    assert!(matches!(JitKernel::compile(&k), Err(Error::InvalidKernel { .. })));
+    assert!(matches!(
+        JitKernel::compile(&k),
+        Err(Error::InvalidKernel { .. })
+    ));
     let k = elementwise("ty", x(), DType::I64, &[3], load(0, aff(0, &[1])));
-    assert!(matches!(JitKernel::compile(&k), Err(Error::InvalidKernel { .. })));
-    let k = elementwise("f16", vec![buf("x", DType::F16, 3)], DType::F16, &[3], load(0, aff(0, &[1])));
-    assert!(matches!(JitKernel::compile(&k), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        JitKernel::compile(&k),
+        Err(Error::InvalidKernel { .. })
+    ));
+    let k = elementwise(
+        "f16",
+        vec![buf("x", DType::F16, 3)],
+        DType::F16,
+        &[3],
+        load(0, aff(0, &[1])),
+    );
+    assert!(matches!(
+        JitKernel::compile(&k),
+        Err(Error::Unsupported { .. })
+    ));
 }
 
 #[test]
 fn load_out_of_bounds_is_rejected_or_checked() -> R {
     // An unguarded load reading past the end: checked at run time, never read.
-    let k = elementwise("past", vec![buf("x", DType::F32, 3)], DType::F32, &[3], load(0, aff(1, &[1])));
-    let e = run(&k, &[&f32b(&[1.0, 2.0, 3.0])]).err().ok_or("expected an error")?;
+    let k = elementwise(
+        "past",
+        vec![buf("x", DType::F32, 3)],
+        DType::F32,
+        &[3],
+        load(0, aff(1, &[1])),
+    );
+    let e = run(&k, &[&f32b(&[1.0, 2.0, 3.0])])
+        .err()
+        .ok_or("expected an error")?;
     assert!(matches!(e, Error::Runtime { .. }), "{e}");
+    Ok(())
+}
+
+#[test]
+fn vector_loop_with_tail_matches_scalar_semantics() -> R {
+    // Column max and sum over x[k, n] (n = 7: one f32x4 block and a tail of 3), NaN and -0.
+    let (kk, n) = (3usize, 7usize);
+    let x: Vec<f32> = vec![
+        1.0,
+        -0.0,
+        f32::NAN,
+        4.0,
+        5.0,
+        -6.0,
+        0.0, //
+        2.0,
+        0.0,
+        3.0,
+        f32::NAN,
+        -5.0,
+        -0.0,
+        1.0, //
+        -1.0,
+        -0.0,
+        1.0,
+        2.0,
+        5.5,
+        -7.0,
+        f32::NAN,
+    ];
+    for f in [ReduceFn::Max, ReduceFn::Min, ReduceFn::Sum] {
+        let k = Kernel {
+            name: "cols".into(),
+            inputs: vec![buf("x", DType::F32, kk * n)],
+            output: buf("y", DType::F32, n),
+            out_shape: vec![n],
+            red_shape: vec![kk],
+            store: aff(0, &[1]),
+            body: Body::Compute {
+                reduce: Some(f),
+                body: load(0, aff(0, &[1, n as i64])),
+                epilogue: bin(BinaryFn::Max, Expr::Acc, cst(-0.5, DType::F32)),
+            },
+        };
+        let j = JitKernel::compile(&k)?;
+        assert!(j.is_vectorized());
+        let mut out = vec![0u8; n * 4];
+        j.run(&[&f32b(&x)], &mut out)?;
+        let want: Vec<f32> = (0..n)
+            .map(|c| {
+                let mut a = match f {
+                    ReduceFn::Max => f32::NEG_INFINITY,
+                    ReduceFn::Min => f32::INFINITY,
+                    _ => 0.0,
+                };
+                for r in 0..kk {
+                    let v = x[r * n + c];
+                    a = match f {
+                        ReduceFn::Max => {
+                            if v > a || v.is_nan() {
+                                v
+                            } else {
+                                a
+                            }
+                        }
+                        ReduceFn::Min => {
+                            if v < a || v.is_nan() {
+                                v
+                            } else {
+                                a
+                            }
+                        }
+                        _ => a + v,
+                    };
+                }
+                if a.is_nan() || a >= -0.5 { a } else { -0.5 }
+            })
+            .collect();
+        assert_eq!(bits(&to_f32(&out)), bits(&want), "{}", f.name());
+    }
+    // A strided (transposed) load stays scalar.
+    let k = elementwise(
+        "tr",
+        vec![buf("x", DType::F32, 16)],
+        DType::F32,
+        &[4, 4],
+        load(0, aff(0, &[1, 4])),
+    );
+    assert!(!JitKernel::compile(&k)?.is_vectorized());
     Ok(())
 }

@@ -9,7 +9,11 @@ use ir::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
 use proptest::prelude::*;
 
 fn buf(name: &str, numel: usize) -> Buffer {
-    Buffer { name: name.into(), dtype: DType::F32, numel }
+    Buffer {
+        name: name.into(),
+        dtype: DType::F32,
+        numel,
+    }
 }
 
 fn row_major(shape: &[usize]) -> Vec<i64> {
@@ -27,7 +31,9 @@ fn f32b(v: &[f32]) -> Vec<u8> {
 }
 
 fn bits(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn apply(f: BinaryFn, a: f32, b: f32) -> f32 {
@@ -36,8 +42,20 @@ fn apply(f: BinaryFn, a: f32, b: f32) -> f32 {
         BinaryFn::Sub => a - b,
         BinaryFn::Mul => a * b,
         BinaryFn::Div => a / b,
-        BinaryFn::Max => if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b },
-        _ => if a.is_nan() || (!b.is_nan() && a <= b) { a } else { b },
+        BinaryFn::Max => {
+            if a.is_nan() || (!b.is_nan() && a >= b) {
+                a
+            } else {
+                b
+            }
+        }
+        _ => {
+            if a.is_nan() || (!b.is_nan() && a <= b) {
+                a
+            } else {
+                b
+            }
+        }
     }
 }
 
@@ -45,13 +63,19 @@ fn apply(f: BinaryFn, a: f32, b: f32) -> f32 {
 fn points(shape: &[usize]) -> Vec<Vec<usize>> {
     let mut out = vec![vec![]];
     for &n in shape {
-        out = out.into_iter().flat_map(|p| (0..n).map(move |i| [p.clone(), vec![i]].concat())).collect();
+        out = out
+            .into_iter()
+            .flat_map(|p| (0..n).map(move |i| [p.clone(), vec![i]].concat()))
+            .collect();
     }
     out
 }
 
 fn vals(n: usize) -> impl Strategy<Value = Vec<f32>> {
-    prop::collection::vec(prop_oneof![9 => -8.0f32..8.0, 1 => Just(0.0f32), 1 => Just(-0.0f32)], n)
+    prop::collection::vec(
+        prop_oneof![9 => -8.0f32..8.0, 1 => Just(0.0f32), 1 => Just(-0.0f32)],
+        n,
+    )
 }
 
 proptest! {
@@ -109,6 +133,7 @@ proptest! {
     /// `c = a @ b` (+ bias through the epilogue), summed in k order.
     #[test]
     fn matmul_with_bias(m in 1usize..7, kk in 1usize..9, n in 1usize..7, seed in vals(48 + 48 + 6)) {
+        // n >= 4 takes the f32x4 path (a broadcast along n, b contiguous).
         let a = &seed[..m * kk];
         let b = &seed[48..48 + kk * n];
         let bias = &seed[96..96 + n];
@@ -142,6 +167,7 @@ proptest! {
             }
         }
         let jit = JitKernel::compile(&k).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(jit.is_vectorized(), n >= 4);
         let mut out = vec![0u8; m * n * 4];
         jit.run(&[&f32b(a), &f32b(b), &f32b(bias)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(bits(&out), bits(&f32b(&want)));

@@ -62,7 +62,11 @@ extern "C" fn atomc_fmodf(a: f32, b: f32) -> f32 {
 /// Python `%`: the sign of the divisor.
 extern "C" fn atomc_modf(a: f32, b: f32) -> f32 {
     let r = a % b;
-    if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r }
+    if r != 0.0 && ((r < 0.0) != (b < 0.0)) {
+        r + b
+    } else {
+        r
+    }
 }
 
 /// The helper computing `f` on two f32 operands, if there is one.
@@ -78,8 +82,20 @@ pub(crate) fn binary(f: BinaryFn) -> Option<&'static str> {
 /// Every helper, to register with the JIT and declare in the module.
 pub(crate) fn all() -> Vec<Helper> {
     let mut v = unary_all();
-    v.push(Helper { name: "atomc_powf", addr: atomc_powf as *const u8, arity: 2 });
-    v.push(Helper { name: "atomc_fmodf", addr: atomc_fmodf as *const u8, arity: 2 });
-    v.push(Helper { name: "atomc_modf", addr: atomc_modf as *const u8, arity: 2 });
+    v.push(Helper {
+        name: "atomc_powf",
+        addr: atomc_powf as *const u8,
+        arity: 2,
+    });
+    v.push(Helper {
+        name: "atomc_fmodf",
+        addr: atomc_fmodf as *const u8,
+        arity: 2,
+    });
+    v.push(Helper {
+        name: "atomc_modf",
+        addr: atomc_modf as *const u8,
+        arity: 2,
+    });
     v
 }

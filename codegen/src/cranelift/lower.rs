@@ -6,7 +6,9 @@
 use super::{RuntimeError, libcalls};
 use crate::Error;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, Block, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, Value, types,
+};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
@@ -17,15 +19,21 @@ use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// Declares and defines the kernel function in `module`.
-pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<FuncId> {
-    let internal = |msg: String| Error::Internal { kernel: k.name.clone(), msg };
+/// Declares and defines the kernel function in `module`; also says whether it has a
+/// vector loop.
+pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<(FuncId, bool)> {
+    let internal = |msg: String| Error::Internal {
+        kernel: k.name.clone(),
+        msg,
+    };
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(ptr));
     sig.returns.push(AbiParam::new(types::I32));
-    let id = module.declare_anonymous_function(&sig).map_err(|e| internal(format!("declaring: {e}")))?;
+    let id = module
+        .declare_anonymous_function(&sig)
+        .map_err(|e| internal(format!("declaring: {e}")))?;
     let mut helpers = HashMap::new();
     for h in libcalls::all() {
         let mut hs = module.make_signature();
@@ -42,6 +50,7 @@ pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<FuncId> {
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
     let frontend = module.target_config();
+    let vectorized;
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let mut l = Lower {
@@ -57,14 +66,19 @@ pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<FuncId> {
             acc: None,
             err_blocks: Vec::new(),
             ptr,
+            lanes: 1,
+            vectorized: false,
         };
         l.kernel()?;
+        vectorized = l.vectorized;
         l.b.seal_all_blocks();
         l.b.finalize(frontend);
     }
-    module.define_function(id, &mut ctx).map_err(|e| internal(format!("compiling: {e:?}")))?;
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| internal(format!("compiling: {e:?}")))?;
     module.clear_context(&mut ctx);
-    Ok(id)
+    Ok((id, vectorized))
 }
 
 struct Lower<'a, 'b> {
@@ -84,7 +98,14 @@ struct Lower<'a, 'b> {
     acc: Option<(Value, DType)>,
     err_blocks: Vec<(RuntimeError, Block)>,
     ptr: Type,
+    /// 1, or [`LANES`] while lowering the vector loop (then every value is f32x4).
+    lanes: i64,
+    /// Whether a vector loop was emitted.
+    vectorized: bool,
 }
+
+/// The f32 lanes of a Cranelift vector (x64 SIMD is 128-bit).
+const LANES: i64 = 4;
 
 fn clif(d: DType) -> Option<Type> {
     match d {
@@ -102,21 +123,35 @@ fn is_int(d: DType) -> bool {
 
 impl Lower<'_, '_> {
     fn unsupported(&self, msg: impl Into<String>) -> Error {
-        Error::Unsupported { kernel: self.k.name.clone(), msg: msg.into() }
+        Error::Unsupported {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
     }
 
     fn invalid(&self, msg: impl Into<String>) -> Error {
-        Error::InvalidKernel { kernel: self.k.name.clone(), msg: msg.into() }
+        Error::InvalidKernel {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
     }
 
     fn ty(&self, d: DType) -> Result<Type> {
-        clif(d).ok_or_else(|| self.unsupported(format!("dtype {d} is not supported by the Cranelift backend yet")))
+        clif(d).ok_or_else(|| {
+            self.unsupported(format!(
+                "dtype {d} is not supported by the Cranelift backend yet"
+            ))
+        })
     }
 
     /// An integer constant of type `ty` (narrow types take the value's low bits).
     fn iconst(&mut self, ty: Type, v: i64) -> Value {
         let bits = ty.bits();
-        let v = if bits < 64 { v & ((1i64 << bits) - 1) } else { v };
+        let v = if bits < 64 {
+            v & ((1i64 << bits) - 1)
+        } else {
+            v
+        };
         self.b.ins().iconst(ty, v)
     }
 
@@ -125,8 +160,15 @@ impl Lower<'_, '_> {
         for b in k.inputs.iter().chain([&k.output]) {
             self.ty(b.dtype)?;
         }
-        let Body::Compute { reduce, body, epilogue } = &k.body else {
-            return Err(self.unsupported("Scatter kernels are not supported by the Cranelift backend yet"));
+        let Body::Compute {
+            reduce,
+            body,
+            epilogue,
+        } = &k.body
+        else {
+            return Err(
+                self.unsupported("Scatter kernels are not supported by the Cranelift backend yet")
+            );
         };
         if reduce.is_none() && !k.red_shape.is_empty() {
             return Err(self.invalid("reduction axes without a reduction"));
@@ -137,8 +179,14 @@ impl Lower<'_, '_> {
         let (inputs, output) = (self.b.block_params(entry)[0], self.b.block_params(entry)[1]);
         let ptr_bytes = i32::from(self.ptr.bytes() as u8);
         for i in 0..k.inputs.len() {
-            let off = i32::try_from(i).ok().and_then(|i| i.checked_mul(ptr_bytes)).ok_or_else(|| self.unsupported("too many inputs"))?;
-            let base = self.b.ins().load(self.ptr, MemFlagsData::trusted(), inputs, off);
+            let off = i32::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_mul(ptr_bytes))
+                .ok_or_else(|| self.unsupported("too many inputs"))?;
+            let base = self
+                .b
+                .ins()
+                .load(self.ptr, MemFlagsData::trusted(), inputs, off);
             self.bases.push(base);
         }
         self.bases.push(output);
@@ -153,31 +201,39 @@ impl Lower<'_, '_> {
         // The store index must be in bounds over the whole output box.
         self.check_coefs(&k.store)?;
         let empty = self.extents[..r].contains(&0);
-        if !empty {
+        if !empty && r == 0 {
+            self.point(reduce.as_ref(), body, epilogue)?;
+        } else if !empty {
             match self.range(&k.store) {
                 Some((lo, hi)) if lo >= 0 && hi < k.output.numel as i128 => {}
                 _ => return Err(self.invalid("the store index leaves the output buffer")),
             }
             let mut headers = Vec::new();
-            for a in 0..r {
-                headers.push(self.open_loop(a));
+            for a in 0..r - 1 {
+                headers.push(self.open_loop(a, 0));
             }
-            let acc = match reduce {
-                None => self.expr(body)?,
-                Some(f) => self.reduce(*f, body)?,
+            // The innermost output axis: f32x4 lanes where the kernel allows, then a scalar tail.
+            let (last, n) = (r - 1, self.extents[r - 1]);
+            let n4 = if n >= LANES && self.vectorizable(reduce.as_ref(), body, epilogue) {
+                n / LANES * LANES
+            } else {
+                0
             };
-            self.acc = Some(acc);
-            self.live = r;
-            let (v, d) = self.expr(epilogue)?;
-            self.acc = None;
-            if d != k.output.dtype {
-                return Err(self.invalid(format!("the epilogue gives {d}, the output is {}", k.output.dtype)));
+            if n4 > 0 {
+                self.lanes = LANES;
+                self.vectorized = true;
+                let h = self.open_loop(last, 0);
+                self.point(reduce.as_ref(), body, epilogue)?;
+                self.close_loop(last, h, LANES, n4);
+                self.lanes = 1;
             }
-            let idx = self.affine(&k.store)?;
-            let addr = self.address(k.inputs.len(), idx, d);
-            self.b.ins().store(MemFlagsData::new().with_notrap(), v, addr, 0);
-            for a in (0..r).rev() {
-                self.close_loop(a, headers[a]);
+            if n4 < n {
+                let h = self.open_loop(last, n4);
+                self.point(reduce.as_ref(), body, epilogue)?;
+                self.close_loop(last, h, 1, n);
+            }
+            for a in (0..r - 1).rev() {
+                self.close_loop(a, headers[a], 1, self.extents[a]);
             }
         }
         let zero = self.b.ins().iconst(types::I32, 0);
@@ -190,8 +246,134 @@ impl Lower<'_, '_> {
         Ok(())
     }
 
-    fn open_loop(&mut self, axis: usize) -> Block {
-        let zero = self.b.ins().iconst(types::I64, 0);
+    /// One output point (`lanes` consecutive points along the innermost output axis).
+    fn point(&mut self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> Result<()> {
+        let k = self.k;
+        let r = k.out_shape.len();
+        let acc = match reduce {
+            None => self.expr(body)?,
+            Some(f) => self.reduce(*f, body)?,
+        };
+        self.acc = Some(acc);
+        self.live = r;
+        let (v, d) = self.expr(epilogue)?;
+        self.acc = None;
+        if d != k.output.dtype {
+            return Err(self.invalid(format!(
+                "the epilogue gives {d}, the output is {}",
+                k.output.dtype
+            )));
+        }
+        let idx = self.affine(&k.store)?;
+        let addr = self.address(k.inputs.len(), idx, d);
+        self.b
+            .ins()
+            .store(MemFlagsData::new().with_notrap(), v, addr, 0);
+        Ok(())
+    }
+
+    /// Whether the point computation can run on f32x4 along the innermost output axis:
+    /// everything is f32, each load is contiguous (coefficient 1, unguarded, proven in
+    /// bounds) or constant along that axis, and the output is contiguous along it.
+    fn vectorizable(&self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> bool {
+        let r = self.k.out_shape.len();
+        let last = r - 1;
+        let coef = |a: &Affine| a.coefs.get(last).copied().unwrap_or(0);
+        if self.k.output.dtype != DType::F32 || coef(&self.k.store) != 1 {
+            return false;
+        }
+        if !matches!(
+            reduce,
+            None | Some(ReduceFn::Sum | ReduceFn::Max | ReduceFn::Min)
+        ) {
+            return false;
+        }
+        let full = |a: &Affine| -> Option<(i128, i128)> {
+            let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
+            for (&c, &n) in a.coefs.iter().zip(&self.extents) {
+                let span = i128::from(c) * i128::from(n - 1);
+                if span < 0 { lo += span } else { hi += span }
+            }
+            Some((lo, hi))
+        };
+        fn ok(
+            l: &Lower<'_, '_>,
+            e: &Expr,
+            coef: &dyn Fn(&Affine) -> i64,
+            full: &dyn Fn(&Affine) -> Option<(i128, i128)>,
+        ) -> bool {
+            match e {
+                Expr::Load {
+                    buf, index, guards, ..
+                } => {
+                    let Some(b) = l.k.inputs.get(*buf) else {
+                        return false;
+                    };
+                    if b.dtype != DType::F32 || guards.iter().any(|g| coef(&g.expr) != 0) {
+                        return false;
+                    }
+                    match coef(index) {
+                        0 => true,
+                        1 => {
+                            guards.is_empty()
+                                && matches!(full(index), Some((lo, hi)) if lo >= 0 && hi < b.numel as i128)
+                        }
+                        _ => false,
+                    }
+                }
+                Expr::Const { dtype, .. } => *dtype == DType::F32,
+                Expr::Acc => true,
+                Expr::Unary(f, x) => {
+                    matches!(
+                        f,
+                        UnaryFn::Neg
+                            | UnaryFn::Abs
+                            | UnaryFn::Sqrt
+                            | UnaryFn::Recip
+                            | UnaryFn::Floor
+                            | UnaryFn::Ceil
+                    ) && ok(l, x, coef, full)
+                }
+                Expr::Binary(f, a, b) => {
+                    matches!(
+                        f,
+                        BinaryFn::Add
+                            | BinaryFn::Sub
+                            | BinaryFn::Mul
+                            | BinaryFn::Div
+                            | BinaryFn::Max
+                            | BinaryFn::Min
+                    ) && ok(l, a, coef, full)
+                        && ok(l, b, coef, full)
+                }
+                _ => false,
+            }
+        }
+        ok(self, body, &coef, &full) && ok(self, epilogue, &coef, &full)
+    }
+
+    /// `cond ? a : b` where `cond` is a comparison result of the current lane count.
+    fn pick(&mut self, cond: Value, a: Value, b: Value) -> Value {
+        if self.lanes == 1 {
+            self.b.ins().select(cond, a, b)
+        } else {
+            let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+            let mask = self.b.ins().bitcast(types::F32X4, flags, cond);
+            self.b.ins().bitselect(mask, a, b)
+        }
+    }
+
+    /// `x` broadcast to the current lane count.
+    fn splat(&mut self, x: Value) -> Value {
+        if self.lanes == 1 {
+            x
+        } else {
+            self.b.ins().splat(types::F32X4, x)
+        }
+    }
+
+    fn open_loop(&mut self, axis: usize, start: i64) -> Block {
+        let zero = self.b.ins().iconst(types::I64, start);
         self.b.def_var(self.axes[axis], zero);
         let header = self.b.create_block();
         self.b.ins().jump(header, &[]);
@@ -199,11 +381,11 @@ impl Lower<'_, '_> {
         header
     }
 
-    fn close_loop(&mut self, axis: usize, header: Block) {
+    fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: i64) {
         let i = self.b.use_var(self.axes[axis]);
-        let next = self.b.ins().iadd_imm_s(i, 1);
+        let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(self.axes[axis], next);
-        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, self.extents[axis]);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
         let exit = self.b.create_block();
         self.b.ins().brif(more, header, &[], exit, &[]);
         self.b.switch_to_block(exit);
@@ -250,6 +432,11 @@ impl Lower<'_, '_> {
                 )));
             }
         };
+        let (init, ty) = if d == DType::F32 && self.lanes > 1 {
+            (self.splat(init), types::F32X4)
+        } else {
+            (init, ty)
+        };
         if self.extents[r..].contains(&0) {
             return Ok((init, d));
         }
@@ -257,7 +444,7 @@ impl Lower<'_, '_> {
         self.b.def_var(acc, init);
         let mut headers = Vec::new();
         for a in r..self.axes.len() {
-            headers.push(self.open_loop(a));
+            headers.push(self.open_loop(a, 0));
         }
         let (v, _) = self.expr(body)?;
         let a = self.b.use_var(acc);
@@ -268,11 +455,15 @@ impl Lower<'_, '_> {
             (ReduceFn::Prod, _) => self.b.ins().imul(a, v),
             // `if v > a || v.is_nan() { v } else { a }`, as the reference.
             (ReduceFn::Max | ReduceFn::Min, DType::F32) => {
-                let cc = if f == ReduceFn::Max { FloatCC::GreaterThan } else { FloatCC::LessThan };
+                let cc = if f == ReduceFn::Max {
+                    FloatCC::GreaterThan
+                } else {
+                    FloatCC::LessThan
+                };
                 let better = self.b.ins().fcmp(cc, v, a);
                 let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
                 let take = self.b.ins().bor(better, nan);
-                self.b.ins().select(take, v, a)
+                self.pick(take, v, a)
             }
             (ReduceFn::Max, DType::Bool) => self.b.ins().bor(a, v),
             (ReduceFn::Min, DType::Bool) => self.b.ins().band(a, v),
@@ -282,7 +473,7 @@ impl Lower<'_, '_> {
         };
         self.b.def_var(acc, next);
         for (i, a) in (r..self.axes.len()).enumerate().rev() {
-            self.close_loop(a, headers[i]);
+            self.close_loop(a, headers[i], 1, self.extents[a]);
         }
         let out = self.b.use_var(acc);
         Ok((out, d))
@@ -292,7 +483,11 @@ impl Lower<'_, '_> {
     fn dtype_of(&self, e: &Expr) -> Result<DType> {
         Ok(match e {
             Expr::Load { buf, .. } | Expr::Gather { buf, .. } => {
-                self.k.inputs.get(*buf).ok_or_else(|| self.invalid(format!("no input buffer {buf}")))?.dtype
+                self.k
+                    .inputs
+                    .get(*buf)
+                    .ok_or_else(|| self.invalid(format!("no input buffer {buf}")))?
+                    .dtype
             }
             Expr::Const { dtype, .. } => *dtype,
             Expr::Axis(_) => DType::I64,
@@ -307,14 +502,28 @@ impl Lower<'_, '_> {
             }
             Expr::Select(_, a, _) => self.dtype_of(a)?,
             Expr::Cast(d, _) => *d,
-            Expr::Acc => self.acc.ok_or_else(|| self.invalid("Acc outside an epilogue"))?.1,
+            Expr::Acc => {
+                self.acc
+                    .ok_or_else(|| self.invalid("Acc outside an epilogue"))?
+                    .1
+            }
         })
     }
 
     /// Every nonzero coefficient must be on a live axis.
     fn check_coefs(&self, a: &Affine) -> Result<()> {
-        if let Some(ax) = a.coefs.iter().enumerate().skip(self.live).find(|(_, c)| **c != 0).map(|(i, _)| i) {
-            return Err(self.invalid(format!("an index uses axis {ax} where only {} axes are live", self.live)));
+        if let Some(ax) = a
+            .coefs
+            .iter()
+            .enumerate()
+            .skip(self.live)
+            .find(|(_, c)| **c != 0)
+            .map(|(i, _)| i)
+        {
+            return Err(self.invalid(format!(
+                "an index uses axis {ax} where only {} axes are live",
+                self.live
+            )));
         }
         Ok(())
     }
@@ -344,7 +553,11 @@ impl Lower<'_, '_> {
                 continue;
             }
             let i = self.b.use_var(self.axes[ax]);
-            let t = if c == 1 { i } else { self.b.ins().imul_imm_s(i, c) };
+            let t = if c == 1 {
+                i
+            } else {
+                self.b.ins().imul_imm_s(i, c)
+            };
             acc = self.b.ins().iadd(acc, t);
         }
         Ok(acc)
@@ -363,12 +576,22 @@ impl Lower<'_, '_> {
         let (d, numel) = (b.dtype, b.numel as i128);
         let ty = self.ty(d)?;
         if !matches!(range, Some((lo, hi)) if lo >= 0 && hi < numel) {
-            let bad = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, idx, numel as i64);
+            let bad = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, idx, numel as i64);
             self.check(bad, RuntimeError::LoadOutOfBounds);
         }
         let addr = self.address(buf, idx, d);
-        let v = self.b.ins().load(ty, MemFlagsData::new().with_notrap(), addr, 0);
-        Ok(if d == DType::Bool { self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0) } else { v })
+        let v = self
+            .b
+            .ins()
+            .load(ty, MemFlagsData::new().with_notrap(), addr, 0);
+        Ok(if d == DType::Bool {
+            self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+        } else {
+            v
+        })
     }
 
     /// The conjunction of the guards, or `None` when they provably all hold.
@@ -378,7 +601,9 @@ impl Lower<'_, '_> {
             self.check_coefs(&g.expr)?;
             let c = match self.range(&g.expr) {
                 Some((lo, hi)) if lo >= 0 && hi < i128::from(g.bound) => continue,
-                Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => self.iconst(types::I8, 0),
+                Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => {
+                    self.iconst(types::I8, 0)
+                }
                 _ => {
                     let v = self.affine(&g.expr)?;
                     self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, v, g.bound)
@@ -418,15 +643,45 @@ impl Lower<'_, '_> {
     fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
         let f = self.helper(name)?;
         let call = self.b.ins().call(f, args);
-        self.b.inst_results(call).first().copied().ok_or_else(|| Error::Internal {
-            kernel: self.k.name.clone(),
-            msg: format!("helper {name} returns nothing"),
-        })
+        self.b
+            .inst_results(call)
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Internal {
+                kernel: self.k.name.clone(),
+                msg: format!("helper {name} returns nothing"),
+            })
     }
 
     fn expr(&mut self, e: &Expr) -> Result<(Value, DType)> {
         match e {
-            Expr::Load { buf, index, guards, pad } => {
+            Expr::Load { buf, index, .. } if self.lanes > 1 => {
+                // `vectorizable` admitted only contiguous in-bounds f32 loads and loads
+                // constant along the vector axis.
+                let last = self.k.out_shape.len() - 1;
+                if index.coefs.get(last).copied().unwrap_or(0) == 1 {
+                    let idx = self.affine(index)?;
+                    let addr = self.address(*buf, idx, DType::F32);
+                    Ok((
+                        self.b
+                            .ins()
+                            .load(types::F32X4, MemFlagsData::new().with_notrap(), addr, 0),
+                        DType::F32,
+                    ))
+                } else {
+                    self.lanes = 1;
+                    let scalar = self.expr(e);
+                    self.lanes = LANES;
+                    let (v, d) = scalar?;
+                    Ok((self.splat(v), d))
+                }
+            }
+            Expr::Load {
+                buf,
+                index,
+                guards,
+                pad,
+            } => {
                 let d = self.dtype_of(e)?;
                 let numel = self.k.inputs[*buf].numel;
                 self.check_coefs(index)?;
@@ -434,7 +689,9 @@ impl Lower<'_, '_> {
                 let padv = self.constant(*pad, d)?;
                 if numel == 0 {
                     // Nothing can be read: every point must be padding.
-                    let Some(c) = cond else { return Err(self.invalid(format!("a load from empty buffer {buf}"))) };
+                    let Some(c) = cond else {
+                        return Err(self.invalid(format!("a load from empty buffer {buf}")));
+                    };
                     self.check(c, RuntimeError::LoadOutOfBounds);
                     return Ok((padv, d));
                 }
@@ -452,7 +709,13 @@ impl Lower<'_, '_> {
                     Some(c) => (self.b.ins().select(c, v, padv), d),
                 })
             }
-            Expr::Gather { buf, index, stride, extent, pos } => {
+            Expr::Gather {
+                buf,
+                index,
+                stride,
+                extent,
+                pos,
+            } => {
                 let d = self.dtype_of(e)?;
                 let (p, pd) = self.expr(pos)?;
                 let p = match pd {
@@ -463,7 +726,9 @@ impl Lower<'_, '_> {
                 let bad = if *extent <= 0 {
                     self.iconst(types::I8, 1)
                 } else {
-                    self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, p, *extent)
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, p, *extent)
                 };
                 self.check(bad, RuntimeError::GatherOutOfRange);
                 let base = self.affine(index)?;
@@ -471,21 +736,32 @@ impl Lower<'_, '_> {
                 let idx = self.b.ins().iadd(base, off);
                 let range = self.range(index).map(|(lo, hi)| {
                     let span = i128::from(*stride) * i128::from(extent.saturating_sub(1).max(0));
-                    if span < 0 { (lo + span, hi) } else { (lo, hi + span) }
+                    if span < 0 {
+                        (lo + span, hi)
+                    } else {
+                        (lo, hi + span)
+                    }
                 });
                 if self.k.inputs[*buf].numel == 0 {
                     return Err(self.invalid(format!("a Gather from empty buffer {buf}")));
                 }
                 Ok((self.load(*buf, idx, range)?, d))
             }
-            Expr::Const { value, dtype } => Ok((self.constant(*value, *dtype)?, *dtype)),
+            Expr::Const { value, dtype } => {
+                let c = self.constant(*value, *dtype)?;
+                Ok((self.splat(c), *dtype))
+            }
             Expr::Axis(a) => {
                 if *a >= self.live {
-                    return Err(self.invalid(format!("Axis({a}) where only {} axes are live", self.live)));
+                    return Err(
+                        self.invalid(format!("Axis({a}) where only {} axes are live", self.live))
+                    );
                 }
                 Ok((self.b.use_var(self.axes[*a]), DType::I64))
             }
-            Expr::Acc => self.acc.ok_or_else(|| self.invalid("Acc outside an epilogue")),
+            Expr::Acc => self
+                .acc
+                .ok_or_else(|| self.invalid("Acc outside an epilogue")),
             Expr::Unary(f, x) => {
                 let (x, d) = self.expr(x)?;
                 self.unary(*f, x, d)
@@ -515,8 +791,12 @@ impl Lower<'_, '_> {
     }
 
     fn unary(&mut self, f: UnaryFn, x: Value, d: DType) -> Result<(Value, DType)> {
-        let unsupported =
-            |s: &Self| s.unsupported(format!("Unary {} on {d} is not supported by the Cranelift backend yet", f.name()));
+        let unsupported = |s: &Self| {
+            s.unsupported(format!(
+                "Unary {} on {d} is not supported by the Cranelift backend yet",
+                f.name()
+            ))
+        };
         let v = match d {
             DType::F32 => match f {
                 UnaryFn::Neg => self.b.ins().fneg(x),
@@ -524,12 +804,15 @@ impl Lower<'_, '_> {
                 UnaryFn::Sqrt => self.b.ins().sqrt(x),
                 UnaryFn::Recip => {
                     let one = self.b.ins().f32const(1.0);
+                    let one = self.splat(one);
                     self.b.ins().fdiv(one, x)
                 }
                 UnaryFn::Floor => self.b.ins().floor(x),
                 UnaryFn::Ceil => self.b.ins().ceil(x),
                 UnaryFn::Round => self.b.ins().nearest(x),
-                UnaryFn::IsNaN => return Ok((self.b.ins().fcmp(FloatCC::Unordered, x, x), DType::Bool)),
+                UnaryFn::IsNaN => {
+                    return Ok((self.b.ins().fcmp(FloatCC::Unordered, x, x), DType::Bool));
+                }
                 UnaryFn::Sign => {
                     // `v > 0 ? 1 : v < 0 ? -1 : v` (keeps -0 and NaN).
                     let zero = self.b.ins().f32const(0.0);
@@ -571,8 +854,12 @@ impl Lower<'_, '_> {
     }
 
     fn binary(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<(Value, DType)> {
-        let unsupported =
-            |s: &Self| s.unsupported(format!("Binary {} on {d} is not supported by the Cranelift backend yet", f.name()));
+        let unsupported = |s: &Self| {
+            s.unsupported(format!(
+                "Binary {} on {d} is not supported by the Cranelift backend yet",
+                f.name()
+            ))
+        };
         if f.is_comparison() {
             let v = if d == DType::F32 {
                 let cc = match f {
@@ -606,11 +893,15 @@ impl Lower<'_, '_> {
                 // NaN-propagating, first operand on ties (so max(-0, +0) = -0): the reference's
                 // `if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b }`.
                 BinaryFn::Max | BinaryFn::Min => {
-                    let cc = if f == BinaryFn::Max { FloatCC::GreaterThanOrEqual } else { FloatCC::LessThanOrEqual };
+                    let cc = if f == BinaryFn::Max {
+                        FloatCC::GreaterThanOrEqual
+                    } else {
+                        FloatCC::LessThanOrEqual
+                    };
                     let nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
                     let ord = self.b.ins().fcmp(cc, a, b);
                     let take = self.b.ins().bor(nan, ord);
-                    self.b.ins().select(take, a, b)
+                    self.pick(take, a, b)
                 }
                 _ => match libcalls::binary(f) {
                     Some(name) => self.call(name, &[a, b])?,
@@ -687,13 +978,19 @@ impl Lower<'_, '_> {
             (DType::I64 | DType::I32, DType::F32) => self.b.ins().fcvt_from_sint(ty, x),
             (DType::I64, DType::I32) => self.b.ins().ireduce(ty, x),
             (DType::I32, DType::I64) => self.b.ins().sextend(ty, x),
-            (DType::I64 | DType::I32, DType::Bool) => self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
+            (DType::I64 | DType::I32, DType::Bool) => {
+                self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+            }
             (DType::Bool, DType::F32) => {
                 let w = self.b.ins().uextend(types::I32, x);
                 self.b.ins().fcvt_from_sint(ty, w)
             }
             (DType::Bool, _) => self.b.ins().uextend(ty, x),
-            _ => return Err(self.unsupported(format!("Cast {from} to {to} is not supported by the Cranelift backend yet"))),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "Cast {from} to {to} is not supported by the Cranelift backend yet"
+                )));
+            }
         })
     }
 }

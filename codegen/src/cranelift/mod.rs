@@ -11,6 +11,11 @@
 //! indices, the elementwise functions of the atoms that have a direct instruction or a
 //! helper in [`libcalls`], select, casts between the supported dtypes, and the reductions
 //! Sum, Prod, Max and Min. Everything else is an [`Error::Unsupported`].
+//!
+//! When every value is f32, every load is contiguous (unguarded, in bounds) or constant
+//! along the innermost output axis and the output is contiguous along it, that axis runs
+//! on f32x4 vectors with a scalar tail (see [`JitKernel::is_vectorized`]). No FMA: a fused
+//! multiply-add rounds once where the reference rounds twice, and results must be exact.
 
 mod ffi;
 mod libcalls;
@@ -33,9 +38,13 @@ pub(crate) enum RuntimeError {
 
 impl RuntimeError {
     fn from_code(code: i32) -> Option<RuntimeError> {
-        [RuntimeError::GatherOutOfRange, RuntimeError::LoadOutOfBounds, RuntimeError::DivisionByZero]
-            .into_iter()
-            .find(|e| *e as i32 == code)
+        [
+            RuntimeError::GatherOutOfRange,
+            RuntimeError::LoadOutOfBounds,
+            RuntimeError::DivisionByZero,
+        ]
+        .into_iter()
+        .find(|e| *e as i32 == code)
     }
 
     fn message(self) -> &'static str {
@@ -55,11 +64,14 @@ pub struct JitKernel {
     /// Owns the code; `None` only while dropping.
     module: Option<JITModule>,
     code: *const u8,
+    vectorized: bool,
 }
 
 impl std::fmt::Debug for JitKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JitKernel").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("JitKernel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,13 +86,25 @@ impl Drop for JitKernel {
 impl JitKernel {
     /// Compiles `k` for the host CPU.
     pub fn compile(k: &Kernel) -> Result<JitKernel, Error> {
-        let internal = |msg: String| Error::Internal { kernel: k.name.clone(), msg };
+        let internal = |msg: String| Error::Internal {
+            kernel: k.name.clone(),
+            msg,
+        };
         let mut flags = settings::builder();
-        for (name, value) in [("opt_level", "speed"), ("is_pic", "false"), ("use_colocated_libcalls", "false")] {
-            flags.set(name, value).map_err(|e| internal(format!("setting {name}: {e}")))?;
+        for (name, value) in [
+            ("opt_level", "speed"),
+            ("is_pic", "false"),
+            ("use_colocated_libcalls", "false"),
+        ] {
+            flags
+                .set(name, value)
+                .map_err(|e| internal(format!("setting {name}: {e}")))?;
         }
         let isa = cranelift_native::builder()
-            .map_err(|e| Error::Unsupported { kernel: k.name.clone(), msg: format!("host not supported by Cranelift: {e}") })?
+            .map_err(|e| Error::Unsupported {
+                kernel: k.name.clone(),
+                msg: format!("host not supported by Cranelift: {e}"),
+            })?
             .finish(settings::Flags::new(flags))
             .map_err(|e| internal(format!("building the target ISA: {e}")))?;
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
@@ -88,7 +112,7 @@ impl JitKernel {
             jb.symbol(h.name, h.addr);
         }
         let mut module = JITModule::new(jb);
-        let func = match lower::define(&mut module, k) {
+        let (func, vectorized) = match lower::define(&mut module, k) {
             Ok(f) => f,
             Err(e) => {
                 ffi::free(module);
@@ -100,7 +124,19 @@ impl JitKernel {
             return Err(internal(format!("finalizing: {e}")));
         }
         let code = module.get_finalized_function(func);
-        Ok(JitKernel { name: k.name.clone(), inputs: k.inputs.clone(), output: k.output.clone(), module: Some(module), code })
+        Ok(JitKernel {
+            name: k.name.clone(),
+            inputs: k.inputs.clone(),
+            output: k.output.clone(),
+            module: Some(module),
+            code,
+            vectorized,
+        })
+    }
+
+    /// Whether the innermost output axis runs on f32x4 vectors (with a scalar tail).
+    pub fn is_vectorized(&self) -> bool {
+        self.vectorized
     }
 
     /// The kernel's name.
@@ -111,12 +147,27 @@ impl JitKernel {
     /// Runs the kernel on `inputs` (one byte slice per input buffer, native-endian elements)
     /// writing `output`. Every slice must have exactly its buffer's byte length.
     pub fn run(&self, inputs: &[&[u8]], output: &mut [u8]) -> Result<(), Error> {
-        let bad = |msg: String| Error::InvalidInput { kernel: self.name.clone(), msg };
+        let bad = |msg: String| Error::InvalidInput {
+            kernel: self.name.clone(),
+            msg,
+        };
         if inputs.len() != self.inputs.len() {
-            return Err(bad(format!("{} input buffers given, the kernel takes {}", inputs.len(), self.inputs.len())));
+            return Err(bad(format!(
+                "{} input buffers given, the kernel takes {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
         }
-        for (b, data) in self.inputs.iter().chain([&self.output]).zip(inputs.iter().map(|d| d.len()).chain([output.len()])) {
-            let want = b.numel.checked_mul(b.dtype.size()).ok_or_else(|| bad(format!("buffer '{}' is too large", b.name)))?;
+        for (b, data) in self
+            .inputs
+            .iter()
+            .chain([&self.output])
+            .zip(inputs.iter().map(|d| d.len()).chain([output.len()]))
+        {
+            let want = b
+                .numel
+                .checked_mul(b.dtype.size())
+                .ok_or_else(|| bad(format!("buffer '{}' is too large", b.name)))?;
             if data != want {
                 return Err(bad(format!(
                     "buffer '{}' ({} x {}) needs {want} bytes, got {data}",
@@ -125,13 +176,19 @@ impl JitKernel {
             }
         }
         if self.module.is_none() {
-            return Err(Error::Internal { kernel: self.name.clone(), msg: "kernel code was freed".into() });
+            return Err(Error::Internal {
+                kernel: self.name.clone(),
+                msg: "kernel code was freed".into(),
+            });
         }
         match ffi::call(self.code, inputs, output) {
             0 => Ok(()),
             code => Err(Error::Runtime {
                 kernel: self.name.clone(),
-                msg: RuntimeError::from_code(code).map_or_else(|| format!("unknown error code {code}"), |e| e.message().into()),
+                msg: RuntimeError::from_code(code).map_or_else(
+                    || format!("unknown error code {code}"),
+                    |e| e.message().into(),
+                ),
             }),
         }
     }
