@@ -656,3 +656,244 @@ fn vector_loop_with_tail_matches_scalar_semantics() -> R {
     assert!(!JitKernel::compile(&k)?.is_vectorized());
     Ok(())
 }
+
+#[test]
+fn arg_max_and_min_take_the_first_extremum_and_nan_wins() -> R {
+    let rows: [[f32; 4]; 4] = [
+        [1.0, 3.0, 3.0, 2.0],
+        [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NAN, 5.0],
+        [f32::INFINITY, 2.0, 2.0, f32::INFINITY],
+        [0.0, f32::NAN, -1.0, f32::NAN],
+    ];
+    let x: Vec<f32> = rows.iter().flatten().copied().collect();
+    let mk = |f| Kernel {
+        name: "arg".into(),
+        inputs: vec![buf("x", DType::F32, 16)],
+        output: buf("y", DType::I64, 4),
+        out_shape: vec![4],
+        red_shape: vec![4],
+        store: aff(0, &[1]),
+        body: Body::Compute {
+            reduce: Some(f),
+            body: load(0, aff(0, &[4, 1])),
+            epilogue: Expr::Acc,
+        },
+    };
+    assert_eq!(
+        to_i64(&run(&mk(ReduceFn::ArgMax), &[&f32b(&x)])?),
+        vec![1, 2, 0, 1]
+    );
+    assert_eq!(
+        to_i64(&run(&mk(ReduceFn::ArgMin), &[&f32b(&x)])?),
+        vec![0, 2, 1, 1]
+    );
+    // The same as the atom's reference evaluation.
+    let t = ir::tensor::Tensor::from_vec(vec![4, 4], x.clone())?;
+    for f in [ReduceFn::ArgMax, ReduceFn::ArgMin] {
+        let want = ir::atom::Atom::Reduce {
+            op: f,
+            axes: vec![1],
+        }
+        .eval(&[Some(&t)])?;
+        assert_eq!(
+            to_i64(&run(&mk(f), &[&f32b(&x)])?),
+            want[0].to_i64_vec(),
+            "{}",
+            f.name()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn rank_zero_output_sums_everything() -> R {
+    let k = Kernel {
+        name: "sum_all".into(),
+        inputs: vec![buf("x", DType::I64, 6)],
+        output: buf("y", DType::I64, 1),
+        out_shape: vec![],
+        red_shape: vec![2, 3],
+        store: aff(0, &[]),
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: load(0, aff(0, &[3, 1])),
+            epilogue: Expr::Acc,
+        },
+    };
+    assert_eq!(
+        to_i64(&run(&k, &[&i64b(&[1, 2, 3, 4, 5, i64::MAX])])?),
+        vec![15i64.wrapping_add(i64::MAX)]
+    );
+    Ok(())
+}
+
+/// Special and ordinary f32 values (pairs of them cover ties, signed zeros, NaN, infinities).
+fn specials() -> Vec<f32> {
+    vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        2.5,
+        -3.75,
+        0.5,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-40,
+        7.0,
+        -7.0,
+        3.0e38,
+    ]
+}
+
+fn same_f32(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
+
+fn tensor_bytes(t: &ir::tensor::Tensor) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    Ok(match t.dtype() {
+        DType::F32 => f32b(t.slice::<f32>()?),
+        DType::I64 => i64b(t.slice::<i64>()?),
+        DType::I32 => t
+            .slice::<i32>()?
+            .iter()
+            .flat_map(|x| x.to_ne_bytes())
+            .collect(),
+        DType::Bool => t.slice::<bool>()?.iter().map(|&x| u8::from(x)).collect(),
+        d => return Err(format!("dtype {d}").into()),
+    })
+}
+
+/// Runs `e` (over loads of inputs 0 and 1 at the same index) on every pair of `a` x `b`
+/// and compares with the atom's reference evaluation.
+fn check_against_atom(
+    e: Expr,
+    atom: ir::atom::Atom,
+    a: &ir::tensor::Tensor,
+    b: Option<&ir::tensor::Tensor>,
+) -> R {
+    let n = a.numel();
+    let mut ins = vec![Buffer {
+        name: "a".into(),
+        dtype: a.dtype(),
+        numel: n,
+    }];
+    let mut args = vec![Some(a)];
+    if let Some(b) = b {
+        ins.push(Buffer {
+            name: "b".into(),
+            dtype: b.dtype(),
+            numel: n,
+        });
+        args.push(Some(b));
+    }
+    let want = atom.eval(&args)?.remove(0);
+    let k = elementwise(&format!("{atom:?}"), ins, want.dtype(), &[n], e);
+    let bytes: Vec<Vec<u8>> = args
+        .iter()
+        .flatten()
+        .map(|t| tensor_bytes(t))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&[u8]> = bytes.iter().map(|v| v.as_slice()).collect();
+    let got = run(&k, &refs)?;
+    let wb = tensor_bytes(&want)?;
+    if want.dtype() == DType::F32 {
+        assert!(
+            same_f32(&to_f32(&got), &to_f32(&wb)),
+            "{atom:?}: {:?} vs {:?}",
+            to_f32(&got),
+            to_f32(&wb)
+        );
+    } else {
+        assert_eq!(got, wb, "{atom:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn elementwise_functions_match_the_atoms() -> R {
+    use ir::atom::Atom;
+    use ir::tensor::Tensor;
+    let s = specials();
+    let (xa, xb): (Vec<f32>, Vec<f32>) = s
+        .iter()
+        .flat_map(|&x| s.iter().map(move |&y| (x, y)))
+        .unzip();
+    let (fa, fb) = (
+        Tensor::from_vec(vec![xa.len()], xa)?,
+        Tensor::from_vec(vec![xb.len()], xb)?,
+    );
+    let l = |i| load(i, aff(0, &[1]));
+    use BinaryFn::*;
+    for f in [Add, Sub, Mul, Div, Max, Min, Pow, Fmod, Eq, Lt, Le, Gt, Ge] {
+        check_against_atom(bin(f, l(0), l(1)), Atom::Binary(f), &fa, Some(&fb))?;
+    }
+    let ints = [0i64, 1, -1, 7, -7, 3, i64::MAX, i64::MIN];
+    let (ia, ib): (Vec<i64>, Vec<i64>) = ints
+        .iter()
+        .flat_map(|&x| ints.iter().map(move |&y| (x, y)))
+        .unzip();
+    let (ta, tb) = (
+        Tensor::from_vec(vec![ia.len()], ia.clone())?,
+        Tensor::from_vec(vec![ib.len()], ib.clone())?,
+    );
+    for f in [
+        Add, Sub, Mul, Max, Min, Eq, Lt, Le, Gt, Ge, BitAnd, BitOr, BitXor,
+    ] {
+        check_against_atom(bin(f, l(0), l(1)), Atom::Binary(f), &ta, Some(&tb))?;
+    }
+    let (da, db): (Vec<i64>, Vec<i64>) = ia
+        .iter()
+        .zip(&ib)
+        .filter(|(_, y)| **y != 0)
+        .map(|(x, y)| (*x, *y))
+        .unzip();
+    let (ta, tb) = (
+        Tensor::from_vec(vec![da.len()], da)?,
+        Tensor::from_vec(vec![db.len()], db)?,
+    );
+    for f in [Div, Mod, Fmod] {
+        check_against_atom(bin(f, l(0), l(1)), Atom::Binary(f), &ta, Some(&tb))?;
+    }
+    let x = Tensor::from_vec(vec![s.len()], s.clone())?;
+    let mut tested = 0;
+    for &f in UnaryFn::ALL {
+        let k = elementwise(
+            "probe",
+            vec![buf("x", DType::F32, 1)],
+            DType::F32,
+            &[1],
+            un(f, l(0)),
+        );
+        if f == UnaryFn::IsNaN || JitKernel::compile(&k).is_ok() {
+            check_against_atom(un(f, l(0)), Atom::Unary(f), &x, None)?;
+            tested += 1;
+        }
+    }
+    assert!(tested >= 20, "{tested} unary functions");
+    let ti = Tensor::from_vec(vec![ints.len()], ints.to_vec())?;
+    for f in [UnaryFn::Neg, UnaryFn::Abs, UnaryFn::Sign, UnaryFn::BitNot] {
+        check_against_atom(un(f, l(0)), Atom::Unary(f), &ti, None)?;
+    }
+    let tbool = Tensor::from_vec(vec![2], vec![true, false])?;
+    check_against_atom(
+        un(UnaryFn::Not, l(0)),
+        Atom::Unary(UnaryFn::Not),
+        &tbool,
+        None,
+    )?;
+    for (src, tos) in [
+        (&x, [DType::I64, DType::I32, DType::Bool]),
+        (&ti, [DType::F32, DType::I32, DType::Bool]),
+        (&tbool, [DType::F32, DType::I64, DType::I32]),
+    ] {
+        for to in tos {
+            check_against_atom(Expr::Cast(to, Box::new(l(0))), Atom::Cast(to), src, None)?;
+        }
+    }
+    Ok(())
+}

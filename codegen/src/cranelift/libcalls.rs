@@ -69,12 +69,12 @@ extern "C" fn atomc_modf(a: f32, b: f32) -> f32 {
     }
 }
 
-/// The helper computing `f` on two f32 operands, if there is one.
+/// The helper computing `f` on two f32 operands, if there is one. (`Mod` of floats is
+/// invalid in the reference: floats take `Fmod`.)
 pub(crate) fn binary(f: BinaryFn) -> Option<&'static str> {
     match f {
         BinaryFn::Pow => Some("atomc_powf"),
         BinaryFn::Fmod => Some("atomc_fmodf"),
-        BinaryFn::Mod => Some("atomc_modf"),
         _ => None,
     }
 }

@@ -408,6 +408,9 @@ impl Lower<'_, '_> {
     }
 
     fn reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
+        if matches!(f, ReduceFn::ArgMax | ReduceFn::ArgMin) {
+            return self.arg_reduce(f, body);
+        }
         let r = self.k.out_shape.len();
         self.live = self.axes.len();
         let d = self.dtype_of(body)?;
@@ -477,6 +480,84 @@ impl Lower<'_, '_> {
         }
         let out = self.b.use_var(acc);
         Ok((out, d))
+    }
+
+    /// ArgMax/ArgMin over the one reduction axis: the first index of the extremum, a NaN
+    /// winning over every number (the reference's total order). Starting from the identity
+    /// (-inf or the minimum for ArgMax) with index 0 gives the same index as starting from
+    /// the first element.
+    fn arg_reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
+        let r = self.k.out_shape.len();
+        if self.k.red_shape.len() != 1 {
+            return Err(self.invalid(format!(
+                "{} over {} reduction axes",
+                f.name(),
+                self.k.red_shape.len()
+            )));
+        }
+        self.live = self.axes.len();
+        let d = self.dtype_of(body)?;
+        let ty = self.ty(d)?;
+        let max = f == ReduceFn::ArgMax;
+        let init = match d {
+            DType::F32 => self.b.ins().f32const(if max {
+                f32::NEG_INFINITY
+            } else {
+                f32::INFINITY
+            }),
+            DType::I64 => self.iconst(ty, if max { i64::MIN } else { i64::MAX }),
+            DType::I32 => self.iconst(
+                ty,
+                if max {
+                    i32::MIN.into()
+                } else {
+                    i32::MAX.into()
+                },
+            ),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "Reduce {} of {d} is not supported by the Cranelift backend yet",
+                    f.name()
+                )));
+            }
+        };
+        let zero = self.b.ins().iconst(types::I64, 0);
+        if self.extents[r] == 0 {
+            return Ok((zero, DType::I64));
+        }
+        let (best, idx) = (self.b.declare_var(ty), self.b.declare_var(types::I64));
+        self.b.def_var(best, init);
+        self.b.def_var(idx, zero);
+        let h = self.open_loop(r, 0);
+        let (v, _) = self.expr(body)?;
+        let cur = self.b.use_var(best);
+        let better = if d == DType::F32 {
+            let cc = if max {
+                FloatCC::GreaterThan
+            } else {
+                FloatCC::LessThan
+            };
+            let ord = self.b.ins().fcmp(cc, v, cur);
+            let v_nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+            let cur_num = self.b.ins().fcmp(FloatCC::Ordered, cur, cur);
+            let t = self.b.ins().bor(ord, v_nan);
+            self.b.ins().band(t, cur_num)
+        } else {
+            let cc = if max {
+                IntCC::SignedGreaterThan
+            } else {
+                IntCC::SignedLessThan
+            };
+            self.b.ins().icmp(cc, v, cur)
+        };
+        let nb = self.b.ins().select(better, v, cur);
+        self.b.def_var(best, nb);
+        let i = self.b.use_var(self.axes[r]);
+        let ci = self.b.use_var(idx);
+        let ni = self.b.ins().select(better, i, ci);
+        self.b.def_var(idx, ni);
+        self.close_loop(r, h, 1, self.extents[r]);
+        Ok((self.b.use_var(idx), DType::I64))
     }
 
     /// The dtype of `e` (the checks on operands happen while lowering).
