@@ -94,11 +94,52 @@ fn to_i32(b: &[u8]) -> Vec<i32> {
         .collect()
 }
 
+/// Compiles and runs `k`, and checks the result against the reference `Kernel::eval`: the
+/// same bytes (NaNs compare equal), or both fail.
 fn run(k: &Kernel, inputs: &[&[u8]]) -> Result<Vec<u8>, Error> {
     let j = JitKernel::compile(k)?;
     let mut out = vec![0u8; k.output.numel * k.output.dtype.size()];
-    j.run(inputs, &mut out)?;
-    Ok(out)
+    let got = j.run(inputs, &mut out);
+    let tensors: Vec<ir::tensor::Tensor> = k
+        .inputs
+        .iter()
+        .zip(inputs)
+        .map(|(b, d)| from_bytes(b.dtype, d))
+        .collect();
+    let refs: Vec<&ir::tensor::Tensor> = tensors.iter().collect();
+    let want = k.eval(&refs);
+    match (&got, want) {
+        (Ok(()), Ok(t)) => {
+            let wb = tensor_bytes(&t).unwrap_or_default();
+            if k.output.dtype == DType::F32 {
+                assert!(
+                    same_f32(&to_f32(&out), &to_f32(&wb)),
+                    "'{}': JIT {:?} vs eval {:?}",
+                    k.name,
+                    to_f32(&out),
+                    to_f32(&wb)
+                );
+            } else {
+                assert_eq!(out, wb, "'{}': JIT vs eval", k.name);
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (g, w) => panic!("'{}': JIT {g:?} but eval {w:?}", k.name),
+    }
+    got.map(|()| out)
+}
+
+fn from_bytes(d: DType, b: &[u8]) -> ir::tensor::Tensor {
+    let n = b.len() / d.size().max(1);
+    let t = match d {
+        DType::F32 => ir::tensor::Tensor::from_vec(vec![n], to_f32(b)),
+        DType::I64 => ir::tensor::Tensor::from_vec(vec![n], to_i64(b)),
+        DType::I32 => ir::tensor::Tensor::from_vec(vec![n], to_i32(b)),
+        _ => {
+            ir::tensor::Tensor::from_vec(vec![n], b.iter().map(|&x| x != 0).collect::<Vec<bool>>())
+        }
+    };
+    t.unwrap_or_else(|e| panic!("tensor: {e}"))
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

@@ -1,6 +1,6 @@
 //! Property tests: random shapes for elementwise (with broadcast and padded loads) and
 //! matmul kernels, JIT output compared bit for bit with a direct evaluation in Rust in the
-//! same order of operations.
+//! same order of operations and with the reference `Kernel::eval`.
 
 use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
@@ -34,6 +34,23 @@ fn bits(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4)
         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The bits of `Kernel::eval` on f32 inputs.
+fn reference(k: &Kernel, inputs: &[&[f32]]) -> Result<Vec<u32>, TestCaseError> {
+    let fail = |e: ir::Error| TestCaseError::fail(e.to_string());
+    let ts: Vec<ir::tensor::Tensor> = inputs
+        .iter()
+        .map(|v| ir::tensor::Tensor::from_vec(vec![v.len()], v.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(fail)?;
+    let refs: Vec<&ir::tensor::Tensor> = ts.iter().collect();
+    let y = k.eval(&refs).map_err(fail)?;
+    Ok(y.slice::<f32>()
+        .map_err(fail)?
+        .iter()
+        .map(|v| v.to_bits())
+        .collect())
 }
 
 fn apply(f: BinaryFn, a: f32, b: f32) -> f32 {
@@ -128,6 +145,7 @@ proptest! {
         let mut out = vec![0u8; numel * 4];
         jit.run(&[&f32b(&a), &f32b(&b)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(bits(&out), bits(&f32b(&want)));
+        prop_assert_eq!(bits(&out), reference(&k, &[&a, &b])?);
     }
 
     /// `c = a @ b` (+ bias through the epilogue), summed in k order.
@@ -171,5 +189,6 @@ proptest! {
         let mut out = vec![0u8; m * n * 4];
         jit.run(&[&f32b(a), &f32b(b), &f32b(bias)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(bits(&out), bits(&f32b(&want)));
+        prop_assert_eq!(bits(&out), reference(&k, &[a, b, bias])?);
     }
 }
