@@ -594,7 +594,8 @@ fn unsupported_and_invalid_kernels_are_errors() {
 
 #[test]
 fn load_out_of_bounds_is_rejected_or_checked() -> R {
-    // An unguarded load reading past the end: checked at run time, never read.
+    // An unguarded load reading past the end: rejected by the kernel verifier at compile time
+    // (the generated code would check it at run time too).
     let k = elementwise(
         "past",
         vec![buf("x", DType::F32, 3)],

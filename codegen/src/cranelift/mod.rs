@@ -86,6 +86,18 @@ impl Drop for JitKernel {
 impl JitKernel {
     /// Compiles `k` for the host CPU.
     pub fn compile(k: &Kernel) -> Result<JitKernel, Error> {
+        // The kernel IR's own checks (dtypes, axes, static bounds, injective store) first.
+        ir::kernel::verify(k).map_err(|e| {
+            let msg = e.to_string();
+            let prefix = format!("invalid model: kernel '{}': ", k.name);
+            let msg = msg
+                .strip_prefix(&prefix)
+                .map_or_else(|| msg.clone(), str::to_string);
+            Error::InvalidKernel {
+                kernel: k.name.clone(),
+                msg,
+            }
+        })?;
         let internal = |msg: String| Error::Internal {
             kernel: k.name.clone(),
             msg,
