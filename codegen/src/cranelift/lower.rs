@@ -1,0 +1,1077 @@
+//! Lowering one kernel to Cranelift IR: a scalar loop nest (output axes, then reduction
+//! axes inside), the expression tree evaluated at each point, and one store per output
+//! point. Loads whose index range over the iteration box is inside the buffer are
+//! unchecked; the others (padded windows, gathers) are checked at run time.
+
+use super::{RuntimeError, libcalls};
+use crate::Error;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, Block, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, Value, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
+use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
+use ir::dtype::DType;
+use ir::kernel::{Affine, Body, Expr, KGuard, Kernel};
+use std::collections::HashMap;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Declares and defines the kernel function in `module`; also says whether it has a
+/// vector loop.
+pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<(FuncId, bool)> {
+    let internal = |msg: String| Error::Internal {
+        kernel: k.name.clone(),
+        msg,
+    };
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I32));
+    let id = module
+        .declare_anonymous_function(&sig)
+        .map_err(|e| internal(format!("declaring: {e}")))?;
+    let mut helpers = HashMap::new();
+    for h in libcalls::all() {
+        let mut hs = module.make_signature();
+        for _ in 0..h.arity {
+            hs.params.push(AbiParam::new(types::F32));
+        }
+        hs.returns.push(AbiParam::new(types::F32));
+        let hid = module
+            .declare_function(h.name, Linkage::Import, &hs)
+            .map_err(|e| internal(format!("declaring {}: {e}", h.name)))?;
+        helpers.insert(h.name, hid);
+    }
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    let mut fctx = FunctionBuilderContext::new();
+    let frontend = module.target_config();
+    let vectorized;
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut l = Lower {
+            k,
+            b,
+            module: &mut *module,
+            helpers: &helpers,
+            func_refs: HashMap::new(),
+            bases: Vec::new(),
+            axes: Vec::new(),
+            extents: Vec::new(),
+            live: 0,
+            acc: None,
+            err_blocks: Vec::new(),
+            ptr,
+            lanes: 1,
+            vectorized: false,
+        };
+        l.kernel()?;
+        vectorized = l.vectorized;
+        l.b.seal_all_blocks();
+        l.b.finalize(frontend);
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| internal(format!("compiling: {e:?}")))?;
+    module.clear_context(&mut ctx);
+    Ok((id, vectorized))
+}
+
+struct Lower<'a, 'b> {
+    k: &'a Kernel,
+    b: FunctionBuilder<'b>,
+    module: &'a mut JITModule,
+    helpers: &'a HashMap<&'static str, FuncId>,
+    func_refs: HashMap<&'static str, FuncRef>,
+    /// Base addresses: the inputs, then the output.
+    bases: Vec<Value>,
+    /// The loop counters (i64): output axes, then reduction axes.
+    axes: Vec<Variable>,
+    extents: Vec<i64>,
+    /// How many axes (from 0) are live where the expression being lowered is evaluated.
+    live: usize,
+    /// The reduced value, while lowering the epilogue.
+    acc: Option<(Value, DType)>,
+    err_blocks: Vec<(RuntimeError, Block)>,
+    ptr: Type,
+    /// 1, or [`LANES`] while lowering the vector loop (then every value is f32x4).
+    lanes: i64,
+    /// Whether a vector loop was emitted.
+    vectorized: bool,
+}
+
+/// The f32 lanes of a Cranelift vector (x64 SIMD is 128-bit).
+const LANES: i64 = 4;
+
+fn clif(d: DType) -> Option<Type> {
+    match d {
+        DType::F32 => Some(types::F32),
+        DType::I64 => Some(types::I64),
+        DType::I32 => Some(types::I32),
+        DType::Bool => Some(types::I8),
+        _ => None,
+    }
+}
+
+fn is_int(d: DType) -> bool {
+    matches!(d, DType::I64 | DType::I32)
+}
+
+impl Lower<'_, '_> {
+    fn unsupported(&self, msg: impl Into<String>) -> Error {
+        Error::Unsupported {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    fn invalid(&self, msg: impl Into<String>) -> Error {
+        Error::InvalidKernel {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    fn ty(&self, d: DType) -> Result<Type> {
+        clif(d).ok_or_else(|| {
+            self.unsupported(format!(
+                "dtype {d} is not supported by the Cranelift backend yet"
+            ))
+        })
+    }
+
+    /// An integer constant of type `ty` (narrow types take the value's low bits).
+    fn iconst(&mut self, ty: Type, v: i64) -> Value {
+        let bits = ty.bits();
+        let v = if bits < 64 {
+            v & ((1i64 << bits) - 1)
+        } else {
+            v
+        };
+        self.b.ins().iconst(ty, v)
+    }
+
+    fn kernel(&mut self) -> Result<()> {
+        let k = self.k;
+        for b in k.inputs.iter().chain([&k.output]) {
+            self.ty(b.dtype)?;
+        }
+        let Body::Compute {
+            reduce,
+            body,
+            epilogue,
+        } = &k.body
+        else {
+            return Err(
+                self.unsupported("Scatter kernels are not supported by the Cranelift backend yet")
+            );
+        };
+        if reduce.is_none() && !k.red_shape.is_empty() {
+            return Err(self.invalid("reduction axes without a reduction"));
+        }
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let (inputs, output) = (self.b.block_params(entry)[0], self.b.block_params(entry)[1]);
+        let ptr_bytes = i32::from(self.ptr.bytes() as u8);
+        for i in 0..k.inputs.len() {
+            let off = i32::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_mul(ptr_bytes))
+                .ok_or_else(|| self.unsupported("too many inputs"))?;
+            let base = self
+                .b
+                .ins()
+                .load(self.ptr, MemFlagsData::trusted(), inputs, off);
+            self.bases.push(base);
+        }
+        self.bases.push(output);
+        for &n in k.out_shape.iter().chain(&k.red_shape) {
+            let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
+            self.extents.push(n);
+            let v = self.b.declare_var(types::I64);
+            self.axes.push(v);
+        }
+        let r = k.out_shape.len();
+        self.live = r;
+        // The store index must be in bounds over the whole output box.
+        self.check_coefs(&k.store)?;
+        let empty = self.extents[..r].contains(&0);
+        if !empty && r == 0 {
+            self.point(reduce.as_ref(), body, epilogue)?;
+        } else if !empty {
+            match self.range(&k.store) {
+                Some((lo, hi)) if lo >= 0 && hi < k.output.numel as i128 => {}
+                _ => return Err(self.invalid("the store index leaves the output buffer")),
+            }
+            let mut headers = Vec::new();
+            for a in 0..r - 1 {
+                headers.push(self.open_loop(a, 0));
+            }
+            // The innermost output axis: f32x4 lanes where the kernel allows, then a scalar tail.
+            let (last, n) = (r - 1, self.extents[r - 1]);
+            let n4 = if n >= LANES && self.vectorizable(reduce.as_ref(), body, epilogue) {
+                n / LANES * LANES
+            } else {
+                0
+            };
+            if n4 > 0 {
+                self.lanes = LANES;
+                self.vectorized = true;
+                let h = self.open_loop(last, 0);
+                self.point(reduce.as_ref(), body, epilogue)?;
+                self.close_loop(last, h, LANES, n4);
+                self.lanes = 1;
+            }
+            if n4 < n {
+                let h = self.open_loop(last, n4);
+                self.point(reduce.as_ref(), body, epilogue)?;
+                self.close_loop(last, h, 1, n);
+            }
+            for a in (0..r - 1).rev() {
+                self.close_loop(a, headers[a], 1, self.extents[a]);
+            }
+        }
+        let zero = self.b.ins().iconst(types::I32, 0);
+        self.b.ins().return_(&[zero]);
+        for (e, blk) in std::mem::take(&mut self.err_blocks) {
+            self.b.switch_to_block(blk);
+            let code = self.b.ins().iconst(types::I32, e as i64);
+            self.b.ins().return_(&[code]);
+        }
+        Ok(())
+    }
+
+    /// One output point (`lanes` consecutive points along the innermost output axis).
+    fn point(&mut self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> Result<()> {
+        let k = self.k;
+        let r = k.out_shape.len();
+        let acc = match reduce {
+            None => self.expr(body)?,
+            Some(f) => self.reduce(*f, body)?,
+        };
+        self.acc = Some(acc);
+        self.live = r;
+        let (v, d) = self.expr(epilogue)?;
+        self.acc = None;
+        if d != k.output.dtype {
+            return Err(self.invalid(format!(
+                "the epilogue gives {d}, the output is {}",
+                k.output.dtype
+            )));
+        }
+        let idx = self.affine(&k.store)?;
+        let addr = self.address(k.inputs.len(), idx, d);
+        self.b
+            .ins()
+            .store(MemFlagsData::new().with_notrap(), v, addr, 0);
+        Ok(())
+    }
+
+    /// Whether the point computation can run on f32x4 along the innermost output axis:
+    /// everything is f32, each load is contiguous (coefficient 1, unguarded, proven in
+    /// bounds) or constant along that axis, and the output is contiguous along it.
+    fn vectorizable(&self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> bool {
+        let r = self.k.out_shape.len();
+        let last = r - 1;
+        let coef = |a: &Affine| a.coefs.get(last).copied().unwrap_or(0);
+        if self.k.output.dtype != DType::F32 || coef(&self.k.store) != 1 {
+            return false;
+        }
+        if !matches!(
+            reduce,
+            None | Some(ReduceFn::Sum | ReduceFn::Max | ReduceFn::Min)
+        ) {
+            return false;
+        }
+        let full = |a: &Affine| -> Option<(i128, i128)> {
+            let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
+            for (&c, &n) in a.coefs.iter().zip(&self.extents) {
+                let span = i128::from(c) * i128::from(n - 1);
+                if span < 0 { lo += span } else { hi += span }
+            }
+            Some((lo, hi))
+        };
+        fn ok(
+            l: &Lower<'_, '_>,
+            e: &Expr,
+            coef: &dyn Fn(&Affine) -> i64,
+            full: &dyn Fn(&Affine) -> Option<(i128, i128)>,
+        ) -> bool {
+            match e {
+                Expr::Load {
+                    buf, index, guards, ..
+                } => {
+                    let Some(b) = l.k.inputs.get(*buf) else {
+                        return false;
+                    };
+                    if b.dtype != DType::F32 || guards.iter().any(|g| coef(&g.expr) != 0) {
+                        return false;
+                    }
+                    match coef(index) {
+                        0 => true,
+                        1 => {
+                            guards.is_empty()
+                                && matches!(full(index), Some((lo, hi)) if lo >= 0 && hi < b.numel as i128)
+                        }
+                        _ => false,
+                    }
+                }
+                Expr::Const { dtype, .. } => *dtype == DType::F32,
+                Expr::Acc => true,
+                Expr::Unary(f, x) => {
+                    matches!(
+                        f,
+                        UnaryFn::Neg
+                            | UnaryFn::Abs
+                            | UnaryFn::Sqrt
+                            | UnaryFn::Recip
+                            | UnaryFn::Floor
+                            | UnaryFn::Ceil
+                    ) && ok(l, x, coef, full)
+                }
+                Expr::Binary(f, a, b) => {
+                    matches!(
+                        f,
+                        BinaryFn::Add
+                            | BinaryFn::Sub
+                            | BinaryFn::Mul
+                            | BinaryFn::Div
+                            | BinaryFn::Max
+                            | BinaryFn::Min
+                    ) && ok(l, a, coef, full)
+                        && ok(l, b, coef, full)
+                }
+                _ => false,
+            }
+        }
+        ok(self, body, &coef, &full) && ok(self, epilogue, &coef, &full)
+    }
+
+    /// `cond ? a : b` where `cond` is a comparison result of the current lane count.
+    fn pick(&mut self, cond: Value, a: Value, b: Value) -> Value {
+        if self.lanes == 1 {
+            self.b.ins().select(cond, a, b)
+        } else {
+            let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+            let mask = self.b.ins().bitcast(types::F32X4, flags, cond);
+            self.b.ins().bitselect(mask, a, b)
+        }
+    }
+
+    /// `x` broadcast to the current lane count.
+    fn splat(&mut self, x: Value) -> Value {
+        if self.lanes == 1 {
+            x
+        } else {
+            self.b.ins().splat(types::F32X4, x)
+        }
+    }
+
+    fn open_loop(&mut self, axis: usize, start: i64) -> Block {
+        let zero = self.b.ins().iconst(types::I64, start);
+        self.b.def_var(self.axes[axis], zero);
+        let header = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        header
+    }
+
+    fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: i64) {
+        let i = self.b.use_var(self.axes[axis]);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.def_var(self.axes[axis], next);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+        let exit = self.b.create_block();
+        self.b.ins().brif(more, header, &[], exit, &[]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// Branches to an error return when `bad` is nonzero.
+    fn check(&mut self, bad: Value, e: RuntimeError) {
+        let err = match self.err_blocks.iter().find(|(x, _)| *x == e) {
+            Some(&(_, b)) => b,
+            None => {
+                let b = self.b.create_block();
+                self.b.set_cold_block(b);
+                self.err_blocks.push((e, b));
+                b
+            }
+        };
+        let cont = self.b.create_block();
+        self.b.ins().brif(bad, err, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
+        if matches!(f, ReduceFn::ArgMax | ReduceFn::ArgMin) {
+            return self.arg_reduce(f, body);
+        }
+        let r = self.k.out_shape.len();
+        self.live = self.axes.len();
+        let d = self.dtype_of(body)?;
+        let ty = self.ty(d)?;
+        let init = match (f, d) {
+            (ReduceFn::Sum, DType::F32) => self.b.ins().f32const(0.0),
+            (ReduceFn::Prod, DType::F32) => self.b.ins().f32const(1.0),
+            (ReduceFn::Max, DType::F32) => self.b.ins().f32const(f32::NEG_INFINITY),
+            (ReduceFn::Min, DType::F32) => self.b.ins().f32const(f32::INFINITY),
+            (ReduceFn::Sum, DType::I64 | DType::I32) => self.iconst(ty, 0),
+            (ReduceFn::Prod, DType::I64 | DType::I32) => self.iconst(ty, 1),
+            (ReduceFn::Max, DType::I64) => self.iconst(ty, i64::MIN),
+            (ReduceFn::Min, DType::I64) => self.iconst(ty, i64::MAX),
+            (ReduceFn::Max, DType::I32) => self.iconst(ty, i32::MIN.into()),
+            (ReduceFn::Min, DType::I32) => self.iconst(ty, i32::MAX.into()),
+            (ReduceFn::Max, DType::Bool) => self.iconst(ty, 0),
+            (ReduceFn::Min, DType::Bool) => self.iconst(ty, 1),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "Reduce {} of {d} is not supported by the Cranelift backend yet",
+                    f.name()
+                )));
+            }
+        };
+        let (init, ty) = if d == DType::F32 && self.lanes > 1 {
+            (self.splat(init), types::F32X4)
+        } else {
+            (init, ty)
+        };
+        if self.extents[r..].contains(&0) {
+            return Ok((init, d));
+        }
+        let acc = self.b.declare_var(ty);
+        self.b.def_var(acc, init);
+        let mut headers = Vec::new();
+        for a in r..self.axes.len() {
+            headers.push(self.open_loop(a, 0));
+        }
+        let (v, _) = self.expr(body)?;
+        let a = self.b.use_var(acc);
+        let next = match (f, d) {
+            (ReduceFn::Sum, DType::F32) => self.b.ins().fadd(a, v),
+            (ReduceFn::Prod, DType::F32) => self.b.ins().fmul(a, v),
+            (ReduceFn::Sum, _) => self.b.ins().iadd(a, v),
+            (ReduceFn::Prod, _) => self.b.ins().imul(a, v),
+            // `if v > a || v.is_nan() { v } else { a }`, as the reference.
+            (ReduceFn::Max | ReduceFn::Min, DType::F32) => {
+                let cc = if f == ReduceFn::Max {
+                    FloatCC::GreaterThan
+                } else {
+                    FloatCC::LessThan
+                };
+                let better = self.b.ins().fcmp(cc, v, a);
+                let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+                let take = self.b.ins().bor(better, nan);
+                self.pick(take, v, a)
+            }
+            (ReduceFn::Max, DType::Bool) => self.b.ins().bor(a, v),
+            (ReduceFn::Min, DType::Bool) => self.b.ins().band(a, v),
+            (ReduceFn::Max, _) => self.b.ins().smax(a, v),
+            (ReduceFn::Min, _) => self.b.ins().smin(a, v),
+            _ => return Err(self.unsupported(format!("Reduce {}", f.name()))),
+        };
+        self.b.def_var(acc, next);
+        for (i, a) in (r..self.axes.len()).enumerate().rev() {
+            self.close_loop(a, headers[i], 1, self.extents[a]);
+        }
+        let out = self.b.use_var(acc);
+        Ok((out, d))
+    }
+
+    /// ArgMax/ArgMin over the one reduction axis: the first index of the extremum, a NaN
+    /// winning over every number (the reference's total order). Starting from the identity
+    /// (-inf or the minimum for ArgMax) with index 0 gives the same index as starting from
+    /// the first element.
+    fn arg_reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
+        let r = self.k.out_shape.len();
+        if self.k.red_shape.len() != 1 {
+            return Err(self.invalid(format!(
+                "{} over {} reduction axes",
+                f.name(),
+                self.k.red_shape.len()
+            )));
+        }
+        self.live = self.axes.len();
+        let d = self.dtype_of(body)?;
+        let ty = self.ty(d)?;
+        let max = f == ReduceFn::ArgMax;
+        let init = match d {
+            DType::F32 => self.b.ins().f32const(if max {
+                f32::NEG_INFINITY
+            } else {
+                f32::INFINITY
+            }),
+            DType::I64 => self.iconst(ty, if max { i64::MIN } else { i64::MAX }),
+            DType::I32 => self.iconst(
+                ty,
+                if max {
+                    i32::MIN.into()
+                } else {
+                    i32::MAX.into()
+                },
+            ),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "Reduce {} of {d} is not supported by the Cranelift backend yet",
+                    f.name()
+                )));
+            }
+        };
+        let zero = self.b.ins().iconst(types::I64, 0);
+        if self.extents[r] == 0 {
+            return Ok((zero, DType::I64));
+        }
+        let (best, idx) = (self.b.declare_var(ty), self.b.declare_var(types::I64));
+        self.b.def_var(best, init);
+        self.b.def_var(idx, zero);
+        let h = self.open_loop(r, 0);
+        let (v, _) = self.expr(body)?;
+        let cur = self.b.use_var(best);
+        let better = if d == DType::F32 {
+            let cc = if max {
+                FloatCC::GreaterThan
+            } else {
+                FloatCC::LessThan
+            };
+            let ord = self.b.ins().fcmp(cc, v, cur);
+            let v_nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+            let cur_num = self.b.ins().fcmp(FloatCC::Ordered, cur, cur);
+            let t = self.b.ins().bor(ord, v_nan);
+            self.b.ins().band(t, cur_num)
+        } else {
+            let cc = if max {
+                IntCC::SignedGreaterThan
+            } else {
+                IntCC::SignedLessThan
+            };
+            self.b.ins().icmp(cc, v, cur)
+        };
+        let nb = self.b.ins().select(better, v, cur);
+        self.b.def_var(best, nb);
+        let i = self.b.use_var(self.axes[r]);
+        let ci = self.b.use_var(idx);
+        let ni = self.b.ins().select(better, i, ci);
+        self.b.def_var(idx, ni);
+        self.close_loop(r, h, 1, self.extents[r]);
+        Ok((self.b.use_var(idx), DType::I64))
+    }
+
+    /// The dtype of `e` (the checks on operands happen while lowering).
+    fn dtype_of(&self, e: &Expr) -> Result<DType> {
+        Ok(match e {
+            Expr::Load { buf, .. } | Expr::Gather { buf, .. } => {
+                self.k
+                    .inputs
+                    .get(*buf)
+                    .ok_or_else(|| self.invalid(format!("no input buffer {buf}")))?
+                    .dtype
+            }
+            Expr::Const { dtype, .. } => *dtype,
+            Expr::Axis(_) => DType::I64,
+            Expr::Unary(UnaryFn::IsNaN, _) => DType::Bool,
+            Expr::Unary(_, x) => self.dtype_of(x)?,
+            Expr::Binary(f, a, _) => {
+                if f.is_comparison() {
+                    DType::Bool
+                } else {
+                    self.dtype_of(a)?
+                }
+            }
+            Expr::Select(_, a, _) => self.dtype_of(a)?,
+            Expr::Cast(d, _) => *d,
+            Expr::Acc => {
+                self.acc
+                    .ok_or_else(|| self.invalid("Acc outside an epilogue"))?
+                    .1
+            }
+        })
+    }
+
+    /// Every nonzero coefficient must be on a live axis.
+    fn check_coefs(&self, a: &Affine) -> Result<()> {
+        if let Some(ax) = a
+            .coefs
+            .iter()
+            .enumerate()
+            .skip(self.live)
+            .find(|(_, c)| **c != 0)
+            .map(|(i, _)| i)
+        {
+            return Err(self.invalid(format!(
+                "an index uses axis {ax} where only {} axes are live",
+                self.live
+            )));
+        }
+        Ok(())
+    }
+
+    /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
+    fn range(&self, a: &Affine) -> Option<(i128, i128)> {
+        let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
+        for (&c, &n) in a.coefs.iter().zip(&self.extents[..self.live]) {
+            if n == 0 {
+                return None;
+            }
+            let span = i128::from(c) * i128::from(n - 1);
+            if span < 0 {
+                lo += span;
+            } else {
+                hi += span;
+            }
+        }
+        Some((lo, hi))
+    }
+
+    fn affine(&mut self, a: &Affine) -> Result<Value> {
+        self.check_coefs(a)?;
+        let mut acc = self.b.ins().iconst(types::I64, a.offset);
+        for (ax, &c) in a.coefs.iter().enumerate().take(self.live) {
+            if c == 0 {
+                continue;
+            }
+            let i = self.b.use_var(self.axes[ax]);
+            let t = if c == 1 {
+                i
+            } else {
+                self.b.ins().imul_imm_s(i, c)
+            };
+            acc = self.b.ins().iadd(acc, t);
+        }
+        Ok(acc)
+    }
+
+    /// `base[buf] + idx * size(d)`.
+    fn address(&mut self, buf: usize, idx: Value, d: DType) -> Value {
+        let off = self.b.ins().imul_imm_s(idx, d.size() as i64);
+        self.b.ins().iadd(self.bases[buf], off)
+    }
+
+    /// Loads element `idx` of input `buf`, checking `0 <= idx < numel` at run time unless
+    /// `range` (the index range) proves it.
+    fn load(&mut self, buf: usize, idx: Value, range: Option<(i128, i128)>) -> Result<Value> {
+        let b = &self.k.inputs[buf];
+        let (d, numel) = (b.dtype, b.numel as i128);
+        let ty = self.ty(d)?;
+        if !matches!(range, Some((lo, hi)) if lo >= 0 && hi < numel) {
+            let bad = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, idx, numel as i64);
+            self.check(bad, RuntimeError::LoadOutOfBounds);
+        }
+        let addr = self.address(buf, idx, d);
+        let v = self
+            .b
+            .ins()
+            .load(ty, MemFlagsData::new().with_notrap(), addr, 0);
+        Ok(if d == DType::Bool {
+            self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+        } else {
+            v
+        })
+    }
+
+    /// The conjunction of the guards, or `None` when they provably all hold.
+    fn guards(&mut self, guards: &[KGuard]) -> Result<Option<Value>> {
+        let mut cond = None;
+        for g in guards {
+            self.check_coefs(&g.expr)?;
+            let c = match self.range(&g.expr) {
+                Some((lo, hi)) if lo >= 0 && hi < i128::from(g.bound) => continue,
+                Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => {
+                    self.iconst(types::I8, 0)
+                }
+                _ => {
+                    let v = self.affine(&g.expr)?;
+                    self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, v, g.bound)
+                }
+            };
+            cond = Some(match cond {
+                None => c,
+                Some(p) => self.b.ins().band(p, c),
+            });
+        }
+        Ok(cond)
+    }
+
+    fn constant(&mut self, v: f64, d: DType) -> Result<Value> {
+        let ty = self.ty(d)?;
+        Ok(match d {
+            DType::F32 => self.b.ins().f32const(v as f32),
+            DType::I64 => self.iconst(ty, v as i64),
+            DType::I32 => self.iconst(ty, (v as i32).into()),
+            _ => self.iconst(ty, i64::from(v != 0.0)),
+        })
+    }
+
+    fn helper(&mut self, name: &'static str) -> Result<FuncRef> {
+        if let Some(&f) = self.func_refs.get(name) {
+            return Ok(f);
+        }
+        let id = *self.helpers.get(name).ok_or_else(|| Error::Internal {
+            kernel: self.k.name.clone(),
+            msg: format!("helper {name} not declared"),
+        })?;
+        let f = self.module.declare_func_in_func(id, self.b.func);
+        self.func_refs.insert(name, f);
+        Ok(f)
+    }
+
+    fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
+        let f = self.helper(name)?;
+        let call = self.b.ins().call(f, args);
+        self.b
+            .inst_results(call)
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Internal {
+                kernel: self.k.name.clone(),
+                msg: format!("helper {name} returns nothing"),
+            })
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<(Value, DType)> {
+        match e {
+            Expr::Load { buf, index, .. } if self.lanes > 1 => {
+                // `vectorizable` admitted only contiguous in-bounds f32 loads and loads
+                // constant along the vector axis.
+                let last = self.k.out_shape.len() - 1;
+                if index.coefs.get(last).copied().unwrap_or(0) == 1 {
+                    let idx = self.affine(index)?;
+                    let addr = self.address(*buf, idx, DType::F32);
+                    Ok((
+                        self.b
+                            .ins()
+                            .load(types::F32X4, MemFlagsData::new().with_notrap(), addr, 0),
+                        DType::F32,
+                    ))
+                } else {
+                    self.lanes = 1;
+                    let scalar = self.expr(e);
+                    self.lanes = LANES;
+                    let (v, d) = scalar?;
+                    Ok((self.splat(v), d))
+                }
+            }
+            Expr::Load {
+                buf,
+                index,
+                guards,
+                pad,
+            } => {
+                let d = self.dtype_of(e)?;
+                let numel = self.k.inputs[*buf].numel;
+                self.check_coefs(index)?;
+                let cond = self.guards(guards)?;
+                let padv = self.constant(*pad, d)?;
+                if numel == 0 {
+                    // Nothing can be read: every point must be padding.
+                    let Some(c) = cond else {
+                        return Err(self.invalid(format!("a load from empty buffer {buf}")));
+                    };
+                    self.check(c, RuntimeError::LoadOutOfBounds);
+                    return Ok((padv, d));
+                }
+                let idx = self.affine(index)?;
+                let (idx, range) = match cond {
+                    None => (idx, self.range(index)),
+                    Some(c) => {
+                        let zero = self.b.ins().iconst(types::I64, 0);
+                        (self.b.ins().select(c, idx, zero), None)
+                    }
+                };
+                let v = self.load(*buf, idx, range)?;
+                Ok(match cond {
+                    None => (v, d),
+                    Some(c) => (self.b.ins().select(c, v, padv), d),
+                })
+            }
+            Expr::Gather {
+                buf,
+                index,
+                stride,
+                extent,
+                pos,
+            } => {
+                let d = self.dtype_of(e)?;
+                let (p, pd) = self.expr(pos)?;
+                let p = match pd {
+                    DType::I64 => p,
+                    DType::I32 => self.b.ins().sextend(types::I64, p),
+                    _ => return Err(self.invalid(format!("a Gather position of dtype {pd}"))),
+                };
+                let bad = if *extent <= 0 {
+                    self.iconst(types::I8, 1)
+                } else {
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, p, *extent)
+                };
+                self.check(bad, RuntimeError::GatherOutOfRange);
+                let base = self.affine(index)?;
+                let off = self.b.ins().imul_imm_s(p, *stride);
+                let idx = self.b.ins().iadd(base, off);
+                let range = self.range(index).map(|(lo, hi)| {
+                    let span = i128::from(*stride) * i128::from(extent.saturating_sub(1).max(0));
+                    if span < 0 {
+                        (lo + span, hi)
+                    } else {
+                        (lo, hi + span)
+                    }
+                });
+                if self.k.inputs[*buf].numel == 0 {
+                    return Err(self.invalid(format!("a Gather from empty buffer {buf}")));
+                }
+                Ok((self.load(*buf, idx, range)?, d))
+            }
+            Expr::Const { value, dtype } => {
+                let c = self.constant(*value, *dtype)?;
+                Ok((self.splat(c), *dtype))
+            }
+            Expr::Axis(a) => {
+                if *a >= self.live {
+                    return Err(
+                        self.invalid(format!("Axis({a}) where only {} axes are live", self.live))
+                    );
+                }
+                Ok((self.b.use_var(self.axes[*a]), DType::I64))
+            }
+            Expr::Acc => self
+                .acc
+                .ok_or_else(|| self.invalid("Acc outside an epilogue")),
+            Expr::Unary(f, x) => {
+                let (x, d) = self.expr(x)?;
+                self.unary(*f, x, d)
+            }
+            Expr::Binary(f, a, b) => {
+                let (a, da) = self.expr(a)?;
+                let (b, db) = self.expr(b)?;
+                if da != db {
+                    return Err(self.invalid(format!("Binary {} of {da} and {db}", f.name())));
+                }
+                self.binary(*f, a, b, da)
+            }
+            Expr::Select(c, a, b) => {
+                let (c, dc) = self.expr(c)?;
+                let (a, da) = self.expr(a)?;
+                let (b, db) = self.expr(b)?;
+                if dc != DType::Bool || da != db {
+                    return Err(self.invalid(format!("Select on {dc} of {da} and {db}")));
+                }
+                Ok((self.b.ins().select(c, a, b), da))
+            }
+            Expr::Cast(to, x) => {
+                let (x, from) = self.expr(x)?;
+                Ok((self.cast(x, from, *to)?, *to))
+            }
+        }
+    }
+
+    fn unary(&mut self, f: UnaryFn, x: Value, d: DType) -> Result<(Value, DType)> {
+        let unsupported = |s: &Self| {
+            s.unsupported(format!(
+                "Unary {} on {d} is not supported by the Cranelift backend yet",
+                f.name()
+            ))
+        };
+        let v = match d {
+            DType::F32 => match f {
+                UnaryFn::Neg => self.b.ins().fneg(x),
+                UnaryFn::Abs => self.b.ins().fabs(x),
+                UnaryFn::Sqrt => self.b.ins().sqrt(x),
+                UnaryFn::Recip => {
+                    let one = self.b.ins().f32const(1.0);
+                    let one = self.splat(one);
+                    self.b.ins().fdiv(one, x)
+                }
+                UnaryFn::Floor => self.b.ins().floor(x),
+                UnaryFn::Ceil => self.b.ins().ceil(x),
+                UnaryFn::Round => self.b.ins().nearest(x),
+                UnaryFn::IsNaN => {
+                    return Ok((self.b.ins().fcmp(FloatCC::Unordered, x, x), DType::Bool));
+                }
+                UnaryFn::Sign => {
+                    // `v > 0 ? 1 : v < 0 ? -1 : v` (keeps -0 and NaN).
+                    let zero = self.b.ins().f32const(0.0);
+                    let one = self.b.ins().f32const(1.0);
+                    let minus = self.b.ins().f32const(-1.0);
+                    let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                    let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                    let inner = self.b.ins().select(lt, minus, x);
+                    self.b.ins().select(gt, one, inner)
+                }
+                _ => match libcalls::unary(f) {
+                    Some(name) => self.call(name, &[x])?,
+                    None => return Err(unsupported(self)),
+                },
+            },
+            DType::I64 | DType::I32 => match f {
+                UnaryFn::Neg => self.b.ins().ineg(x),
+                UnaryFn::Abs => self.b.ins().iabs(x),
+                UnaryFn::BitNot => self.b.ins().bnot(x),
+                UnaryFn::Sign => {
+                    let ty = self.ty(d)?;
+                    let zero = self.iconst(ty, 0);
+                    let one = self.iconst(ty, 1);
+                    let minus = self.iconst(ty, -1);
+                    let gt = self.b.ins().icmp(IntCC::SignedGreaterThan, x, zero);
+                    let lt = self.b.ins().icmp(IntCC::SignedLessThan, x, zero);
+                    let inner = self.b.ins().select(lt, minus, zero);
+                    self.b.ins().select(gt, one, inner)
+                }
+                _ => return Err(unsupported(self)),
+            },
+            DType::Bool => match f {
+                UnaryFn::Not => self.b.ins().icmp_imm_s(IntCC::Equal, x, 0),
+                _ => return Err(unsupported(self)),
+            },
+            _ => return Err(unsupported(self)),
+        };
+        Ok((v, d))
+    }
+
+    fn binary(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<(Value, DType)> {
+        let unsupported = |s: &Self| {
+            s.unsupported(format!(
+                "Binary {} on {d} is not supported by the Cranelift backend yet",
+                f.name()
+            ))
+        };
+        if f.is_comparison() {
+            let v = if d == DType::F32 {
+                let cc = match f {
+                    BinaryFn::Eq => FloatCC::Equal,
+                    BinaryFn::Lt => FloatCC::LessThan,
+                    BinaryFn::Le => FloatCC::LessThanOrEqual,
+                    BinaryFn::Gt => FloatCC::GreaterThan,
+                    _ => FloatCC::GreaterThanOrEqual,
+                };
+                self.b.ins().fcmp(cc, a, b)
+            } else if is_int(d) || (d == DType::Bool && f == BinaryFn::Eq) {
+                let cc = match f {
+                    BinaryFn::Eq => IntCC::Equal,
+                    BinaryFn::Lt => IntCC::SignedLessThan,
+                    BinaryFn::Le => IntCC::SignedLessThanOrEqual,
+                    BinaryFn::Gt => IntCC::SignedGreaterThan,
+                    _ => IntCC::SignedGreaterThanOrEqual,
+                };
+                self.b.ins().icmp(cc, a, b)
+            } else {
+                return Err(unsupported(self));
+            };
+            return Ok((v, DType::Bool));
+        }
+        let v = match d {
+            DType::F32 => match f {
+                BinaryFn::Add => self.b.ins().fadd(a, b),
+                BinaryFn::Sub => self.b.ins().fsub(a, b),
+                BinaryFn::Mul => self.b.ins().fmul(a, b),
+                BinaryFn::Div => self.b.ins().fdiv(a, b),
+                // NaN-propagating, first operand on ties (so max(-0, +0) = -0): the reference's
+                // `if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b }`.
+                BinaryFn::Max | BinaryFn::Min => {
+                    let cc = if f == BinaryFn::Max {
+                        FloatCC::GreaterThanOrEqual
+                    } else {
+                        FloatCC::LessThanOrEqual
+                    };
+                    let nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
+                    let ord = self.b.ins().fcmp(cc, a, b);
+                    let take = self.b.ins().bor(nan, ord);
+                    self.pick(take, a, b)
+                }
+                _ => match libcalls::binary(f) {
+                    Some(name) => self.call(name, &[a, b])?,
+                    None => return Err(unsupported(self)),
+                },
+            },
+            DType::I64 | DType::I32 => match f {
+                BinaryFn::Add => self.b.ins().iadd(a, b),
+                BinaryFn::Sub => self.b.ins().isub(a, b),
+                BinaryFn::Mul => self.b.ins().imul(a, b),
+                BinaryFn::Max => self.b.ins().smax(a, b),
+                BinaryFn::Min => self.b.ins().smin(a, b),
+                BinaryFn::BitAnd => self.b.ins().band(a, b),
+                BinaryFn::BitOr => self.b.ins().bor(a, b),
+                BinaryFn::BitXor => self.b.ins().bxor(a, b),
+                BinaryFn::Div | BinaryFn::Mod | BinaryFn::Fmod => self.int_div(f, a, b, d)?,
+                _ => return Err(unsupported(self)),
+            },
+            DType::Bool => match f {
+                BinaryFn::And => self.b.ins().band(a, b),
+                BinaryFn::Or => self.b.ins().bor(a, b),
+                BinaryFn::Xor => self.b.ins().bxor(a, b),
+                _ => return Err(unsupported(self)),
+            },
+            _ => return Err(unsupported(self)),
+        };
+        Ok((v, d))
+    }
+
+    /// Integer Div (truncating), Fmod (sign of the dividend) and Mod (sign of the divisor),
+    /// wrapping like the reference (`MIN / -1 = MIN`); a zero divisor is a run-time error.
+    fn int_div(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<Value> {
+        let ty = self.ty(d)?;
+        let zero = self.iconst(ty, 0);
+        let is_zero = self.b.ins().icmp(IntCC::Equal, b, zero);
+        self.check(is_zero, RuntimeError::DivisionByZero);
+        let minus = self.iconst(ty, -1);
+        let one = self.iconst(ty, 1);
+        let is_minus = self.b.ins().icmp(IntCC::Equal, b, minus);
+        // Divide by 1 instead of -1 (the hardware traps on MIN / -1), then fix up.
+        let safe = self.b.ins().select(is_minus, one, b);
+        Ok(match f {
+            BinaryFn::Div => {
+                let q = self.b.ins().sdiv(a, safe);
+                let neg = self.b.ins().ineg(a);
+                self.b.ins().select(is_minus, neg, q)
+            }
+            BinaryFn::Fmod => self.b.ins().srem(a, safe),
+            _ => {
+                let r = self.b.ins().srem(a, safe);
+                let r_nz = self.b.ins().icmp(IntCC::NotEqual, r, zero);
+                let r_neg = self.b.ins().icmp(IntCC::SignedLessThan, r, zero);
+                let b_neg = self.b.ins().icmp(IntCC::SignedLessThan, b, zero);
+                let signs = self.b.ins().bxor(r_neg, b_neg);
+                let fix = self.b.ins().band(r_nz, signs);
+                let fixed = self.b.ins().iadd(r, b);
+                self.b.ins().select(fix, fixed, r)
+            }
+        })
+    }
+
+    /// Casts with the reference's semantics: float to int truncates and saturates (NaN to
+    /// 0), int to int wraps, anything to bool is `!= 0` (NaN is true).
+    fn cast(&mut self, x: Value, from: DType, to: DType) -> Result<Value> {
+        let ty = self.ty(to)?;
+        self.ty(from)?;
+        Ok(match (from, to) {
+            _ if from == to => x,
+            (DType::F32, DType::I64 | DType::I32) => self.b.ins().fcvt_to_sint_sat(ty, x),
+            (DType::F32, DType::Bool) => {
+                let zero = self.b.ins().f32const(0.0);
+                self.b.ins().fcmp(FloatCC::NotEqual, x, zero)
+            }
+            (DType::I64 | DType::I32, DType::F32) => self.b.ins().fcvt_from_sint(ty, x),
+            (DType::I64, DType::I32) => self.b.ins().ireduce(ty, x),
+            (DType::I32, DType::I64) => self.b.ins().sextend(ty, x),
+            (DType::I64 | DType::I32, DType::Bool) => {
+                self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+            }
+            (DType::Bool, DType::F32) => {
+                let w = self.b.ins().uextend(types::I32, x);
+                self.b.ins().fcvt_from_sint(ty, w)
+            }
+            (DType::Bool, _) => self.b.ins().uextend(ty, x),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "Cast {from} to {to} is not supported by the Cranelift backend yet"
+                )));
+            }
+        })
+    }
+}

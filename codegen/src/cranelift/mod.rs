@@ -1,0 +1,207 @@
+//! The Cranelift backend: JIT-compiles one [`Kernel`] into native code for the host.
+//!
+//! The generated function is `extern "C" fn(inputs: *const *const u8, output: *mut u8) -> i32`:
+//! a scalar loop nest over the output axes (and, for a reduction, the reduction axes inside
+//! them) that evaluates the expression tree at each point and stores the result. It returns
+//! 0, or a nonzero [`RuntimeError`] code when the data makes the kernel fail (a Gather
+//! position out of range, an integer division by zero). Every memory access is either
+//! proven in bounds at compile time from the static shapes or checked at run time.
+//!
+//! Supported: dtypes f32, i64, i32 and bool; loads with guards, gathers, constants, axis
+//! indices, the elementwise functions of the atoms that have a direct instruction or a
+//! helper in [`libcalls`], select, casts between the supported dtypes, and the reductions
+//! Sum, Prod, Max and Min. Everything else is an [`Error::Unsupported`].
+//!
+//! When every value is f32, every load is contiguous (unguarded, in bounds) or constant
+//! along the innermost output axis and the output is contiguous along it, that axis runs
+//! on f32x4 vectors with a scalar tail (see [`JitKernel::is_vectorized`]). No FMA: a fused
+//! multiply-add rounds once where the reference rounds twice, and results must be exact.
+
+mod ffi;
+mod libcalls;
+mod lower;
+
+use crate::Error;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::default_libcall_names;
+use ir::kernel::{Buffer, Kernel};
+
+/// Why compiled code stopped: its nonzero return codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum RuntimeError {
+    GatherOutOfRange = 1,
+    LoadOutOfBounds = 2,
+    DivisionByZero = 3,
+}
+
+impl RuntimeError {
+    fn from_code(code: i32) -> Option<RuntimeError> {
+        [
+            RuntimeError::GatherOutOfRange,
+            RuntimeError::LoadOutOfBounds,
+            RuntimeError::DivisionByZero,
+        ]
+        .into_iter()
+        .find(|e| *e as i32 == code)
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            RuntimeError::GatherOutOfRange => "a Gather position is out of range",
+            RuntimeError::LoadOutOfBounds => "a load index is out of the bounds of its buffer",
+            RuntimeError::DivisionByZero => "integer division by zero",
+        }
+    }
+}
+
+/// One kernel compiled to native code.
+pub struct JitKernel {
+    name: String,
+    inputs: Vec<Buffer>,
+    output: Buffer,
+    /// Owns the code; `None` only while dropping.
+    module: Option<JITModule>,
+    code: *const u8,
+    vectorized: bool,
+}
+
+impl std::fmt::Debug for JitKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitKernel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for JitKernel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            ffi::free(m);
+        }
+    }
+}
+
+impl JitKernel {
+    /// Compiles `k` for the host CPU.
+    pub fn compile(k: &Kernel) -> Result<JitKernel, Error> {
+        // The kernel IR's own checks (dtypes, axes, static bounds, injective store) first.
+        ir::kernel::verify(k).map_err(|e| {
+            let msg = e.to_string();
+            let prefix = format!("invalid model: kernel '{}': ", k.name);
+            let msg = msg
+                .strip_prefix(&prefix)
+                .map_or_else(|| msg.clone(), str::to_string);
+            Error::InvalidKernel {
+                kernel: k.name.clone(),
+                msg,
+            }
+        })?;
+        let internal = |msg: String| Error::Internal {
+            kernel: k.name.clone(),
+            msg,
+        };
+        let mut flags = settings::builder();
+        for (name, value) in [
+            ("opt_level", "speed"),
+            ("is_pic", "false"),
+            ("use_colocated_libcalls", "false"),
+        ] {
+            flags
+                .set(name, value)
+                .map_err(|e| internal(format!("setting {name}: {e}")))?;
+        }
+        let isa = cranelift_native::builder()
+            .map_err(|e| Error::Unsupported {
+                kernel: k.name.clone(),
+                msg: format!("host not supported by Cranelift: {e}"),
+            })?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| internal(format!("building the target ISA: {e}")))?;
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        for h in libcalls::all() {
+            jb.symbol(h.name, h.addr);
+        }
+        let mut module = JITModule::new(jb);
+        let (func, vectorized) = match lower::define(&mut module, k) {
+            Ok(f) => f,
+            Err(e) => {
+                ffi::free(module);
+                return Err(e);
+            }
+        };
+        if let Err(e) = module.finalize_definitions() {
+            ffi::free(module);
+            return Err(internal(format!("finalizing: {e}")));
+        }
+        let code = module.get_finalized_function(func);
+        Ok(JitKernel {
+            name: k.name.clone(),
+            inputs: k.inputs.clone(),
+            output: k.output.clone(),
+            module: Some(module),
+            code,
+            vectorized,
+        })
+    }
+
+    /// Whether the innermost output axis runs on f32x4 vectors (with a scalar tail).
+    pub fn is_vectorized(&self) -> bool {
+        self.vectorized
+    }
+
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the kernel on `inputs` (one byte slice per input buffer, native-endian elements)
+    /// writing `output`. Every slice must have exactly its buffer's byte length.
+    pub fn run(&self, inputs: &[&[u8]], output: &mut [u8]) -> Result<(), Error> {
+        let bad = |msg: String| Error::InvalidInput {
+            kernel: self.name.clone(),
+            msg,
+        };
+        if inputs.len() != self.inputs.len() {
+            return Err(bad(format!(
+                "{} input buffers given, the kernel takes {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        for (b, data) in self
+            .inputs
+            .iter()
+            .chain([&self.output])
+            .zip(inputs.iter().map(|d| d.len()).chain([output.len()]))
+        {
+            let want = b
+                .numel
+                .checked_mul(b.dtype.size())
+                .ok_or_else(|| bad(format!("buffer '{}' is too large", b.name)))?;
+            if data != want {
+                return Err(bad(format!(
+                    "buffer '{}' ({} x {}) needs {want} bytes, got {data}",
+                    b.name, b.numel, b.dtype
+                )));
+            }
+        }
+        if self.module.is_none() {
+            return Err(Error::Internal {
+                kernel: self.name.clone(),
+                msg: "kernel code was freed".into(),
+            });
+        }
+        match ffi::call(self.code, inputs, output) {
+            0 => Ok(()),
+            code => Err(Error::Runtime {
+                kernel: self.name.clone(),
+                msg: RuntimeError::from_code(code).map_or_else(
+                    || format!("unknown error code {code}"),
+                    |e| e.message().into(),
+                ),
+            }),
+        }
+    }
+}

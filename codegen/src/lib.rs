@@ -1,0 +1,13 @@
+//! atomc code generators: kernel IR (`ir::kernel::Kernel`) to native code.
+//!
+//! Today there is one backend, [`cranelift`]: it JIT-compiles one kernel into a function
+//! `extern "C" fn(inputs: *const *const u8, output: *mut u8) -> i32` and wraps it in a
+//! safe [`JitKernel`] whose [`JitKernel::run`] checks every buffer against the kernel's
+//! declared buffers before calling it. The semantics are those of the atoms
+//! (`ir::atom::Atom::eval`), exactly for the exact operations.
+
+pub mod cranelift;
+mod error;
+
+pub use cranelift::JitKernel;
+pub use error::Error;
