@@ -19,7 +19,6 @@ use crate::dtype::DType;
 use crate::error::{Error, Result, ResultExt};
 use crate::graph::{Graph, ValueId};
 use crate::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
-use crate::op::OpKind;
 use crate::shape::fmt_shape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -211,7 +210,8 @@ impl<'g> Part<'g> {
                             _ => false,
                         };
                         let Some(next) = g.nodes[c].outputs.first().copied().flatten() else { break };
-                        if !next_ok {
+                        // A value in (or ending) another anchor's chain stays there.
+                        if !next_ok || p.absorbed[next.index()] || p.chain_anchor[next.index()].is_some() {
                             break;
                         }
                         p.absorbed[cur.index()] = true;
@@ -666,8 +666,8 @@ pub fn run_plan(g: &Graph, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tenso
 }
 
 fn eval_kernel(k: &Kernel, inputs: &[&Tensor]) -> Result<Tensor> {
-    let _ = (k, inputs, OpKind::Atom(crate::atom::AtomKind::View));
-    Err(Error::Unsupported("Kernel::eval is not there yet".into()))
+    crate::kernel::verify(k)?;
+    k.eval(inputs)
 }
 
 #[cfg(test)]
@@ -768,6 +768,27 @@ mod tests {
         let Expr::Binary(BinaryFn::Mul, _, b) = body else { panic!("{body:?}") };
         // Axes (b, m, n, k): k[b, n, k] = 20 b + 4 n + k.
         assert!(matches!(&**b, Expr::Load { index, .. } if index.coefs == [20, 0, 4, 1]), "{b:?}");
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn two_anchors_sharing_an_epilogue() {
+        let g = graph(
+            r#"graph {
+  input %x: f32[3,4]
+  input %w: f32[4,5]
+  %a: f32[3,5] = atom.MatMul@0 "mm1" (%x, %w)
+  %b: f32[3,5] = atom.MatMul@0 "mm2" (%x, %w)
+  %c: f32[3,5] = atom.Binary@0 "add" {fn="Add"} (%a, %b)
+  %r: f32[3,1] = atom.Reduce@0 "sum" {axes=[1], fn="Sum"} (%c)
+  %s: f32[3,1] = atom.Reduce@0 "max" {axes=[1], fn="Max"} (%c)
+  %t: f32[3,1] = atom.Binary@0 "sub" {fn="Sub"} (%r, %s)
+  output %t
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        // mm2; mm1 + add; sum; max - sum.
+        assert_eq!(plan.num_kernels(), 4, "{plan:#?}");
         check(&g, &plan);
     }
 
