@@ -159,7 +159,7 @@ impl<'g> Part<'g> {
         };
         for (i, node) in g.nodes.iter().enumerate() {
             let atom = match Atom::from_op(&node.op)? {
-                Some(a) if p.static_node(i) => Some(a),
+                Some(a) if p.static_node(i) && p.expressible(i, &a) => Some(a),
                 _ => None,
             };
             for v in node.inputs.iter().flatten() {
@@ -232,6 +232,14 @@ impl<'g> Part<'g> {
         node.inputs.iter().chain(&node.outputs).all(|v| {
             v.is_some_and(|v| self.g.value(v).ty.as_ref().is_some_and(|t| t.shape.is_some()))
         })
+    }
+
+    /// Whether the kernel IR expresses atom node `i`: its `Binary` takes operands of one
+    /// dtype (`Pow` of a float base and an integer exponent runs on the host).
+    fn expressible(&self, i: usize, a: &Atom) -> bool {
+        let node = &self.g.nodes[i];
+        let dtype = |k: usize| node.inputs.get(k).copied().flatten().and_then(|v| self.ty(v).ok()).map(|t| t.0);
+        !matches!(a, Atom::Binary(_)) || dtype(0) == dtype(1)
     }
 
     fn ty(&self, v: ValueId) -> Result<(DType, &'g [usize])> {
