@@ -24,6 +24,7 @@ use crate::tensor::Tensor;
 use std::sync::Arc;
 
 /// One step of a plan.
+#[allow(clippy::large_enum_variant)] // a plan holds few steps; kernels are read in place
 #[derive(Clone, Debug)]
 pub enum Step {
     /// A kernel reading `inputs` (its buffers, in order) and writing `output`.
