@@ -47,7 +47,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: PathBuf,
         /// What executes the model: `interp` (the reference interpreter over high-level
-        /// ops) or `interp-atoms` (decomposed into atoms, then interpreted).
+        /// ops), `interp-atoms` (decomposed into atoms, then interpreted) or
+        /// `interp-kernels` (atoms partitioned into fused kernels, each evaluated).
         #[arg(long, default_value = "interp")]
         backend: String,
         /// Worker threads.
@@ -156,6 +157,7 @@ fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], p
         ir::AtomKind::ALL.len(),
         d.report.high_level.len()
     );
+    if let Ok(p) = ir::partition::partition(&d.graph) { println!("interp-kernels: {} kernels, {} host steps", p.num_kernels(), p.num_host_steps()) }
     for (n, op, why) in &d.report.high_level {
         println!("  {n} ({op}): {why}");
     }
@@ -213,7 +215,7 @@ fn run(
     shape_specs: &[String],
 ) -> Result<()> {
     let Some(backend) = Backend::from_name(backend) else {
-        bail!("unknown backend '{backend}' (available: interp, interp-atoms)");
+        bail!("unknown backend '{backend}' (available: interp, interp-atoms, interp-kernels)");
     };
     let mut session = Session::load(path, Options { backend, threads })?;
     let mut inputs = Vec::new();

@@ -3,6 +3,7 @@
 
 use ir::infer::InputShapes;
 use ir::onnx::Model;
+use ir::partition::Plan;
 use ir::{DType, Graph, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,9 @@ pub enum Backend {
     Interp,
     /// Decomposition into atoms (`rewrite`), then the reference interpreter over atoms.
     InterpAtoms,
+    /// Atoms partitioned into fused kernels (`ir::partition`), each run by the kernel IR's
+    /// reference evaluator; host ops run on the interpreter.
+    InterpKernels,
 }
 
 impl Backend {
@@ -22,6 +26,7 @@ impl Backend {
         match self {
             Backend::Interp => "interp",
             Backend::InterpAtoms => "interp-atoms",
+            Backend::InterpKernels => "interp-kernels",
         }
     }
 
@@ -29,6 +34,7 @@ impl Backend {
         match name {
             "interp" => Some(Backend::Interp),
             "interp-atoms" => Some(Backend::InterpAtoms),
+            "interp-kernels" => Some(Backend::InterpKernels),
             _ => None,
         }
     }
@@ -63,7 +69,7 @@ pub enum Error {
 pub struct Session {
     model: Model,
     options: Options,
-    plans: HashMap<Vec<Vec<usize>>, Graph>,
+    plans: HashMap<Vec<Vec<usize>>, (Graph, Option<Plan>)>,
 }
 
 impl Session {
@@ -128,13 +134,21 @@ impl Session {
         if !self.plans.contains_key(&key) {
             let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
             let plan = match self.options.backend {
-                Backend::Interp => specialized,
-                Backend::InterpAtoms => decompose_strict(&specialized)?,
+                Backend::Interp => (specialized, None),
+                Backend::InterpAtoms => (decompose_strict(&specialized)?, None),
+                Backend::InterpKernels => {
+                    let g = decompose_strict(&specialized)?;
+                    let plan = ir::partition::partition(&g)?;
+                    (g, Some(plan))
+                }
             };
             self.plans.insert(key.clone(), plan);
         }
-        let graph = &self.plans[&key];
-        let outputs = ir::interp::run(graph, ordered)?;
+        let (graph, plan) = &self.plans[&key];
+        let outputs = match plan {
+            Some(plan) => ir::partition::run_plan(graph, plan, ordered)?,
+            None => ir::interp::run(graph, ordered)?,
+        };
         Ok(self.output_names().into_iter().zip(outputs).collect())
     }
 }

@@ -89,7 +89,7 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
     let specialized = ir::infer::specialize(g, &shapes).map_err(|e| e.to_string())?;
     let got = match backend {
         Backend::Interp => ir::interp::run(&specialized, inputs).map_err(|e| e.to_string())?,
-        Backend::InterpAtoms => {
+        Backend::InterpAtoms | Backend::InterpKernels => {
             // Only host ops and data-dependent shapes may stay high-level.
             let g = atomc::session::decompose_strict(&specialized).map_err(|e| e.to_string())?;
             host_ops = has_host_ops(&g);
@@ -97,10 +97,10 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
                 // Node tests pass shapes, axes, pads and scales as runtime inputs, which makes
                 // shapes data-dependent. A deployed model has them as constants: freeze them
                 // and require the then static graph to decompose and match too.
-                let frozen = run_frozen(&model.graph, &inputs, &wants)?;
+                let frozen = run_frozen(&model.graph, &inputs, &wants, backend)?;
                 host_ops = frozen;
             }
-            ir::interp::run(&g, inputs).map_err(|e| e.to_string())?
+            run_atoms(&g, inputs, backend)?
         }
     };
     if got.len() != wants.len() {
@@ -112,13 +112,23 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
     Ok(host_ops)
 }
 
+/// Runs an atom graph on interp-atoms (the interpreter) or interp-kernels (partitioned).
+fn run_atoms(g: &ir::Graph, inputs: Vec<Tensor>, backend: Backend) -> Result<Vec<Tensor>, String> {
+    if backend == Backend::InterpKernels {
+        let plan = ir::partition::partition(g).map_err(|e| format!("partition: {e}"))?;
+        ir::partition::run_plan(g, &plan, inputs).map_err(|e| e.to_string())
+    } else {
+        ir::interp::run(g, inputs).map_err(|e| e.to_string())
+    }
+}
+
 fn has_host_ops(g: &ir::Graph) -> bool {
     g.nodes.iter().any(|n| !matches!(n.op.kind, ir::OpKind::Atom(_)))
 }
 
-/// Runs the test on interp-atoms with its integer inputs (and small float ones, and bool
+/// Runs the test on `backend` (interp-atoms or interp-kernels) with its integer inputs (and small float ones, and bool
 /// flags) turned into constants; `Ok(true)` when some node still stays high-level.
-fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor]) -> Result<bool, String> {
+fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor], backend: Backend) -> Result<bool, String> {
     let mut g = graph.clone();
     let mut feeds = Vec::new();
     let mut kept = Vec::new();
@@ -137,7 +147,7 @@ fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor]) -> Result<
     let shapes = g.inputs.iter().zip(&feeds).map(|(i, t)| (g.name(i.value).to_string(), t.shape().to_vec())).collect();
     let specialized = ir::infer::specialize(&g, &shapes).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
     let d = atomc::session::decompose_strict(&specialized).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
-    let got = ir::interp::run(&d, feeds).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
+    let got = run_atoms(&d, feeds, backend).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
     for (k, (a, b)) in got.iter().zip(wants).enumerate() {
         compare(a, b).map_err(|e| format!("with shape-like inputs frozen: output {k}: {e}"))?;
     }
@@ -168,7 +178,7 @@ fn main() -> ExitCode {
     let filter = std::env::var("ATOMC_NODE_FILTER").ok();
     let verbose = std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1");
     // Every backend runs the same allowlist (default: all of them; ATOMC_BACKEND=a,b picks).
-    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms".to_string());
+    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms,interp-kernels".to_string());
     let mut backends = Vec::new();
     for b in names.split(',') {
         match Backend::from_name(b.trim()) {
@@ -234,7 +244,7 @@ fn main() -> ExitCode {
         }
         println!("conformance ({}): {} regressions, {} panics", backend.name(), regressions.len(), panics.len());
         println!("{} passed, {} failed", passed.len(), failed.len());
-        if backend == Backend::InterpAtoms {
+        if backend != Backend::Interp {
             println!(
                 "{with_host_ops} of the passing tests ran some node high-level (a host op, or a shape that depends on \
                  data) even with shape-like inputs frozen as constants"

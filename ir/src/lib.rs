@@ -31,6 +31,7 @@ pub mod infer;
 pub mod interp;
 pub mod kernel;
 pub mod onnx;
+pub mod partition;
 pub mod op;
 pub mod ops;
 pub mod shape;

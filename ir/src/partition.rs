@@ -1,0 +1,824 @@
+//! Partitioning an atom graph into kernels ([`crate::kernel`]) and running the result.
+//!
+//! Input: a specialized graph of atoms, possibly with high-level *host* nodes (anything
+//! that is not [`OpKind::Atom`], and atoms whose shapes are not static). Output: a [`Plan`],
+//! a topologically ordered list of kernels and host steps.
+//!
+//! Fusion: a View becomes part of its consumer's load index (views compose with
+//! [`ViewMap::compose`]; where they do not, the inner value is materialized). Unary, Binary,
+//! Select, Cast and Gather fuse into their consumer's expression when they have a single
+//! consumer and are read without guards (a guard masks the *value*, so it cannot be pushed
+//! below an elementwise function). A Reduce or MatMul anchors a kernel: its input
+//! expression is the fused prologue, and a chain of single-consumer elementwise atoms (and
+//! reshapes) after it is the epilogue. Scatter is its own kernel. Graph outputs, values
+//! read by host steps and elementwise values with several consumers are materialized
+//! (row-major).
+
+use crate::atom::{Atom, BinaryFn, ViewMap, row_major};
+use crate::dtype::DType;
+use crate::error::{Error, Result, ResultExt};
+use crate::graph::{Graph, ValueId};
+use crate::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
+use crate::shape::fmt_shape;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// One step of a plan.
+#[allow(clippy::large_enum_variant)] // a plan holds few steps; kernels are read in place
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// A kernel reading `inputs` (its buffers, in order) and writing `output`.
+    Kernel { kernel: Kernel, inputs: Vec<ValueId>, output: ValueId },
+    /// Graph node `node`, run by the interpreter.
+    Host { node: usize },
+}
+
+/// Kernels and host steps in topological order.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The number of kernel steps.
+    pub fn num_kernels(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s, Step::Kernel { .. })).count()
+    }
+
+    /// The number of host steps.
+    pub fn num_host_steps(&self) -> usize {
+        self.steps.len() - self.num_kernels()
+    }
+}
+
+/// What produces a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prod {
+    /// A graph input, constant or host output: a buffer from the start or once its step ran.
+    Buffer,
+    /// Atom node `n` (static shapes).
+    Atom(usize),
+}
+
+struct Part<'g> {
+    g: &'g Graph,
+    atoms: Vec<Option<Atom>>,
+    prod: Vec<Prod>,
+    /// Distinct consumer nodes of each value.
+    consumers: Vec<Vec<usize>>,
+    /// Materialized on purpose: outputs, host inputs, shared elementwise values, chain ends.
+    root: Vec<bool>,
+    /// A value inside an anchor's epilogue chain (never materialized).
+    absorbed: Vec<bool>,
+    /// The anchor node (Reduce/MatMul) whose kernel computes this chain end.
+    chain_anchor: Vec<Option<usize>>,
+    /// Available as a buffer (computed, or computed by an earlier step).
+    ready: Vec<bool>,
+    /// Being materialized (a cycle would be an internal error, not a stack overflow).
+    busy: Vec<bool>,
+    steps: Vec<(usize, Step)>,
+}
+
+/// The buffers of the kernel being built.
+struct KB {
+    inputs: Vec<ValueId>,
+    /// The anchor's value inside its epilogue (read as `Acc`).
+    acc: Option<ValueId>,
+}
+
+impl KB {
+    fn buf(&mut self, v: ValueId) -> usize {
+        match self.inputs.iter().position(|&x| x == v) {
+            Some(i) => i,
+            None => {
+                self.inputs.push(v);
+                self.inputs.len() - 1
+            }
+        }
+    }
+}
+
+fn is_elementwise(a: &Atom) -> bool {
+    matches!(a, Atom::Unary(_) | Atom::Binary(_) | Atom::Select | Atom::Cast(_))
+}
+
+/// The access of a row-major value over kernel axes `ext` whose first `shape.len()` axes
+/// index it (the others, reduction axes, do not move it).
+fn row_major_access(shape: &[usize], ext: &[usize]) -> ViewMap {
+    let mut strides = row_major(shape);
+    strides.resize(ext.len(), 0);
+    ViewMap { shape: ext.to_vec(), strides, offset: 0, guards: vec![], pad: 0.0 }
+}
+
+fn affine(offset: i64, coefs: &[i64]) -> Affine {
+    Affine { offset, coefs: coefs.to_vec() }
+}
+
+fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
+    Expr::Binary(f, Box::new(a), Box::new(b))
+}
+
+fn i64c(v: i64) -> Expr {
+    Expr::Const { value: v as f64, dtype: DType::I64 }
+}
+
+/// An index expression as i64, negative values counted from `extent` (as GatherElements
+/// and ScatterElements do).
+fn position(e: Expr, dtype: DType, extent: usize) -> Expr {
+    let p = if dtype == DType::I64 { e } else { Expr::Cast(DType::I64, Box::new(e)) };
+    Expr::Select(
+        Box::new(bin(BinaryFn::Lt, p.clone(), i64c(0))),
+        Box::new(bin(BinaryFn::Add, p.clone(), i64c(extent as i64))),
+        Box::new(p),
+    )
+}
+
+/// A one-element constant read without guards, as an `Expr::Const` (when exact in f64).
+fn scalar_const(t: &Tensor, a: &ViewMap) -> Option<Expr> {
+    if !a.guards.is_empty() || t.numel() != 1 {
+        return None;
+    }
+    let value = t.scalar_f64().ok()?;
+    let exact = t.dtype().is_float() || value.abs() < 9.0e15;
+    exact.then_some(Expr::Const { value, dtype: t.dtype() })
+}
+
+impl<'g> Part<'g> {
+    fn new(g: &'g Graph) -> Result<Part<'g>> {
+        let nv = g.values.len();
+        let mut p = Part {
+            g,
+            atoms: Vec::with_capacity(g.nodes.len()),
+            prod: vec![Prod::Buffer; nv],
+            consumers: vec![Vec::new(); nv],
+            root: vec![false; nv],
+            absorbed: vec![false; nv],
+            chain_anchor: vec![None; nv],
+            ready: vec![false; nv],
+            busy: vec![false; nv],
+            steps: Vec::new(),
+        };
+        for (i, node) in g.nodes.iter().enumerate() {
+            let atom = match Atom::from_op(&node.op)? {
+                Some(a) if p.static_node(i) && p.expressible(i, &a) => Some(a),
+                _ => None,
+            };
+            for v in node.inputs.iter().flatten() {
+                if !p.consumers[v.index()].contains(&i) {
+                    p.consumers[v.index()].push(i);
+                }
+                if atom.is_none() {
+                    p.root[v.index()] = true;
+                }
+            }
+            if atom.is_some() {
+                for v in node.outputs.iter().flatten() {
+                    p.prod[v.index()] = Prod::Atom(i);
+                }
+            }
+            p.atoms.push(atom);
+        }
+        for v in &g.outputs {
+            p.root[v.index()] = true;
+        }
+        for input in &g.inputs {
+            p.ready[input.value.index()] = true;
+        }
+        for v in g.consts.keys() {
+            p.ready[v.index()] = true;
+        }
+        // Static decisions: shared elementwise values, anchor chains, scatters.
+        for i in 0..g.nodes.len() {
+            let Some(atom) = p.atoms[i].clone() else { continue };
+            let Some(v) = g.nodes[i].outputs.first().copied().flatten() else { continue };
+            match atom {
+                Atom::Unary(_) | Atom::Binary(_) | Atom::Select | Atom::Cast(_) | Atom::Gather { .. } => {
+                    if p.consumers[v.index()].len() > 1 {
+                        p.root[v.index()] = true;
+                    }
+                }
+                Atom::Scatter { .. } => p.root[v.index()] = true,
+                Atom::Reduce { .. } | Atom::MatMul => {
+                    let mut cur = v;
+                    loop {
+                        if p.root[cur.index()] || p.consumers[cur.index()].len() != 1 {
+                            break;
+                        }
+                        let c = p.consumers[cur.index()][0];
+                        let next_ok = match &p.atoms[c] {
+                            Some(a) if is_elementwise(a) => true,
+                            Some(Atom::View(vm)) => vm.is_identity(p.numel(cur)?),
+                            _ => false,
+                        };
+                        let Some(next) = g.nodes[c].outputs.first().copied().flatten() else { break };
+                        // A value in (or ending) another anchor's chain stays there.
+                        if !next_ok || p.absorbed[next.index()] || p.chain_anchor[next.index()].is_some() {
+                            break;
+                        }
+                        p.absorbed[cur.index()] = true;
+                        cur = next;
+                    }
+                    p.root[cur.index()] = true;
+                    p.chain_anchor[cur.index()] = Some(i);
+                }
+                Atom::View(_) | Atom::Const(_) => {}
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether every input and output of node `i` has a static shape.
+    fn static_node(&self, i: usize) -> bool {
+        let node = &self.g.nodes[i];
+        node.inputs.iter().chain(&node.outputs).all(|v| {
+            v.is_some_and(|v| self.g.value(v).ty.as_ref().is_some_and(|t| t.shape.is_some()))
+        })
+    }
+
+    /// Whether the kernel IR expresses atom node `i`: its `Binary` takes operands of one
+    /// dtype (`Pow` of a float base and an integer exponent runs on the host).
+    fn expressible(&self, i: usize, a: &Atom) -> bool {
+        let node = &self.g.nodes[i];
+        let dtype = |k: usize| node.inputs.get(k).copied().flatten().and_then(|v| self.ty(v).ok()).map(|t| t.0);
+        !matches!(a, Atom::Binary(_)) || dtype(0) == dtype(1)
+    }
+
+    fn ty(&self, v: ValueId) -> Result<(DType, &'g [usize])> {
+        let g: &'g Graph = self.g;
+        match &g.value(v).ty {
+            Some(crate::graph::ValueType { dtype, shape: Some(s) }) => Ok((*dtype, s.as_slice())),
+            _ => Err(Error::Internal(format!("value '{}' has no static type", g.name(v)))),
+        }
+    }
+
+    fn numel(&self, v: ValueId) -> Result<usize> {
+        Ok(self.ty(v)?.1.iter().product())
+    }
+
+    fn buffer(&self, v: ValueId) -> Result<Buffer> {
+        let (dtype, shape) = self.ty(v)?;
+        Ok(Buffer { name: self.g.name(v).to_string(), dtype, numel: shape.iter().product() })
+    }
+
+    fn input(&self, n: usize, k: usize) -> Result<ValueId> {
+        self.g.nodes[n].inputs.get(k).copied().flatten().ok_or_else(|| {
+            Error::InvalidModel(format!("node '{}' lacks input {k}", self.g.nodes[n].name))
+        })
+    }
+
+    fn load(&self, kb: &mut KB, v: ValueId, a: &ViewMap) -> Expr {
+        Expr::Load {
+            buf: kb.buf(v),
+            index: affine(a.offset, &a.strides),
+            guards: a.guards.iter().map(|g| KGuard { expr: affine(g.offset, &g.coefs), bound: g.bound }).collect(),
+            pad: if a.guards.is_empty() { 0.0 } else { a.pad },
+        }
+    }
+
+    /// The expression of `v` read through access `a` (over the kernel's axes).
+    fn expr(&mut self, kb: &mut KB, v: ValueId, a: &ViewMap) -> Result<Expr> {
+        if kb.acc == Some(v) {
+            return Ok(Expr::Acc);
+        }
+        if self.ready[v.index()] {
+            if let Some(t) = self.g.consts.get(&v)
+                && let Some(c) = scalar_const(t, a)
+            {
+                return Ok(c);
+            }
+            return Ok(self.load(kb, v, a));
+        }
+        let Prod::Atom(n) = self.prod[v.index()] else {
+            return Err(Error::Internal(format!("value '{}' read before it is computed", self.g.name(v))));
+        };
+        let Some(atom) = self.atoms[n].clone() else {
+            return Err(Error::Internal(format!("value '{}' has no atom", self.g.name(v))));
+        };
+        let fusable =
+            (!self.root[v.index()] && !self.absorbed[v.index()]) || (kb.acc.is_some() && self.absorbed[v.index()]);
+        match &atom {
+            Atom::View(_) => return self.node_expr(kb, n, &atom, a),
+            Atom::Const(t) => {
+                if let Some(c) = scalar_const(t, a) {
+                    return Ok(c);
+                }
+            }
+            Atom::Unary(_) | Atom::Binary(_) | Atom::Select | Atom::Cast(_) | Atom::Gather { .. }
+                if fusable && a.guards.is_empty() =>
+            {
+                return self.node_expr(kb, n, &atom, a);
+            }
+            _ => {}
+        }
+        self.materialize(v)?;
+        Ok(self.load(kb, v, a))
+    }
+
+    /// The expression computing node `n`'s output at access `a` (the node is inlined).
+    fn node_expr(&mut self, kb: &mut KB, n: usize, atom: &Atom, a: &ViewMap) -> Result<Expr> {
+        let arg = |p: &mut Self, kb: &mut KB, k: usize| -> Result<Expr> {
+            let v = p.input(n, k)?;
+            p.expr(kb, v, a)
+        };
+        Ok(match atom {
+            Atom::Unary(f) => Expr::Unary(*f, Box::new(arg(self, kb, 0)?)),
+            Atom::Binary(f) => Expr::Binary(*f, Box::new(arg(self, kb, 0)?), Box::new(arg(self, kb, 1)?)),
+            Atom::Select => Expr::Select(
+                Box::new(arg(self, kb, 0)?),
+                Box::new(arg(self, kb, 1)?),
+                Box::new(arg(self, kb, 2)?),
+            ),
+            Atom::Cast(d) => Expr::Cast(*d, Box::new(arg(self, kb, 0)?)),
+            Atom::View(vm) => {
+                let u = self.input(n, 0)?;
+                let direct = a.shape == vm.shape
+                    && a.offset == 0
+                    && a.guards.is_empty()
+                    && a.strides == row_major(&vm.shape);
+                let composed = if direct { Some(vm.clone()) } else { vm.compose(a) };
+                match composed {
+                    Some(c) => self.expr(kb, u, &c)?,
+                    None => {
+                        let v = self.g.nodes[n].outputs.first().copied().flatten().ok_or_else(|| {
+                            Error::InvalidModel(format!("node '{}' has no output", self.g.nodes[n].name))
+                        })?;
+                        self.materialize(v)?;
+                        self.load(kb, v, a)
+                    }
+                }
+            }
+            Atom::Gather { axis } => {
+                let data = self.input(n, 0)?;
+                let idx = self.input(n, 1)?;
+                let (_, dshape) = self.ty(data)?;
+                let (idt, ishape) = self.ty(idx)?;
+                let mut strides = row_major(dshape);
+                let stride = strides[*axis];
+                strides[*axis] = 0;
+                let inner = ViewMap { shape: ishape.to_vec(), strides, offset: 0, guards: vec![], pad: 0.0 };
+                let direct = a.shape.starts_with(ishape)
+                    && a.offset == 0
+                    && a.guards.is_empty()
+                    && a.strides == row_major_access(ishape, &a.shape).strides;
+                let composed = if direct {
+                    let mut s = inner.strides.clone();
+                    s.resize(a.shape.len(), 0);
+                    Some(ViewMap { shape: a.shape.clone(), strides: s, offset: 0, guards: vec![], pad: 0.0 })
+                } else {
+                    inner.compose(a)
+                };
+                let Some(c) = composed else {
+                    let v = self.out(n)?;
+                    self.materialize(v)?;
+                    return Ok(self.load(kb, v, a));
+                };
+                self.materialize(data)?;
+                let pos = self.expr(kb, idx, a)?;
+                Expr::Gather {
+                    buf: kb.buf(data),
+                    index: affine(c.offset, &c.strides),
+                    stride,
+                    extent: dshape[*axis] as i64,
+                    pos: Box::new(position(pos, idt, dshape[*axis])),
+                }
+            }
+            Atom::Const(_) | Atom::Reduce { .. } | Atom::MatMul | Atom::Scatter { .. } => {
+                let v = self.out(n)?;
+                self.materialize(v)?;
+                self.load(kb, v, a)
+            }
+        })
+    }
+
+    fn out(&self, n: usize) -> Result<ValueId> {
+        self.g.nodes[n]
+            .outputs
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::InvalidModel(format!("node '{}' has no output", self.g.nodes[n].name)))
+    }
+
+    /// Makes `v` a buffer: adds the step computing it (and, first, those it reads).
+    fn materialize(&mut self, v: ValueId) -> Result<()> {
+        if self.ready[v.index()] {
+            return Ok(());
+        }
+        let Prod::Atom(n) = self.prod[v.index()] else {
+            return Err(Error::Internal(format!("value '{}' read before it is computed", self.g.name(v))));
+        };
+        let atom = self.atoms[n].clone().ok_or_else(|| Error::Internal("host node in materialize".into()))?;
+        if self.busy[v.index()] {
+            return Err(Error::Internal(format!("value '{}' needs itself to be materialized", self.g.name(v))));
+        }
+        self.busy[v.index()] = true;
+        let r = self.materialize_atom(v, n, &atom);
+        self.busy[v.index()] = false;
+        r
+    }
+
+    fn materialize_atom(&mut self, v: ValueId, n: usize, atom: &Atom) -> Result<()> {
+        let g = self.g;
+        let name = g.nodes[n].name.clone();
+        let (kernel, inputs) = match self.chain_anchor[v.index()] {
+            Some(an) => self.anchor_kernel(an, v).context(|| format!("node '{name}'"))?,
+            None => match atom {
+                Atom::Const(_) => {
+                    self.ready[v.index()] = true;
+                    self.steps.push((n, Step::Host { node: n }));
+                    return Ok(());
+                }
+                Atom::Scatter { axis, .. } => self.scatter_kernel(n, atom, *axis, v).context(|| format!("node '{name}'"))?,
+                Atom::Reduce { .. } | Atom::MatMul => {
+                    return Err(Error::Internal(format!("anchor '{name}' without a chain")));
+                }
+                _ => {
+                    let (_, shape) = self.ty(v)?;
+                    let mut kb = KB { inputs: vec![], acc: None };
+                    let a = row_major_access(shape, shape);
+                    let body = self.node_expr(&mut kb, n, atom, &a).context(|| format!("node '{name}'"))?;
+                    let k = Kernel {
+                        name: name.clone(),
+                        inputs: kb.inputs.iter().map(|&x| self.buffer(x)).collect::<Result<_>>()?,
+                        output: self.buffer(v)?,
+                        out_shape: shape.to_vec(),
+                        red_shape: vec![],
+                        store: affine(0, &row_major(shape)),
+                        body: Body::Compute { reduce: None, body, epilogue: Expr::Acc },
+                    };
+                    (k, kb.inputs)
+                }
+            },
+        };
+        self.ready[v.index()] = true;
+        let key = match self.prod[v.index()] {
+            Prod::Atom(k) => k,
+            Prod::Buffer => n,
+        };
+        self.steps.push((key, Step::Kernel { kernel, inputs, output: v }));
+        Ok(())
+    }
+
+    /// The kernel of Reduce/MatMul node `an` with its epilogue chain ending at `end`.
+    fn anchor_kernel(&mut self, an: usize, end: ValueId) -> Result<(Kernel, Vec<ValueId>)> {
+        let atom = self.atoms[an].clone().ok_or_else(|| Error::Internal("anchor is not an atom".into()))?;
+        let v0 = self.out(an)?;
+        let x = self.input(an, 0)?;
+        let (_, xs) = self.ty(x)?;
+        let (out_shape, red_shape, reduce, body_accesses) = match &atom {
+            Atom::Reduce { op, axes } => {
+                let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
+                let out: Vec<usize> = kept.iter().map(|&d| xs[d]).collect();
+                let red: Vec<usize> = axes.iter().map(|&d| xs[d]).collect();
+                let rs = row_major(xs);
+                let strides: Vec<i64> = kept.iter().chain(axes).map(|&d| rs[d]).collect();
+                let reduce = if axes.is_empty() { None } else { Some(*op) };
+                (out, red, reduce, vec![strides])
+            }
+            Atom::MatMul => {
+                let y = self.input(an, 1)?;
+                let (_, ys) = self.ty(y)?;
+                let r = xs.len();
+                if r < 2 || ys.len() != r {
+                    return Err(Error::InvalidModel("matmul operands of bad rank".into()));
+                }
+                let (m, k, nn) = (xs[r - 2], xs[r - 1], ys[r - 1]);
+                let mut out: Vec<usize> = xs[..r - 2].to_vec();
+                out.extend([m, nn]);
+                let (ra, rb) = (row_major(xs), row_major(ys));
+                // Axes: batch.., m, n, k.
+                let mut sa: Vec<i64> = ra[..r - 2].to_vec();
+                sa.extend([ra[r - 2], 0, ra[r - 1]]);
+                let mut sb: Vec<i64> = rb[..r - 2].to_vec();
+                sb.extend([0, rb[r - 1], rb[r - 2]]);
+                (out, vec![k], Some(crate::atom::ReduceFn::Sum), vec![sa, sb])
+            }
+            _ => return Err(Error::Internal("anchor is not a Reduce or MatMul".into())),
+        };
+        let mut ext = out_shape.clone();
+        ext.extend(&red_shape);
+        let mut kb = KB { inputs: vec![], acc: None };
+        let mut operands = Vec::new();
+        for (k, strides) in body_accesses.into_iter().enumerate() {
+            let a = ViewMap { shape: ext.clone(), strides, offset: 0, guards: vec![], pad: 0.0 };
+            let v = self.input(an, k)?;
+            operands.push(self.expr(&mut kb, v, &a)?);
+        }
+        let body = match operands.len() {
+            1 => operands.remove(0),
+            _ => {
+                let b = operands.remove(1);
+                bin(BinaryFn::Mul, operands.remove(0), b)
+            }
+        };
+        let epilogue = if end == v0 {
+            Expr::Acc
+        } else {
+            // The epilogue runs over the output axes only.
+            kb.acc = Some(v0);
+            let a = row_major_access(&out_shape, &out_shape);
+            let n_end = match self.prod[end.index()] {
+                Prod::Atom(n) => n,
+                Prod::Buffer => return Err(Error::Internal("chain end without producer".into())),
+            };
+            let atom_end = self.atoms[n_end].clone().ok_or_else(|| Error::Internal("chain end is not an atom".into()))?;
+            let e = self.node_expr(&mut kb, n_end, &atom_end, &a);
+            kb.acc = None;
+            e?
+        };
+        let k = Kernel {
+            name: self.g.nodes[an].name.clone(),
+            inputs: kb.inputs.iter().map(|&x| self.buffer(x)).collect::<Result<_>>()?,
+            output: self.buffer(end)?,
+            out_shape: out_shape.clone(),
+            red_shape,
+            store: affine(0, &row_major(&out_shape)),
+            body: Body::Compute { reduce, body, epilogue },
+        };
+        Ok((k, kb.inputs))
+    }
+
+    fn scatter_kernel(&mut self, n: usize, atom: &Atom, axis: usize, v: ValueId) -> Result<(Kernel, Vec<ValueId>)> {
+        let Atom::Scatter { mode, .. } = atom else {
+            return Err(Error::Internal("not a scatter".into()));
+        };
+        let data = self.input(n, 0)?;
+        let idx = self.input(n, 1)?;
+        let upd = self.input(n, 2)?;
+        let (_, ds) = self.ty(data)?;
+        let (_, us) = self.ty(upd)?;
+        let (idt, _) = self.ty(idx)?;
+        self.materialize(data)?;
+        let mut kb = KB { inputs: vec![], acc: None };
+        let db = kb.buf(data);
+        let a = row_major_access(us, us);
+        let pos = self.expr(&mut kb, idx, &a)?;
+        let value = self.expr(&mut kb, upd, &a)?;
+        let mut coefs = row_major(ds);
+        let stride = coefs[axis];
+        coefs[axis] = 0;
+        let k = Kernel {
+            name: self.g.nodes[n].name.clone(),
+            inputs: kb.inputs.iter().map(|&x| self.buffer(x)).collect::<Result<_>>()?,
+            output: self.buffer(v)?,
+            out_shape: us.to_vec(),
+            red_shape: vec![],
+            store: affine(0, &row_major(us)),
+            body: Body::Scatter {
+                data: db,
+                mode: *mode,
+                index: affine(0, &coefs),
+                stride,
+                extent: ds[axis] as i64,
+                pos: position(pos, idt, ds[axis]),
+                value,
+            },
+        };
+        Ok((k, kb.inputs))
+    }
+}
+
+/// Partitions a specialized atom graph (with host nodes) into kernels and host steps.
+pub fn partition(g: &Graph) -> Result<Plan> {
+    let mut p = Part::new(g)?;
+    for i in 0..g.nodes.len() {
+        let node = &g.nodes[i];
+        if p.atoms[i].is_none() {
+            for v in node.inputs.iter().flatten() {
+                p.materialize(*v).context(|| format!("inputs of node '{}'", node.name))?;
+            }
+            p.steps.push((i, Step::Host { node: i }));
+            for v in node.outputs.iter().flatten() {
+                p.ready[v.index()] = true;
+            }
+            continue;
+        }
+        for v in node.outputs.iter().flatten() {
+            if p.root[v.index()] && !p.absorbed[v.index()] && !matches!(p.atoms[i], Some(Atom::Const(_))) {
+                p.materialize(*v)?;
+            }
+        }
+    }
+    for v in &g.outputs {
+        p.materialize(*v)?;
+    }
+    let mut steps = p.steps;
+    steps.sort_by_key(|(k, _)| *k);
+    Ok(Plan { steps: steps.into_iter().map(|(_, s)| s).collect() })
+}
+
+/// Runs a plan of `g` on `inputs` (in the order of `g.inputs`); returns the outputs in the
+/// order of `g.outputs`.
+pub fn run_plan(g: &Graph, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    if inputs.len() != g.inputs.len() {
+        return Err(Error::InvalidInput(format!("the model takes {} inputs, {} given", g.inputs.len(), inputs.len())));
+    }
+    let mut env: Vec<Option<Arc<Tensor>>> = vec![None; g.values.len()];
+    for (id, t) in &g.consts {
+        env[id.index()] = Some(t.clone());
+    }
+    for (input, t) in g.inputs.iter().zip(inputs) {
+        let name = g.name(input.value);
+        if t.dtype() != input.dtype {
+            return Err(Error::InvalidInput(format!("input '{name}' must be {}, got {}", input.dtype, t.dtype())));
+        }
+        if let Some(s) = input.static_shape()
+            && s != t.shape()
+        {
+            return Err(Error::InvalidInput(format!(
+                "input '{name}' must have shape {}, got {}",
+                fmt_shape(&s),
+                fmt_shape(t.shape())
+            )));
+        }
+        env[input.value.index()] = Some(Arc::new(t));
+    }
+    let get = |env: &[Option<Arc<Tensor>>], v: ValueId| {
+        env[v.index()]
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("value '{}' read before it was computed", g.name(v))))
+    };
+    for step in &plan.steps {
+        match step {
+            Step::Host { node } => {
+                let node = g.nodes.get(*node).ok_or_else(|| Error::Internal("plan names no node".into()))?;
+                let where_ = || format!("node '{}' ({})", node.name, node.op.kind.name());
+                let mut args = Vec::with_capacity(node.inputs.len());
+                for input in &node.inputs {
+                    args.push(match input {
+                        None => None,
+                        Some(v) => Some(get(&env, *v).context(where_)?),
+                    });
+                }
+                let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
+                let out = node.op.eval(&refs, node.outputs.len()).context(where_)?;
+                for (o, t) in node.outputs.iter().zip(out) {
+                    if let Some(o) = o {
+                        env[o.index()] = Some(Arc::new(t));
+                    }
+                }
+            }
+            Step::Kernel { kernel, inputs, output } => {
+                let where_ = || format!("kernel '{}'", kernel.name);
+                let args: Vec<Arc<Tensor>> = inputs.iter().map(|&v| get(&env, v)).collect::<Result<_>>().context(where_)?;
+                let refs: Vec<&Tensor> = args.iter().map(|a| a.as_ref()).collect();
+                let shape = match &g.value(*output).ty {
+                    Some(crate::graph::ValueType { shape: Some(s), .. }) => s.clone(),
+                    _ => return Err(Error::Internal(format!("kernel output '{}' has no static shape", g.name(*output)))),
+                };
+                let t = eval_kernel(kernel, &refs).context(where_)?;
+                env[output.index()] = Some(Arc::new(t.reshaped(shape).context(where_)?));
+            }
+        }
+    }
+    g.outputs.iter().map(|&o| get(&env, o).map(Arc::unwrap_or_clone)).collect()
+}
+
+fn eval_kernel(k: &Kernel, inputs: &[&Tensor]) -> Result<Tensor> {
+    crate::kernel::verify(k)?;
+    k.eval(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(text: &str) -> Graph {
+        let g = crate::text::parse(text).unwrap();
+        crate::infer::specialize(&g, &Default::default()).unwrap()
+    }
+
+    /// Runs the plan and the atom graph on the same inputs; they must agree exactly.
+    fn check(g: &Graph, plan: &Plan) {
+        let inputs: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .map(|i| {
+                Tensor::from_fn_f64(i.dtype, i.static_shape().unwrap(), |k| ((k * 7 % 5) as f64 - 2.0) * 0.75).unwrap()
+            })
+            .collect();
+        let want = crate::interp::run(g, inputs.clone()).unwrap();
+        let got = run_plan(g, plan, inputs).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.shape(), b.shape());
+            let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    fn kernels(plan: &Plan) -> Vec<&Kernel> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Kernel { kernel, .. } => Some(kernel),
+                Step::Host { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relu_of_matmul_plus_bias_is_one_kernel() {
+        let g = graph(
+            r#"graph {
+  input %x: f32[3,4]
+  input %w: f32[4,5]
+  input %b: f32[5]
+  %y: f32[3,5] = atom.MatMul@0 "mm" (%x, %w)
+  %bb: f32[3,5] = atom.View@0 "bb" {shape=[3, 5], strides=[0, 1]} (%b)
+  %z: f32[3,5] = atom.Binary@0 "add" {fn="Add"} (%y, %bb)
+  const %zero: f32[] = [0.0]
+  %zz: f32[3,5] = atom.View@0 "zz" {shape=[3, 5], strides=[0, 0]} (%zero)
+  %r: f32[3,5] = atom.Binary@0 "relu" {fn="Max"} (%z, %zz)
+  output %r
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        assert_eq!(ks.len(), 1, "{plan:#?}");
+        assert_eq!(plan.steps.len(), 1, "{plan:#?}");
+        let Body::Compute { reduce, epilogue, .. } = &ks[0].body else { panic!("not compute") };
+        assert_eq!(*reduce, Some(crate::atom::ReduceFn::Sum));
+        assert!(matches!(epilogue, Expr::Binary(BinaryFn::Max, _, _)), "{epilogue:?}");
+        assert_eq!(ks[0].red_shape, vec![4]);
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn softmax_is_a_few_kernels_and_transpose_fuses_into_the_matmul() {
+        let g = graph(
+            r#"graph {
+  input %q: f32[2,3,4]
+  input %k: f32[2,5,4]
+  %kt: f32[2,4,5] = atom.View@0 "kt/View1" {shape=[2, 4, 5], strides=[20, 1, 4]} (%k)
+  %s: f32[2,3,5] = atom.MatMul@0 "scores/MatMul2" (%q, %kt)
+  %softmax.3: f32[2,3,1] = atom.Reduce@0 "softmax/Reduce4" {axes=[2], fn="Max"} (%s)
+  %softmax.5: f32[2,3,5] = atom.View@0 "softmax/View6" {shape=[2, 3, 5], strides=[3, 1, 0]} (%softmax.3)
+  %softmax.7: f32[2,3,5] = atom.Binary@0 "softmax/Binary8" {fn="Sub"} (%s, %softmax.5)
+  %softmax.9: f32[2,3,5] = atom.Unary@0 "softmax/Unary10" {fn="Exp"} (%softmax.7)
+  %softmax.11: f32[2,3,1] = atom.Reduce@0 "softmax/Reduce12" {axes=[2], fn="Sum"} (%softmax.9)
+  %softmax.13: f32[2,3,1] = atom.Unary@0 "softmax/Unary14" {fn="Recip"} (%softmax.11)
+  %softmax.15: f32[2,3,5] = atom.View@0 "softmax/View16" {shape=[2, 3, 5], strides=[3, 1, 0]} (%softmax.13)
+  %p: f32[2,3,5] = atom.Binary@0 "softmax/Binary17" {fn="Mul"} (%softmax.9, %softmax.15)
+  output %p
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        // matmul, max, exp(s - max), sum + recip, the product.
+        assert!(ks.len() <= 5, "{} kernels: {plan:#?}", ks.len());
+        // The matmul kernel reads k directly (the transpose is its load index).
+        let mm = ks.iter().find(|k| k.name == "scores/MatMul2").unwrap();
+        assert_eq!(mm.inputs.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["q", "k"]);
+        assert!(ks.iter().all(|k| k.name != "kt/View1"));
+        let Body::Compute { body, .. } = &mm.body else { panic!("not compute") };
+        let Expr::Binary(BinaryFn::Mul, _, b) = body else { panic!("{body:?}") };
+        // Axes (b, m, n, k): k[b, n, k] = 20 b + 4 n + k.
+        assert!(matches!(&**b, Expr::Load { index, .. } if index.coefs == [20, 0, 4, 1]), "{b:?}");
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn two_anchors_sharing_an_epilogue() {
+        let g = graph(
+            r#"graph {
+  input %x: f32[3,4]
+  input %w: f32[4,5]
+  %a: f32[3,5] = atom.MatMul@0 "mm1" (%x, %w)
+  %b: f32[3,5] = atom.MatMul@0 "mm2" (%x, %w)
+  %c: f32[3,5] = atom.Binary@0 "add" {fn="Add"} (%a, %b)
+  %r: f32[3,1] = atom.Reduce@0 "sum" {axes=[1], fn="Sum"} (%c)
+  %s: f32[3,1] = atom.Reduce@0 "max" {axes=[1], fn="Max"} (%c)
+  %t: f32[3,1] = atom.Binary@0 "sub" {fn="Sub"} (%r, %s)
+  output %t
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        // mm2; mm1 + add; sum; max - sum.
+        assert_eq!(plan.num_kernels(), 4, "{plan:#?}");
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn padded_views_compose_and_scatter_gather_run() {
+        let g = graph(
+            r#"graph {
+  input %x: f32[2,3]
+  input %i: i64[2,3]
+  %p: f32[2,5] = atom.View@0 "pad" {shape=[2, 5], strides=[3, 1], offset=-1, guards=[-1, 3, 0, 1], pad=-1.0} (%x)
+  %t: f32[5,2] = atom.View@0 "t" {shape=[5, 2], strides=[1, 5]} (%p)
+  %e: f32[5,2] = atom.Unary@0 "exp" {fn="Exp"} (%t)
+  %idx: i64[2,3] = atom.Unary@0 "abs" {fn="Abs"} (%i)
+  %g: f32[2,3] = atom.Gather@0 "g" {axis=1} (%x, %idx)
+  %s: f32[2,3] = atom.Scatter@0 "s" {axis=1, mode="Add"} (%x, %idx, %g)
+  output %e
+  output %s
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        assert!(kernels(&plan).iter().all(|k| k.name != "pad"), "{plan:#?}");
+        check(&g, &plan);
+    }
+}
