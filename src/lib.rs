@@ -4,6 +4,7 @@
 
 pub use ir;
 
+pub mod jit;
 pub mod npy;
 pub mod session;
 

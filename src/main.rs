@@ -157,7 +157,13 @@ fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], p
         ir::AtomKind::ALL.len(),
         d.report.high_level.len()
     );
-    if let Ok(p) = ir::partition::partition(&d.graph) { println!("interp-kernels: {} kernels, {} host steps", p.num_kernels(), p.num_host_steps()) }
+    if let Ok(p) = ir::partition::partition(&d.graph) {
+        println!("interp-kernels: {} kernels, {} host steps", p.num_kernels(), p.num_host_steps());
+    }
+    if let Ok(jit) = atomc::jit::JitPlan::compile(d.graph.clone()) {
+        let (native, all) = jit.compiled_kernels();
+        println!("cranelift: {native} of {all} kernels compiled to native code");
+    }
     for (n, op, why) in &d.report.high_level {
         println!("  {n} ({op}): {why}");
     }
@@ -215,7 +221,7 @@ fn run(
     shape_specs: &[String],
 ) -> Result<()> {
     let Some(backend) = Backend::from_name(backend) else {
-        bail!("unknown backend '{backend}' (available: interp, interp-atoms, interp-kernels)");
+        bail!("unknown backend '{backend}' (available: interp, interp-atoms, interp-kernels, cranelift)");
     };
     let mut session = Session::load(path, Options { backend, threads })?;
     let mut inputs = Vec::new();

@@ -19,6 +19,9 @@ pub enum Backend {
     /// Atoms partitioned into fused kernels (`ir::partition`), each run by the kernel IR's
     /// reference evaluator; host ops run on the interpreter.
     InterpKernels,
+    /// The kernels compiled to native code by the Cranelift JIT (kernels it does not
+    /// support yet run on the kernel evaluator).
+    Cranelift,
 }
 
 impl Backend {
@@ -27,6 +30,7 @@ impl Backend {
             Backend::Interp => "interp",
             Backend::InterpAtoms => "interp-atoms",
             Backend::InterpKernels => "interp-kernels",
+            Backend::Cranelift => "cranelift",
         }
     }
 
@@ -35,6 +39,7 @@ impl Backend {
             "interp" => Some(Backend::Interp),
             "interp-atoms" => Some(Backend::InterpAtoms),
             "interp-kernels" => Some(Backend::InterpKernels),
+            "cranelift" => Some(Backend::Cranelift),
             _ => None,
         }
     }
@@ -69,7 +74,7 @@ pub enum Error {
 pub struct Session {
     model: Model,
     options: Options,
-    plans: HashMap<Vec<Vec<usize>>, (Graph, Option<Plan>)>,
+    plans: HashMap<Vec<Vec<usize>>, Prepared>,
 }
 
 impl Session {
@@ -134,23 +139,34 @@ impl Session {
         if !self.plans.contains_key(&key) {
             let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
             let plan = match self.options.backend {
-                Backend::Interp => (specialized, None),
-                Backend::InterpAtoms => (decompose_strict(&specialized)?, None),
+                Backend::Interp => Prepared::Graph(specialized),
+                Backend::InterpAtoms => Prepared::Graph(decompose_strict(&specialized)?),
                 Backend::InterpKernels => {
                     let g = decompose_strict(&specialized)?;
                     let plan = ir::partition::partition(&g)?;
-                    (g, Some(plan))
+                    Prepared::Kernels(g, plan)
                 }
+                Backend::Cranelift => Prepared::Jit(crate::jit::JitPlan::compile(decompose_strict(&specialized)?)?),
             };
             self.plans.insert(key.clone(), plan);
         }
-        let (graph, plan) = &self.plans[&key];
-        let outputs = match plan {
-            Some(plan) => ir::partition::run_plan(graph, plan, ordered)?,
-            None => ir::interp::run(graph, ordered)?,
+        let outputs = match &self.plans[&key] {
+            Prepared::Graph(graph) => ir::interp::run(graph, ordered)?,
+            Prepared::Kernels(graph, plan) => ir::partition::run_plan(graph, plan, ordered)?,
+            Prepared::Jit(jit) => jit.run(ordered)?,
         };
         Ok(self.output_names().into_iter().zip(outputs).collect())
     }
+}
+
+/// What a session runs for one combination of input shapes.
+enum Prepared {
+    /// A graph for the interpreter (high-level ops or atoms).
+    Graph(Graph),
+    /// An atom graph partitioned into kernels, run by the kernel evaluator.
+    Kernels(Graph, Plan),
+    /// Kernels compiled by the Cranelift JIT.
+    Jit(crate::jit::JitPlan),
 }
 
 /// Decomposes a specialized graph; every node must become atoms but host ops (and nodes

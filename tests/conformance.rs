@@ -89,7 +89,7 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
     let specialized = ir::infer::specialize(g, &shapes).map_err(|e| e.to_string())?;
     let got = match backend {
         Backend::Interp => ir::interp::run(&specialized, inputs).map_err(|e| e.to_string())?,
-        Backend::InterpAtoms | Backend::InterpKernels => {
+        Backend::InterpAtoms | Backend::InterpKernels | Backend::Cranelift => {
             // Only host ops and data-dependent shapes may stay high-level.
             let g = atomc::session::decompose_strict(&specialized).map_err(|e| e.to_string())?;
             host_ops = has_host_ops(&g);
@@ -112,8 +112,13 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
     Ok(host_ops)
 }
 
-/// Runs an atom graph on interp-atoms (the interpreter) or interp-kernels (partitioned).
+/// Runs an atom graph on interp-atoms (the interpreter), interp-kernels (partitioned) or
+/// cranelift (partitioned and compiled).
 fn run_atoms(g: &ir::Graph, inputs: Vec<Tensor>, backend: Backend) -> Result<Vec<Tensor>, String> {
+    if backend == Backend::Cranelift {
+        let jit = atomc::jit::JitPlan::compile(g.clone()).map_err(|e| format!("compile: {e}"))?;
+        return jit.run(inputs).map_err(|e| e.to_string());
+    }
     if backend == Backend::InterpKernels {
         let plan = ir::partition::partition(g).map_err(|e| format!("partition: {e}"))?;
         ir::partition::run_plan(g, &plan, inputs).map_err(|e| e.to_string())
@@ -178,7 +183,7 @@ fn main() -> ExitCode {
     let filter = std::env::var("ATOMC_NODE_FILTER").ok();
     let verbose = std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1");
     // Every backend runs the same allowlist (default: all of them; ATOMC_BACKEND=a,b picks).
-    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms,interp-kernels".to_string());
+    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms,interp-kernels,cranelift".to_string());
     let mut backends = Vec::new();
     for b in names.split(',') {
         match Backend::from_name(b.trim()) {

@@ -66,6 +66,7 @@ macro_rules! model_tests {
         $(mod $test {
             #[test] fn interp() { super::check_model($stem, "interp"); }
             #[test] fn interp_atoms() { super::check_model($stem, "interp-atoms"); }
+            #[test] fn cranelift() { super::check_model($stem, "cranelift"); }
             #[test] fn interp_kernels() { super::check_model($stem, "interp-kernels"); }
         })*
     };

@@ -610,6 +610,20 @@ pub fn partition(g: &Graph) -> Result<Plan> {
 /// Runs a plan of `g` on `inputs` (in the order of `g.inputs`); returns the outputs in the
 /// order of `g.outputs`.
 pub fn run_plan(g: &Graph, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    run_plan_with(g, plan, inputs, &mut |_, k, args| eval_kernel(k, args))
+}
+
+/// Executes one kernel step: `(step index, kernel, inputs) -> output buffer`.
+pub type KernelExec<'a> = dyn FnMut(usize, &Kernel, &[&Tensor]) -> Result<Tensor> + 'a;
+
+/// Runs a plan with `exec(step index, kernel, inputs)` executing each kernel step (a
+/// compiled backend); host steps run on the reference interpreter.
+pub fn run_plan_with(
+    g: &Graph,
+    plan: &Plan,
+    inputs: Vec<Tensor>,
+    exec: &mut KernelExec<'_>,
+) -> Result<Vec<Tensor>> {
     if inputs.len() != g.inputs.len() {
         return Err(Error::InvalidInput(format!("the model takes {} inputs, {} given", g.inputs.len(), inputs.len())));
     }
@@ -638,7 +652,7 @@ pub fn run_plan(g: &Graph, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tenso
             .clone()
             .ok_or_else(|| Error::Internal(format!("value '{}' read before it was computed", g.name(v))))
     };
-    for step in &plan.steps {
+    for (step_index, step) in plan.steps.iter().enumerate() {
         match step {
             Step::Host { node } => {
                 let node = g.nodes.get(*node).ok_or_else(|| Error::Internal("plan names no node".into()))?;
@@ -666,7 +680,7 @@ pub fn run_plan(g: &Graph, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tenso
                     Some(crate::graph::ValueType { shape: Some(s), .. }) => s.clone(),
                     _ => return Err(Error::Internal(format!("kernel output '{}' has no static shape", g.name(*output)))),
                 };
-                let t = eval_kernel(kernel, &refs).context(where_)?;
+                let t = exec(step_index, kernel, &refs).context(where_)?;
                 env[output.index()] = Some(Arc::new(t.reshaped(shape).context(where_)?));
             }
         }
