@@ -49,7 +49,7 @@ pub fn build(src: &Graph, eg: &EG, value_class: &HashMap<ValueId, Id>, ex: &Extr
             }
         }
     }
-    let mut emitted_nodes: HashMap<NodeId, ()> = HashMap::new();
+    let mut emitted_nodes: HashSet<NodeId> = HashSet::new();
     let mut high_level = Vec::new();
     let mut counter = 0usize;
     // Iterative post-order DFS from the outputs.
@@ -132,7 +132,7 @@ pub fn build(src: &Graph, eg: &EG, value_class: &HashMap<ValueId, Id>, ex: &Extr
                 }
                 Term::Hl(h, _) => {
                     let hl = eg.analysis.hl.get(*h as usize).ok_or_else(|| Error::Internal("dangling op".into()))?;
-                    if emitted_nodes.insert(hl.node, ()).is_some() {
+                    if !emitted_nodes.insert(hl.node) {
                         // Another output of an emitted node: its value is already mapped.
                         continue;
                     }

@@ -6,7 +6,7 @@
 //! broadcasting for `binary`/`select`, `reshape`, `transpose`, `slice`, `pad`, `concat`,
 //! numpy `matmul`, reductions with or without kept dims, and ONNX-style `take` (Gather).
 
-use crate::egraph::{EG, atom_data};
+use crate::egraph::EG;
 use crate::lang::Term;
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, Guard, ReduceFn, UnaryFn, ViewMap, row_major};
@@ -86,26 +86,27 @@ impl<'a> Lx<'a> {
 
     /// Adds an atom over `args` after checking that it infers.
     pub fn atom(&mut self, a: Atom, args: &[Id]) -> Result<Id> {
+        // Type-check only: the analysis folds constants once, when the e-node is added.
         let kids: Vec<&crate::egraph::ClassData> = args.iter().map(|&c| &self.eg[c].data).collect();
-        if atom_data(&a, &kids).ty.is_none() {
-            let tys: Vec<String> = kids
-                .iter()
-                .map(|k| k.ty.as_ref().map_or("?".to_string(), |t| t.to_string()))
-                .collect();
-            let why = {
-                let tys_owned: Option<Vec<ValueType>> = kids.iter().map(|k| k.ty.clone()).collect();
-                match tys_owned {
-                    None => "an operand has no type".to_string(),
-                    Some(t) => {
-                        let facts: Vec<Option<ir::op::Fact>> =
-                            t.iter().map(|ty| Some(ir::op::Fact { ty, value: None })).collect();
-                        match a.infer(&facts) {
-                            Err(e) => e.to_string(),
-                            Ok(_) => "inference failed".to_string(),
-                        }
-                    }
+        let tys: Option<Vec<&ValueType>> = kids.iter().map(|k| k.ty.as_ref()).collect();
+        let why = match tys {
+            None => Some("an operand has no type".to_string()),
+            Some(tys) => {
+                let facts: Vec<Option<ir::op::Fact>> = tys
+                    .iter()
+                    .zip(&kids)
+                    .map(|(ty, k)| Some(ir::op::Fact { ty, value: k.value.as_deref() }))
+                    .collect();
+                match a.infer(&facts) {
+                    Ok(out) if out.len() == 1 => None,
+                    Ok(_) => Some("inference failed".to_string()),
+                    Err(e) => Some(e.to_string()),
                 }
-            };
+            }
+        };
+        if let Some(why) = why {
+            let tys: Vec<String> =
+                kids.iter().map(|k| k.ty.as_ref().map_or("?".to_string(), |t| t.to_string())).collect();
             return Err(Error::Internal(format!("{} over ({}) is invalid: {why}", a.kind().name(), tys.join(", "))));
         }
         let i = self.eg.analysis.intern_atom(a);
