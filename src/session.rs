@@ -136,26 +136,58 @@ impl Session {
             ordered.push(t);
         }
         let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
-        if !self.plans.contains_key(&key) {
-            let specialized = ir::infer::specialize(&self.model.graph, &shapes)?;
-            let plan = match self.options.backend {
-                Backend::Interp => Prepared::Graph(specialized),
-                Backend::InterpAtoms => Prepared::Graph(decompose_strict(&specialized)?),
-                Backend::InterpKernels => {
-                    let g = decompose_strict(&specialized)?;
-                    let plan = ir::partition::partition(&g)?;
-                    Prepared::Kernels(g, plan)
-                }
-                Backend::Cranelift => Prepared::Jit(crate::jit::JitPlan::compile(decompose_strict(&specialized)?)?),
-            };
-            self.plans.insert(key.clone(), plan);
-        }
+        self.prepare_key(key.clone(), &shapes)?;
         let outputs = match &self.plans[&key] {
             Prepared::Graph(graph) => ir::interp::run(graph, ordered)?,
             Prepared::Kernels(graph, plan) => ir::partition::run_plan(graph, plan, ordered)?,
             Prepared::Jit(jit) => jit.run(ordered)?,
         };
         Ok(self.output_names().into_iter().zip(outputs).collect())
+    }
+}
+
+impl Session {
+    /// Specializes and compiles the model for `shapes` (every input with symbolic dims must
+    /// be listed; static ones may be) without running it, so that compile time can be
+    /// measured apart from the first run. `run` with inputs of these shapes reuses it.
+    pub fn prepare(&mut self, shapes: &InputShapes) -> Result<(), Error> {
+        let g = &self.model.graph;
+        let mut key = Vec::with_capacity(g.inputs.len());
+        let mut full = InputShapes::new();
+        for input in &g.inputs {
+            let name = g.name(input.value);
+            let shape = match shapes.get(name) {
+                Some(s) => s.clone(),
+                None => input.static_shape().ok_or_else(|| {
+                    ir::Error::InvalidInput(format!(
+                        "input '{name}' has symbolic dims {}: give its shape",
+                        ir::infer::fmt_dims(&input.dims)
+                    ))
+                })?,
+            };
+            full.insert(name.to_string(), shape.clone());
+            key.push(shape);
+        }
+        self.prepare_key(key, &full)
+    }
+
+    fn prepare_key(&mut self, key: Vec<Vec<usize>>, shapes: &InputShapes) -> Result<(), Error> {
+        if self.plans.contains_key(&key) {
+            return Ok(());
+        }
+        let specialized = ir::infer::specialize(&self.model.graph, shapes)?;
+        let plan = match self.options.backend {
+            Backend::Interp => Prepared::Graph(specialized),
+            Backend::InterpAtoms => Prepared::Graph(decompose_strict(&specialized)?),
+            Backend::InterpKernels => {
+                let g = decompose_strict(&specialized)?;
+                let plan = ir::partition::partition(&g)?;
+                Prepared::Kernels(g, plan)
+            }
+            Backend::Cranelift => Prepared::Jit(crate::jit::JitPlan::compile(decompose_strict(&specialized)?)?),
+        };
+        self.plans.insert(key, plan);
+        Ok(())
     }
 }
 
