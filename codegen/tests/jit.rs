@@ -942,3 +942,35 @@ fn elementwise_functions_match_the_atoms() -> R {
     }
     Ok(())
 }
+
+/// Running the parallel range in shares (as threads do) writes exactly what one whole run
+/// writes; a range outside the parallel extent is an error.
+#[test]
+#[allow(unsafe_code)]
+fn parallel_shares_cover_the_whole_run() -> R {
+    let shape = [5usize, 7];
+    let k = elementwise(
+        "scale",
+        vec![buf("x", DType::F32, 35)],
+        DType::F32,
+        &shape,
+        bin(BinaryFn::Mul, load(0, aff(0, &row_major(&shape))), cst(3.0, DType::F32)),
+    );
+    let j = JitKernel::compile(&k)?;
+    assert_eq!(j.parallel_extent(), 5);
+    let x: Vec<f32> = (0..35).map(|i| i as f32).collect();
+    let xb = f32b(&x);
+    let mut whole = vec![0u8; 140];
+    j.run(&[&xb], &mut whole)?;
+    let mut parts = vec![0u8; 140];
+    let bufs = [xb.as_ptr().cast_mut(), parts.as_mut_ptr()];
+    for (b, e) in [(0, 2), (2, 2), (2, 5)] {
+        // SAFETY: both buffers have the kernel's byte lengths and do not overlap.
+        unsafe { j.run_raw(bufs.as_ptr(), b, e)? };
+    }
+    assert_eq!(whole, parts);
+    // SAFETY: as above; the range is rejected before any code runs.
+    let bad = unsafe { j.run_raw(bufs.as_ptr(), 3, 6) };
+    assert!(matches!(bad, Err(Error::InvalidInput { .. })));
+    Ok(())
+}

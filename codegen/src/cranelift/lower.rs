@@ -10,7 +10,6 @@ use cranelift_codegen::ir::{
     AbiParam, Block, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, Value, types,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
 use ir::dtype::DType;
@@ -21,7 +20,7 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// Declares and defines the kernel function in `module`; also says whether it has a
 /// vector loop.
-pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<(FuncId, bool)> {
+pub(crate) fn define<M: Module>(module: &mut M, k: &Kernel, linkage: Option<&str>) -> Result<(FuncId, bool)> {
     let internal = |msg: String| Error::Internal {
         kernel: k.name.clone(),
         msg,
@@ -29,11 +28,14 @@ pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<(FuncId, bool
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(ptr));
-    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
     sig.returns.push(AbiParam::new(types::I32));
-    let id = module
-        .declare_anonymous_function(&sig)
-        .map_err(|e| internal(format!("declaring: {e}")))?;
+    let id = match linkage {
+        None => module.declare_anonymous_function(&sig),
+        Some(name) => module.declare_function(name, Linkage::Local, &sig),
+    }
+    .map_err(|e| internal(format!("declaring: {e}")))?;
     let mut helpers = HashMap::new();
     for h in libcalls::all() {
         let mut hs = module.make_signature();
@@ -81,10 +83,10 @@ pub(crate) fn define(module: &mut JITModule, k: &Kernel) -> Result<(FuncId, bool
     Ok((id, vectorized))
 }
 
-struct Lower<'a, 'b> {
+struct Lower<'a, 'b, M: Module> {
     k: &'a Kernel,
     b: FunctionBuilder<'b>,
-    module: &'a mut JITModule,
+    module: &'a mut M,
     helpers: &'a HashMap<&'static str, FuncId>,
     func_refs: HashMap<&'static str, FuncRef>,
     /// Base addresses: the inputs, then the output.
@@ -121,7 +123,7 @@ fn is_int(d: DType) -> bool {
     matches!(d, DType::I64 | DType::I32)
 }
 
-impl Lower<'_, '_> {
+impl<M: Module> Lower<'_, '_, M> {
     fn unsupported(&self, msg: impl Into<String>) -> Error {
         Error::Unsupported {
             kernel: self.k.name.clone(),
@@ -176,9 +178,10 @@ impl Lower<'_, '_> {
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
         self.b.switch_to_block(entry);
-        let (inputs, output) = (self.b.block_params(entry)[0], self.b.block_params(entry)[1]);
+        let params = self.b.block_params(entry).to_vec();
+        let (bufs, begin, end) = (params[0], params[1], params[2]);
         let ptr_bytes = i32::from(self.ptr.bytes() as u8);
-        for i in 0..k.inputs.len() {
+        for i in 0..=k.inputs.len() {
             let off = i32::try_from(i)
                 .ok()
                 .and_then(|i| i.checked_mul(ptr_bytes))
@@ -186,10 +189,9 @@ impl Lower<'_, '_> {
             let base = self
                 .b
                 .ins()
-                .load(self.ptr, MemFlagsData::trusted(), inputs, off);
+                .load(self.ptr, MemFlagsData::trusted(), bufs, off);
             self.bases.push(base);
         }
-        self.bases.push(output);
         for &n in k.out_shape.iter().chain(&k.red_shape) {
             let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
             self.extents.push(n);
@@ -208,9 +210,19 @@ impl Lower<'_, '_> {
                 Some((lo, hi)) if lo >= 0 && hi < k.output.numel as i128 => {}
                 _ => return Err(self.invalid("the store index leaves the output buffer")),
             }
+            // Axis 0 runs over `[begin, end)` (the caller's share of the parallel range)
+            // when there are several output axes; a rank-1 kernel runs whole.
+            let done = self.b.create_block();
+            if r >= 2 {
+                let any = self.b.ins().icmp(IntCC::SignedLessThan, begin, end);
+                let go = self.b.create_block();
+                self.b.ins().brif(any, go, &[], done, &[]);
+                self.b.switch_to_block(go);
+            }
             let mut headers = Vec::new();
             for a in 0..r - 1 {
-                headers.push(self.open_loop(a, 0));
+                let start = if a == 0 { begin } else { self.b.ins().iconst(types::I64, 0) };
+                headers.push(self.open_loop(a, start));
             }
             // The innermost output axis: f32x4 lanes where the kernel allows, then a scalar tail.
             let (last, n) = (r - 1, self.extents[r - 1]);
@@ -222,19 +234,26 @@ impl Lower<'_, '_> {
             if n4 > 0 {
                 self.lanes = LANES;
                 self.vectorized = true;
-                let h = self.open_loop(last, 0);
+                let start = self.b.ins().iconst(types::I64, 0);
+                let h = self.open_loop(last, start);
                 self.point(reduce.as_ref(), body, epilogue)?;
-                self.close_loop(last, h, LANES, n4);
+                let stop = self.b.ins().iconst(types::I64, n4);
+                self.close_loop(last, h, LANES, stop);
                 self.lanes = 1;
             }
             if n4 < n {
-                let h = self.open_loop(last, n4);
+                let start = self.b.ins().iconst(types::I64, n4);
+                let h = self.open_loop(last, start);
                 self.point(reduce.as_ref(), body, epilogue)?;
-                self.close_loop(last, h, 1, n);
+                let stop = self.b.ins().iconst(types::I64, n);
+                self.close_loop(last, h, 1, stop);
             }
             for a in (0..r - 1).rev() {
-                self.close_loop(a, headers[a], 1, self.extents[a]);
+                let stop = if a == 0 { end } else { self.b.ins().iconst(types::I64, self.extents[a]) };
+                self.close_loop(a, headers[a], 1, stop);
             }
+            self.b.ins().jump(done, &[]);
+            self.b.switch_to_block(done);
         }
         let zero = self.b.ins().iconst(types::I32, 0);
         self.b.ins().return_(&[zero]);
@@ -296,8 +315,8 @@ impl Lower<'_, '_> {
             }
             Some((lo, hi))
         };
-        fn ok(
-            l: &Lower<'_, '_>,
+        fn ok<M: Module>(
+            l: &Lower<'_, '_, M>,
             e: &Expr,
             coef: &dyn Fn(&Affine) -> i64,
             full: &dyn Fn(&Affine) -> Option<(i128, i128)>,
@@ -372,20 +391,21 @@ impl Lower<'_, '_> {
         }
     }
 
-    fn open_loop(&mut self, axis: usize, start: i64) -> Block {
-        let zero = self.b.ins().iconst(types::I64, start);
-        self.b.def_var(self.axes[axis], zero);
+    /// Opens a loop over `axis` from `start`; the body must run at least once (`start <
+    /// end`): axis 0 is guarded by the caller's range check.
+    fn open_loop(&mut self, axis: usize, start: Value) -> Block {
+        self.b.def_var(self.axes[axis], start);
         let header = self.b.create_block();
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         header
     }
 
-    fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: i64) {
+    fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: Value) {
         let i = self.b.use_var(self.axes[axis]);
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(self.axes[axis], next);
-        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, end);
         let exit = self.b.create_block();
         self.b.ins().brif(more, header, &[], exit, &[]);
         self.b.switch_to_block(exit);
@@ -447,7 +467,8 @@ impl Lower<'_, '_> {
         self.b.def_var(acc, init);
         let mut headers = Vec::new();
         for a in r..self.axes.len() {
-            headers.push(self.open_loop(a, 0));
+            let zero = self.b.ins().iconst(types::I64, 0);
+            headers.push(self.open_loop(a, zero));
         }
         let (v, _) = self.expr(body)?;
         let a = self.b.use_var(acc);
@@ -476,7 +497,8 @@ impl Lower<'_, '_> {
         };
         self.b.def_var(acc, next);
         for (i, a) in (r..self.axes.len()).enumerate().rev() {
-            self.close_loop(a, headers[i], 1, self.extents[a]);
+            let stop = self.b.ins().iconst(types::I64, self.extents[a]);
+            self.close_loop(a, headers[i], 1, stop);
         }
         let out = self.b.use_var(acc);
         Ok((out, d))
@@ -528,7 +550,8 @@ impl Lower<'_, '_> {
         let (best, idx) = (self.b.declare_var(ty), self.b.declare_var(types::I64));
         self.b.def_var(best, init);
         self.b.def_var(idx, zero);
-        let h = self.open_loop(r, 0);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let h = self.open_loop(r, zero);
         let (v, _) = self.expr(body)?;
         let cur = self.b.use_var(best);
         let better = if d == DType::F32 {
@@ -556,7 +579,8 @@ impl Lower<'_, '_> {
         let ci = self.b.use_var(idx);
         let ni = self.b.ins().select(better, i, ci);
         self.b.def_var(idx, ni);
-        self.close_loop(r, h, 1, self.extents[r]);
+        let stop = self.b.ins().iconst(types::I64, self.extents[r]);
+        self.close_loop(r, h, 1, stop);
         Ok((self.b.use_var(idx), DType::I64))
     }
 

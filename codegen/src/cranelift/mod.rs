@@ -1,8 +1,11 @@
 //! The Cranelift backend: JIT-compiles one [`Kernel`] into native code for the host.
 //!
-//! The generated function is `extern "C" fn(inputs: *const *const u8, output: *mut u8) -> i32`:
-//! a scalar loop nest over the output axes (and, for a reduction, the reduction axes inside
-//! them) that evaluates the expression tree at each point and stores the result. It returns
+//! The generated function is `extern "C" fn(buffers: *const *mut u8, begin: i64, end: i64)
+//! -> i32`: `buffers` holds the base address of every input buffer, then the output's; the
+//! function runs a loop nest over the output axes (and, for a reduction, the reduction axes
+//! inside them) that evaluates the expression tree at each point and stores the result,
+//! with axis 0 restricted to `[begin, end)`, a share of the kernel's
+//! [`JitKernel::parallel_extent`] (threads run disjoint shares at once). It returns
 //! 0, or a nonzero [`RuntimeError`] code when the data makes the kernel fail (a Gather
 //! position out of range, an integer division by zero). Every memory access is either
 //! proven in bounds at compile time from the static shapes or checked at run time.
@@ -65,6 +68,7 @@ pub struct JitKernel {
     module: Option<JITModule>,
     code: *const u8,
     vectorized: bool,
+    parallel_extent: usize,
 }
 
 impl std::fmt::Debug for JitKernel {
@@ -80,6 +84,14 @@ impl Drop for JitKernel {
         if let Some(m) = self.module.take() {
             ffi::free(m);
         }
+    }
+}
+
+/// The extent of a kernel's parallel range (see [`JitKernel::parallel_extent`]).
+pub fn parallel_extent(k: &Kernel) -> usize {
+    match (&k.body, k.out_shape.as_slice()) {
+        (ir::kernel::Body::Compute { .. }, [n, _, ..]) => *n,
+        _ => 1,
     }
 }
 
@@ -124,7 +136,7 @@ impl JitKernel {
             jb.symbol(h.name, h.addr);
         }
         let mut module = JITModule::new(jb);
-        let (func, vectorized) = match lower::define(&mut module, k) {
+        let (func, vectorized) = match lower::define(&mut module, k, None) {
             Ok(f) => f,
             Err(e) => {
                 ffi::free(module);
@@ -143,7 +155,25 @@ impl JitKernel {
             module: Some(module),
             code,
             vectorized,
+            parallel_extent: parallel_extent(k),
         })
+    }
+
+    /// The extent of the range that `begin..end` splits: the kernel's axis 0 when it has
+    /// several output axes, else 1 (the kernel runs whole). Disjoint shares of it may run
+    /// at once on several threads.
+    pub fn parallel_extent(&self) -> usize {
+        self.parallel_extent
+    }
+
+    /// The input buffers, in order.
+    pub fn inputs(&self) -> &[Buffer] {
+        &self.inputs
+    }
+
+    /// The output buffer.
+    pub fn output(&self) -> &Buffer {
+        &self.output
     }
 
     /// Whether the innermost output axis runs on f32x4 vectors (with a scalar tail).
@@ -193,7 +223,7 @@ impl JitKernel {
                 msg: "kernel code was freed".into(),
             });
         }
-        match ffi::call(self.code, inputs, output) {
+        match ffi::call(self.code, inputs, output, self.parallel_extent) {
             0 => Ok(()),
             code => Err(Error::Runtime {
                 kernel: self.name.clone(),
