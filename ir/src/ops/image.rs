@@ -60,8 +60,9 @@ fn cubic_weight(t: f64, a: f64) -> f64 {
 // Resize / Upsample
 // ---------------------------------------------------------------------------------------
 
+/// The interpolation of a resize.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Interp {
+pub enum Interp {
     Nearest,
     Linear,
     Cubic,
@@ -69,7 +70,7 @@ enum Interp {
 
 /// How an output coordinate maps back to an input coordinate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CoordMode {
+pub enum CoordMode {
     HalfPixel,
     HalfPixelSymmetric,
     PytorchHalfPixel,
@@ -82,7 +83,7 @@ enum CoordMode {
 
 /// How nearest mode rounds a fractional input coordinate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NearestMode {
+pub enum NearestMode {
     RoundPreferFloor,
     RoundPreferCeil,
     Floor,
@@ -91,29 +92,32 @@ enum NearestMode {
     Legacy,
 }
 
+/// How `sizes` with `axes` keep the aspect ratio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AspectPolicy {
+pub enum AspectPolicy {
     Stretch,
     NotLarger,
     NotSmaller,
 }
 
 /// The attributes of `Resize` and `Upsample`.
-struct ResizeParams {
-    interp: Interp,
-    coord: CoordMode,
-    nearest: NearestMode,
-    cubic_a: f64,
-    exclude_outside: bool,
-    extrapolation: f64,
-    antialias: bool,
-    axes: Option<Vec<i64>>,
-    policy: AspectPolicy,
+#[derive(Clone, Debug)]
+pub struct ResizeParams {
+    pub interp: Interp,
+    pub coord: CoordMode,
+    pub nearest: NearestMode,
+    pub cubic_a: f64,
+    pub exclude_outside: bool,
+    pub extrapolation: f64,
+    pub antialias: bool,
+    pub axes: Option<Vec<i64>>,
+    pub policy: AspectPolicy,
 }
 
 impl ResizeParams {
-    fn parse(op: ImageOp, attrs: &Attrs, version: u32) -> Result<ResizeParams> {
-        let legacy = op == ImageOp::Upsample || version < 11;
+    /// Parses the attributes of `Resize` (`upsample` false) or `Upsample` at `version`.
+    pub fn parse(upsample: bool, attrs: &Attrs, version: u32) -> Result<ResizeParams> {
+        let legacy = upsample || version < 11;
         let interp = match attrs.string_or("mode", "nearest")? {
             "nearest" => Interp::Nearest,
             "linear" | "bilinear" => Interp::Linear,
@@ -172,12 +176,28 @@ impl ResizeParams {
 
 /// What the resize does to each axis of the input.
 #[derive(Debug, PartialEq)]
-struct ResizePlan {
-    out_shape: Vec<usize>,
+pub struct ResizePlan {
+    pub out_shape: Vec<usize>,
     /// The scale of every axis (1 for axes left alone).
-    scales: Vec<f64>,
+    pub scales: Vec<f64>,
     /// `[start, end]` of the region of interest of every axis (tf_crop_and_resize).
-    roi: Vec<(f64, f64)>,
+    pub roi: Vec<(f64, f64)>,
+}
+
+/// The parameters and plan of a `Resize` (`upsample` false) or `Upsample` node of `version`
+/// on an input of `in_shape`; `input(i)` says whether optional input `i` is present and
+/// gives its value when it is constant. `None` when a needed input is not constant.
+pub fn plan_resize<'t>(
+    upsample: bool,
+    attrs: &Attrs,
+    version: u32,
+    in_shape: &[usize],
+    input: impl Fn(usize) -> (bool, Option<&'t Tensor>),
+) -> Result<Option<(ResizeParams, ResizePlan)>> {
+    let op = if upsample { ImageOp::Upsample } else { ImageOp::Resize };
+    let p = ResizeParams::parse(upsample, attrs, version)?;
+    let args = ResizeArgs::gather(op, attrs, version, input)?;
+    Ok(resize_plan(&p, in_shape, &args)?.map(|plan| (p, plan)))
 }
 
 /// An optional tensor input of the resize: omitted (or empty), unknown or known.
@@ -342,7 +362,7 @@ fn resize_plan(p: &ResizeParams, in_shape: &[usize], args: &ResizeArgs) -> Resul
 }
 
 fn resize_infer(op: ImageOp, cx: &InferCx) -> Result<Vec<ValueType>> {
-    let p = ResizeParams::parse(op, cx.attrs, cx.version)?;
+    let p = ResizeParams::parse(op == ImageOp::Upsample, cx.attrs, cx.version)?;
     let dt = cx.dtype(0)?;
     if p.interp != Interp::Nearest && dt == DType::Bool {
         return Err(bad_dtype(op.name(), dt));
@@ -372,7 +392,7 @@ fn resize_infer(op: ImageOp, cx: &InferCx) -> Result<Vec<ValueType>> {
 }
 
 fn resize_eval(op: ImageOp, cx: &EvalCx) -> Result<Vec<Tensor>> {
-    let p = ResizeParams::parse(op, cx.attrs, cx.version)?;
+    let p = ResizeParams::parse(op == ImageOp::Upsample, cx.attrs, cx.version)?;
     let x = cx.input(0)?;
     let args = ResizeArgs::gather(op, cx.attrs, cx.version, |i| (cx.opt(i).is_some(), cx.opt(i)))?;
     let plan = resize_plan(&p, x.shape(), &args)?
@@ -436,14 +456,15 @@ fn extrapolated(p: &ResizeParams, coord: f64, in_len: usize) -> bool {
 /// Marks an output position filled with the extrapolation value.
 const OUTSIDE: usize = usize::MAX;
 
-/// For each output position along one axis, the nearest input index (or [`OUTSIDE`]).
-fn nearest_table(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Vec<usize> {
+/// For each output position along one axis, the nearest input index (`None` where
+/// tf_crop_and_resize extrapolates).
+pub fn nearest_table(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Vec<Option<usize>> {
     let (scale, out_len) = (plan.scales[axis], plan.out_shape[axis]);
     (0..out_len)
         .map(|x| {
             let c = source_coord(p, x, scale, in_len, out_len, plan.roi[axis]);
             if extrapolated(p, c, in_len) {
-                return OUTSIDE;
+                return None;
             }
             let r = match p.nearest {
                 NearestMode::RoundPreferFloor => (c - 0.5).ceil(),
@@ -453,7 +474,7 @@ fn nearest_table(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize
                 NearestMode::Legacy if scale < 1.0 => c.ceil(),
                 NearestMode::Legacy => c.floor(),
             };
-            r.clamp(0.0, in_len.saturating_sub(1) as f64) as usize
+            Some(r.clamp(0.0, in_len.saturating_sub(1) as f64) as usize)
         })
         .collect()
 }
@@ -466,7 +487,7 @@ fn resize_nearest(p: &ResizeParams, plan: &ResizePlan, x: &Tensor) -> Result<Ten
         .map(|a| {
             nearest_table(p, plan, a, in_shape[a])
                 .into_iter()
-                .map(|i| if i == OUTSIDE { OUTSIDE } else { i * in_strides[a] })
+                .map(|i| i.map_or(OUTSIDE, |i| i * in_strides[a]))
                 .collect()
         })
         .collect();
@@ -520,15 +541,16 @@ fn gather_rows<T: Elem>(src: &[T], out_shape: &[usize], offsets: &[Vec<usize>], 
 }
 
 /// The weighted input positions of each output position along one axis: `n` taps each.
-struct Taps {
-    n: usize,
-    index: Vec<usize>,
-    weight: Vec<f64>,
+pub struct Taps {
+    pub n: usize,
+    pub index: Vec<usize>,
+    pub weight: Vec<f64>,
     /// Output positions set to the extrapolation value.
-    outside: Vec<bool>,
+    pub outside: Vec<bool>,
 }
 
-fn filter_taps(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Taps {
+/// The taps of a linear or cubic resize along `axis` (input length `in_len`).
+pub fn filter_taps(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Taps {
     let (scale, out_len) = (plan.scales[axis], plan.out_shape[axis]);
     let radius = if p.interp == Interp::Cubic { 2.0 } else { 1.0 };
     // Antialiasing widens the kernel by 1/scale when downsampling.
@@ -573,7 +595,7 @@ fn filter_taps(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) 
 }
 
 /// Whether resizing `axis` leaves it unchanged.
-fn identity_axis(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> bool {
+pub fn identity_axis(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> bool {
     plan.scales[axis] == 1.0
         && plan.out_shape[axis] == in_len
         && (p.coord != CoordMode::TfCropAndResize || plan.roi[axis] == (0.0, 1.0))
@@ -669,21 +691,23 @@ fn resize_axis<T: Float>(data: &[T], shape: &[usize], axis: usize, taps: &Taps, 
 // GridSample
 // ---------------------------------------------------------------------------------------
 
+/// How GridSample reads outside the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Padding {
+pub enum Padding {
     Zeros,
     Border,
     Reflection,
 }
 
-struct GridParams {
-    interp: Interp,
-    padding: Padding,
-    align_corners: bool,
+/// The attributes of `GridSample`.
+pub struct GridParams {
+    pub interp: Interp,
+    pub padding: Padding,
+    pub align_corners: bool,
 }
 
 impl GridParams {
-    fn parse(attrs: &Attrs) -> Result<GridParams> {
+    pub fn parse(attrs: &Attrs) -> Result<GridParams> {
         let interp = match attrs.string_or("mode", "linear")? {
             "linear" | "bilinear" => Interp::Linear,
             "nearest" => Interp::Nearest,
@@ -931,7 +955,7 @@ fn affine_grid_infer(cx: &InferCx) -> Result<Vec<ValueType>> {
 
 /// The normalized coordinate of index `i` along an axis of `len` points, in [-1, 1]
 /// (a single aligned point sits at -1, as in the ONNX reference).
-fn grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
+pub fn grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
     if len <= 1 {
         if align_corners { -1.0 } else { 0.0 }
     } else if align_corners {
@@ -980,17 +1004,18 @@ fn affine_grid_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
 // RoiAlign
 // ---------------------------------------------------------------------------------------
 
-struct RoiParams {
-    max: bool,
-    half_pixel: bool,
-    out_h: usize,
-    out_w: usize,
-    sampling_ratio: usize,
-    spatial_scale: f64,
+/// The attributes of `RoiAlign`.
+pub struct RoiParams {
+    pub max: bool,
+    pub half_pixel: bool,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub sampling_ratio: usize,
+    pub spatial_scale: f64,
 }
 
 impl RoiParams {
-    fn parse(attrs: &Attrs, version: u32) -> Result<RoiParams> {
+    pub fn parse(attrs: &Attrs, version: u32) -> Result<RoiParams> {
         let max = match attrs.string_or("mode", "avg")? {
             "avg" => false,
             "max" => true,

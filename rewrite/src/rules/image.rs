@@ -1,7 +1,7 @@
 //! Rules of the image family.
 //!
 //! `Resize`/`Upsample` with static shapes: the source positions and weights of every
-//! output position are constants (computed here with the reference's coordinate logic),
+//! output position are constants (planned by the reference's own code, `ir::ops::image`),
 //! so nearest mode is one constant-index Gather per axis and linear/cubic (antialias,
 //! exclude_outside included) one Gather of the taps, a multiply by constant weights and a
 //! sum per resized axis, in the reference's pass order; tf_crop_and_resize extrapolation is
@@ -16,7 +16,11 @@ use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn, row_major};
-use ir::{Attrs, DType, Error, Result, Tensor};
+use ir::ops::image::{
+    GridParams, Interp, Padding, RoiParams, filter_taps, grid_coord, identity_axis, nearest_table, plan_resize,
+};
+use ir::{DType, Result, Tensor};
+use std::sync::Arc;
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -41,329 +45,9 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-
-fn bad_attr(name: &str, value: impl std::fmt::Display) -> Error {
-    err(format!("attribute '{name}' has an unsupported value '{value}'"))
-}
-
-/// Keys cubic convolution weight at distance `t` with coefficient `a`.
-fn cubic_weight(t: f64, a: f64) -> f64 {
-    let t = t.abs();
-    if t <= 1.0 {
-        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-    } else if t < 2.0 {
-        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
-    } else {
-        0.0
-    }
-}
-
 // ---------------------------------------------------------------------------------------
-// Resize / Upsample
+// Resize / Upsample (planned by the reference's own code: `ir::ops::image::plan_resize`)
 // ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Interp {
-    Nearest,
-    Linear,
-    Cubic,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CoordMode {
-    HalfPixel,
-    HalfPixelSymmetric,
-    PytorchHalfPixel,
-    AlignCorners,
-    Asymmetric,
-    TfCropAndResize,
-    TfHalfPixelForNn,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NearestMode {
-    RoundPreferFloor,
-    RoundPreferCeil,
-    Floor,
-    Ceil,
-    Legacy,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AspectPolicy {
-    Stretch,
-    NotLarger,
-    NotSmaller,
-}
-
-struct ResizeParams {
-    interp: Interp,
-    coord: CoordMode,
-    nearest: NearestMode,
-    cubic_a: f64,
-    exclude_outside: bool,
-    extrapolation: f64,
-    antialias: bool,
-    axes: Option<Vec<i64>>,
-    policy: AspectPolicy,
-}
-
-impl ResizeParams {
-    fn parse(upsample: bool, attrs: &Attrs, version: u32) -> Result<ResizeParams> {
-        let legacy = upsample || version < 11;
-        let interp = match attrs.string_or("mode", "nearest")? {
-            "nearest" => Interp::Nearest,
-            "linear" | "bilinear" => Interp::Linear,
-            "cubic" if !legacy => Interp::Cubic,
-            other => return Err(bad_attr("mode", other)),
-        };
-        if legacy {
-            return Ok(ResizeParams {
-                interp,
-                coord: CoordMode::Asymmetric,
-                nearest: NearestMode::Legacy,
-                cubic_a: -0.75,
-                exclude_outside: false,
-                extrapolation: 0.0,
-                antialias: false,
-                axes: None,
-                policy: AspectPolicy::Stretch,
-            });
-        }
-        let coord = match attrs.string_or("coordinate_transformation_mode", "half_pixel")? {
-            "half_pixel" => CoordMode::HalfPixel,
-            "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
-            "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-            "align_corners" => CoordMode::AlignCorners,
-            "asymmetric" => CoordMode::Asymmetric,
-            "tf_crop_and_resize" => CoordMode::TfCropAndResize,
-            "tf_half_pixel_for_nn" if version < 13 => CoordMode::TfHalfPixelForNn,
-            other => return Err(bad_attr("coordinate_transformation_mode", other)),
-        };
-        let nearest = match attrs.string_or("nearest_mode", "round_prefer_floor")? {
-            "round_prefer_floor" => NearestMode::RoundPreferFloor,
-            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-            "floor" => NearestMode::Floor,
-            "ceil" => NearestMode::Ceil,
-            other => return Err(bad_attr("nearest_mode", other)),
-        };
-        let policy = match attrs.string_or("keep_aspect_ratio_policy", "stretch")? {
-            "stretch" => AspectPolicy::Stretch,
-            "not_larger" => AspectPolicy::NotLarger,
-            "not_smaller" => AspectPolicy::NotSmaller,
-            other => return Err(bad_attr("keep_aspect_ratio_policy", other)),
-        };
-        Ok(ResizeParams {
-            interp,
-            coord,
-            nearest,
-            cubic_a: f64::from(attrs.float_or("cubic_coeff_a", -0.75)?),
-            exclude_outside: attrs.int_or("exclude_outside", 0)? != 0,
-            extrapolation: f64::from(attrs.float_or("extrapolation_value", 0.0)?),
-            antialias: attrs.int_or("antialias", 0)? != 0,
-            axes: attrs.ints("axes")?.map(<[i64]>::to_vec),
-            policy,
-        })
-    }
-}
-
-struct ResizePlan {
-    out_shape: Vec<usize>,
-    scales: Vec<f64>,
-    roi: Vec<(f64, f64)>,
-}
-
-/// A constant optional input: absent (omitted or empty) or its values; an error when
-/// present but not constant.
-fn const_arg(lx: &Lx, args: &[Option<Id>], i: usize, what: &str) -> Result<Option<Vec<f64>>> {
-    let Some(id) = args.get(i).copied().flatten() else { return Ok(None) };
-    let v = lx.const_f64s(id, what)?;
-    Ok(if v.is_empty() { None } else { Some(v) })
-}
-
-fn resize_plan(
-    p: &ResizeParams,
-    in_shape: &[usize],
-    roi: Option<&[f64]>,
-    scales_in: Option<&[f64]>,
-    sizes_in: Option<&[f64]>,
-) -> Result<ResizePlan> {
-    let rank = in_shape.len();
-    let axes = match &p.axes {
-        Some(a) => ir::shape::normalize_axes(a, rank)?,
-        None => (0..rank).collect(),
-    };
-    let n = axes.len();
-    let mut scales = vec![1.0; rank];
-    let mut out_shape = in_shape.to_vec();
-    match (scales_in, sizes_in) {
-        (Some(_), Some(_)) => return Err(err("Resize takes scales or sizes, not both")),
-        (None, None) => return Err(err("Resize needs scales or sizes")),
-        (Some(s), None) => {
-            if s.len() != n {
-                return Err(err(format!("Resize has {} scales for {n} axes", s.len())));
-            }
-            for (&a, &scale) in axes.iter().zip(s) {
-                if !(scale > 0.0 && scale.is_finite()) {
-                    return Err(err(format!("Resize scale {scale} must be positive")));
-                }
-                scales[a] = scale;
-                out_shape[a] = (in_shape[a] as f64 * scale).floor() as usize;
-            }
-        }
-        (None, Some(sizes)) => {
-            if sizes.len() != n {
-                return Err(err(format!("Resize has {} sizes for {n} axes", sizes.len())));
-            }
-            let wanted: Vec<usize> = sizes.iter().map(|&s| s.max(0.0) as usize).collect();
-            let ratios: Vec<f64> = axes.iter().zip(&wanted).map(|(&a, &s)| s as f64 / in_shape[a] as f64).collect();
-            let common = match p.policy {
-                AspectPolicy::Stretch => None,
-                AspectPolicy::NotLarger => Some(ratios.iter().copied().fold(f64::INFINITY, f64::min)),
-                AspectPolicy::NotSmaller => Some(ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
-            };
-            for (k, &a) in axes.iter().enumerate() {
-                match common {
-                    None => {
-                        scales[a] = ratios[k];
-                        out_shape[a] = wanted[k];
-                    }
-                    Some(c) => {
-                        scales[a] = c;
-                        out_shape[a] = (c * in_shape[a] as f64 + 0.5).floor() as usize;
-                    }
-                }
-            }
-        }
-    }
-    let mut rois = vec![(0.0, 1.0); rank];
-    if p.coord == CoordMode::TfCropAndResize {
-        let r = roi.ok_or_else(|| err("Resize with tf_crop_and_resize needs a constant roi"))?;
-        if r.len() != 2 * n {
-            return Err(err(format!("Resize roi has {} values, expected {}", r.len(), 2 * n)));
-        }
-        for (k, &a) in axes.iter().enumerate() {
-            rois[a] = (r[k], r[n + k]);
-        }
-    }
-    Ok(ResizePlan { out_shape, scales, roi: rois })
-}
-
-fn source_coord(p: &ResizeParams, x: usize, scale: f64, in_len: usize, out_len: usize, roi: (f64, f64)) -> f64 {
-    let x = x as f64;
-    let in_f = in_len as f64;
-    let out_f = scale * in_f;
-    match p.coord {
-        CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordMode::HalfPixelSymmetric => {
-            let adjustment = out_len as f64 / out_f;
-            let offset = in_f / 2.0 * (1.0 - adjustment);
-            offset + (x + 0.5) / scale - 0.5
-        }
-        CoordMode::PytorchHalfPixel => {
-            if out_f == 1.0 {
-                -0.5
-            } else {
-                (x + 0.5) / scale - 0.5
-            }
-        }
-        CoordMode::AlignCorners => {
-            if out_f == 1.0 {
-                0.0
-            } else {
-                x * (in_f - 1.0) / (out_f - 1.0)
-            }
-        }
-        CoordMode::Asymmetric => x / scale,
-        CoordMode::TfHalfPixelForNn => (x + 0.5) / scale,
-        CoordMode::TfCropAndResize => {
-            let span = (roi.1 - roi.0) * (in_f - 1.0);
-            let rel = if out_f == 1.0 { span / 2.0 } else { x * span / (out_f - 1.0) };
-            rel + roi.0 * (in_f - 1.0)
-        }
-    }
-}
-
-fn extrapolated(p: &ResizeParams, coord: f64, in_len: usize) -> bool {
-    p.coord == CoordMode::TfCropAndResize && (coord < 0.0 || coord > in_len as f64 - 1.0)
-}
-
-/// Per output position of `axis`: the nearest input index, `None` where extrapolated.
-fn nearest_table(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Vec<Option<usize>> {
-    let (scale, out_len) = (plan.scales[axis], plan.out_shape[axis]);
-    (0..out_len)
-        .map(|x| {
-            let c = source_coord(p, x, scale, in_len, out_len, plan.roi[axis]);
-            if extrapolated(p, c, in_len) {
-                return None;
-            }
-            let r = match p.nearest {
-                NearestMode::RoundPreferFloor => (c - 0.5).ceil(),
-                NearestMode::RoundPreferCeil => (c + 0.5).floor(),
-                NearestMode::Floor => c.floor(),
-                NearestMode::Ceil => c.ceil(),
-                NearestMode::Legacy if scale < 1.0 => c.ceil(),
-                NearestMode::Legacy => c.floor(),
-            };
-            Some(r.clamp(0.0, in_len.saturating_sub(1) as f64) as usize)
-        })
-        .collect()
-}
-
-struct Taps {
-    n: usize,
-    index: Vec<i64>,
-    weight: Vec<f64>,
-    outside: Vec<bool>,
-}
-
-fn filter_taps(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> Taps {
-    let (scale, out_len) = (plan.scales[axis], plan.out_shape[axis]);
-    let radius = if p.interp == Interp::Cubic { 2.0 } else { 1.0 };
-    let s = if p.antialias { scale.min(1.0) } else { 1.0 };
-    let start = (-radius / s).floor() as i64 + 1;
-    let n = (2 - 2 * start) as usize;
-    let kernel = |t: f64| match p.interp {
-        Interp::Cubic => cubic_weight(t, p.cubic_a),
-        _ => (1.0 - t.abs()).max(0.0),
-    };
-    let mut taps = Taps {
-        n,
-        index: Vec::with_capacity(out_len * n),
-        weight: Vec::with_capacity(out_len * n),
-        outside: Vec::with_capacity(out_len),
-    };
-    let last = in_len.saturating_sub(1) as i64;
-    for x in 0..out_len {
-        let c = source_coord(p, x, scale, in_len, out_len, plan.roi[axis]);
-        taps.outside.push(extrapolated(p, c, in_len));
-        let floor = c.floor();
-        let ratio = if c == floor { 1.0 } else { c - floor };
-        let first = ((c - ratio) as i64).saturating_add(start);
-        let at = taps.weight.len();
-        for k in 0..n as i64 {
-            let i = first.saturating_add(k);
-            let inside = (0..=last).contains(&i);
-            let w = if p.exclude_outside && !inside { 0.0 } else { kernel(s * ((start + k) as f64 - ratio)) };
-            taps.weight.push(w);
-            taps.index.push(i.clamp(0, last));
-        }
-        if p.antialias || p.exclude_outside {
-            let w = &mut taps.weight[at..];
-            let sum: f64 = w.iter().sum();
-            if sum != 0.0 {
-                w.iter_mut().for_each(|wk| *wk /= sum);
-            }
-        }
-    }
-    taps
-}
-
-fn identity_axis(p: &ResizeParams, plan: &ResizePlan, axis: usize, in_len: usize) -> bool {
-    plan.scales[axis] == 1.0
-        && plan.out_shape[axis] == in_len
-        && (p.coord != CoordMode::TfCropAndResize || plan.roi[axis] == (0.0, 1.0))
-}
 
 /// `x` with the positions of `axis` marked in `outside` replaced by `fill`.
 fn fill_outside(lx: &mut Lx, x: Id, axis: usize, outside: &[bool], fill: f64) -> Result<Id> {
@@ -380,21 +64,13 @@ fn fill_outside(lx: &mut Lx, x: Id, axis: usize, outside: &[bool], fill: f64) ->
 
 fn resize(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let upsample = n.op.kind.name() == "Upsample";
-    let version = n.op.version;
-    let p = ResizeParams::parse(upsample, &n.op.attrs, version)?;
     let x = arg(args, 0)?;
     let in_shape = lx.shape(x)?;
     let dt = lx.dtype(x)?;
-    let (roi, scales, sizes) = if upsample && version < 9 {
-        let s = n.op.attrs.floats("scales")?.ok_or_else(|| err("Upsample needs the 'scales' attribute"))?;
-        (None, Some(s.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()), None)
-    } else if upsample || version < 11 {
-        (None, const_arg(lx, args, 1, "Resize scales")?, None)
-    } else {
-        let roi = if p.coord == CoordMode::TfCropAndResize { const_arg(lx, args, 1, "Resize roi")? } else { None };
-        (roi, const_arg(lx, args, 2, "Resize scales")?, const_arg(lx, args, 3, "Resize sizes")?)
-    };
-    let plan = resize_plan(&p, &in_shape, roi.as_deref(), scales.as_deref(), sizes.as_deref())?;
+    let values: Vec<Option<Arc<Tensor>>> = args.iter().map(|a| a.and_then(|id| lx.value(id))).collect();
+    let input = |i: usize| (args.get(i).is_some_and(Option::is_some), values.get(i).and_then(|v| v.as_deref()));
+    let (p, plan) = plan_resize(upsample, &n.op.attrs, n.op.version, &in_shape, input)?
+        .ok_or_else(|| err("Resize scales, sizes and roi must be constants to lower with static shapes"))?;
     if n.ty.shape.as_deref() != Some(&plan.out_shape[..]) {
         return Err(err(format!("Resize plan {:?} differs from the inferred output {}", plan.out_shape, n.ty)));
     }
@@ -428,7 +104,8 @@ fn resize(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     for a in axes {
         let taps = filter_taps(&p, &plan, a, shape[a]);
         let out_len = plan.out_shape[a];
-        let idx = lx.konst(Tensor::from_vec(vec![out_len, taps.n], taps.index.clone())?);
+        let index: Vec<i64> = taps.index.iter().map(|&i| i as i64).collect();
+        let idx = lx.konst(Tensor::from_vec(vec![out_len, taps.n], index)?);
         let g = lx.take(y, idx, a)?; // [.., out_len, n, ..]
         let mut ws = vec![1usize; rank + 1];
         ws[a] = out_len;
@@ -448,13 +125,6 @@ fn resize(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
 // ---------------------------------------------------------------------------------------
 // GridSample
 // ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Padding {
-    Zeros,
-    Border,
-    Reflection,
-}
 
 /// `x` (f64) reflected into `[lo, hi]` by folding at the borders (the reference's `reflect`).
 fn reflect(lx: &mut Lx, x: Id, lo: f64, hi: f64) -> Result<Id> {
@@ -507,19 +177,7 @@ struct AxisTap {
 
 fn grid_sample(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let attrs = &n.op.attrs;
-    let interp = match attrs.string_or("mode", "linear")? {
-        "linear" | "bilinear" => Interp::Linear,
-        "nearest" => Interp::Nearest,
-        "cubic" | "bicubic" => Interp::Cubic,
-        other => return Err(bad_attr("mode", other)),
-    };
-    let padding = match attrs.string_or("padding_mode", "zeros")? {
-        "zeros" => Padding::Zeros,
-        "border" => Padding::Border,
-        "reflection" => Padding::Reflection,
-        other => return Err(bad_attr("padding_mode", other)),
-    };
-    let align = attrs.int_or("align_corners", 0)? != 0;
+    let GridParams { interp, padding, align_corners: align } = GridParams::parse(attrs)?;
     let x = arg(args, 0)?;
     let grid = arg(args, 1)?;
     let xs = lx.shape(x)?;
@@ -713,16 +371,6 @@ fn cubic_of(lx: &mut Lx, t: Id, k: f64) -> Result<Id> {
 // AffineGrid
 // ---------------------------------------------------------------------------------------
 
-fn grid_coord(i: usize, len: usize, align_corners: bool) -> f64 {
-    if len <= 1 {
-        if align_corners { -1.0 } else { 0.0 }
-    } else if align_corners {
-        -1.0 + i as f64 * (2.0 / (len - 1) as f64)
-    } else {
-        let step = 2.0 / len as f64;
-        -1.0 + step / 2.0 + i as f64 * step
-    }
-}
 
 fn affine_grid(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let align = n.op.attrs.int_or("align_corners", 0)? != 0;
@@ -775,21 +423,8 @@ fn affine_grid(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
 
 fn roi_align(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let attrs = &n.op.attrs;
-    let max_mode = match attrs.string_or("mode", "avg")? {
-        "avg" => false,
-        "max" => true,
-        other => return Err(bad_attr("mode", other)),
-    };
-    let default_coord = if n.op.version < 16 { "output_half_pixel" } else { "half_pixel" };
-    let half_pixel = match attrs.string_or("coordinate_transformation_mode", default_coord)? {
-        "half_pixel" => true,
-        "output_half_pixel" => false,
-        other => return Err(bad_attr("coordinate_transformation_mode", other)),
-    };
-    let oh = attrs.int_or("output_height", 1)?.max(1) as usize;
-    let ow = attrs.int_or("output_width", 1)?.max(1) as usize;
-    let sr = attrs.int_or("sampling_ratio", 0)?.max(0) as usize;
-    let scale = f64::from(attrs.float_or("spatial_scale", 1.0)?);
+    let RoiParams { max: max_mode, half_pixel, out_h: oh, out_w: ow, sampling_ratio: sr, spatial_scale: scale } =
+        RoiParams::parse(attrs, n.op.version)?;
     let x = arg(args, 0)?;
     let rois = arg(args, 1)?;
     let bidx = arg(args, 2)?;
