@@ -105,3 +105,22 @@ w = z**2 / np.cos(r)
 basis = powers(lambda v: v, range(4))
 c = lawson(z, tgt, basis, w)
 report("cos C(r^2), degree 3", c, z, tgt, basis, w)
+
+# sinh(x) = x + x^3 P(x^2), |x| <= 1: relative.
+x = grid(1e-4, 1.0)
+z = x * x
+tgt = (np.sinh(x) - x) / x**3
+w = x**3 / np.sinh(x)
+basis = powers(lambda v: v, range(4))
+c = lawson(z, tgt, basis, w)
+report("sinh P(x^2) on [0, 1], degree 3", c, z, tgt, basis, w)
+
+# atan(t) = t + t^3 P(t^2), |t| <= tan(pi/8) = 0.41422: relative.
+t = grid(1e-4, 0.41422)
+z = t * t
+tgt = (np.arctan(t) - t) / t**3
+w = t**3 / np.arctan(t)
+for deg in [4, 5]:
+    basis = powers(lambda v: v, range(deg + 1))
+    c = lawson(z, tgt, basis, w)
+    report(f"atan P(t^2) on [0, tan(pi/8)], degree {deg}", c, z, tgt, basis, w)

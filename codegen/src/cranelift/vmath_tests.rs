@@ -107,6 +107,10 @@ fn reference(f: UnaryFn, x: f64) -> f64 {
         UnaryFn::Erf => libm::erf(x),
         UnaryFn::Sin => x.sin(),
         UnaryFn::Cos => x.cos(),
+        UnaryFn::Tan => x.tan(),
+        UnaryFn::Atan => x.atan(),
+        UnaryFn::Sinh => x.sinh(),
+        UnaryFn::Cosh => x.cosh(),
         other => panic!("no reference for {other:?}"),
     }
 }
@@ -201,20 +205,27 @@ struct Measured {
 }
 
 /// Runs `f` over `xs` (only points in `[lo, hi]` count for the error) in every mode, checks
-/// vector == scalar bit for bit and no call, and returns the worst error over the modes.
-fn sweep(f: UnaryFn, xs: &[f32], lo: f32, hi: f32) -> Measured {
-    let mut m = Measured {
-        ulp: 0.0,
-        rel: 0.0,
-        worst: 0.0,
-    };
-    for fma in [false, true] {
+/// vector == scalar bit for bit and no call, and returns the worst error without and with
+/// FMA.
+fn sweep(f: UnaryFn, xs: &[f32], lo: f32, hi: f32) -> [Measured; 2] {
+    [false, true].map(|fma| {
+        let mut m = Measured {
+            ulp: 0.0,
+            rel: 0.0,
+            worst: 0.0,
+        };
         let s = Jit::new(f, false, fma);
         let v = Jit::new(f, true, fma);
         for j in [&s, &v] {
             assert!(
                 !j.ir.contains("call"),
                 "{f:?} (fma {fma}) emits a call:\n{}",
+                j.ir
+            );
+            assert_eq!(
+                j.ir.contains(" fma "),
+                fma,
+                "{f:?}: fused multiply-adds iff asked for:\n{}",
                 j.ir
             );
         }
@@ -235,26 +246,27 @@ fn sweep(f: UnaryFn, xs: &[f32], lo: f32, hi: f32) -> Measured {
             }
             m.rel = m.rel.max(r);
         }
-    }
-    m
+        m
+    })
 }
 
 /// Runs one function over its domain and asserts its bounds; prints the measurement.
 fn check(f: UnaryFn, lo: f32, hi: f32, extra: &[f32], max_ulp: f64, max_rel: f64) {
-    let mut xs = points(lo, hi, 1 << 17);
+    let mut xs = points(lo, hi, 1 << 18);
     xs.extend_from_slice(extra);
-    let m = sweep(f, &xs, lo, hi);
-    eprintln!(
-        "{f:?} on [{lo:e}, {hi:e}]: max {:.2} ulp (at {:e}), max relative {:.2e}",
-        m.ulp, m.worst, m.rel
-    );
-    assert!(
-        m.ulp <= max_ulp && m.rel <= max_rel,
-        "{f:?}: max {:.2} ulp at {:e}, relative {:.2e}",
-        m.ulp,
-        m.worst,
-        m.rel
-    );
+    for (m, fma) in sweep(f, &xs, lo, hi).iter().zip([false, true]) {
+        eprintln!(
+            "{f:?} on [{lo:e}, {hi:e}], fma {fma}: max {:.2} ulp (at {:e}), max relative {:.2e}",
+            m.ulp, m.worst, m.rel
+        );
+        assert!(
+            m.ulp <= max_ulp && m.rel <= max_rel,
+            "{f:?} fma {fma}: max {:.2} ulp at {:e}, relative {:.2e}",
+            m.ulp,
+            m.worst,
+            m.rel
+        );
+    }
 }
 
 /// `f` at the given points, all modes agreeing (checked by `sweep`), compared bit for bit.
@@ -279,7 +291,14 @@ const INF: f32 = f32::INFINITY;
 
 #[test]
 fn exp_accuracy() {
-    check(UnaryFn::Exp, -104.0, 89.0, &[88.72, 88.7228, -87.3, -103.9], 1.5, 1.2e-7);
+    check(
+        UnaryFn::Exp,
+        -104.0,
+        89.0,
+        &[88.72, 88.7228, -87.3, -103.9],
+        1.5,
+        1.2e-7,
+    );
     specials(
         UnaryFn::Exp,
         &[
@@ -297,7 +316,9 @@ fn exp_accuracy() {
 
 #[test]
 fn log_accuracy() {
-    let near_one: Vec<f32> = (0..1 << 16).map(|i| 0.9 + 0.2 * i as f32 / 65536.0).collect();
+    let near_one: Vec<f32> = (0..1 << 16)
+        .map(|i| 0.9 + 0.2 * i as f32 / 65536.0)
+        .collect();
     check(UnaryFn::Log, 0.0, f32::MAX, &near_one, 1.5, 1.2e-7);
     specials(
         UnaryFn::Log,
@@ -315,10 +336,23 @@ fn log_accuracy() {
 
 #[test]
 fn tanh_accuracy() {
-    check(UnaryFn::Tanh, -12.0, 12.0, &[0.625, -0.625, 0.6249], 2.0, 2e-7);
+    check(
+        UnaryFn::Tanh,
+        -12.0,
+        12.0,
+        &[0.625, -0.625, 0.6249],
+        2.0,
+        2e-7,
+    );
     specials(
         UnaryFn::Tanh,
-        &[(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0)],
+        &[
+            (NAN, NAN),
+            (INF, 1.0),
+            (-INF, -1.0),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+        ],
     );
 }
 
@@ -327,14 +361,22 @@ fn erf_accuracy() {
     check(UnaryFn::Erf, -6.0, 6.0, &[0.875, -0.875, 0.8749], 2.0, 2e-7);
     specials(
         UnaryFn::Erf,
-        &[(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0)],
+        &[
+            (NAN, NAN),
+            (INF, 1.0),
+            (-INF, -1.0),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+        ],
     );
 }
 
 /// Near -4..4, and the f32 in [0.5, 1e4] closest to multiples of pi/2 (found by an
 /// exhaustive f64 search: |x - j pi/2| down to 4.2e-9 at x = 252.8982).
 fn sin_cos_points() -> Vec<f32> {
-    let mut v: Vec<f32> = (0..1 << 16).map(|i| -4.0 + 8.0 * i as f32 / 65536.0).collect();
+    let mut v: Vec<f32> = (0..1 << 16)
+        .map(|i| -4.0 + 8.0 * i as f32 / 65536.0)
+        .collect();
     for bits in [
         0x437c_e5f1_u32,
         0x43fc_e5f1,
@@ -361,7 +403,13 @@ fn sin_accuracy() {
     check(UnaryFn::Sin, -1e4, 1e4, &small, 3.0, 3e-7);
     specials(
         UnaryFn::Sin,
-        &[(NAN, NAN), (INF, NAN), (-INF, NAN), (0.0, 0.0), (-0.0, -0.0)],
+        &[
+            (NAN, NAN),
+            (INF, NAN),
+            (-INF, NAN),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+        ],
     );
 }
 
@@ -376,6 +424,78 @@ fn cos_accuracy() {
 }
 
 #[test]
+fn tan_accuracy() {
+    let small = sin_cos_points();
+    check(UnaryFn::Tan, -1e4, 1e4, &small, 4.0, 5e-7);
+    specials(
+        UnaryFn::Tan,
+        &[
+            (NAN, NAN),
+            (INF, NAN),
+            (-INF, NAN),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+        ],
+    );
+}
+
+#[test]
+fn atan_accuracy() {
+    let cuts = [0.414_213_57, 0.414_213_6, 2.414_213_7, 2.414_214, 1.0, -1.0];
+    check(UnaryFn::Atan, f32::MIN, f32::MAX, &cuts, 2.5, 2e-7);
+    let pio2 = std::f32::consts::FRAC_PI_2;
+    specials(
+        UnaryFn::Atan,
+        &[
+            (NAN, NAN),
+            (INF, pio2),
+            (-INF, -pio2),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+        ],
+    );
+}
+
+#[test]
+fn sinh_accuracy() {
+    check(
+        UnaryFn::Sinh,
+        -90.0,
+        90.0,
+        &[1.0, -1.0, 0.9999, 89.4, 89.41],
+        2.0,
+        2e-7,
+    );
+    specials(
+        UnaryFn::Sinh,
+        &[
+            (NAN, NAN),
+            (INF, INF),
+            (-INF, -INF),
+            (0.0, 0.0),
+            (-0.0, -0.0),
+            (90.0, INF),
+        ],
+    );
+}
+
+#[test]
+fn cosh_accuracy() {
+    check(UnaryFn::Cosh, -90.0, 90.0, &[89.4, 89.41, -89.4], 2.0, 2e-7);
+    specials(
+        UnaryFn::Cosh,
+        &[
+            (NAN, NAN),
+            (INF, INF),
+            (-INF, INF),
+            (0.0, 1.0),
+            (-0.0, 1.0),
+            (-90.0, INF),
+        ],
+    );
+}
+
+#[test]
 fn other_functions_and_types_have_no_polynomial() {
     let mut func = cranelift_codegen::ir::Function::new();
     let mut fctx = FunctionBuilderContext::new();
@@ -384,6 +504,7 @@ fn other_functions_and_types_have_no_polynomial() {
     b.switch_to_block(block);
     let x = b.ins().f32const(1.0);
     assert!(vmath::emit(&mut b, UnaryFn::Sqrt, x, false).is_none());
+    assert!(vmath::emit(&mut b, UnaryFn::Asin, x, false).is_none());
     let d = b.ins().f64const(1.0);
     assert!(vmath::emit(&mut b, UnaryFn::Exp, d, false).is_none());
 }
