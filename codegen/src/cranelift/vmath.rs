@@ -59,6 +59,8 @@ use ir::atom::UnaryFn;
 /// Emits f(x) for x of type F32 or F32X4; None if `f` has no polynomial here.
 /// `fma`: whether the ISA has fused multiply-add (then use the `fma` instruction in the
 /// polynomial evaluation, else fmul+fadd).
+/// Pass `module.isa().has_native_fma()`: without native FMA each `fma` becomes an `fmaf`
+/// call per lane.
 #[allow(dead_code)] // until lower.rs calls it
 pub(crate) fn emit(b: &mut FunctionBuilder, f: UnaryFn, x: Value, fma: bool) -> Option<Value> {
     let ty = b.func.dfg.value_type(x);

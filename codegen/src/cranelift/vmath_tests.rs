@@ -2,6 +2,8 @@
 //! F32X4, with and without FMA, and swept over dense grids, random bit patterns and special
 //! values against an f64 reference. The vector and scalar results must agree bit for bit,
 //! the error must stay under the bound documented in `vmath.rs`, and the IR has no call.
+//! On x86-64 the same IR compiled for plain SSE2 (FMA then by `fmaf` calls) must give the
+//! same bits as on the host.
 
 use super::{ffi, vmath};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, types};
@@ -14,6 +16,29 @@ use ir::atom::UnaryFn;
 extern "C" fn fmaf(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
+
+/// The optional x86 features Cranelift can use.
+const X86_FEATURES: [&str; 19] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_cmpxchg16b",
+    "has_sse41",
+    "has_sse42",
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_avx_vnni",
+    "has_avx512bitalg",
+    "has_avx512dq",
+    "has_avx512vl",
+    "has_avx512vbmi",
+    "has_avx512f",
+    "has_avx512vnni",
+    "has_popcnt",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
 
 /// One compiled `fn(src, dst)` computing `f` on one F32 or one F32X4.
 struct Jit {
@@ -32,7 +57,8 @@ impl Drop for Jit {
 }
 
 impl Jit {
-    fn new(f: UnaryFn, vector: bool, fma: bool) -> Jit {
+    /// `baseline`: without the host's optional x86 features (plain SSE2, FMA by libcall).
+    fn new(f: UnaryFn, vector: bool, fma: bool, baseline: bool) -> Jit {
         let mut flags = settings::builder();
         for (name, value) in [
             ("opt_level", "speed"),
@@ -41,10 +67,13 @@ impl Jit {
         ] {
             flags.set(name, value).unwrap();
         }
-        let isa = cranelift_native::builder()
-            .unwrap()
-            .finish(settings::Flags::new(flags))
-            .unwrap();
+        let mut isa = cranelift_native::builder().unwrap();
+        if baseline && cfg!(target_arch = "x86_64") {
+            for name in X86_FEATURES {
+                isa.set(name, "false").unwrap();
+            }
+        }
+        let isa = isa.finish(settings::Flags::new(flags)).unwrap();
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
         // Only reached when the host has no FMA instruction.
         jb.symbol("fmaf", fmaf as *const u8);
@@ -214,8 +243,8 @@ fn sweep(f: UnaryFn, xs: &[f32], lo: f32, hi: f32) -> [Measured; 2] {
             rel: 0.0,
             worst: 0.0,
         };
-        let s = Jit::new(f, false, fma);
-        let v = Jit::new(f, true, fma);
+        let s = Jit::new(f, false, fma, false);
+        let v = Jit::new(f, true, fma, false);
         for j in [&s, &v] {
             assert!(
                 !j.ir.contains("call"),
@@ -231,6 +260,18 @@ fn sweep(f: UnaryFn, xs: &[f32], lo: f32, hi: f32) -> [Measured; 2] {
         }
         let ys = s.run(xs);
         let yv = v.run(xs);
+        if cfg!(target_arch = "x86_64") {
+            // The same IR on a plain SSE2 x86-64 computes the same bits.
+            for vector in [false, true] {
+                let yb = Jit::new(f, vector, fma, true).run(xs);
+                for ((x, a), b) in xs.iter().zip(&ys).zip(&yb) {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{f:?}({x:e}) fma {fma} vector {vector}: host {a:e} != SSE2 {b:e}"
+                    );
+                }
+            }
+        }
         for ((x, a), b) in xs.iter().zip(&ys).zip(&yv) {
             assert!(
                 a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
@@ -273,7 +314,7 @@ fn check(f: UnaryFn, lo: f32, hi: f32, extra: &[f32], max_ulp: f64, max_rel: f64
 fn specials(f: UnaryFn, cases: &[(f32, f32)]) {
     for fma in [false, true] {
         for vector in [false, true] {
-            let j = Jit::new(f, vector, fma);
+            let j = Jit::new(f, vector, fma, false);
             let xs: Vec<f32> = cases.iter().map(|c| c.0).collect();
             let ys = j.run(&xs);
             for ((x, want), got) in cases.iter().zip(ys) {
