@@ -73,3 +73,15 @@ pub(crate) fn free(module: JITModule) {
     // for the duration of one call; the owning `JitKernel` is being dropped, so none is live.
     unsafe { module.free_memory() }
 }
+
+/// Calls a test function of type `extern "C" fn(src: *const f32, dst: *mut f32)` at `code`
+/// that reads at most four f32 from `src` and writes at most four to `dst`.
+#[cfg(test)]
+pub(crate) fn call_f32x4(code: *const u8, src: &[f32; 4], dst: &mut [f32; 4]) {
+    type TestFn = extern "C" fn(*const f32, *mut f32);
+    // SAFETY: the caller passes the finalized address of such a function, built by the
+    // vmath tests, whose module is alive for the call.
+    let f = unsafe { std::mem::transmute::<*const u8, TestFn>(code) };
+    // It reads 16 bytes at most from `src` and writes 16 at most to `dst`: both have 16.
+    f(src.as_ptr(), dst.as_mut_ptr());
+}

@@ -23,6 +23,9 @@
 mod ffi;
 mod libcalls;
 mod lower;
+pub(crate) mod vmath;
+#[cfg(test)]
+mod vmath_tests;
 
 use crate::Error;
 use cranelift_codegen::settings::{self, Configurable};
