@@ -115,7 +115,8 @@ def measure(run, policy):
 def first_line(text):
     lines = [l for l in text.strip().splitlines() if l.strip()]
     line = lines[0] if lines else "no message"
-    return "error: " + (line[len("error: "):] if line.startswith("error: ") else line)
+    line = line[len("error: "):] if line.startswith("error: ") else line
+    return "error: " + line.replace("|", "/")
 
 
 def bench_atomc(args, model, threads, shapes, policy):
@@ -234,9 +235,14 @@ def main():
             if ov:
                 row["openvino"] = bench_openvino(ov, model, n, shapes, policy)
             rows.append(row)
-            print(f"{row['model']} x{n}: atomc {cell(row['atomc'], 'median_ms')} ms, "
-                  f"ORT {cell(row['ort'], 'median_ms')} ms", file=sys.stderr)
+            print(f"{row['model']} x{n}: atomc {cell(row['atomc'], 'median_ms', '{:.3f} ms')}, "
+                  f"ORT {cell(row['ort'], 'median_ms', '{:.3f} ms')}", file=sys.stderr)
 
+    backends = sorted({r["atomc"]["backend"] for r in rows if "backend" in r["atomc"]})
+    print(f"atomc backend {', '.join(backends) or args.backend or '?'}, onnxruntime {ort.__version__}"
+          + (f", openvino {ov.__version__}" if ov else "")
+          + f"; each: first run, warm-up {policy['warmup_ms']} ms, then >= {policy['min_runs']} runs and "
+          f">= {policy['min_time_ms']} ms; medians in ms\n")
     head = ["model", "threads", "atomc median ms", "ORT median ms", "atomc/ORT"]
     if ov:
         head += ["OpenVINO ms", "atomc/OV"]
