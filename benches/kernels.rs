@@ -10,7 +10,7 @@
 //! the backend cannot compile yet is reported and skipped.
 
 use atomc::session::{random_inputs, Backend, Options, Session};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use ir::infer::InputShapes;
 use ir::onnx::proto::{
     attribute_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
@@ -163,7 +163,8 @@ fn kernels(c: &mut Criterion) {
         let mut group = c.benchmark_group(w.name);
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         if let Some(flops) = w.flops {
-            group.throughput(Throughput::Elements(flops));
+            // The heavy workloads: the same iteration count per sample, not 1, 2, ... 10.
+            group.throughput(Throughput::Elements(flops)).sampling_mode(SamplingMode::Flat);
         }
         group.bench_function("cranelift", |b| {
             b.iter_batched(
