@@ -1,9 +1,10 @@
 //! atomc: an operator-decomposition kernel compiler for neural networks. This facade
 //! re-exports the stages and holds what the CLI and the tests share (npy I/O, model
-//! loading and running).
+//! loading and running, benchmarking).
 
 pub use ir;
 
+pub mod bench;
 pub mod jit;
 pub mod npy;
 pub mod session;

@@ -1,4 +1,5 @@
-//! The `atomc` command line: `inspect` a model, `run` it on `.npy` inputs.
+//! The `atomc` command line: `inspect` a model, `explain` its decomposition, `run` it on
+//! `.npy` inputs, `bench` it.
 
 use anyhow::{bail, Context, Result};
 use atomc::session::{random_inputs, Backend, Options, Session};
@@ -64,6 +65,35 @@ enum Command {
         #[arg(long = "shape", value_name = "NAME=DIMS")]
         shapes: Vec<String>,
     },
+    /// Time a model on seeded random inputs: compile (load + prepare), first run, then
+    /// median, p10, p90, mean and min over the timed runs.
+    Bench {
+        model: PathBuf,
+        /// What executes the model (as for `run`).
+        #[arg(long, default_value = "interp")]
+        backend: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Untimed warm-up after the first run, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        warmup_ms: u64,
+        /// Timed runs: at least this many ...
+        #[arg(long, default_value_t = 20)]
+        min_runs: usize,
+        /// ... and at least this long in total, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        min_time_ms: u64,
+        /// Shape of an input with symbolic dims (others default to 1).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `name=1x3x224x224` (also `name=1,3,224,224`; `name=` is a scalar).
@@ -91,6 +121,9 @@ fn main() -> std::process::ExitCode {
         Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
             run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
         }
+        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json } => {
+            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -98,6 +131,13 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_backend(name: &str) -> Result<Backend> {
+    match Backend::from_name(name) {
+        Some(b) => Ok(b),
+        None => bail!("unknown backend '{name}' (available: interp, interp-atoms, interp-kernels, cranelift)"),
     }
 }
 
@@ -220,9 +260,7 @@ fn run(
     seed: u64,
     shape_specs: &[String],
 ) -> Result<()> {
-    let Some(backend) = Backend::from_name(backend) else {
-        bail!("unknown backend '{backend}' (available: interp, interp-atoms, interp-kernels, cranelift)");
-    };
+    let backend = parse_backend(backend)?;
     let mut session = Session::load(path, Options { backend, threads })?;
     let mut inputs = Vec::new();
     for spec in input_specs {
@@ -247,6 +285,39 @@ fn run(
         let file = output_dir.join(format!("{}.npy", atomc::npy::sanitize(&name)));
         atomc::npy::write(&file, &t)?;
         println!("{name}: {}{} -> {}", t.dtype(), ir::shape::fmt_shape(t.shape()), file.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    path: &std::path::Path,
+    backend: &str,
+    threads: usize,
+    warmup_ms: u64,
+    min_runs: usize,
+    min_time_ms: u64,
+    shape_specs: &[String],
+    seed: u64,
+    json: bool,
+) -> Result<()> {
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let options = atomc::bench::BenchOptions {
+        backend: parse_backend(backend)?,
+        threads,
+        warmup: std::time::Duration::from_millis(warmup_ms),
+        min_runs,
+        min_time: std::time::Duration::from_millis(min_time_ms),
+        shapes: parse_shapes(shape_specs)?,
+        seed,
+    };
+    let report = atomc::bench::bench(path, &options)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
     }
     Ok(())
 }
