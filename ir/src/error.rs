@@ -18,9 +18,10 @@ pub enum Error {
     /// The text form could not be parsed.
     #[error("parse error at line {line}: {msg}")]
     Parse { line: usize, msg: String },
-    /// A file could not be read.
-    #[error("cannot read '{}': {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// A file could not be read. (The I/O error is part of the message, not a `source`,
+    /// so error chains do not print it twice.)
+    #[error("cannot read '{}': {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
     /// An error with the place it happened (a node, a tensor, a file). The inner error is
     /// part of the message, not a `source`, so error chains do not print it twice.
     #[error("{context}: {inner}")]

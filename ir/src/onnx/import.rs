@@ -32,7 +32,7 @@ pub struct Model {
 
 /// Reads and imports a model file; external data is looked up next to it.
 pub fn import_file(path: &Path) -> Result<Model> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|cause| Error::Io { path: path.to_path_buf(), cause })?;
     let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
     import_bytes(&bytes, dir).context(|| format!("model '{}'", path.display()))
 }

@@ -160,8 +160,8 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, nbytes: usize) -> Res
     }
     let path: PathBuf = base.join(rel);
     // Symlinks may still point outside: compare canonical paths.
-    let io = |source| Error::Io { path: path.clone(), source };
-    let canon_base = base.canonicalize().map_err(|source| Error::Io { path: base.to_path_buf(), source })?;
+    let io = |cause| Error::Io { path: path.clone(), cause };
+    let canon_base = base.canonicalize().map_err(|cause| Error::Io { path: base.to_path_buf(), cause })?;
     let canon = path.canonicalize().map_err(io)?;
     if !canon.starts_with(&canon_base) {
         return Err(Error::InvalidModel(format!(
