@@ -3,8 +3,8 @@
 //! loading and running).
 
 pub use ir;
+pub use runtime;
 
-pub mod jit;
 pub mod npy;
 pub mod session;
 
