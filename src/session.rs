@@ -176,6 +176,7 @@ impl Session {
     /// combination of input shapes is specialized and compiled first, as in `run`.
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
         let g = &self.model.graph;
+        let num_outputs = g.outputs.len();
         if inputs.len() != g.inputs.len() {
             let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
             return Err(ir::Error::InvalidInput(format!(
@@ -201,10 +202,10 @@ impl Session {
         if let Prepared::Jit(exec) = prepared {
             return Ok(exec.run_into(inputs, outputs)?);
         }
-        if outputs.len() != g.outputs.len() {
+        if outputs.len() != num_outputs {
             return Err(ir::Error::InvalidInput(format!(
                 "the model has {} outputs, {} output tensors given",
-                g.outputs.len(),
+                num_outputs,
                 outputs.len()
             ))
             .into());
