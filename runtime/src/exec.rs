@@ -51,7 +51,7 @@ enum Io {
 /// How one plan step runs.
 enum Exec {
     /// A compiled kernel on its pointer table; `patches` are the slots set per run.
-    Jit { kernel: JitKernel, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
+    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
     /// A kernel on the reference evaluator (plan step `step`).
     Eval { step: usize },
     /// Graph node `node` on the interpreter.
@@ -163,7 +163,7 @@ impl Executable {
                         let red: usize = kernel.red_shape.iter().product();
                         let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
                         let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
-                        Exec::Jit { kernel: jit, table, patches, extent, grain }
+                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain }
                     }
                 },
             });
@@ -284,7 +284,7 @@ impl Executable {
                         Io::Output(k) => self.out_ptrs[k],
                     };
                 }
-                let (kernel, table) = (&*kernel, &*table);
+                let (kernel, table) = (&**kernel, &*table);
                 self.pool.run(*extent, *grain, |begin, end| ffi::call(kernel, table, begin, end))?;
                 return Ok(());
             }
