@@ -77,15 +77,19 @@ pub enum Error {
     Threads { threads: usize, source: std::io::Error },
 }
 
-/// A loaded model.
+/// A loaded model. By default it runs on the Cranelift JIT and the runtime, on every core.
 ///
 /// ```
 /// use atomc::session::{Options, Session};
 /// let mut session = Session::load("examples/mlp.onnx", Options::default())?;
 /// let x = ir::Tensor::from_vec(vec![2, 64], vec![0.1f32; 128])?;
-/// let outputs = session.run(vec![("x".to_string(), x)])?;
+/// let outputs = session.run(vec![("x".to_string(), x.clone())])?;
 /// assert_eq!(outputs[0].0, "y");
 /// assert_eq!(outputs[0].1.shape(), &[2, 10]);
+/// // Positional inputs, outputs written in place: no allocation once warm.
+/// let mut y = vec![outputs[0].1.clone()];
+/// session.run_into(&[&x], &mut y)?;
+/// assert_eq!(y[0], outputs[0].1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Session {
