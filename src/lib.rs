@@ -3,9 +3,9 @@
 //! loading and running, benchmarking).
 
 pub use ir;
+pub use runtime;
 
 pub mod bench;
-pub mod jit;
 pub mod npy;
 pub mod session;
 

@@ -47,14 +47,15 @@ enum Command {
         /// Where to write the outputs.
         #[arg(long, value_name = "DIR")]
         output_dir: PathBuf,
-        /// What executes the model: `interp` (the reference interpreter over high-level
-        /// ops), `interp-atoms` (decomposed into atoms, then interpreted) or
-        /// `interp-kernels` (atoms partitioned into fused kernels, each evaluated).
-        #[arg(long, default_value = "interp")]
+        /// What executes the model: `cranelift` (fused kernels compiled to native code and
+        /// run by the runtime), `interp` (the reference interpreter over high-level ops),
+        /// `interp-atoms` (decomposed into atoms, then interpreted) or `interp-kernels`
+        /// (atoms partitioned into fused kernels, each evaluated).
+        #[arg(long, default_value = "cranelift")]
         backend: String,
-        /// Worker threads.
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Threads running each compiled kernel (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        threads: Option<u64>,
         /// Fill inputs that were not given with seeded random values.
         #[arg(long)]
         random_inputs: bool,
@@ -70,7 +71,7 @@ enum Command {
     Bench {
         model: PathBuf,
         /// What executes the model (as for `run`).
-        #[arg(long, default_value = "interp")]
+        #[arg(long, default_value = "cranelift")]
         backend: String,
         /// Worker threads.
         #[arg(long, default_value_t = 1)]
@@ -200,8 +201,9 @@ fn explain(path: &std::path::Path, node: Option<&str>, shape_specs: &[String], p
     if let Ok(p) = ir::partition::partition(&d.graph) {
         println!("interp-kernels: {} kernels, {} host steps", p.num_kernels(), p.num_host_steps());
     }
-    if let Ok(jit) = atomc::jit::JitPlan::compile(d.graph.clone()) {
-        let (native, all) = jit.compiled_kernels();
+    let pool = std::sync::Arc::new(runtime::ThreadPool::new(1)?);
+    if let Ok(exec) = runtime::Executable::from_graph(d.graph.clone(), pool) {
+        let (native, all) = exec.compiled_kernels();
         println!("cranelift: {native} of {all} kernels compiled to native code");
     }
     for (n, op, why) in &d.report.high_level {
@@ -255,12 +257,13 @@ fn run(
     input_specs: &[String],
     output_dir: &std::path::Path,
     backend: &str,
-    threads: Option<usize>,
+    threads: Option<u64>,
     random: bool,
     seed: u64,
     shape_specs: &[String],
 ) -> Result<()> {
     let backend = parse_backend(backend)?;
+    let threads = threads.map(usize::try_from).transpose().context("--threads is too large")?;
     let mut session = Session::load(path, Options { backend, threads })?;
     let mut inputs = Vec::new();
     for spec in input_specs {

@@ -1,26 +1,30 @@
 //! `Session`: a loaded model that runs on named inputs. The graph is specialized to the
 //! shapes of the inputs it is given, and each specialization is cached by input shapes.
+//! The default backend compiles the kernels with Cranelift and runs them on the runtime
+//! (`runtime::Executable`: static memory plan, thread pool, no allocation per run).
 
 use ir::infer::InputShapes;
 use ir::onnx::Model;
 use ir::partition::Plan;
 use ir::{DType, Graph, Tensor};
+use runtime::{Executable, ThreadPool};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What executes the graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     /// The reference interpreter over high-level ops.
-    #[default]
     Interp,
     /// Decomposition into atoms (`rewrite`), then the reference interpreter over atoms.
     InterpAtoms,
     /// Atoms partitioned into fused kernels (`ir::partition`), each run by the kernel IR's
     /// reference evaluator; host ops run on the interpreter.
     InterpKernels,
-    /// The kernels compiled to native code by the Cranelift JIT (kernels it does not
-    /// support yet run on the kernel evaluator).
+    /// The kernels compiled to native code by the Cranelift JIT and run by the runtime
+    /// (kernels it does not support yet run on the kernel evaluator). The default.
+    #[default]
     Cranelift,
 }
 
@@ -49,8 +53,17 @@ impl Backend {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub backend: Backend,
-    /// Worker threads (the interpreter runs on one).
+    /// Threads that run each compiled kernel's parallel range, the caller included;
+    /// `None` means every core (`std::thread::available_parallelism`). The interpreter
+    /// backends run on one.
     pub threads: Option<usize>,
+}
+
+impl Options {
+    /// The thread count `threads` stands for.
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    }
 }
 
 /// Errors of loading and running.
@@ -58,30 +71,42 @@ pub struct Options {
 pub enum Error {
     #[error(transparent)]
     Ir(#[from] ir::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error("cannot start {threads} threads: {source}")]
+    Threads { threads: usize, source: std::io::Error },
 }
 
-/// A loaded model.
+/// A loaded model. By default it runs on the Cranelift JIT and the runtime, on every core.
 ///
 /// ```
 /// use atomc::session::{Options, Session};
 /// let mut session = Session::load("examples/mlp.onnx", Options::default())?;
 /// let x = ir::Tensor::from_vec(vec![2, 64], vec![0.1f32; 128])?;
-/// let outputs = session.run(vec![("x".to_string(), x)])?;
+/// let outputs = session.run(vec![("x".to_string(), x.clone())])?;
 /// assert_eq!(outputs[0].0, "y");
 /// assert_eq!(outputs[0].1.shape(), &[2, 10]);
+/// // Positional inputs, outputs written in place: no allocation once warm.
+/// let mut y = vec![outputs[0].1.clone()];
+/// session.run_into(&[&x], &mut y)?;
+/// assert_eq!(y[0], outputs[0].1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Session {
     model: Model,
     options: Options,
     plans: HashMap<Vec<Vec<usize>>, Prepared>,
+    /// The input shapes of the last run, to find its plan without allocating.
+    last: Vec<Vec<usize>>,
+    /// Shared by the executables of every input shape; started on first use.
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl Session {
     /// Imports a model file.
     pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Session, Error> {
         let model = ir::onnx::import_file(path.as_ref())?;
-        Ok(Session { model, options, plans: HashMap::new() })
+        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None })
     }
 
     /// The imported model.
@@ -137,13 +162,80 @@ impl Session {
         }
         let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
         self.prepare_key(key.clone(), &shapes)?;
-        let outputs = match &self.plans[&key] {
+        let prepared = self.plans.get_mut(&key).ok_or_else(|| ir::Error::Internal("no plan after prepare".into()))?;
+        let outputs = match prepared {
             Prepared::Graph(graph) => ir::interp::run(graph, ordered)?,
             Prepared::Kernels(graph, plan) => ir::partition::run_plan(graph, plan, ordered)?,
-            Prepared::Jit(jit) => jit.run(ordered)?,
+            Prepared::Jit(exec) => exec.run(ordered)?,
         };
+        self.last = key;
         Ok(self.output_names().into_iter().zip(outputs).collect())
     }
+
+    /// Runs the model on `inputs` given in the order of [`Session::inputs`], writing the
+    /// outputs (in the order of [`Session::output_names`]) into `outputs`; a tensor of the
+    /// wrong dtype or shape there is replaced. On the Cranelift backend, with the same input
+    /// shapes as the previous run and that run's outputs passed back, this allocates
+    /// nothing when every step is compiled (no host step, no evaluator kernel). A new
+    /// combination of input shapes is specialized and compiled first, as in `run`.
+    pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
+        let g = &self.model.graph;
+        let num_outputs = g.outputs.len();
+        if inputs.len() != g.inputs.len() {
+            let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
+            return Err(ir::Error::InvalidInput(format!(
+                "the model takes {} inputs ({}), {} given",
+                names.len(),
+                names.join(", "),
+                inputs.len()
+            ))
+            .into());
+        }
+        let same = self.last.len() == inputs.len()
+            && self.last.iter().zip(inputs).all(|(s, t)| s.as_slice() == t.shape())
+            && self.plans.contains_key(&self.last);
+        if !same {
+            let mut shapes = InputShapes::new();
+            for (input, t) in g.inputs.iter().zip(inputs) {
+                check_input(g, input, t)?;
+                shapes.insert(g.name(input.value).to_string(), t.shape().to_vec());
+            }
+            let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+            self.prepare_key(key.clone(), &shapes)?;
+            self.last = key;
+        }
+        let prepared = self.plans.get_mut(&self.last).ok_or_else(|| ir::Error::Internal("no plan after prepare".into()))?;
+        if let Prepared::Jit(exec) = prepared {
+            return Ok(exec.run_into(inputs, outputs)?);
+        }
+        if outputs.len() != num_outputs {
+            return Err(ir::Error::InvalidInput(format!(
+                "the model has {} outputs, {} output tensors given",
+                num_outputs,
+                outputs.len()
+            ))
+            .into());
+        }
+        let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let result = match prepared {
+            Prepared::Graph(graph) => ir::interp::run(graph, owned)?,
+            Prepared::Kernels(graph, plan) => ir::partition::run_plan(graph, plan, owned)?,
+            Prepared::Jit(exec) => exec.run(owned)?,
+        };
+        for (o, t) in outputs.iter_mut().zip(result) {
+            *o = t;
+        }
+        Ok(())
+    }
+}
+
+/// Checks an input's dtype (its dims are checked by specialization).
+fn check_input(g: &Graph, input: &ir::Input, t: &Tensor) -> Result<(), Error> {
+    let name = g.name(input.value);
+    if t.dtype() != input.dtype {
+        return Err(ir::Error::InvalidInput(format!("input '{name}' must be {}, got {}", input.dtype, t.dtype())).into());
+    }
+    Ok(())
 }
 
 impl Session {
@@ -184,10 +276,24 @@ impl Session {
                 let plan = ir::partition::partition(&g)?;
                 Prepared::Kernels(g, plan)
             }
-            Backend::Cranelift => Prepared::Jit(crate::jit::JitPlan::compile(decompose_strict(&specialized)?)?),
+            Backend::Cranelift => {
+                let pool = self.pool()?;
+                Prepared::Jit(Box::new(Executable::from_graph(decompose_strict(&specialized)?, pool)?))
+            }
         };
         self.plans.insert(key, plan);
         Ok(())
+    }
+
+    /// The thread pool, started on first use.
+    fn pool(&mut self) -> Result<Arc<ThreadPool>, Error> {
+        if let Some(p) = &self.pool {
+            return Ok(p.clone());
+        }
+        let threads = self.options.thread_count();
+        let pool = Arc::new(ThreadPool::new(threads).map_err(|source| Error::Threads { threads, source })?);
+        self.pool = Some(pool.clone());
+        Ok(pool)
     }
 }
 
@@ -197,8 +303,8 @@ enum Prepared {
     Graph(Graph),
     /// An atom graph partitioned into kernels, run by the kernel evaluator.
     Kernels(Graph, Plan),
-    /// Kernels compiled by the Cranelift JIT.
-    Jit(crate::jit::JitPlan),
+    /// Kernels compiled by the Cranelift JIT, run by the runtime.
+    Jit(Box<Executable>),
 }
 
 /// Decomposes a specialized graph; every node must become atoms but host ops (and nodes

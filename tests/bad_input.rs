@@ -103,3 +103,75 @@ fn cli_reports_a_bad_npy_file() {
     assert!(stderr.contains("input 'x'") && stderr.contains("x.npy"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn run_into_names_the_input() {
+    let mut s = mlp();
+    let x = Tensor::from_vec(vec![2, 64], vec![0.5f32; 128]).expect("tensor");
+    let mut outputs = vec![Tensor::scalar(0f32)];
+    let err = |s: &mut Session, inputs: &[&Tensor], outputs: &mut [Tensor]| match s.run_into(inputs, outputs) {
+        Ok(()) => panic!("the run should fail"),
+        Err(e) => e.to_string(),
+    };
+    let e = err(&mut s, &[], &mut outputs);
+    assert!(e.contains("the model takes 1 inputs (x), 0 given"), "{e}");
+    let wrong = Tensor::from_vec(vec![2, 64], vec![0i64; 128]).expect("tensor");
+    let e = err(&mut s, &[&wrong], &mut outputs);
+    assert!(e.contains("input 'x' must be f32, got i64"), "{e}");
+    let e = err(&mut s, &[&Tensor::from_vec(vec![2, 63], vec![0f32; 126]).expect("tensor")], &mut outputs);
+    assert!(e.contains("input 'x' has shape [2,63] but the model declares [batch,64]"), "{e}");
+    s.run_into(&[&x], &mut outputs).expect("a good run");
+    assert_eq!(outputs[0].shape(), &[2, 10]);
+    let e = err(&mut s, &[&x], &mut []);
+    assert!(e.contains("the model has 1 outputs, 0 output tensors given"), "{e}");
+    // A second input shape is specialized and compiled too; the first stays cached.
+    let x3 = Tensor::from_vec(vec![3, 64], vec![0.5f32; 192]).expect("tensor");
+    s.run_into(&[&x3], &mut outputs).expect("a second shape");
+    assert_eq!(outputs[0].shape(), &[3, 10]);
+    let y3 = outputs[0].clone();
+    s.run_into(&[&x], &mut outputs).expect("the first shape again");
+    assert_eq!(outputs[0].shape(), &[2, 10]);
+    let want = s.run(vec![("x".into(), x3)]).expect("run");
+    assert_eq!(want[0].1, y3);
+}
+
+#[test]
+fn executable_checks_inputs_against_its_static_shapes() {
+    let model = ir::onnx::import_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx")).expect("import");
+    let shapes: InputShapes = [("x".to_string(), vec![2, 64])].into_iter().collect();
+    let spec = ir::infer::specialize(&model.graph, &shapes).expect("specialize");
+    let atoms = atomc::session::decompose_strict(&spec).expect("decompose");
+    let pool = std::sync::Arc::new(runtime::ThreadPool::new(2).expect("pool"));
+    let mut exec = runtime::Executable::from_graph(atoms, pool).expect("compile");
+    let e = exec.run(vec![Tensor::from_vec(vec![3, 64], vec![0f32; 192]).expect("tensor")]).expect_err("bad shape");
+    assert!(e.to_string().contains("input 'x' must have shape [2,64], got [3,64]"), "{e}");
+    let e = exec.run(vec![Tensor::from_vec(vec![2, 64], vec![0u8; 128]).expect("tensor")]).expect_err("bad dtype");
+    assert!(e.to_string().contains("input 'x' must be f32, got u8"), "{e}");
+    let e = exec.run(vec![]).expect_err("no input");
+    assert!(e.to_string().contains("the model takes 1 inputs (x), 0 given"), "{e}");
+}
+
+#[test]
+fn cli_names_an_input_of_the_wrong_shape_or_dtype() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wrong_npy");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    for (file, t, want) in [
+        ("shape.npy", Tensor::from_vec(vec![2, 63], vec![0f32; 126]), "input 'x' has shape [2,63] but the model declares [batch,64]"),
+        ("dtype.npy", Tensor::from_vec(vec![2, 64], vec![0i64; 128]), "input 'x' must be f32, got i64"),
+    ] {
+        let path = tmp.join(file);
+        atomc::npy::write(&path, &t.expect("tensor")).expect("write npy");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_atomc"))
+            .args(["run", "examples/mlp.onnx", "--output-dir"])
+            .arg(&tmp)
+            .arg("--input")
+            .arg(format!("x={}", path.display()))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("atomc runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

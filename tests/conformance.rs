@@ -116,8 +116,9 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
 /// cranelift (partitioned and compiled).
 fn run_atoms(g: &ir::Graph, inputs: Vec<Tensor>, backend: Backend) -> Result<Vec<Tensor>, String> {
     if backend == Backend::Cranelift {
-        let jit = atomc::jit::JitPlan::compile(g.clone()).map_err(|e| format!("compile: {e}"))?;
-        return jit.run(inputs).map_err(|e| e.to_string());
+        let pool = std::sync::Arc::new(runtime::ThreadPool::new(2).map_err(|e| e.to_string())?);
+        let mut exec = runtime::Executable::from_graph(g.clone(), pool).map_err(|e| format!("compile: {e}"))?;
+        return exec.run(inputs).map_err(|e| e.to_string());
     }
     if backend == Backend::InterpKernels {
         let plan = ir::partition::partition(g).map_err(|e| format!("partition: {e}"))?;

@@ -264,6 +264,25 @@ impl Tensor {
         self.data
     }
 
+    /// The address of the first element, as bytes (native-endian elements, `bool` as one
+    /// byte 0 or 1), valid for [`Tensor::byte_len`] bytes while the tensor is neither
+    /// dropped nor mutated. Runtimes hand it to compiled code; reading through it is theirs
+    /// to justify.
+    pub fn byte_ptr(&self) -> *const u8 {
+        with_data!(&self.data, v => v.as_ptr().cast::<u8>())
+    }
+
+    /// [`Tensor::byte_ptr`] for writing: the elements may be overwritten in place (a
+    /// `bool` only with 0 or 1) through it while the tensor is not otherwise used.
+    pub fn byte_ptr_mut(&mut self) -> *mut u8 {
+        with_data!(&mut self.data, v => v.as_mut_ptr().cast::<u8>())
+    }
+
+    /// The size of the data in bytes: `numel * dtype.size()`.
+    pub fn byte_len(&self) -> usize {
+        self.numel() * self.dtype().size()
+    }
+
     /// The elements as a slice of `T`, or `None` when the dtype differs.
     pub fn as_slice<T: Elem>(&self) -> Option<&[T]> {
         T::slice(&self.data)

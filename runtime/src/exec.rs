@@ -1,0 +1,415 @@
+//! [`Executable`]: a partitioned atom graph ready to run. Every kernel is compiled by
+//! `codegen` once; the values live where the [`MemoryPlan`] puts them (the caller's input
+//! and output tensors, the graph's weights read in place, one arena allocated once); each
+//! compiled kernel has a precomputed table of buffer pointers, of which only the slots
+//! that point into the caller's tensors are patched per run. A run of a model whose steps
+//! are all compiled kernels allocates nothing after the first one.
+//!
+//! Kernels the JIT does not support (`codegen::Error::Unsupported`: f16, u8, ... dtypes)
+//! run on the kernel reference evaluator, and host steps on `Op::eval`, on tensors copied
+//! out of their buffers (these steps allocate).
+
+use crate::ffi::{self, Ptrs};
+use crate::memory::{ALIGN, Location, MemoryPlan};
+use crate::pool::ThreadPool;
+use codegen::JitKernel;
+use ir::graph::{Graph, ValueId};
+use ir::kernel::Kernel;
+use ir::partition::{Plan, Step};
+use ir::shape::fmt_shape;
+use ir::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Errors of building and running an executable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Memory(#[from] crate::memory::Error),
+    #[error(transparent)]
+    Codegen(#[from] codegen::Error),
+    #[error(transparent)]
+    Ir(#[from] ir::Error),
+}
+
+/// The least work (output points times reduction points) one thread's share of a kernel
+/// gets; smaller kernels run whole on the calling thread.
+const MIN_SHARE_WORK: usize = 1 << 14;
+
+/// One aligned line of the arena.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; ALIGN]);
+
+/// Where a pointer-table slot points during a run.
+#[derive(Clone, Copy, Debug)]
+enum Io {
+    Input(usize),
+    Output(usize),
+}
+
+/// How one plan step runs.
+enum Exec {
+    /// A compiled kernel on its pointer table; `patches` are the slots set per run.
+    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
+    /// A kernel on the reference evaluator (plan step `step`).
+    Eval { step: usize },
+    /// Graph node `node` on the interpreter.
+    Host { node: usize },
+}
+
+/// A partitioned atom graph with compiled kernels, its memory and a thread pool.
+pub struct Executable {
+    graph: Graph,
+    plan: Plan,
+    memory: MemoryPlan,
+    steps: Vec<Exec>,
+    /// Owns the arena; only `base` (taken once) is used to reach it.
+    _arena: Vec<Line>,
+    base: *mut u8,
+    pool: Arc<ThreadPool>,
+    /// This run's input and output base addresses (filled in place per run).
+    in_ptrs: Vec<*mut u8>,
+    out_ptrs: Vec<*mut u8>,
+    /// Values without a static shape (host steps only), as tensors.
+    dynamic: HashMap<ValueId, Tensor>,
+}
+
+impl std::fmt::Debug for Executable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (native, all) = self.compiled_kernels();
+        f.debug_struct("Executable")
+            .field("kernels", &all)
+            .field("compiled", &native)
+            .field("arena_bytes", &self.memory.arena_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles one kernel for the host; `None` when the backend does not support it (it then
+/// runs on the kernel evaluator). The only call of the code generator.
+fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
+    match JitKernel::compile(k) {
+        Ok(j) => Ok(Some(j)),
+        Err(codegen::Error::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn internal(msg: String) -> Error {
+    ir::Error::Internal(msg).into()
+}
+
+impl Executable {
+    /// Partitions an atom graph and builds it (see [`Executable::new`]).
+    pub fn from_graph(graph: Graph, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        let plan = ir::partition::partition(&graph)?;
+        Executable::new(graph, plan, pool)
+    }
+
+    /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`),
+    /// plans the memory and allocates the arena. Kernels run their parallel range on `pool`.
+    pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        let memory = MemoryPlan::new(&graph, &plan)?;
+        let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
+        let base = arena.as_mut_ptr().cast::<u8>();
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        for (i, step) in plan.steps.iter().enumerate() {
+            steps.push(match step {
+                Step::Host { node } => Exec::Host { node: *node },
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel)? {
+                    None => Exec::Eval { step: i },
+                    Some(jit) => {
+                        let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
+                        let mut patches = Vec::new();
+                        for (slot, &v) in inputs.iter().chain([output]).enumerate() {
+                            let bytes = static_bytes(&graph, v)?;
+                            let ptr = match memory.location(v) {
+                                Some(Location::Input(k)) => {
+                                    patches.push((slot, Io::Input(*k)));
+                                    std::ptr::null_mut()
+                                }
+                                Some(Location::Output(k)) => {
+                                    patches.push((slot, Io::Output(*k)));
+                                    std::ptr::null_mut()
+                                }
+                                Some(Location::Weight) => {
+                                    let t = graph.consts.get(&v).ok_or_else(|| {
+                                        internal(format!("weight '{}' has no data", graph.name(v)))
+                                    })?;
+                                    if t.byte_len() != bytes {
+                                        return Err(internal(format!("weight '{}' has the wrong size", graph.name(v))));
+                                    }
+                                    t.byte_ptr().cast_mut()
+                                }
+                                Some(Location::Arena { offset, bytes: n }) => {
+                                    if *n != bytes || offset + n > memory.arena_bytes {
+                                        return Err(internal(format!("arena slice of '{}' is wrong", graph.name(v))));
+                                    }
+                                    base.wrapping_add(*offset)
+                                }
+                                Some(Location::Dynamic) | None => {
+                                    return Err(internal(format!(
+                                        "kernel '{}' reads or writes '{}', which has no static location",
+                                        kernel.name,
+                                        graph.name(v)
+                                    )));
+                                }
+                            };
+                            table.ptrs.push(ptr);
+                            table.lens.push(bytes);
+                        }
+                        let extent = jit.parallel_extent();
+                        let red: usize = kernel.red_shape.iter().product();
+                        let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
+                        let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
+                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain }
+                    }
+                },
+            });
+        }
+        let (ni, no) = (graph.inputs.len(), graph.outputs.len());
+        Ok(Executable {
+            graph,
+            plan,
+            memory,
+            steps,
+            _arena: arena,
+            base,
+            pool,
+            in_ptrs: vec![std::ptr::null_mut(); ni],
+            out_ptrs: vec![std::ptr::null_mut(); no],
+            dynamic: HashMap::new(),
+        })
+    }
+
+    /// The graph it runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The memory plan.
+    pub fn memory(&self) -> &MemoryPlan {
+        &self.memory
+    }
+
+    /// How many kernels run as native code, and how many in all.
+    pub fn compiled_kernels(&self) -> (usize, usize) {
+        let native = self.steps.iter().filter(|s| matches!(s, Exec::Jit { .. })).count();
+        (native, self.plan.num_kernels())
+    }
+
+    /// Whether a run allocates nothing (after the first): every step is a compiled kernel
+    /// and every output has a static shape.
+    pub fn is_allocation_free(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s, Exec::Jit { .. }))
+            && self.memory.copied_outputs.iter().all(|(_, v)| !matches!(self.memory.location(*v), Some(Location::Dynamic)))
+    }
+
+    /// Runs on `inputs` (in the order of the graph's inputs, with exactly their dtypes and
+    /// shapes), writing `outputs` (in the order of the graph's outputs) in place. An output
+    /// whose dtype or shape is not the graph output's is replaced by a new tensor, so
+    /// passing the previous run's outputs back makes the run allocation-free (see
+    /// [`Executable::is_allocation_free`]).
+    pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs.len() {
+            let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
+            return Err(ir::Error::InvalidInput(format!(
+                "the model takes {} inputs ({}), {} given",
+                names.len(),
+                names.join(", "),
+                inputs.len()
+            ))
+            .into());
+        }
+        for (input, t) in g.inputs.iter().zip(inputs) {
+            let name = g.name(input.value);
+            if t.dtype() != input.dtype {
+                return Err(ir::Error::InvalidInput(format!("input '{name}' must be {}, got {}", input.dtype, t.dtype())).into());
+            }
+            let shape = static_shape(g, input.value)?;
+            if t.shape() != shape {
+                return Err(ir::Error::InvalidInput(format!(
+                    "input '{name}' must have shape {}, got {}",
+                    fmt_shape(shape),
+                    fmt_shape(t.shape())
+                ))
+                .into());
+            }
+        }
+        if outputs.len() != g.outputs.len() {
+            return Err(ir::Error::InvalidInput(format!(
+                "the model has {} outputs, {} output tensors given",
+                g.outputs.len(),
+                outputs.len()
+            ))
+            .into());
+        }
+        for (&v, out) in g.outputs.iter().zip(outputs.iter_mut()) {
+            if let Some(ir::graph::ValueType { dtype, shape: Some(shape) }) = &g.value(v).ty
+                && (out.dtype() != *dtype || out.shape() != shape.as_slice())
+            {
+                *out = Tensor::zeros(*dtype, shape.clone())?;
+            }
+        }
+        for (p, t) in self.in_ptrs.iter_mut().zip(inputs) {
+            *p = t.byte_ptr().cast_mut();
+        }
+        for (p, t) in self.out_ptrs.iter_mut().zip(outputs.iter_mut()) {
+            *p = t.byte_ptr_mut();
+        }
+        for i in 0..self.steps.len() {
+            self.run_step(i, inputs)?;
+        }
+        self.copy_outputs(inputs, outputs)?;
+        self.dynamic.clear();
+        Ok(())
+    }
+
+    /// Runs on `inputs` (in the order of the graph's inputs) and returns new output tensors.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+        let mut outputs: Vec<Tensor> = self.graph.outputs.iter().map(|_| Tensor::scalar(0f32)).collect();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.run_into(&refs, &mut outputs)?;
+        Ok(outputs)
+    }
+
+    fn run_step(&mut self, i: usize, inputs: &[&Tensor]) -> Result<(), Error> {
+        let (step, node) = match &mut self.steps[i] {
+            Exec::Jit { kernel, table, patches, extent, grain } => {
+                for &(slot, io) in patches.iter() {
+                    table.ptrs[slot] = match io {
+                        Io::Input(k) => self.in_ptrs[k],
+                        Io::Output(k) => self.out_ptrs[k],
+                    };
+                }
+                let (kernel, table) = (&**kernel, &*table);
+                self.pool.run(*extent, *grain, |begin, end| ffi::call(kernel, table, begin, end))?;
+                return Ok(());
+            }
+            Exec::Eval { step } => (*step, None),
+            Exec::Host { node } => (i, Some(*node)),
+        };
+        let Some(node) = node else {
+            let Some(Step::Kernel { kernel, inputs: vals, output }) = self.plan.steps.get(step) else {
+                return Err(internal("an evaluator step is not a kernel".into()));
+            };
+            let args: Vec<Arg> = vals.iter().map(|&v| self.read(v, inputs)).collect::<Result<_, _>>()?;
+            let refs: Vec<&Tensor> = args.iter().map(Arg::tensor).collect();
+            let where_ = || format!("kernel '{}'", kernel.name);
+            ir::kernel::verify(kernel).map_err(|e| e.context(where_()))?;
+            let t = kernel.eval(&refs).map_err(|e| e.context(where_()))?;
+            drop(args);
+            let output = *output;
+            return self.write(output, t);
+        };
+        let g = &self.graph;
+        let node = g.nodes.get(node).ok_or_else(|| internal("the plan names no node".into()))?;
+        let args: Vec<Option<Arg>> =
+            node.inputs.iter().map(|v| v.map(|v| self.read(v, inputs)).transpose()).collect::<Result<_, _>>()?;
+        let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_ref().map(Arg::tensor)).collect();
+        let outs = node
+            .op
+            .eval(&refs, node.outputs.len())
+            .map_err(|e| e.context(format!("node '{}' ({})", node.name, node.op.kind.name())))?;
+        drop(args);
+        let vals: Vec<Option<ValueId>> = node.outputs.clone();
+        for (v, t) in vals.into_iter().zip(outs) {
+            if let Some(v) = v {
+                self.write(v, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Value `v` as a tensor (borrowed where it is one, else copied out of its buffer).
+    fn read<'a>(&'a self, v: ValueId, inputs: &[&'a Tensor]) -> Result<Arg<'a>, Error> {
+        let g = &self.graph;
+        let from = |ptr: *const u8| -> Result<Arg<'a>, Error> {
+            let ty = g.value(v).ty.as_ref().ok_or_else(|| internal(format!("value '{}' has no type", g.name(v))))?;
+            let shape = static_shape(g, v)?.to_vec();
+            Ok(Arg::Owned(ffi::read(ptr, static_bytes(g, v)?, ty.dtype, shape)?))
+        };
+        match self.memory.location(v) {
+            Some(Location::Input(k)) => inputs.get(*k).map(|t| Arg::Borrowed(t)).ok_or_else(|| internal("input index".into())),
+            Some(Location::Weight) => g
+                .consts
+                .get(&v)
+                .map(|t| Arg::Borrowed(t.as_ref()))
+                .ok_or_else(|| internal(format!("weight '{}' has no data", g.name(v)))),
+            Some(Location::Dynamic) => self
+                .dynamic
+                .get(&v)
+                .map(Arg::Borrowed)
+                .ok_or_else(|| internal(format!("value '{}' read before it was computed", g.name(v)))),
+            Some(Location::Output(k)) => from(self.out_ptrs[*k]),
+            Some(Location::Arena { offset, .. }) => from(self.base.wrapping_add(*offset)),
+            None => Err(internal(format!("value '{}' has no location", g.name(v)))),
+        }
+    }
+
+    /// Stores `t` as the value `v` computed by an evaluator or host step.
+    fn write(&mut self, v: ValueId, t: Tensor) -> Result<(), Error> {
+        let g = &self.graph;
+        match self.memory.location(v) {
+            Some(Location::Dynamic) => {
+                self.dynamic.insert(v, t);
+            }
+            Some(Location::Arena { offset, bytes }) => ffi::write(&t, self.base.wrapping_add(*offset), *bytes)?,
+            Some(Location::Output(k)) => ffi::write(&t, self.out_ptrs[*k], static_bytes(g, v)?)?,
+            // A value nobody reads.
+            None => {}
+            Some(Location::Input(_) | Location::Weight) => {
+                return Err(internal(format!("a step writes '{}', an input or weight", g.name(v))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the outputs no kernel wrote in place into the caller's tensors.
+    fn copy_outputs(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
+        for k in 0..self.memory.copied_outputs.len() {
+            let (i, v) = self.memory.copied_outputs[k];
+            if matches!(self.memory.location(v), Some(Location::Dynamic)) {
+                let t = self.dynamic.get(&v).cloned();
+                let t = t.ok_or_else(|| internal(format!("output '{}' was not computed", self.graph.name(v))))?;
+                *outputs.get_mut(i).ok_or_else(|| internal("output index".into()))? = t;
+                continue;
+            }
+            let t = self.read(v, inputs)?;
+            let bytes = static_bytes(&self.graph, v)?;
+            ffi::write(t.tensor(), self.out_ptrs[i], bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// A step argument: a tensor that exists, or a copy out of a buffer.
+enum Arg<'a> {
+    Borrowed(&'a Tensor),
+    Owned(Tensor),
+}
+
+impl Arg<'_> {
+    fn tensor(&self) -> &Tensor {
+        match self {
+            Arg::Borrowed(t) => t,
+            Arg::Owned(t) => t,
+        }
+    }
+}
+
+fn static_shape(g: &Graph, v: ValueId) -> Result<&[usize], Error> {
+    match &g.value(v).ty {
+        Some(ir::graph::ValueType { shape: Some(s), .. }) => Ok(s),
+        _ => Err(internal(format!("value '{}' has no static shape", g.name(v)))),
+    }
+}
+
+/// The bytes of a value with a static type.
+fn static_bytes(g: &Graph, v: ValueId) -> Result<usize, Error> {
+    let dtype: DType = g.value(v).ty.as_ref().map(|t| t.dtype).ok_or_else(|| internal(format!("value '{}' has no type", g.name(v))))?;
+    let n: usize = static_shape(g, v)?.iter().product();
+    n.checked_mul(dtype.size()).ok_or_else(|| internal(format!("value '{}' is too large", g.name(v))))
+}
