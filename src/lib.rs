@@ -4,6 +4,7 @@
 
 pub use ir;
 
+pub mod aot;
 pub mod jit;
 pub mod npy;
 pub mod session;
