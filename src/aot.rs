@@ -200,6 +200,9 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
     let spec = ir::infer::specialize(graph, &full)?;
     let g = decompose_strict(&spec)?;
     let plan = ir::partition::partition(&g)?;
+    if let Some(&Step::Host { node }) = plan.steps.iter().find(|s| matches!(s, Step::Host { .. })) {
+        return Err(host_step(&g, node));
+    }
     let mp = MemoryPlan::new(&g, &plan)?;
 
     let desc = |v: ValueId| -> Result<TensorDesc, Error> {
@@ -254,13 +257,7 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
                 });
                 kernels.push(kernel.clone());
             }
-            Step::Host { node } => {
-                let (node, op) = g
-                    .nodes
-                    .get(*node)
-                    .map_or_else(|| (format!("#{node}"), "?".into()), |n| (n.name.clone(), n.op.kind.name().to_string()));
-                return Err(Error::HostStep { node, op });
-            }
+            Step::Host { node } => return Err(host_step(&g, *node)),
         }
     }
     let mut copies = Vec::new();
@@ -285,6 +282,15 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
         kernels: kernels.len(),
         weight_bytes: weights.len(),
     })
+}
+
+/// The error for host step `node` of `g`.
+fn host_step(g: &Graph, node: usize) -> Error {
+    let (node, op) = g
+        .nodes
+        .get(node)
+        .map_or_else(|| (format!("#{node}"), "?".into()), |n| (n.name.clone(), n.op.kind.name().to_string()));
+    Error::HostStep { node, op }
 }
 
 /// The elements of `t`, native endian (bool as one byte 0/1).

@@ -345,7 +345,7 @@ impl Emitter<'_> {
                 .iter()
                 .map(|&f| self.module.declare_func_in_func(f, b.func))
                 .collect();
-            let mut addr = |b: &mut FunctionBuilder, r: BufferRef| -> std::result::Result<Value, String> {
+            let addr = |b: &mut FunctionBuilder, r: BufferRef| -> std::result::Result<Value, String> {
                 let off = |i: usize, scale: i64| {
                     i64::try_from(i)
                         .ok()
@@ -370,7 +370,7 @@ impl Emitter<'_> {
                 for (j, &r) in s.buffers.iter().enumerate() {
                     let a = addr(&mut b, r)?;
                     let o = i32::try_from(j as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
-                    b.ins().stack_store(a, slot, o);
+                    b.ins().stack_store(ptr, a, slot, o);
                 }
                 let k = &kernels[s.kernel];
                 let extent = i64::try_from(parallel_extent(k)).map_err(|_| "extent too large")?;
@@ -454,7 +454,7 @@ impl Emitter<'_> {
     /// `T <name>_<what>(int i)` returning `entries[i]`, or `default` out of range.
     fn table(&mut self, what: &str, ty: Type, entries: &[Entry], default: Entry) -> std::result::Result<(), String> {
         self.function(what, Some(types::I32), ty, |module, b, arg| {
-            let mut value = |b: &mut FunctionBuilder, e: Entry| match e {
+            let value = |b: &mut FunctionBuilder, e: Entry| match e {
                 Entry::Int(n) => b.ins().iconst(ty, n),
                 Entry::Data(d) => {
                     let gv = module.declare_data_in_func(d, b.func);
