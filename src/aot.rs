@@ -172,7 +172,7 @@ pub struct Built {
 /// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`.
 pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, Error> {
     let mut full = InputShapes::new();
-    for (given, _) in shapes {
+    for given in shapes.keys() {
         if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
             let names: Vec<&str> = graph.inputs.iter().map(|i| graph.name(i.value)).collect();
             return Err(Error::UnknownInput(given.clone(), names.join(", ")));
