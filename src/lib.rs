@@ -6,6 +6,7 @@ pub use ir;
 pub use runtime;
 
 pub mod bench;
+pub mod aot;
 pub mod npy;
 pub mod session;
 

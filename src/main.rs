@@ -1,5 +1,5 @@
 //! The `atomc` command line: `inspect` a model, `explain` its decomposition, `run` it on
-//! `.npy` inputs, `bench` it.
+//! `.npy` inputs, `bench` it, `compile` it ahead of time into an object file with a C API.
 
 use anyhow::{bail, Context, Result};
 use atomc::session::{random_inputs, Backend, Options, Session};
@@ -95,6 +95,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile a model ahead of time for static input shapes: writes `OUTDIR/<name>.o` (the
+    /// kernels, the weights and the C entry point `<name>_run`), `<name>.h` and
+    /// `<name>.json`. Link with `cc main.c <name>.o -lm`.
+    Compile {
+        model: PathBuf,
+        /// Where to write the files.
+        #[arg(short = 'o', long = "out-dir", value_name = "OUTDIR")]
+        out_dir: PathBuf,
+        /// Shape of an input with symbolic dims, e.g. `--shape x=1x64` (required for each).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+        /// The C name prefix (default: the model file stem as a C identifier).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// `name=1x3x224x224` (also `name=1,3,224,224`; `name=` is a scalar).
@@ -125,6 +140,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json } => {
             bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json)
         }
+        Command::Compile { model, out_dir, shapes, name } => compile(&model, &out_dir, &shapes, name),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -322,5 +338,19 @@ fn bench(
     } else {
         print!("{report}");
     }
+    Ok(())
+}
+
+fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>) -> Result<()> {
+    let opts = atomc::aot::Options { name, shapes: parse_shapes(shape_specs)? };
+    let a = atomc::aot::compile(path, out_dir, &opts).with_context(|| format!("cannot compile '{}'", path.display()))?;
+    let fmt = |ts: &[codegen::cranelift::TensorDesc]| {
+        ts.iter().map(|t| format!("{}: {}{}", t.name, t.dtype, ir::shape::fmt_shape(&t.shape))).collect::<Vec<_>>().join(", ")
+    };
+    println!("compiled {} as '{}': {} kernels, {} bytes of weights, {} bytes of workspace", path.display(), a.name, a.kernels, a.weight_bytes, a.workspace_bytes);
+    println!("  inputs:  {}", fmt(&a.inputs));
+    println!("  outputs: {}", fmt(&a.outputs));
+    println!("  wrote {}, {}, {}", a.object.display(), a.header.display(), a.json.display());
+    println!("  link: cc main.c {} -lm", a.object.display());
     Ok(())
 }

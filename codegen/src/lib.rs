@@ -4,7 +4,9 @@
 //! `extern "C" fn(inputs: *const *const u8, output: *mut u8) -> i32` and wraps it in a
 //! safe [`JitKernel`] whose [`JitKernel::run`] checks every buffer against the kernel's
 //! declared buffers before calling it. The semantics are those of the atoms
-//! (`ir::atom::Atom::eval`), exactly for the exact operations.
+//! (`ir::atom::Atom::eval`), exactly for the exact operations. Ahead of time,
+//! [`cranelift::compile_object`] compiles a whole [`cranelift::Program`] of kernels into
+//! one object file with a C entry point.
 
 pub mod cranelift;
 mod error;

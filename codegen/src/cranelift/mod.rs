@@ -19,6 +19,9 @@
 //! along the innermost output axis and the output is contiguous along it, that axis runs
 //! on f32x4 vectors with a scalar tail (see [`JitKernel::is_vectorized`]). No FMA: a fused
 //! multiply-add rounds once where the reference rounds twice, and results must be exact.
+//!
+//! [`compile_object`] compiles a whole [`Program`] of kernels ahead of time into one object
+//! file with a C entry point (see `object.rs`).
 
 mod ffi;
 mod libcalls;
@@ -26,6 +29,9 @@ mod lower;
 pub(crate) mod vmath;
 #[cfg(test)]
 mod vmath_tests;
+mod object;
+
+pub use object::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
 
 use crate::Error;
 use cranelift_codegen::settings::{self, Configurable};

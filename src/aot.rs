@@ -1,0 +1,405 @@
+//! Ahead-of-time compilation (`atomc compile`): a model becomes an object file with a C
+//! entry point, a header declaring it, and a JSON description, for static input shapes.
+//!
+//! The pipeline is the JIT's up to the kernels: import, specialize to the given shapes,
+//! decompose into atoms ([`decompose_strict`]), partition into kernels, plan the memory
+//! (`runtime::MemoryPlan`); then every weight a kernel reads is laid out in one blob
+//! (64-byte aligned, native endian) and `codegen::cranelift::compile_object` compiles the
+//! kernels and the step list into `<name>.o`. A model with a host step (an op that is not
+//! decomposed into atoms) or a kernel the code generator cannot compile is refused: the
+//! object must run without atomc.
+
+use crate::session::decompose_strict;
+use codegen::cranelift::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
+use ir::graph::{Dim, Graph, ValueId};
+use ir::infer::InputShapes;
+use ir::partition::Step;
+use runtime::{Location, MemoryPlan};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Weights and arena slices start at multiples of this many bytes.
+pub const ALIGN: usize = 64;
+
+/// What to compile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The C name prefix of the API (default: the model file stem as a C identifier).
+    pub name: Option<String>,
+    /// Shapes of inputs with symbolic dims (others may be listed, with their own shape).
+    pub shapes: InputShapes,
+}
+
+/// What `compile` wrote.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub name: String,
+    pub object: PathBuf,
+    pub header: PathBuf,
+    pub json: PathBuf,
+    pub kernels: usize,
+    pub weight_bytes: usize,
+    pub workspace_bytes: usize,
+    pub inputs: Vec<TensorDesc>,
+    pub outputs: Vec<TensorDesc>,
+}
+
+/// Errors of ahead-of-time compilation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Ir(#[from] ir::Error),
+    #[error(transparent)]
+    Session(#[from] crate::session::Error),
+    #[error("memory plan: {0}")]
+    Memory(#[from] runtime::memory::Error),
+    #[error("code generation: {0}")]
+    Codegen(#[from] codegen::Error),
+    #[error("input '{input}' has symbolic dim '{dim}': give its shape with --shape {input}=DIMS")]
+    MissingShape { input: String, dim: String },
+    #[error("--shape names '{0}', which is not an input of the model (its inputs: {1})")]
+    UnknownInput(String, String),
+    #[error(
+        "node '{node}' ({op}) runs on the host (it was not decomposed into kernels): \
+         ahead-of-time compilation supports models made only of kernels"
+    )]
+    HostStep { node: String, op: String },
+    #[error("value '{0}' has no static type after specialization")]
+    Untyped(String),
+    #[error("'{0}' is not a C identifier (letters, digits and '_', not starting with a digit)")]
+    BadName(String),
+    #[error("{what} '{path}': {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The C identifier made from a file stem: other characters become `_`, a leading digit
+/// gets a `_` before it, an empty stem gives `model`.
+pub fn c_identifier(stem: &str) -> String {
+    let mut s: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() {
+        s = "model".into();
+    }
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+fn is_c_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Compiles the model at `path` into `out_dir/<name>.{o,h,json}`.
+pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts, Error> {
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => c_identifier(&path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+    };
+    if !is_c_identifier(&name) {
+        return Err(Error::BadName(name));
+    }
+    let model = ir::onnx::import_file(path)?;
+    let built = build(&model.graph, &name, &opts.shapes)?;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        what: "cannot create",
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let object = out_dir.join(format!("{name}.o"));
+    let header = out_dir.join(format!("{name}.h"));
+    let json = out_dir.join(format!("{name}.json"));
+    let write = |p: &Path, bytes: &[u8]| {
+        std::fs::write(p, bytes).map_err(|source| Error::Io {
+            what: "cannot write",
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    write(&object, &built.object)?;
+    write(&header, header_text(&name, &built.program).as_bytes())?;
+    let desc = |t: &TensorDesc| {
+        serde_json::json!({
+            "name": t.name,
+            "dtype": t.dtype.name(),
+            "dtype_code": t.dtype.onnx_code(),
+            "shape": t.shape,
+        })
+    };
+    let j = serde_json::json!({
+        "name": name,
+        "model": path.display().to_string(),
+        "object": format!("{name}.o"),
+        "header": format!("{name}.h"),
+        "inputs": built.program.inputs.iter().map(desc).collect::<Vec<_>>(),
+        "outputs": built.program.outputs.iter().map(desc).collect::<Vec<_>>(),
+        "workspace_bytes": built.program.workspace_bytes,
+        "workspace_align": ALIGN,
+        "weight_bytes": built.weight_bytes,
+        "kernels": built.kernels,
+    });
+    let text = serde_json::to_string_pretty(&j).map_err(|e| ir::Error::Internal(format!("JSON: {e}")))?;
+    write(&json, format!("{text}\n").as_bytes())?;
+    Ok(Artifacts {
+        name,
+        object,
+        header,
+        json,
+        kernels: built.kernels,
+        weight_bytes: built.weight_bytes,
+        workspace_bytes: built.program.workspace_bytes,
+        inputs: built.program.inputs,
+        outputs: built.program.outputs,
+    })
+}
+
+/// A compiled model in memory.
+pub struct Built {
+    pub object: Vec<u8>,
+    pub program: Program,
+    pub kernels: usize,
+    pub weight_bytes: usize,
+}
+
+/// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`.
+pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, Error> {
+    let mut full = InputShapes::new();
+    for given in shapes.keys() {
+        if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
+            let names: Vec<&str> = graph.inputs.iter().map(|i| graph.name(i.value)).collect();
+            return Err(Error::UnknownInput(given.clone(), names.join(", ")));
+        }
+    }
+    for input in &graph.inputs {
+        let iname = graph.name(input.value);
+        let shape = match shapes.get(iname) {
+            Some(s) => s.clone(),
+            None => match input.dims.iter().find_map(|d| match d {
+                Dim::Symbol(s) => Some(s.clone()),
+                Dim::Fixed(_) => None,
+            }) {
+                Some(dim) => {
+                    return Err(Error::MissingShape {
+                        input: iname.to_string(),
+                        dim,
+                    });
+                }
+                None => input.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 0 }).collect(),
+            },
+        };
+        full.insert(iname.to_string(), shape);
+    }
+    let spec = ir::infer::specialize(graph, &full)?;
+    let g = decompose_strict(&spec)?;
+    let plan = ir::partition::partition(&g)?;
+    if let Some(&Step::Host { node }) = plan.steps.iter().find(|s| matches!(s, Step::Host { .. })) {
+        return Err(host_step(&g, node));
+    }
+    let mp = MemoryPlan::new(&g, &plan)?;
+
+    let desc = |v: ValueId| -> Result<TensorDesc, Error> {
+        let ty = g.value(v).ty.as_ref().ok_or_else(|| Error::Untyped(g.name(v).to_string()))?;
+        let shape = ty.shape.clone().ok_or_else(|| Error::Untyped(g.name(v).to_string()))?;
+        Ok(TensorDesc {
+            name: g.name(v).to_string(),
+            dtype: ty.dtype,
+            shape,
+        })
+    };
+    let inputs = g.inputs.iter().map(|i| desc(i.value)).collect::<Result<Vec<_>, _>>()?;
+    let outputs = g.outputs.iter().map(|&v| desc(v)).collect::<Result<Vec<_>, _>>()?;
+
+    let mut weights: Vec<u8> = Vec::new();
+    let mut weight_at: HashMap<ValueId, usize> = HashMap::new();
+    let mut place_weight = |v: ValueId| -> Result<usize, Error> {
+        if let Some(&o) = weight_at.get(&v) {
+            return Ok(o);
+        }
+        let t = g
+            .consts
+            .get(&v)
+            .ok_or_else(|| ir::Error::Internal(format!("weight '{}' has no value", g.name(v))))?;
+        let off = weights.len().next_multiple_of(ALIGN);
+        weights.resize(off, 0);
+        weights.extend(tensor_bytes(t));
+        weight_at.insert(v, off);
+        Ok(off)
+    };
+    let mut buffer = |v: ValueId| -> Result<BufferRef, Error> {
+        Ok(match mp.location(v) {
+            Some(Location::Input(i)) => BufferRef::Input(*i),
+            Some(Location::Output(i)) => BufferRef::Output(*i),
+            Some(Location::Arena { offset, .. }) => BufferRef::Workspace(*offset),
+            Some(Location::Weight) => BufferRef::Weight(place_weight(v)?),
+            Some(Location::Dynamic) | None => {
+                return Err(ir::Error::Internal(format!("value '{}' has no static location", g.name(v))).into());
+            }
+        })
+    };
+    let mut kernels = Vec::new();
+    let mut steps = Vec::new();
+    for s in &plan.steps {
+        match s {
+            Step::Kernel { kernel, inputs, output } => {
+                let mut buffers = inputs.iter().map(|&v| buffer(v)).collect::<Result<Vec<_>, _>>()?;
+                buffers.push(buffer(*output)?);
+                steps.push(ProgramStep {
+                    kernel: kernels.len(),
+                    buffers,
+                });
+                kernels.push(kernel.clone());
+            }
+            Step::Host { node } => return Err(host_step(&g, *node)),
+        }
+    }
+    let mut copies = Vec::new();
+    for &(i, v) in &mp.copied_outputs {
+        let from = buffer(v)?;
+        let bytes = outputs[i]
+            .bytes()
+            .ok_or_else(|| ir::Error::Internal(format!("output '{}' is too large", outputs[i].name)))?;
+        copies.push(OutputCopy { output: i, from, bytes });
+    }
+    let program = Program {
+        steps,
+        copies,
+        workspace_bytes: mp.arena_bytes,
+        inputs,
+        outputs,
+    };
+    let object = compile_object(name, &kernels, &program, &weights)?;
+    Ok(Built {
+        object,
+        program,
+        kernels: kernels.len(),
+        weight_bytes: weights.len(),
+    })
+}
+
+/// The error for host step `node` of `g`.
+fn host_step(g: &Graph, node: usize) -> Error {
+    let (node, op) = g
+        .nodes
+        .get(node)
+        .map_or_else(|| (format!("#{node}"), "?".into()), |n| (n.name.clone(), n.op.kind.name().to_string()));
+    Error::HostStep { node, op }
+}
+
+/// The elements of `t`, native endian (bool as one byte 0/1).
+fn tensor_bytes(t: &ir::Tensor) -> Vec<u8> {
+    match t.data() {
+        ir::Data::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::F64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::F16(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::BF16(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::I8(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::U8(v) => v.clone(),
+        ir::Data::I16(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::U16(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::I32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::U32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::I64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::U64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+    }
+}
+
+/// The C header declaring the API of `<name>.o`.
+fn header_text(name: &str, p: &Program) -> String {
+    let guard = format!("{}_H", name.to_ascii_uppercase());
+    let list = |ts: &[TensorDesc]| {
+        ts.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let dims: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+                format!(
+                    " *   {i}: \"{}\" {} (dtype {}) [{}], {} bytes\n",
+                    t.name.replace("*/", "* /"),
+                    t.dtype.name(),
+                    t.dtype.onnx_code(),
+                    dims.join(", "),
+                    t.bytes().unwrap_or(0)
+                )
+            })
+            .collect::<String>()
+    };
+    format!(
+        r#"/* {name}.h: generated by atomc; the API of {name}.o (link: cc main.c {name}.o -lm).
+ *
+ * Inputs:
+{inputs} * Outputs:
+{outputs} *
+ * Dtype codes are ONNX TensorProto codes: 1 float, 6 int32, 7 int64, 9 bool (1 byte).
+ * Tensors are dense, row-major, native endian.
+ *
+ * Workspace: the caller allocates {name}_workspace_size() ({ws}) bytes aligned to 64
+ * (e.g. aligned_alloc(64, size rounded up to 64)) and passes it to every call. It needs
+ * no initialization, may be reused across calls, and must not be shared by calls that run
+ * at the same time. The weights are inside the object: nothing else is read at run time.
+ */
+#ifndef {guard}
+#define {guard}
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+/* Runs the model: inputs[i] points to input i, outputs[i] to the caller's buffer for
+ * output i (which must not overlap the inputs). Returns 0 on success, else a nonzero code:
+ * 1 a Gather position out of range, 2 a load out of bounds, 3 an integer division by zero. */
+int {name}_run(const void* const* inputs, void* const* outputs, void* workspace);
+
+/* The bytes of workspace {name}_run needs (possibly 0). */
+size_t {name}_workspace_size(void);
+
+int {name}_num_inputs(void);
+int {name}_num_outputs(void);
+
+/* Descriptions of input/output i; NULL, -1 or 0 for an i out of range. */
+const char* {name}_input_name(int i);
+int {name}_input_dtype(int i);
+int {name}_input_rank(int i);
+const int64_t* {name}_input_shape(int i);
+size_t {name}_input_bytes(int i);
+const char* {name}_output_name(int i);
+int {name}_output_dtype(int i);
+int {name}_output_rank(int i);
+const int64_t* {name}_output_shape(int i);
+size_t {name}_output_bytes(int i);
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* {guard} */
+"#,
+        inputs = list(&p.inputs),
+        outputs = list(&p.outputs),
+        ws = p.workspace_bytes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_identifiers() {
+        assert_eq!(c_identifier("resnet-style.v2"), "resnet_style_v2");
+        assert_eq!(c_identifier("3net"), "_3net");
+        assert_eq!(c_identifier(""), "model");
+        assert!(is_c_identifier("mlp"));
+        assert!(!is_c_identifier("1x"));
+    }
+}

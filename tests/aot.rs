@@ -1,0 +1,186 @@
+//! Ahead-of-time compilation end to end: `atomc compile` writes an object file, the C
+//! driver `tests/aot/driver.c` links with it (`cc driver.c model.o -lm`), runs it on seeded
+//! random inputs, and its outputs are compared with the reference interpreter: max
+//! absolute error / max |reference| <= 1e-4 per output.
+//!
+//! `examples/mlp.onnx` always runs; the zoo models come from `$ATOMC_MODELS/zoo/` and are
+//! skipped (with a printed reason) when `ATOMC_MODELS` is unset, unless
+//! `ATOMC_REQUIRE_DATA=1`. A missing C compiler fails the test with a hint to install one.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use atomc::session::{Backend, Options, Session, random_inputs};
+use ir::infer::InputShapes;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MAX_REL_ERROR: f64 = 1e-4;
+
+fn cc() -> String {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let ok = Command::new(&cc).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "no C compiler: `{cc} --version` failed; install a C compiler (e.g. `apt-get install gcc`) or set CC");
+    cc
+}
+
+/// Max |got - want| / max |want|.
+fn rel_error(got: &[f64], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    let err = got.iter().zip(want).fold(0.0f64, |m, (a, b)| if a.is_nan() != b.is_nan() { f64::INFINITY } else { m.max((a - b).abs()) });
+    err / scale
+}
+
+fn bytes_of(t: &ir::Tensor) -> Vec<u8> {
+    match t.data() {
+        ir::Data::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::I64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::I32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+        ir::Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+        _ => panic!("test inputs are f32, i64, i32 or bool, got {}", t.dtype()),
+    }
+}
+
+fn values_of(dtype: ir::DType, b: &[u8]) -> Vec<f64> {
+    match dtype {
+        ir::DType::F32 => b.chunks_exact(4).map(|c| f64::from(f32::from_ne_bytes(c.try_into().unwrap()))).collect(),
+        ir::DType::I32 => b.chunks_exact(4).map(|c| f64::from(i32::from_ne_bytes(c.try_into().unwrap()))).collect(),
+        ir::DType::I64 => b.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap()) as f64).collect(),
+        ir::DType::Bool => b.iter().map(|&x| f64::from(x)).collect(),
+        d => panic!("output dtype {d}"),
+    }
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create the test directory");
+    d
+}
+
+/// Compiles `model` with `atomc compile`, runs it through the C driver and compares it
+/// with the interpreter.
+fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)]) {
+    let cc = cc();
+    let dir = out_dir(name);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomc"));
+    cmd.arg("compile").arg(model).arg("-o").arg(&dir).args(["--name", name]);
+    for (input, dims) in shapes {
+        let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+        cmd.arg("--shape").arg(format!("{input}={}", dims.join("x")));
+    }
+    let out = cmd.output().expect("atomc runs");
+    assert!(out.status.success(), "atomc compile failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    for ext in ["o", "h", "json"] {
+        assert!(dir.join(format!("{name}.{ext}")).is_file(), "{name}.{ext} written");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).expect("JSON");
+    assert!(json["kernels"].as_u64().unwrap() > 0);
+
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/driver.c");
+    let exe = dir.join("drv");
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-O1", "-Wall", "-Werror", "-include"])
+        .arg(dir.join(format!("{name}.h")))
+        .arg(format!("-DATOMC_NAME={name}"))
+        .arg(&driver)
+        .arg(dir.join(format!("{name}.o")))
+        .args(["-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("cc runs");
+    assert!(out.status.success(), "cc failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let mut session = Session::load(model, Options { backend: Backend::Interp, threads: None }).expect("load");
+    let shapes: InputShapes = shapes.iter().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let inputs = random_inputs(session.model(), &shapes, 7).expect("random inputs");
+    for (i, (_, t)) in inputs.iter().enumerate() {
+        std::fs::write(dir.join(format!("input_{i}.bin")), bytes_of(t)).unwrap();
+    }
+    let want = session.run(inputs).expect("the interpreter runs");
+    let out = Command::new(&exe).arg(&dir).output().expect("the driver runs");
+    assert!(
+        out.status.success(),
+        "driver failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    for (i, (oname, t)) in want.iter().enumerate() {
+        let got = std::fs::read(dir.join(format!("output_{i}.bin"))).unwrap();
+        let got = values_of(t.dtype(), &got);
+        assert_eq!(got.len(), t.numel(), "{name}: output '{oname}' length");
+        let err = rel_error(&got, &t.to_f64_vec());
+        eprintln!("{name}: output '{oname}' max relative error {err:.3e}");
+        assert!(err <= MAX_REL_ERROR, "{name}: output '{oname}' differs from the interpreter: {err:.3e}");
+    }
+}
+
+/// `$ATOMC_MODELS/zoo/<file>`, or `None` (skip) when the data is not configured.
+fn zoo_model(file: &str) -> Option<PathBuf> {
+    let require = std::env::var("ATOMC_REQUIRE_DATA").is_ok_and(|v| v == "1");
+    let Some(dir) = std::env::var_os("ATOMC_MODELS") else {
+        assert!(!require, "ATOMC_MODELS is unset and ATOMC_REQUIRE_DATA=1");
+        eprintln!("skipped: ATOMC_MODELS is unset (the zoo models live in $ATOMC_MODELS/zoo)");
+        return None;
+    };
+    let p = PathBuf::from(dir).join("zoo").join(file);
+    if !p.is_file() {
+        assert!(!require, "missing {}", p.display());
+        eprintln!("skipped: no {}", p.display());
+        return None;
+    }
+    Some(p)
+}
+
+#[test]
+fn mlp_links_with_a_c_driver_and_matches_the_interpreter() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+    check(&model, "mlp", &[("x", vec![3, 64])]);
+}
+
+#[test]
+fn resnet_style_links_and_matches() {
+    if let Some(model) = zoo_model("resnet_style.onnx") {
+        check(&model, "resnet_style", &[]);
+    }
+}
+
+#[test]
+fn transformer_encoder_links_and_matches() {
+    if let Some(model) = zoo_model("transformer_encoder.onnx") {
+        check(&model, "transformer_encoder", &[]);
+    }
+}
+
+#[test]
+fn missing_symbolic_dim_is_a_clear_error() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+    let dir = out_dir("missing_dim");
+    let out = Command::new(env!("CARGO_BIN_EXE_atomc"))
+        .arg("compile")
+        .arg(&model)
+        .arg("-o")
+        .arg(&dir)
+        .output()
+        .expect("atomc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("symbolic dim") && err.contains("--shape x="), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn host_op_is_refused_naming_the_node() {
+    let g = ir::text::parse(
+        "graph {\n  input %x: f32[4]\n  %i = NonZero@13 \"nz\" (%x)\n  output %i\n}\n",
+    )
+    .unwrap();
+    let err = atomc::aot::build(&g, "m", &InputShapes::new()).err().expect("a host op is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("'nz'") && msg.contains("NonZero") && msg.contains("host"), "{msg}");
+    let g = ir::text::parse("graph {\n  input %x: f32[n,4]\n  %y = Relu@14 \"r\" (%x)\n  output %y\n}\n").unwrap();
+    let msg = atomc::aot::build(&g, "m", &InputShapes::new()).err().expect("a symbolic dim is refused").to_string();
+    assert!(msg.contains("'n'") && msg.contains("--shape x="), "{msg}");
+}
