@@ -46,7 +46,7 @@ impl ConvOp {
                     (Some(x), Some(w)) => {
                         let g = conv_transpose_geom(cx.attrs, x, w)?;
                         check_bias(cx, "ConvTranspose", 2, g.c_out)?;
-                        Some(g.out_shape())
+                        Some(g.transpose_out_shape())
                     }
                     _ => None,
                 };
@@ -278,15 +278,20 @@ fn kernel_from_weights(attrs: &Attrs, w: &[usize]) -> Result<Vec<usize>> {
 }
 
 /// A sliding window between an image and the grid of window positions; see the module doc.
+/// Grid position `o` at kernel tap `k` reads image element `o*stride + k*dilation - pad`
+/// (per spatial dim).
 #[derive(Clone, Debug)]
-struct Window {
-    image: Vec<usize>,
-    grid: Vec<usize>,
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
+pub struct Window {
+    /// The spatial dims of the image.
+    pub image: Vec<usize>,
+    /// The spatial dims of the grid of window positions.
+    pub grid: Vec<usize>,
+    /// The spatial dims of the kernel.
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
     /// Padding before each image dim (may be negative for ConvTranspose's `output_shape`).
-    pad_begin: Vec<i64>,
+    pub pad_begin: Vec<i64>,
 }
 
 /// The grid positions `lo..hi` of one grid row that read the image at one kernel tap, and
@@ -300,15 +305,18 @@ struct Span {
 }
 
 impl Window {
-    fn kernel_size(&self) -> usize {
+    /// The number of kernel taps.
+    pub fn kernel_size(&self) -> usize {
         self.kernel.iter().product()
     }
 
-    fn image_size(&self) -> usize {
+    /// The number of image elements (of one channel).
+    pub fn image_size(&self) -> usize {
         self.image.iter().product()
     }
 
-    fn grid_size(&self) -> usize {
+    /// The number of window positions.
+    pub fn grid_size(&self) -> usize {
         self.grid.iter().product()
     }
 
@@ -401,26 +409,54 @@ impl Window {
 /// Elements of one im2col chunk (the buffer is reused across chunks).
 const COL_CHUNK: usize = 1 << 20;
 
-/// The shape of a Conv (also ConvInteger, QLinearConv, DeformConv).
+/// The shape of a Conv (also ConvInteger, QLinearConv, DeformConv) or of a ConvTranspose
+/// (whose window's image is the output and grid the input).
 #[derive(Clone, Debug)]
-struct ConvGeom {
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    group: usize,
-    window: Window,
+pub struct ConvGeom {
+    /// The batch size.
+    pub n: usize,
+    /// The input channels (`x` dim 1).
+    pub c_in: usize,
+    /// The output channels.
+    pub c_out: usize,
+    pub group: usize,
+    pub window: Window,
 }
 
 impl ConvGeom {
-    fn out_shape(&self) -> Vec<usize> {
+    /// The output shape of a conv: `N x c_out x grid..`.
+    pub fn out_shape(&self) -> Vec<usize> {
         [self.n, self.c_out]
             .into_iter()
             .chain(self.window.grid.iter().copied())
             .collect()
     }
 
+    /// The output shape of a ConvTranspose: `N x c_out x image..`.
+    pub fn transpose_out_shape(&self) -> Vec<usize> {
+        [self.n, self.c_out]
+            .into_iter()
+            .chain(self.window.image.iter().copied())
+            .collect()
+    }
+
     fn out_numel(&self) -> usize {
         self.n * self.c_out * self.window.grid_size()
+    }
+
+    /// The number of spatial dims.
+    pub fn nsp(&self) -> usize {
+        self.window.grid.len()
+    }
+
+    /// Input channels per group.
+    pub fn cg(&self) -> usize {
+        self.c_in / self.group
+    }
+
+    /// Output channels per group.
+    pub fn mg(&self) -> usize {
+        self.c_out / self.group
     }
 }
 
@@ -459,7 +495,10 @@ fn conv_channels(op: &str, x: &[usize], w: &[usize], group: usize) -> Result<()>
     Ok(())
 }
 
-fn conv_geom(attrs: &Attrs, x: &[usize], w: &[usize], op: &str) -> Result<ConvGeom> {
+/// The geometry of a conv `op` (Conv, ConvInteger, QLinearConv, DeformConv) of data `x`
+/// (N x C x D1..) and weights `w` (M x C/group x k1..): its attributes (`group`,
+/// `kernel_shape`, `strides`, `dilations`, `pads`, `auto_pad`) checked against the shapes.
+pub fn conv_geom(attrs: &Attrs, x: &[usize], w: &[usize], op: &str) -> Result<ConvGeom> {
     let group = group_attr(attrs)?;
     conv_channels(op, x, w, group)?;
     let nsp = x.len() - 2;
@@ -611,7 +650,7 @@ fn fill_bias<T: Copy>(out: &mut [T], plane: usize, bias: Option<&[T]>) {
 fn conv_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, out: &mut [T]) {
     let win = &g.window;
     let (isz, psz, taps) = (win.image_size(), win.grid_size(), win.kernel_size());
-    let (cg, mg) = (g.c_in / g.group, g.c_out / g.group);
+    let (cg, mg) = (g.cg(), g.mg());
     let kc = cg * taps;
     let (row_len, rows) = (win.row_len(), win.rows());
     fill_bias(out, psz, bias);
@@ -681,26 +720,10 @@ fn conv_eval(cx: &EvalCx) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------
 // ConvTranspose.
 
-/// The shape of a ConvTranspose: the window's image is the output, its grid the input.
-#[derive(Clone, Debug)]
-struct ConvTransposeGeom {
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    group: usize,
-    window: Window,
-}
-
-impl ConvTransposeGeom {
-    fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.c_out]
-            .into_iter()
-            .chain(self.window.image.iter().copied())
-            .collect()
-    }
-}
-
-fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTransposeGeom> {
+/// The geometry of a ConvTranspose of `x` (N x C x D1..) and weights `w` (C x M/group x
+/// k1..) as its adjoint conv: the window's image is the output, its grid the input (so the
+/// output shape is [`ConvGeom::transpose_out_shape`]).
+pub fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
     let op = "ConvTranspose";
     let group = group_attr(attrs)?;
     if x.len() < 3 {
@@ -785,7 +808,7 @@ fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTr
         dilations,
         pad_begin,
     };
-    Ok(ConvTransposeGeom {
+    Ok(ConvGeom {
         n: x[0],
         c_in: x[1],
         c_out: w[1] * group,
@@ -795,10 +818,10 @@ fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<ConvTr
 }
 
 /// `out = bias + conv_transpose(x, w)`: per group, `col = W_g^T X_g` then col2im.
-fn conv_transpose_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvTransposeGeom, out: &mut [T]) {
+fn conv_transpose_forward<T: Scalar>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, out: &mut [T]) {
     let win = &g.window;
     let (osz, psz, taps) = (win.image_size(), win.grid_size(), win.kernel_size());
-    let (cg, mg) = (g.c_in / g.group, g.c_out / g.group);
+    let (cg, mg) = (g.cg(), g.mg());
     let kc = mg * taps;
     let (row_len, rows) = (win.row_len(), win.rows());
     fill_bias(out, osz, bias);
@@ -839,7 +862,7 @@ fn conv_transpose_eval(cx: &EvalCx) -> Result<Tensor> {
     let (x, w) = (promote(cx.input(0)?), promote(cx.input(1)?));
     let bias = cx.opt(2).map(promote);
     let g = conv_transpose_geom(cx.attrs, x.shape(), w.shape())?;
-    let shape = g.out_shape();
+    let shape = g.transpose_out_shape();
     let t = with_float!(x.dtype(), "ConvTranspose", T => {
         let b = match &bias { Some(b) => Some(b.slice::<T>()?), None => None };
         let mut out = vec![T::default(); shape.iter().product()];
@@ -941,13 +964,15 @@ fn qlinear_conv_eval(cx: &EvalCx) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------
 // DeformConv.
 
-/// The shape of a DeformConv: a conv without auto_pad plus offset groups.
-struct DeformGeom {
-    conv: ConvGeom,
-    offset_group: usize,
+/// The shape of a DeformConv: a conv plus offset groups.
+pub struct DeformGeom {
+    pub conv: ConvGeom,
+    pub offset_group: usize,
 }
 
-fn deform_geom(
+/// The geometry of a DeformConv of data `x`, weights `w`, `offset` and optional `mask`
+/// shapes (the offset and mask shapes checked against the conv's).
+pub fn deform_geom(
     attrs: &Attrs,
     x: &[usize],
     w: &[usize],
@@ -1045,7 +1070,7 @@ fn deform_conv_eval(cx: &EvalCx) -> Result<Tensor> {
         let maskv = match &mask { Some(m) => Some(m.slice::<T>()?), None => None };
         let b = match &bias { Some(b) => Some(b.slice::<T>()?), None => None };
         let (isz, psz, taps) = (win.image_size(), win.grid_size(), win.kernel_size());
-        let (cg, mg) = (g.c_in / g.group, g.c_out / g.group);
+        let (cg, mg) = (g.cg(), g.mg());
         let ch_per_og = g.c_in / geom.offset_group;
         let kc = cg * taps;
         let mut out = vec![T::default(); g.out_numel()];
@@ -1088,14 +1113,17 @@ fn deform_conv_eval(cx: &EvalCx) -> Result<Tensor> {
 // Col2Im.
 
 /// The shape of a Col2Im: input `N x (C * taps) x L`, output `N x C x image`.
-struct Col2ImGeom {
-    n: usize,
-    channels: usize,
-    window: Window,
+pub struct Col2ImGeom {
+    pub n: usize,
+    /// C.
+    pub channels: usize,
+    /// The window: the kernel is the block, the grid the blocks.
+    pub window: Window,
 }
 
 impl Col2ImGeom {
-    fn out_shape(&self) -> Vec<usize> {
+    /// `N x C x image..`.
+    pub fn out_shape(&self) -> Vec<usize> {
         [self.n, self.channels]
             .into_iter()
             .chain(self.window.image.iter().copied())
@@ -1103,7 +1131,9 @@ impl Col2ImGeom {
     }
 }
 
-fn col2im_geom(attrs: &Attrs, x: &[usize], image: &[i64], block: &[i64]) -> Result<Col2ImGeom> {
+/// The geometry of a Col2Im of input shape `x` with the values of its `image_shape` and
+/// `block_shape` inputs.
+pub fn col2im_geom(attrs: &Attrs, x: &[usize], image: &[i64], block: &[i64]) -> Result<Col2ImGeom> {
     let op = "Col2Im";
     let nsp = image.len();
     if block.len() != nsp || nsp == 0 {
@@ -1207,7 +1237,7 @@ mod tests {
         let win = &g.window;
         let (ih, iw, oh, ow) = (win.image[0], win.image[1], win.grid[0], win.grid[1]);
         let (kh, kw) = (win.kernel[0], win.kernel[1]);
-        let (cg, mg) = (g.c_in / g.group, g.c_out / g.group);
+        let (cg, mg) = (g.cg(), g.mg());
         let mut out = vec![0.0; g.out_numel()];
         for n in 0..g.n {
             for m in 0..g.c_out {
@@ -1357,7 +1387,7 @@ mod tests {
         let y = noise(g.out_numel(), 6);
         let mut cx = vec![0.0f32; g.out_numel()];
         conv_forward(&x, &w, None, &g, &mut cx);
-        let t = ConvTransposeGeom {
+        let t = ConvGeom {
             n: 1,
             c_in: 2,
             c_out: 3,

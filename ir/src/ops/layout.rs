@@ -888,10 +888,10 @@ fn split_eval(cx: &EvalCx) -> Result<Vec<Tensor>> {
 
 /// What Slice reads along one axis: `len` elements from `start`, `step` apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SliceAxis {
-    start: i64,
-    step: i64,
-    len: usize,
+pub struct SliceAxis {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
 }
 
 /// One [`SliceAxis`] per input axis (whole axes where not sliced).
@@ -919,14 +919,20 @@ fn slice_params(v: &impl NodeView) -> Result<Option<Vec<SliceAxis>>> {
     else {
         return Ok(None);
     };
+    slice_plan(s, &starts, &ends, axes.as_deref(), steps.as_deref()).map(Some)
+}
+
+/// What Slice reads along each axis of an input of shape `s`, given the values of its
+/// `starts`, `ends` and optional `axes` and `steps`.
+pub fn slice_plan(s: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> Result<Vec<SliceAxis>> {
     let n = starts.len();
-    if ends.len() != n || axes.as_ref().is_some_and(|a| a.len() != n) || steps.as_ref().is_some_and(|a| a.len() != n) {
+    if ends.len() != n || axes.is_some_and(|a| a.len() != n) || steps.is_some_and(|a| a.len() != n) {
         bail_model!(
             "starts, ends, axes and steps must have the same length: {starts:?}, {ends:?}, {axes:?}, {steps:?}"
         );
     }
     let axes = match axes {
-        Some(a) => normalize_axes(&a, s.len())?,
+        Some(a) => normalize_axes(a, s.len())?,
         None => {
             if n > s.len() {
                 bail_model!("{n} starts for an input of rank {}", s.len());
@@ -936,13 +942,13 @@ fn slice_params(v: &impl NodeView) -> Result<Option<Vec<SliceAxis>>> {
     };
     let mut out: Vec<SliceAxis> = s.iter().map(|&d| SliceAxis { start: 0, step: 1, len: d }).collect();
     for (k, &axis) in axes.iter().enumerate() {
-        let step = steps.as_ref().map_or(1, |st| st[k]);
+        let step = steps.map_or(1, |st| st[k]);
         if step == 0 {
             bail_model!("step 0 on axis {axis}");
         }
         out[axis] = slice_axis(s[axis], starts[k], ends[k], step);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// ONNX Slice clamping on one axis of size `dim` (negative starts/ends count from the end).

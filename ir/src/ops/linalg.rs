@@ -392,7 +392,7 @@ fn batched_matmul<T: Scalar>(a: &[T], b: &[T], d: &MatMulDims) -> Vec<T> {
 
 /// Which axis a 1-D quantization parameter (zero point, scale) runs along.
 #[derive(Clone, Copy, PartialEq)]
-enum QuantAxis {
+pub enum QuantAxis {
     /// Per row of A: a vector of length M is read as `[M, 1]`.
     Rows,
     /// Per column of B: a vector of length N broadcasts as is.
@@ -401,7 +401,7 @@ enum QuantAxis {
 
 /// The shape under which a quantization parameter of `param` shape broadcasts against an
 /// operand of shape `operand` (per-tensor, per-row of A or per-column of B).
-fn quant_param_shape(param: &[usize], operand: &[usize], axis: QuantAxis, what: &str) -> Result<Vec<usize>> {
+pub fn quant_param_shape(param: &[usize], operand: &[usize], axis: QuantAxis, what: &str) -> Result<Vec<usize>> {
     let numel: usize = param.iter().product();
     let shape = if numel == 1 {
         vec![]
@@ -538,15 +538,17 @@ fn f32_values(t: &Tensor) -> Vec<f32> {
 // Gemm.
 
 /// The problem size of a Gemm.
-struct GemmDims {
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool,
-    trans_b: bool,
+pub struct GemmDims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
 }
 
-fn gemm_dims(attrs: &crate::attr::Attrs, a: &[usize], b: &[usize], c: Option<&[usize]>) -> Result<GemmDims> {
+/// The problem size of a Gemm of A and B (and C, which must broadcast to the output), with
+/// `transA` and `transB` from `attrs`.
+pub fn gemm_dims(attrs: &crate::attr::Attrs, a: &[usize], b: &[usize], c: Option<&[usize]>) -> Result<GemmDims> {
     let trans_a = attrs.int_or("transA", 0)? != 0;
     let trans_b = attrs.int_or("transB", 0)? != 0;
     let (&[a0, a1], &[b0, b1]) = (a, b) else {
@@ -628,12 +630,15 @@ fn gemm_eval(cx: &EvalCx) -> Result<Tensor> {
 /// A parsed einsum equation: every axis of every operand and of the output named by a label
 /// id; ellipsis dims get their own ids after the letters.
 #[derive(Debug)]
-struct EinsumPlan {
-    inputs: Vec<Vec<usize>>,
-    output: Vec<usize>,
+pub struct EinsumPlan {
+    /// The labels of each operand's axes.
+    pub inputs: Vec<Vec<usize>>,
+    /// The labels of the output's axes.
+    pub output: Vec<usize>,
     /// Labels that stand for ellipsis dims (size-1 broadcasting allowed).
-    ellipsis_labels: Vec<usize>,
-    num_labels: usize,
+    pub ellipsis_labels: Vec<usize>,
+    /// Label ids run below this.
+    pub num_labels: usize,
 }
 
 /// Label ids of the letters a-z, A-Z.
@@ -668,7 +673,10 @@ fn parse_term(term: &str) -> Result<(Vec<usize>, Option<usize>)> {
     Ok((letters, ellipsis))
 }
 
-fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
+/// Parses an einsum `equation` for operands of `ranks` (letters are labels 0..52, ellipsis
+/// dims 52..; without `->` the output is the ellipsis then the labels used once, in ASCII
+/// order).
+pub fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
     let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
     let (lhs, rhs) = match eq.split_once("->") {
         Some((l, r)) => (l, Some(r)),
@@ -750,7 +758,7 @@ fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<EinsumPlan> {
 }
 
 /// The size of every label (`None` for unused ones), checking that operands agree.
-fn einsum_sizes(plan: &EinsumPlan, shapes: &[&[usize]]) -> Result<Vec<Option<usize>>> {
+pub fn einsum_sizes(plan: &EinsumPlan, shapes: &[&[usize]]) -> Result<Vec<Option<usize>>> {
     let mut sizes: Vec<Option<usize>> = vec![None; plan.num_labels];
     for (i, (labels, shape)) in plan.inputs.iter().zip(shapes).enumerate() {
         for (&l, &d) in labels.iter().zip(shape.iter()) {

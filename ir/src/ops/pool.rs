@@ -260,7 +260,7 @@ fn check_float(op: &str, dtype: DType) -> Result<()> {
 }
 
 /// MaxPool's `storage_order`: whether Indices are column-major over the spatial dims.
-fn storage_order(attrs: &Attrs) -> Result<bool> {
+pub fn storage_order(attrs: &Attrs) -> Result<bool> {
     match attrs.int_or("storage_order", 0)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -269,7 +269,7 @@ fn storage_order(attrs: &Attrs) -> Result<bool> {
 }
 
 /// The `p` of LpPool and GlobalLpPool (an int since opset 2, a float before).
-fn lp_exponent(attrs: &Attrs) -> Result<f64> {
+pub fn lp_exponent(attrs: &Attrs) -> Result<f64> {
     let p = attrs.float_or("p", 2.0)?;
     if !(p > 0.0 && p.is_finite()) {
         bail_model!("attribute 'p' must be positive, got {p}");
@@ -308,21 +308,22 @@ fn spatial_ints(
 }
 
 /// The window layout of a pooling op along each spatial axis, `auto_pad` resolved.
+/// Output position `o` at tap `k` reads input position `o * stride + k * dilation - pad_begin`.
 #[derive(Debug)]
-struct Windows {
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pads_begin: Vec<usize>,
-    pads_end: Vec<usize>,
+pub struct Windows {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads_begin: Vec<usize>,
+    pub pads_end: Vec<usize>,
     /// Output length of each spatial axis.
-    out: Vec<usize>,
+    pub out: Vec<usize>,
 }
 
 impl Windows {
     /// Parses `kernel_shape`, `strides`, `dilations`, `pads`, `auto_pad` and `ceil_mode`
     /// for an input of `shape` (N, C, spatial...).
-    fn parse(op: &str, attrs: &Attrs, shape: &[usize]) -> Result<Windows> {
+    pub fn parse(op: &str, attrs: &Attrs, shape: &[usize]) -> Result<Windows> {
         if shape.len() < 3 {
             bail_model!(
                 "{op} input must have rank >= 3 (N, C, spatial...), got {}",
@@ -413,15 +414,59 @@ impl Windows {
         s.extend(&self.out);
         s
     }
+
+    /// The taps of each output position along spatial axis `i` of length `len`.
+    pub fn taps(&self, i: usize, len: usize) -> Vec<Taps> {
+        let (k, s, d, pb, pe) = (
+            self.kernel[i],
+            self.strides[i],
+            self.dilations[i],
+            self.pads_begin[i],
+            self.pads_end[i],
+        );
+        (0..self.out[i])
+            .map(|o| {
+                // Window start in input coordinates: o * s - pb (may be negative).
+                let start = (o * s) as i64 - pb as i64;
+                let (d_i, len_i) = (d as i64, len as i64);
+                let lo = if start < 0 {
+                    (-start + d_i - 1) / d_i
+                } else {
+                    0
+                };
+                let hi = if len_i > start {
+                    ((len_i - start + d_i - 1) / d_i).min(k as i64)
+                } else {
+                    0
+                };
+                let limit = len_i + pe as i64;
+                let with_pad = if limit > start {
+                    ((limit - start + d_i - 1) / d_i).min(k as i64)
+                } else {
+                    0
+                };
+                let count = (hi - lo).max(0);
+                Taps {
+                    first: if count > 0 {
+                        (start + lo * d_i) as usize
+                    } else {
+                        0
+                    },
+                    count: count as usize,
+                    with_pad: with_pad as usize,
+                }
+            })
+            .collect()
+    }
 }
 
 /// The valid taps of one window along one axis: input positions `first + j * dilation`
 /// for `j < count`; `with_pad` counts the taps inside input plus explicit padding.
 #[derive(Clone, Copy, Debug)]
-struct Taps {
-    first: usize,
-    count: usize,
-    with_pad: usize,
+pub struct Taps {
+    pub first: usize,
+    pub count: usize,
+    pub with_pad: usize,
 }
 
 /// Pooling geometry with the spatial axes padded to exactly three (leading size-1 axes),
@@ -456,49 +501,9 @@ impl Grid {
             }]
         });
         for i in 0..n {
-            let len = shape[2 + i];
-            let (k, s, d, pb, pe) = (
-                win.kernel[i],
-                win.strides[i],
-                win.dilations[i],
-                win.pads_begin[i],
-                win.pads_end[i],
-            );
-            in_dims[lead + i] = len;
-            dilations[lead + i] = d;
-            taps[lead + i] = (0..win.out[i])
-                .map(|o| {
-                    // Window start in input coordinates: o * s - pb (may be negative).
-                    let start = (o * s) as i64 - pb as i64;
-                    let (d_i, len_i) = (d as i64, len as i64);
-                    let lo = if start < 0 {
-                        (-start + d_i - 1) / d_i
-                    } else {
-                        0
-                    };
-                    let hi = if len_i > start {
-                        ((len_i - start + d_i - 1) / d_i).min(k as i64)
-                    } else {
-                        0
-                    };
-                    let limit = len_i + pe as i64;
-                    let with_pad = if limit > start {
-                        ((limit - start + d_i - 1) / d_i).min(k as i64)
-                    } else {
-                        0
-                    };
-                    let count = (hi - lo).max(0);
-                    Taps {
-                        first: if count > 0 {
-                            (start + lo * d_i) as usize
-                        } else {
-                            0
-                        },
-                        count: count as usize,
-                        with_pad: with_pad as usize,
-                    }
-                })
-                .collect();
+            in_dims[lead + i] = shape[2 + i];
+            dilations[lead + i] = win.dilations[i];
+            taps[lead + i] = win.taps(i, shape[2 + i]);
         }
         let kernel_w = win.kernel.last().copied().unwrap_or(1);
         let full = |t: &Taps| t.count == kernel_w;
@@ -762,7 +767,7 @@ fn global_mean<T: Float + Elem>(xs: &[T], planes: usize, p: Option<f64>) -> Vec<
 }
 
 /// MaxUnpool's default output shape: `(in - 1) * stride - pad_begin - pad_end + kernel`.
-fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
+pub fn unpool_shape(attrs: &Attrs, shape: &[usize]) -> Result<Vec<usize>> {
     if shape.len() < 3 {
         bail_model!(
             "MaxUnpool input must have rank >= 3 (N, C, spatial...), got {}",
@@ -859,15 +864,16 @@ fn max_unpool<T: Elem>(
 }
 
 /// LRN: `y = x / (bias + alpha / size * sum of x^2 over neighbouring channels)^beta`.
-struct Lrn {
-    size: usize,
-    alpha: f64,
-    beta: f64,
-    bias: f64,
+pub struct Lrn {
+    pub size: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub bias: f64,
 }
 
 impl Lrn {
-    fn parse(attrs: &Attrs) -> Result<Lrn> {
+    /// Parses `size`, `alpha`, `beta` and `bias`.
+    pub fn parse(attrs: &Attrs) -> Result<Lrn> {
         let size = attrs.req_int("size")?;
         if size < 1 {
             bail_model!("LRN attribute 'size' must be positive, got {size}");

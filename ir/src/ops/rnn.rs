@@ -85,7 +85,7 @@ impl RnnOp {
     }
 
     /// Gates per hidden unit: the row blocks of W and R.
-    fn num_gates(self) -> usize {
+    pub fn num_gates(self) -> usize {
         match self {
             RnnOp::RNN => 1,
             RnnOp::GRU => 3,
@@ -94,7 +94,7 @@ impl RnnOp {
     }
 
     /// Activation functions per direction (f; f, g; f, g, h).
-    fn acts_per_dir(self) -> usize {
+    pub fn acts_per_dir(self) -> usize {
         match self {
             RnnOp::RNN => 1,
             RnnOp::GRU => 2,
@@ -122,7 +122,7 @@ const P: usize = 7;
 
 /// An activation function of the spec's set, with its alpha and beta resolved.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Act {
+pub enum Act {
     Relu,
     Tanh,
     Sigmoid,
@@ -221,17 +221,21 @@ fn cst<T: Float>(v: f32) -> T {
 }
 
 /// The attributes of one RNN/GRU/LSTM node.
-struct Params {
-    op: RnnOp,
+pub struct Params {
+    pub op: RnnOp,
     /// Per direction, whether it runs from the last step to the first.
-    reverse: Vec<bool>,
-    hidden_size: Option<usize>,
-    layout: usize,
-    clip: Option<f32>,
+    pub reverse: Vec<bool>,
+    pub hidden_size: Option<usize>,
+    /// 0: `X` is `[seq, batch, input]`; 1: `[batch, seq, input]`.
+    pub layout: usize,
+    /// The bound of the gates' pre-activations.
+    pub clip: Option<f32>,
     /// `acts_per_dir` functions for each direction in turn.
-    acts: Vec<Act>,
-    linear_before_reset: bool,
-    input_forget: bool,
+    pub acts: Vec<Act>,
+    /// GRU only.
+    pub linear_before_reset: bool,
+    /// LSTM only.
+    pub input_forget: bool,
 }
 
 /// The problem sizes, known once X and the hidden size are.
@@ -244,7 +248,8 @@ struct Dims {
 }
 
 impl Params {
-    fn parse(op: RnnOp, attrs: &Attrs, version: u32) -> Result<Params> {
+    /// Parses the attributes of an `op` node of opset `version`.
+    pub fn parse(op: RnnOp, attrs: &Attrs, version: u32) -> Result<Params> {
         let reverse = match attrs.string_or("direction", "forward")? {
             "forward" => vec![false],
             "reverse" => vec![true],

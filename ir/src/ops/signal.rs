@@ -81,19 +81,27 @@ impl SignalOp {
                 let y = crate::with_float!(x.dtype(), "STFT", T => eval_stft::<T>(&p, &x, window.as_deref(), shape)?);
                 demote(y, dtype)
             }
-            SignalOp::HannWindow => eval_window(cx, dtype, shape, (0.5, 0.5, 0.0))?,
-            SignalOp::HammingWindow => eval_window(cx, dtype, shape, (25.0 / 46.0, 21.0 / 46.0, 0.0))?,
-            SignalOp::BlackmanWindow => eval_window(cx, dtype, shape, (0.42, 0.5, 0.08))?,
+            SignalOp::HannWindow | SignalOp::HammingWindow | SignalOp::BlackmanWindow => {
+                cosine_window(self, cx.attrs, dtype, shape)?
+            }
             SignalOp::MelWeightMatrix => eval_mel(cx, dtype, shape)?,
         };
         Ok(vec![out])
     }
 }
 
-/// The cosine-sum window `a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N)`, with `N` the
-/// size (periodic) or the size - 1 (symmetric; a symmetric window of one point is [1]).
-fn eval_window(cx: &EvalCx, dtype: DType, shape: Vec<usize>, (a0, a1, a2): (f64, f64, f64)) -> Result<Tensor> {
-    let periodic = cx.attrs.int_or("periodic", 1)? != 0;
+/// The output of window op `op` (HannWindow, HammingWindow, BlackmanWindow) of `shape`
+/// (`[size]`): the cosine-sum window `a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N)`, with
+/// `N` the size (periodic) or the size - 1 (symmetric; a symmetric window of one point is
+/// [1]).
+pub fn cosine_window(op: SignalOp, attrs: &Attrs, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+    let (a0, a1, a2) = match op {
+        SignalOp::HannWindow => (0.5, 0.5, 0.0),
+        SignalOp::HammingWindow => (25.0 / 46.0, 21.0 / 46.0, 0.0),
+        SignalOp::BlackmanWindow => (0.42, 0.5, 0.08),
+        _ => return Err(Error::Internal(format!("{} is not a window op", op.name()))),
+    };
+    let periodic = attrs.int_or("periodic", 1)? != 0;
     let size = shape.first().copied().unwrap_or(0);
     let period = if periodic { size } else { size.saturating_sub(1) };
     Tensor::from_fn_f64(dtype, shape, |n| {
@@ -592,16 +600,33 @@ fn eval_stft<T: Float + Elem>(p: &StftParams, x: &Tensor, window: Option<&Tensor
 // ---------------------------------------------------------------------------------------
 // MelWeightMatrix
 
-/// Triangular filters between `num_mel_bins + 2` points evenly spaced on the mel scale
-/// (`mel(f) = 2595 log10(1 + f/700)`) from `lower_edge_hertz` up to (not including)
-/// `upper_edge_hertz`, each point mapped to the DFT bin `floor((dft_length + 1) f / rate)`.
-/// As in ONNX Runtime, `upper_edge_hertz` itself must map to a bin of the spectrogram.
+/// MelWeightMatrix of its input values.
 fn eval_mel(cx: &EvalCx, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
-    let (num_spec_bins, num_mel_bins) = (shape[0], shape[1]);
     let dft_length = cx.input(1)?.scalar_i64()?;
     let rate = cx.input(2)?.scalar_i64()?;
     let lower = cx.input(3)?.scalar_f64()?;
     let upper = cx.input(4)?.scalar_f64()?;
+    mel_weight_matrix(dtype, shape, dft_length, rate, lower, upper)
+}
+
+/// The MelWeightMatrix of `shape` (`[num_spectrogram_bins, num_mel_bins]`) for the values
+/// of its inputs.
+///
+/// Triangular filters between `num_mel_bins + 2` points evenly spaced on the mel scale
+/// (`mel(f) = 2595 log10(1 + f/700)`) from `lower_edge_hertz` up to (not including)
+/// `upper_edge_hertz`, each point mapped to the DFT bin `floor((dft_length + 1) f / rate)`.
+/// As in ONNX Runtime, `upper_edge_hertz` itself must map to a bin of the spectrogram.
+pub fn mel_weight_matrix(
+    dtype: DType,
+    shape: Vec<usize>,
+    dft_length: i64,
+    rate: i64,
+    lower: f64,
+    upper: f64,
+) -> Result<Tensor> {
+    let &[num_spec_bins, num_mel_bins] = shape.as_slice() else {
+        return Err(Error::Internal(format!("MelWeightMatrix output {} is not 2-D", fmt_shape(&shape))));
+    };
     if rate <= 0 {
         return Err(Error::InvalidInput(format!("MelWeightMatrix sample_rate must be positive, got {rate}")));
     }

@@ -23,7 +23,8 @@ use crate::rules::linalg::{promote, requantize};
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, AtomKind, BinaryFn, Guard, ReduceFn, UnaryFn, ViewMap, row_major};
-use ir::{Attrs, DType, Result, Tensor};
+use ir::ops::conv::{ConvGeom, Window, col2im_geom, conv_geom, conv_transpose_geom, deform_geom};
+use ir::{DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -90,171 +91,6 @@ fn prod(v: &[usize]) -> usize {
 
 // ---- geometry --------------------------------------------------------------------------
 
-/// A sliding window between an image (the conv input) and a grid of window positions (the
-/// conv output): position `o` at tap `k` reads image element `o*stride + k*dilation - pad`.
-#[derive(Clone, Debug)]
-struct Win {
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    group: usize,
-    image: Vec<usize>,
-    grid: Vec<usize>,
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pad_begin: Vec<i64>,
-}
-
-impl Win {
-    fn nsp(&self) -> usize {
-        self.grid.len()
-    }
-    fn taps(&self) -> usize {
-        prod(&self.kernel)
-    }
-    fn cg(&self) -> usize {
-        self.c_in / self.group
-    }
-    fn mg(&self) -> usize {
-        self.c_out / self.group
-    }
-    fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.c_out].into_iter().chain(self.grid.iter().copied()).collect()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum AutoPad {
-    NotSet,
-    SameUpper,
-    SameLower,
-    Valid,
-}
-
-fn auto_pad(attrs: &Attrs) -> Result<AutoPad> {
-    match attrs.string_or("auto_pad", "NOTSET")? {
-        "NOTSET" | "" => Ok(AutoPad::NotSet),
-        "SAME_UPPER" => Ok(AutoPad::SameUpper),
-        "SAME_LOWER" => Ok(AutoPad::SameLower),
-        "VALID" => Ok(AutoPad::Valid),
-        other => Err(err(format!("unknown auto_pad '{other}'"))),
-    }
-}
-
-fn spatial_attr(attrs: &Attrs, name: &str, nsp: usize) -> Result<Vec<usize>> {
-    let Some(v) = attrs.ints(name)? else { return Ok(vec![1; nsp]) };
-    if v.len() != nsp {
-        return Err(err(format!("attribute '{name}' needs {nsp} values")));
-    }
-    v.iter().map(|&x| usize::try_from(x).ok().filter(|&x| x >= 1).ok_or_else(|| err(format!("'{name}' value {x} < 1")))).collect()
-}
-
-fn pads_attr(attrs: &Attrs, nsp: usize) -> Result<(Vec<i64>, Vec<i64>)> {
-    let Some(p) = attrs.ints("pads")? else { return Ok((vec![0; nsp], vec![0; nsp])) };
-    if p.len() != 2 * nsp || p.iter().any(|&x| x < 0) {
-        return Err(err("attribute 'pads' is invalid"));
-    }
-    Ok((p[..nsp].to_vec(), p[nsp..].to_vec()))
-}
-
-fn group_attr(attrs: &Attrs) -> Result<usize> {
-    let g = attrs.int_or("group", 1)?;
-    usize::try_from(g).ok().filter(|&g| g >= 1).ok_or_else(|| err("attribute 'group' must be >= 1"))
-}
-
-/// The geometry of a Conv (also ConvInteger, QLinearConv, DeformConv): `x` N x C x D..,
-/// `w` M x C/group x k...
-fn conv_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<Win> {
-    let group = group_attr(attrs)?;
-    if x.len() < 3 || w.len() != x.len() || w[1] * group != x[1] || !w[0].is_multiple_of(group) {
-        return Err(err(format!("conv shapes {x:?} and {w:?} do not fit (group {group})")));
-    }
-    let nsp = x.len() - 2;
-    let kernel = w[2..].to_vec();
-    let strides = spatial_attr(attrs, "strides", nsp)?;
-    let dilations = spatial_attr(attrs, "dilations", nsp)?;
-    let (mut pb, mut pe) = pads_attr(attrs, nsp)?;
-    let mode = auto_pad(attrs)?;
-    let image = x[2..].to_vec();
-    let mut grid = vec![0; nsp];
-    for d in 0..nsp {
-        let extent = ((kernel[d].max(1) - 1) * dilations[d] + 1) as i64;
-        let size = image[d] as i64;
-        let s = strides[d] as i64;
-        match mode {
-            AutoPad::SameUpper | AutoPad::SameLower => {
-                let out = (size + s - 1) / s;
-                let total = ((out - 1) * s + extent - size).max(0);
-                let small = total / 2;
-                (pb[d], pe[d]) = if mode == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
-            }
-            AutoPad::Valid => (pb[d], pe[d]) = (0, 0),
-            AutoPad::NotSet => {}
-        }
-        let padded = size + pb[d] + pe[d];
-        if kernel[d] == 0 || padded < extent {
-            return Err(err("conv kernel does not fit the padded input"));
-        }
-        grid[d] = ((padded - extent) / s + 1) as usize;
-    }
-    Ok(Win { n: x[0], c_in: x[1], c_out: w[0], group, image, grid, kernel, strides, dilations, pad_begin: pb })
-}
-
-/// The geometry of a ConvTranspose as its adjoint conv: the window's image is the output,
-/// its grid the input.
-fn conv_transpose_geom(attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<Win> {
-    let group = group_attr(attrs)?;
-    if x.len() < 3 || w.len() != x.len() || w[0] != x[1] || !x[1].is_multiple_of(group) {
-        return Err(err(format!("ConvTranspose shapes {x:?} and {w:?} do not fit (group {group})")));
-    }
-    let nsp = x.len() - 2;
-    let kernel = w[2..].to_vec();
-    let strides = spatial_attr(attrs, "strides", nsp)?;
-    let dilations = spatial_attr(attrs, "dilations", nsp)?;
-    let (mut pad_begin, pad_end) = pads_attr(attrs, nsp)?;
-    let mode = auto_pad(attrs)?;
-    let output_padding = match attrs.ints("output_padding")? {
-        None => vec![0; nsp],
-        Some(p) if p.len() == nsp && p.iter().all(|&v| v >= 0) => p.to_vec(),
-        Some(_) => return Err(err("attribute 'output_padding' is invalid")),
-    };
-    let output_shape = match attrs.ints("output_shape")? {
-        None => None,
-        Some(s) if s.len() == nsp || s.len() == nsp + 2 => Some(s[s.len() - nsp..].to_vec()),
-        Some(_) => return Err(err("attribute 'output_shape' is invalid")),
-    };
-    let grid = x[2..].to_vec();
-    let mut image = vec![0; nsp];
-    for d in 0..nsp {
-        let (input, s) = (grid[d] as i64, strides[d] as i64);
-        let natural = s * (input - 1) + output_padding[d] + ((kernel[d] as i64 - 1) * dilations[d] as i64 + 1);
-        let target = match (&output_shape, mode) {
-            (Some(shape), _) => Some(shape[d]),
-            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(input * s),
-            _ => None,
-        };
-        let size = match target {
-            Some(size) => {
-                let total = natural - size;
-                let small = total.div_euclid(2);
-                pad_begin[d] = if mode == AutoPad::SameUpper { small } else { total - small };
-                size
-            }
-            None if mode == AutoPad::Valid => {
-                pad_begin[d] = 0;
-                natural
-            }
-            None => natural - pad_begin[d] - pad_end[d],
-        };
-        if size < 0 {
-            return Err(err("ConvTranspose output would be negative"));
-        }
-        image[d] = size as usize;
-    }
-    Ok(Win { n: x[0], c_in: x[1], c_out: w[1] * group, group, image, grid, kernel, strides, dilations, pad_begin })
-}
-
 // ---- views -----------------------------------------------------------------------------
 
 /// The axes of a window view of a conv input.
@@ -276,7 +112,7 @@ enum Ax {
 
 /// The window view of `x` (N x C x image) with the given axes: element
 /// `x[n, g*C/G + c, o*stride + k*dilation - pad]`, zero outside the image.
-fn window(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax]) -> Result<Id> {
+fn window(lx: &mut Lx, x: Id, w: &ConvGeom, axes: &[Ax]) -> Result<Id> {
     let xs = lx.shape(x)?;
     let st = row_major(&xs);
     let nsp = w.nsp();
@@ -292,12 +128,12 @@ fn window(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax]) -> Result<Id> {
             Ax::Cg => (cg, st[1]),
             Ax::Rep(n) => (n, 0),
             Ax::K(d) => {
-                gcoef[d][i] = w.dilations[d] as i64;
-                (w.kernel[d], w.dilations[d] as i64 * st[2 + d])
+                gcoef[d][i] = w.window.dilations[d] as i64;
+                (w.window.kernel[d], w.window.dilations[d] as i64 * st[2 + d])
             }
             Ax::O(d) => {
-                gcoef[d][i] = w.strides[d] as i64;
-                (w.grid[d], w.strides[d] as i64 * st[2 + d])
+                gcoef[d][i] = w.window.strides[d] as i64;
+                (w.window.grid[d], w.window.strides[d] as i64 * st[2 + d])
             }
         };
         shape.push(n);
@@ -306,13 +142,13 @@ fn window(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax]) -> Result<Id> {
     let mut offset = 0i64;
     let mut guards = Vec::new();
     for d in 0..nsp {
-        offset -= w.pad_begin[d] * st[2 + d];
-        let lo = -w.pad_begin[d];
+        offset -= w.window.pad_begin[d] * st[2 + d];
+        let lo = -w.window.pad_begin[d];
         let hi = lo
-            + (w.kernel[d] as i64 - 1).max(0) * w.dilations[d] as i64
-            + (w.grid[d] as i64 - 1).max(0) * w.strides[d] as i64;
-        if lo < 0 || hi >= w.image[d] as i64 {
-            guards.push(Guard { coefs: gcoef[d].clone(), offset: lo, bound: w.image[d] as i64 });
+            + (w.window.kernel[d] as i64 - 1).max(0) * w.window.dilations[d] as i64
+            + (w.window.grid[d] as i64 - 1).max(0) * w.window.strides[d] as i64;
+        if lo < 0 || hi >= w.window.image[d] as i64 {
+            guards.push(Guard { coefs: gcoef[d].clone(), offset: lo, bound: w.window.image[d] as i64 });
         }
     }
     if shape.contains(&0) {
@@ -365,7 +201,7 @@ fn merge_contiguous(v: ViewMap) -> ViewMap {
 }
 
 /// A window view reshaped to `to` (its axes merged first where they are contiguous).
-fn window_as(lx: &mut Lx, x: Id, w: &Win, axes: &[Ax], to: &[usize]) -> Result<Id> {
+fn window_as(lx: &mut Lx, x: Id, w: &ConvGeom, axes: &[Ax], to: &[usize]) -> Result<Id> {
     let v = window(lx, x, w, axes)?;
     let merged = match lx.atoms_in(v).into_iter().find_map(|(a, ch)| match a {
         Atom::View(m) if ch[0] == x => Some(merge_contiguous(m)),
@@ -417,10 +253,10 @@ fn zero_insert(lx: &mut Lx, x: Id, steps: &[usize]) -> Result<Id> {
 }
 
 /// The product `mm` ([G, M/G, N*P]) as the conv output [N, M, grid..].
-fn output_view(lx: &mut Lx, mm: Id, w: &Win) -> Result<Id> {
-    let p = prod(&w.grid);
+fn output_view(lx: &mut Lx, mm: Id, w: &ConvGeom) -> Result<Id> {
+    let p = w.window.grid_size();
     let mut strides = vec![p as i64, (w.n * p) as i64];
-    strides.extend(row_major(&w.grid));
+    strides.extend(row_major(&w.window.grid));
     let shape = w.out_shape();
     if shape.contains(&0) {
         let d = lx.dtype(mm)?;
@@ -442,12 +278,12 @@ fn add_bias(lx: &mut Lx, y: Id, b: Option<Id>) -> Result<Id> {
 
 /// The im2col conv of `x` [N, C, image..] with weights `wm` [G, M/G, C/G * K] (no bias):
 /// one MatMul with the weights first.
-fn im2col_conv(lx: &mut Lx, x: Id, wm: Id, w: &Win) -> Result<Id> {
+fn im2col_conv(lx: &mut Lx, x: Id, wm: Id, w: &ConvGeom) -> Result<Id> {
     let mut axes = vec![Ax::G, Ax::Cg];
     axes.extend((0..w.nsp()).map(Ax::K));
     axes.push(Ax::N);
     axes.extend((0..w.nsp()).map(Ax::O));
-    let cols = window_as(lx, x, w, &axes, &[w.group, w.cg() * w.taps(), w.n * prod(&w.grid)])?;
+    let cols = window_as(lx, x, w, &axes, &[w.group, w.cg() * w.window.kernel_size(), w.n * w.window.grid_size()])?;
     let mm = lx.atom(Atom::MatMul, &[wm, cols])?;
     output_view(lx, mm, w)
 }
@@ -457,7 +293,7 @@ struct ConvArgs {
     x: Id,
     w: Id,
     b: Option<Id>,
-    win: Win,
+    win: ConvGeom,
     out: DType,
 }
 
@@ -468,7 +304,7 @@ fn conv_args(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<ConvArgs> {
         Some(b) => Some(promote(lx, b)?),
         None => None,
     };
-    let win = conv_geom(&n.op.attrs, &lx.shape(x)?, &lx.shape(w)?)?;
+    let win = conv_geom(&n.op.attrs, &lx.shape(x)?, &lx.shape(w)?, "Conv")?;
     Ok(ConvArgs { x, w, b, win, out: n.ty.dtype })
 }
 
@@ -482,7 +318,7 @@ fn finish(lx: &mut Lx, y: Id, a: &ConvArgs) -> Result<Option<Id>> {
 fn conv_im2col(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let a = conv_args(lx, n, args)?;
     let win = &a.win;
-    let wm = lx.reshape(a.w, &[win.group, win.mg(), win.cg() * win.taps()])?;
+    let wm = lx.reshape(a.w, &[win.group, win.mg(), win.cg() * win.window.kernel_size()])?;
     let y = im2col_conv(lx, a.x, wm, win)?;
     finish(lx, y, &a)
 }
@@ -490,13 +326,13 @@ fn conv_im2col(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
 fn conv_pointwise(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let a = conv_args(lx, n, args)?;
     let win = &a.win;
-    if win.kernel.iter().any(|&k| k != 1) || win.pad_begin.iter().any(|&p| p != 0) || win.strides.iter().any(|&s| s != 1) {
+    if win.window.kernel.iter().any(|&k| k != 1) || win.window.pad_begin.iter().any(|&p| p != 0) || win.window.strides.iter().any(|&s| s != 1) {
         return Ok(None);
     }
     let wm = lx.reshape(a.w, &[win.group, win.mg(), win.cg()])?;
     let mut axes = vec![Ax::G, Ax::Cg, Ax::N];
     axes.extend((0..win.nsp()).map(Ax::O));
-    let cols = window_as(lx, a.x, win, &axes, &[win.group, win.cg(), win.n * prod(&win.grid)])?;
+    let cols = window_as(lx, a.x, win, &axes, &[win.group, win.cg(), win.n * win.window.grid_size()])?;
     let mm = lx.atom(Atom::MatMul, &[wm, cols])?;
     let y = output_view(lx, mm, win)?;
     finish(lx, y, &a)
@@ -515,7 +351,7 @@ fn conv_depthwise(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option
     axes.extend((0..nsp).map(Ax::O));
     let v = window(lx, a.x, win, &axes)?;
     let mut ws = vec![1, win.group, mg];
-    ws.extend(&win.kernel);
+    ws.extend(&win.window.kernel);
     ws.extend(std::iter::repeat_n(1, nsp));
     let wv = lx.reshape(a.w, &ws)?;
     let prod_v = lx.mul(v, wv)?;
@@ -554,12 +390,12 @@ fn konst_matrix(lx: &mut Lx, (shape, v): (Vec<usize>, Vec<f64>), d: DType) -> Re
 fn conv_winograd(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let a = conv_args(lx, n, args)?;
     let win = &a.win;
-    if win.nsp() != 2 || win.kernel != [3, 3] || win.strides != [1, 1] || win.dilations != [1, 1] || win.group != 1 {
+    if win.nsp() != 2 || win.window.kernel != [3, 3] || win.window.strides != [1, 1] || win.window.dilations != [1, 1] || win.group != 1 {
         return Ok(None);
     }
     let d = lx.dtype(a.x)?;
     let (nn, c, m) = (win.n, win.c_in, win.c_out);
-    let (oh, ow) = (win.grid[0], win.grid[1]);
+    let (oh, ow) = (win.window.grid[0], win.window.grid[1]);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let t = nn * th * tw;
     if t == 0 || c == 0 || m == 0 {
@@ -567,7 +403,8 @@ fn conv_winograd(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<
     }
     // Input tiles d[i, j, c, n, th, tw] = x[n, c, 2th + i - pad, 2tw + j - pad]: a window of
     // 4x4 taps at stride 2.
-    let tiles = Win { kernel: vec![4, 4], strides: vec![2, 2], grid: vec![th, tw], ..win.clone() };
+    let window = Window { kernel: vec![4, 4], strides: vec![2, 2], grid: vec![th, tw], ..win.window.clone() };
+    let tiles = ConvGeom { window, ..win.clone() };
     let v = window_as(lx, a.x, &tiles, &[Ax::K(0), Ax::K(1), Ax::Cg, Ax::N, Ax::O(0), Ax::O(1)], &[16, c * t])?;
     let kb = konst_matrix(lx, kron(&BT), d)?;
     let vt = lx.atom(Atom::MatMul, &[kb, v])?;
@@ -629,7 +466,7 @@ struct TransposeArgs {
     x: Id,
     w: Id,
     b: Option<Id>,
-    win: Win,
+    win: ConvGeom,
     out: DType,
 }
 
@@ -649,30 +486,27 @@ fn conv_transpose_zero_insert(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> R
     let t = &a.win;
     let nsp = t.nsp();
     let (g, cg, mg) = (t.group, t.cg(), t.mg());
-    let taps = t.taps();
+    let taps = t.window.kernel_size();
     // The input with zeros between elements, read by a stride-1 conv whose window starts
     // (K-1)*dilation - pad before it.
-    let xz = zero_insert(lx, a.x, &t.strides)?;
-    let zimage: Vec<usize> = t.grid.iter().zip(&t.strides).map(|(&i, &s)| i * s).collect();
-    let conv = Win {
-        n: t.n,
-        c_in: t.c_in,
-        c_out: t.c_out,
-        group: g,
+    let xz = zero_insert(lx, a.x, &t.window.strides)?;
+    let zimage: Vec<usize> = t.window.grid.iter().zip(&t.window.strides).map(|(&i, &s)| i * s).collect();
+    let window = Window {
         image: zimage,
-        grid: t.image.clone(),
-        kernel: t.kernel.clone(),
+        grid: t.window.image.clone(),
+        kernel: t.window.kernel.clone(),
         strides: vec![1; nsp],
-        dilations: t.dilations.clone(),
-        pad_begin: (0..nsp).map(|d| (t.kernel[d] as i64 - 1) * t.dilations[d] as i64 - t.pad_begin[d]).collect(),
+        dilations: t.window.dilations.clone(),
+        pad_begin: (0..nsp).map(|d| (t.window.kernel[d] as i64 - 1) * t.window.dilations[d] as i64 - t.window.pad_begin[d]).collect(),
     };
+    let conv = ConvGeom { window, ..t.clone() };
     // Weights [G*cg, mg, K..] as [G, mg, cg, K..] with the kernel flipped.
-    let kst = row_major(&t.kernel);
+    let kst = row_major(&t.window.kernel);
     let mut shape = vec![g, mg, cg];
-    shape.extend(&t.kernel);
+    shape.extend(&t.window.kernel);
     let mut strides = vec![(cg * mg * taps) as i64, taps as i64, (mg * taps) as i64];
     let mut offset = 0i64;
-    for (&k, &st) in t.kernel.iter().zip(&kst) {
+    for (&k, &st) in t.window.kernel.iter().zip(&kst) {
         strides.push(-st);
         offset += (k as i64 - 1) * st;
     }
@@ -691,13 +525,13 @@ fn conv_transpose_zero_insert(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> R
 /// Col2im of `cols` [N, C, K.., grid..] into [N, C, image..]: every image element sums
 /// the column entries whose window position and tap land on it (a guarded view of the
 /// zero-inserted columns, then Reduce Sum over the taps).
-fn col2im_sum(lx: &mut Lx, cols: Id, w: &Win, channels: usize) -> Result<Id> {
-    let nsp = w.nsp();
+fn col2im_sum(lx: &mut Lx, cols: Id, n: usize, w: &Window, channels: usize) -> Result<Id> {
+    let nsp = w.grid.len();
     let xz = zero_insert(lx, cols, &w.strides)?;
     let zs = lx.shape(xz)?;
     let st = row_major(&zs);
     // View [N, C, K.., image..]: element (k, p) reads xz at q = p + pad - k*dilation.
-    let mut shape = vec![w.n, channels];
+    let mut shape = vec![n, channels];
     shape.extend(&w.kernel);
     shape.extend(&w.image);
     let r = shape.len();
@@ -718,7 +552,7 @@ fn col2im_sum(lx: &mut Lx, cols: Id, w: &Win, channels: usize) -> Result<Id> {
     }
     strides.extend(kstr);
     strides.extend(pstr);
-    let out: Vec<usize> = [w.n, channels].into_iter().chain(w.image.iter().copied()).collect();
+    let out: Vec<usize> = [n, channels].into_iter().chain(w.image.iter().copied()).collect();
     let d = lx.dtype(cols)?;
     if shape.contains(&0) || zs.contains(&0) {
         return lx.full(d, &out, 0.0);
@@ -734,7 +568,7 @@ fn conv_transpose_col2im(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result
     let a = transpose_args(lx, n, args)?;
     let t = &a.win;
     let (g, cg, mg) = (t.group, t.cg(), t.mg());
-    let (taps, p) = (t.taps(), prod(&t.grid));
+    let (taps, p) = (t.window.kernel_size(), t.window.grid_size());
     if t.n == 0 || g * cg * mg * taps * p == 0 {
         return Ok(None);
     }
@@ -745,10 +579,10 @@ fn conv_transpose_col2im(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result
     let xm = lx.reshape(a.x, &[t.n, g, cg, p])?;
     let cols = lx.atom(Atom::MatMul, &[wt, xm])?;
     let mut cshape = vec![t.n, t.c_out];
-    cshape.extend(&t.kernel);
-    cshape.extend(&t.grid);
+    cshape.extend(&t.window.kernel);
+    cshape.extend(&t.window.grid);
     let cols = lx.reshape(cols, &cshape)?;
-    let y = col2im_sum(lx, cols, t, t.c_out)?;
+    let y = col2im_sum(lx, cols, t.n, &t.window, t.c_out)?;
     let y = add_bias(lx, y, a.b)?;
     lx.cast(y, a.out).map(Some)
 }
@@ -786,11 +620,11 @@ fn minus_channel_zp(lx: &mut Lx, w: Id, zp: Option<Id>) -> Result<Id> {
 }
 
 /// The i32 conv of zero-point-shifted operands, [N, M, grid..].
-fn integer_conv(lx: &mut Lx, attrs: &Attrs, x: Id, w: Id, zx: Option<Id>, zw: Option<Id>) -> Result<(Id, Win)> {
-    let win = conv_geom(attrs, &lx.shape(x)?, &lx.shape(w)?)?;
+fn integer_conv(lx: &mut Lx, n: &HlNode, x: Id, w: Id, zx: Option<Id>, zw: Option<Id>) -> Result<(Id, ConvGeom)> {
+    let win = conv_geom(&n.op.attrs, &lx.shape(x)?, &lx.shape(w)?, n.op.kind.name())?;
     let x = minus_scalar_zp(lx, x, zx)?;
     let w = minus_channel_zp(lx, w, zw)?;
-    let wm = lx.reshape(w, &[win.group, win.mg(), win.cg() * win.taps()])?;
+    let wm = lx.reshape(w, &[win.group, win.mg(), win.cg() * win.window.kernel_size()])?;
     let y = im2col_conv(lx, x, wm, &win)?;
     Ok((y, win))
 }
@@ -799,14 +633,14 @@ fn conv_integer(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<I
     let (x, w) = (arg(args, 0)?, arg(args, 1)?);
     let zx = args.get(2).copied().flatten();
     let zw = args.get(3).copied().flatten();
-    integer_conv(lx, &n.op.attrs, x, w, zx, zw).map(|(y, _)| Some(y))
+    integer_conv(lx, n, x, w, zx, zw).map(|(y, _)| Some(y))
 }
 
 fn qlinear_conv(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let (x, sx, w, sw, sy, zy) = (arg(args, 0)?, arg(args, 1)?, arg(args, 3)?, arg(args, 4)?, arg(args, 6)?, arg(args, 7)?);
     let zx = args.get(2).copied().flatten();
     let zw = args.get(5).copied().flatten();
-    let (acc, win) = integer_conv(lx, &n.op.attrs, x, w, zx, zw)?;
+    let (acc, win) = integer_conv(lx, n, x, w, zx, zw)?;
     let acc = add_bias(lx, acc, args.get(8).copied().flatten())?;
     for (v, what) in [(sx, "x_scale"), (sy, "y_scale"), (zy, "y_zero_point")] {
         if lx.numel(v)? != 1 {
@@ -847,37 +681,33 @@ fn deform_conv(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
         None => None,
     };
     let d = lx.dtype(x)?;
-    let win = conv_geom(&n.op.attrs, &lx.shape(x)?, &lx.shape(w)?)?;
-    let og = usize::try_from(n.op.attrs.int_or("offset_group", 1)?)
-        .ok()
-        .filter(|&g| g >= 1 && win.c_in.is_multiple_of(g))
-        .ok_or_else(|| err("DeformConv offset_group must divide the input channels"))?;
+    let mask_shape = match mask {
+        Some(m) => Some(lx.shape(m)?),
+        None => None,
+    };
+    let geom = deform_geom(&n.op.attrs, &lx.shape(x)?, &lx.shape(w)?, &lx.shape(off)?, mask_shape.as_deref())?;
+    let (win, og) = (geom.conv, geom.offset_group);
     let nsp = win.nsp();
-    let (taps, p, isz) = (win.taps(), prod(&win.grid), prod(&win.image));
+    let (taps, p, isz) = (win.window.kernel_size(), win.window.grid_size(), win.window.image_size());
     let (nn, c, cpg) = (win.n, win.c_in, win.c_in / og);
-    let mut want_off = vec![nn, og * taps * nsp];
-    want_off.extend(&win.grid);
-    if lx.shape(off)? != want_off {
-        return Err(err("DeformConv offset has the wrong shape"));
-    }
     if nn * c * taps * p * isz == 0 {
         return Ok(None);
     }
     let off = lx.reshape(off, &[nn, og, taps, nsp, p])?;
-    let kst = row_major(&win.kernel);
-    let gst = row_major(&win.grid);
-    let ist = row_major(&win.image);
+    let kst = row_major(&win.window.kernel);
+    let gst = row_major(&win.window.grid);
+    let ist = row_major(&win.window.image);
     // Per spatial dim: floor and fraction of the sample position.
     let mut floors = Vec::new();
     let mut fracs = Vec::new();
     for dd in 0..nsp {
         let mut base = Vec::with_capacity(taps * p);
         for tap in 0..taps {
-            let k = (tap / kst[dd] as usize) % win.kernel[dd];
+            let k = (tap / kst[dd] as usize) % win.window.kernel[dd];
             for q in 0..p {
-                let gpos = (q / gst[dd] as usize) % win.grid[dd];
-                let idx = gpos * win.strides[dd] + k * win.dilations[dd];
-                base.push(idx as f64 - win.pad_begin[dd] as f64);
+                let gpos = (q / gst[dd] as usize) % win.window.grid[dd];
+                let idx = gpos * win.window.strides[dd] + k * win.window.dilations[dd];
+                base.push(idx as f64 - win.window.pad_begin[dd] as f64);
             }
         }
         let base = lx.konst(Tensor::from_vec(vec![1, 1, taps, p], base)?.cast(d));
@@ -899,7 +729,7 @@ fn deform_conv(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
             let upper = (corner >> dd) & 1 == 1;
             let coord = if upper { lx.binary_scalar(BinaryFn::Add, floors[dd], 1.0)? } else { floors[dd] };
             let lo = lx.binary_scalar(BinaryFn::Ge, coord, 0.0)?;
-            let hi = lx.binary_scalar(BinaryFn::Le, coord, win.image[dd] as f64 - 1.0)?;
+            let hi = lx.binary_scalar(BinaryFn::Le, coord, win.window.image[dd] as f64 - 1.0)?;
             let ok = lx.binary(BinaryFn::And, lo, hi)?;
             let wd = if upper {
                 fracs[dd]
@@ -916,7 +746,7 @@ fn deform_conv(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
                 Some(v) => lx.binary(BinaryFn::And, v, ok)?,
             });
             let cl = lx.binary_scalar(BinaryFn::Max, coord, 0.0)?;
-            let cl = lx.binary_scalar(BinaryFn::Min, cl, win.image[dd] as f64 - 1.0)?;
+            let cl = lx.binary_scalar(BinaryFn::Min, cl, win.window.image[dd] as f64 - 1.0)?;
             let ci = lx.cast(cl, DType::I64)?;
             let ci = if ist[dd] == 1 { ci } else { lx.binary_scalar(BinaryFn::Mul, ci, ist[dd] as f64)? };
             index = Some(match index {
@@ -941,11 +771,6 @@ fn deform_conv(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id
     }
     let mut col = total.ok_or_else(|| err("DeformConv has no spatial dims"))?;
     if let Some(m) = mask {
-        let mut want = vec![nn, og * taps];
-        want.extend(&win.grid);
-        if lx.shape(m)? != want {
-            return Err(err("DeformConv mask has the wrong shape"));
-        }
         let m = lx.reshape(m, &[nn, og, 1, taps * p])?;
         col = lx.mul(col, m)?;
     }
@@ -966,42 +791,12 @@ fn col2im(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;
     let image = lx.const_i64s(arg(args, 1)?, "Col2Im image_shape")?;
     let block = lx.const_i64s(arg(args, 2)?, "Col2Im block_shape")?;
-    let xs = lx.shape(x)?;
-    let nsp = image.len();
-    if block.len() != nsp || nsp == 0 || xs.len() != 3 {
-        return Err(err("Col2Im shapes are invalid"));
-    }
-    let dims = |v: &[i64]| -> Result<Vec<usize>> {
-        v.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d >= 1).ok_or_else(|| err("Col2Im shape must be positive"))).collect()
-    };
-    let (image, kernel) = (dims(&image)?, dims(&block)?);
-    let attrs = &n.op.attrs;
-    let strides = spatial_attr(attrs, "strides", nsp)?;
-    let dilations = spatial_attr(attrs, "dilations", nsp)?;
-    let (pb, pe) = pads_attr(attrs, nsp)?;
-    let taps = prod(&kernel);
-    if !xs[1].is_multiple_of(taps) {
-        return Err(err("Col2Im input dim 1 is not a multiple of the block size"));
-    }
-    let mut grid = vec![0; nsp];
-    for d in 0..nsp {
-        let extent = ((kernel[d] - 1) * dilations[d] + 1) as i64;
-        let padded = image[d] as i64 + pb[d] + pe[d];
-        if padded < extent {
-            return Err(err("Col2Im block does not fit the padded image"));
-        }
-        grid[d] = ((padded - extent) / strides[d] as i64 + 1) as usize;
-    }
-    if prod(&grid) != xs[2] {
-        return Err(err("Col2Im block count does not match"));
-    }
-    let channels = xs[1] / taps;
-    let win = Win { n: xs[0], c_in: channels, c_out: channels, group: 1, image, grid, kernel, strides, dilations, pad_begin: pb };
-    let mut cshape = vec![win.n, channels];
-    cshape.extend(&win.kernel);
-    cshape.extend(&win.grid);
+    let g = col2im_geom(&n.op.attrs, &lx.shape(x)?, &image, &block)?;
+    let mut cshape = vec![g.n, g.channels];
+    cshape.extend(&g.window.kernel);
+    cshape.extend(&g.window.grid);
     let cols = lx.reshape(x, &cshape)?;
-    col2im_sum(lx, cols, &win, channels).map(Some)
+    col2im_sum(lx, cols, g.n, &g.window, g.channels).map(Some)
 }
 
 // ---- BatchNorm folding ----------------------------------------------------------------

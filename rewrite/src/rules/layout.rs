@@ -16,6 +16,7 @@ use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, UnaryFn};
+use ir::ops::layout::slice_plan;
 use ir::shape::{normalize_axes, normalize_axis};
 use ir::{DType, Result, Tensor};
 
@@ -231,24 +232,6 @@ fn split(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     lx.strided(x, &along(&s, axis, (start as i64, len, 1))).map(Some)
 }
 
-/// ONNX Slice clamping on one axis of size `dim`: `(start, len, step)`.
-fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, usize, i64) {
-    let d = dim as i128;
-    let wrap = |x: i64| if x < 0 { i128::from(x) + d } else { i128::from(x) };
-    let (mut s, mut e, st) = (wrap(start), wrap(end), i128::from(step));
-    let len = if st > 0 {
-        s = s.clamp(0, d);
-        e = e.clamp(0, d);
-        if e > s { (e - s - 1) / st + 1 } else { 0 }
-    } else {
-        s = s.max(0).min(d - 1);
-        e = e.max(-1).min(d - 1);
-        if s > e { (s - e - 1) / -st + 1 } else { 0 }
-    };
-    let step = if len <= 1 { 1 } else { step };
-    (if len == 0 { 0 } else { s as i64 }, len as usize, step)
-}
-
 fn slice(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let x = arg(args, 0)?;
     let s = lx.shape(x)?;
@@ -262,22 +245,10 @@ fn slice(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
         let ends = const_ints(lx, args, 2, "ends")?.ok_or_else(|| err("ends is missing"))?;
         (starts, ends, const_ints(lx, args, 3, "axes")?, const_ints(lx, args, 4, "steps")?)
     };
-    let k = starts.len();
-    if ends.len() != k || axes.as_ref().is_some_and(|a| a.len() != k) || steps.as_ref().is_some_and(|a| a.len() != k) {
-        return Err(err("starts, ends, axes and steps differ in length"));
-    }
-    let axes = match axes {
-        Some(a) => normalize_axes(&a, s.len())?,
-        None => (0..k).collect(),
-    };
-    let mut sel: Vec<(i64, usize, i64)> = s.iter().map(|&d| (0, d, 1)).collect();
-    for (j, &a) in axes.iter().enumerate() {
-        let step = steps.as_ref().map_or(1, |st| st[j]);
-        if step == 0 {
-            return Err(err(format!("step 0 on axis {a}")));
-        }
-        sel[a] = slice_axis(s[a], starts[j], ends[j], step);
-    }
+    let sel: Vec<(i64, usize, i64)> = slice_plan(&s, &starts, &ends, axes.as_deref(), steps.as_deref())?
+        .into_iter()
+        .map(|a| (a.start, a.len, a.step))
+        .collect();
     lx.strided(x, &sel).map(Some)
 }
 

@@ -11,6 +11,7 @@ use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{Atom, BinaryFn, ReduceFn, UnaryFn, ViewMap, row_major};
+use ir::ops::linalg::{GemmDims, QuantAxis, einsum_sizes, gemm_dims, parse_einsum, quant_param_shape};
 use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
@@ -68,29 +69,11 @@ pub(crate) fn scale_by(lx: &mut Lx, x: Id, factor: f32) -> Result<Id> {
     lx.cast(y, d)
 }
 
-/// The shape under which a quantization parameter of shape `param` broadcasts against an
-/// operand of shape `operand`: per tensor (`[]`), per row of A (a vector of M read as
-/// `[M, 1]`) or as is (per column of B).
-pub(crate) fn quant_param_shape(param: &[usize], operand: &[usize], rows: bool) -> Result<Vec<usize>> {
-    let numel: usize = param.iter().product();
-    let shape = if numel == 1 {
-        vec![]
-    } else if rows && param.len() == 1 && operand.len() >= 2 {
-        vec![param[0], 1]
-    } else {
-        param.to_vec()
-    };
-    if !ir::shape::broadcast(&shape, operand).is_ok_and(|b| b == operand) {
-        return Err(err(format!("quantization parameter of shape {param:?} does not fit an operand of shape {operand:?}")));
-    }
-    Ok(shape)
-}
-
 /// `i32(t) - i32(zero_point)`, the zero point per tensor, row (`rows`) or column.
-fn minus_zero_point(lx: &mut Lx, t: Id, zp: Option<Id>, rows: bool) -> Result<Id> {
+fn minus_zero_point(lx: &mut Lx, t: Id, zp: Option<Id>, axis: QuantAxis) -> Result<Id> {
     let t32 = lx.cast(t, DType::I32)?;
     let Some(z) = zp else { return Ok(t32) };
-    let zshape = quant_param_shape(&lx.shape(z)?, &lx.shape(t)?, rows)?;
+    let zshape = quant_param_shape(&lx.shape(z)?, &lx.shape(t)?, axis, "zero point")?;
     let z32 = lx.cast(z, DType::I32)?;
     let z32 = lx.reshape(z32, &zshape)?;
     lx.sub(t32, z32)
@@ -131,16 +114,16 @@ fn matmul(lx: &mut Lx, _n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
 
 fn gemm(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let attrs = &n.op.attrs;
-    let trans_a = attrs.int_or("transA", 0)? != 0;
-    let trans_b = attrs.int_or("transB", 0)? != 0;
     let alpha = attrs.float_or("alpha", 1.0)?;
     let beta = attrs.float_or("beta", 1.0)?;
     let out = n.ty.dtype;
     let a = promote(lx, arg(args, 0)?)?;
     let b = promote(lx, arg(args, 1)?)?;
-    if lx.rank(a)? != 2 || lx.rank(b)? != 2 {
-        return Err(err("Gemm needs 2-D A and B"));
-    }
+    let c_shape = match args.get(2).copied().flatten() {
+        Some(c) => Some(lx.shape(c)?),
+        None => None,
+    };
+    let GemmDims { trans_a, trans_b, .. } = gemm_dims(attrs, &lx.shape(a)?, &lx.shape(b)?, c_shape.as_deref())?;
     let a = if trans_a { lx.transpose(a, &[1, 0])? } else { a };
     let b = if trans_b { lx.transpose(b, &[1, 0])? } else { b };
     let mut y = lx.matmul(a, b)?;
@@ -163,8 +146,8 @@ fn matmul_integer(lx: &mut Lx, _n: &HlNode, args: &[Option<Id>]) -> Result<Optio
     let (a, b) = (arg(args, 0)?, arg(args, 1)?);
     let za = args.get(2).copied().flatten();
     let zb = args.get(3).copied().flatten();
-    let a = minus_zero_point(lx, a, za, true)?;
-    let b = minus_zero_point(lx, b, zb, false)?;
+    let a = minus_zero_point(lx, a, za, QuantAxis::Rows)?;
+    let b = minus_zero_point(lx, b, zb, QuantAxis::Cols)?;
     lx.matmul(a, b).map(Some)
 }
 
@@ -173,8 +156,8 @@ fn qlinear_matmul(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option
     let (sa, za, sb, zb) = (arg(args, 1)?, args.get(2).copied().flatten(), arg(args, 4)?, args.get(5).copied().flatten());
     let (sy, zy) = (arg(args, 6)?, arg(args, 7)?);
     let (ash, bsh) = (lx.shape(a)?, lx.shape(b)?);
-    let a32 = minus_zero_point(lx, a, za, true)?;
-    let b32 = minus_zero_point(lx, b, zb, false)?;
+    let a32 = minus_zero_point(lx, a, za, QuantAxis::Rows)?;
+    let b32 = minus_zero_point(lx, b, zb, QuantAxis::Cols)?;
     let acc = lx.matmul(a32, b32)?;
     // The accumulator as (batch.., m, n), operands as matrices (1-D expanded).
     let k = *ash.last().ok_or_else(|| err("QLinearMatMul A must have rank >= 1"))?;
@@ -186,8 +169,8 @@ fn qlinear_matmul(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option
     full.extend([m, nn]);
     let acc = lx.reshape(acc, &full)?;
     let scale_dtype = lx.dtype(sa)?;
-    let sa_shape = quant_param_shape(&lx.shape(sa)?, &a_mat, true)?;
-    let sb_shape = quant_param_shape(&lx.shape(sb)?, &b_mat, false)?;
+    let sa_shape = quant_param_shape(&lx.shape(sa)?, &a_mat, QuantAxis::Rows, "a_scale")?;
+    let sb_shape = quant_param_shape(&lx.shape(sb)?, &b_mat, QuantAxis::Cols, "b_scale")?;
     let sa = lx.cast(sa, DType::F32)?;
     let sa = lx.reshape(sa, &sa_shape)?;
     let sb = lx.cast(sb, DType::F32)?;
@@ -206,121 +189,6 @@ fn qlinear_matmul(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option
 }
 
 // ---- Einsum ----------------------------------------------------------------------------
-
-/// A parsed equation: labels of every operand and of the output (letters 0..52, ellipsis
-/// dims 52..), and which labels stand for ellipsis dims.
-struct Plan {
-    inputs: Vec<Vec<usize>>,
-    output: Vec<usize>,
-    ellipsis: Vec<usize>,
-}
-
-fn letter_id(c: char) -> Option<usize> {
-    match c {
-        'a'..='z' => Some(c as usize - 'a' as usize),
-        'A'..='Z' => Some(26 + c as usize - 'A' as usize),
-        _ => None,
-    }
-}
-
-/// A term's letters and the position of its ellipsis.
-fn parse_term(term: &str) -> Result<(Vec<usize>, Option<usize>)> {
-    let mut letters = vec![];
-    let mut ellipsis = None;
-    let mut rest = term;
-    while let Some(c) = rest.chars().next() {
-        if let Some(r) = rest.strip_prefix("...") {
-            if ellipsis.is_some() {
-                return Err(err(format!("Einsum term '{term}' has more than one ellipsis")));
-            }
-            ellipsis = Some(letters.len());
-            rest = r;
-            continue;
-        }
-        letters.push(letter_id(c).ok_or_else(|| err(format!("Einsum term '{term}' has an invalid character '{c}'")))?);
-        rest = &rest[c.len_utf8()..];
-    }
-    Ok((letters, ellipsis))
-}
-
-fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<Plan> {
-    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
-    let (lhs, rhs) = match eq.split_once("->") {
-        Some((l, r)) => (l, Some(r)),
-        None => (eq.as_str(), None),
-    };
-    let terms: Vec<&str> = lhs.split(',').collect();
-    if terms.len() != ranks.len() {
-        return Err(err(format!("Einsum equation '{equation}' does not match {} inputs", ranks.len())));
-    }
-    let parsed: Vec<(Vec<usize>, Option<usize>)> = terms.iter().map(|t| parse_term(t)).collect::<Result<_>>()?;
-    let mut ell_rank = 0;
-    for ((letters, ell), &rank) in parsed.iter().zip(ranks) {
-        match ell {
-            Some(_) if rank >= letters.len() => ell_rank = ell_rank.max(rank - letters.len()),
-            None if rank == letters.len() => {}
-            _ => return Err(err(format!("Einsum equation '{equation}' does not match the input ranks"))),
-        }
-    }
-    let ellipsis: Vec<usize> = (52..52 + ell_rank).collect();
-    let mut inputs = vec![];
-    for ((letters, ell), &rank) in parsed.iter().zip(ranks) {
-        let mut labels = letters.clone();
-        if let Some(pos) = ell {
-            let own = rank - letters.len();
-            labels.splice(pos..pos, ellipsis[ell_rank - own..].iter().copied());
-        }
-        inputs.push(labels);
-    }
-    let output = match rhs {
-        Some(r) => {
-            let (letters, ell) = parse_term(r)?;
-            for (i, l) in letters.iter().enumerate() {
-                if letters[..i].contains(l) || !parsed.iter().any(|(ls, _)| ls.contains(l)) {
-                    return Err(err(format!("Einsum output term '{r}' is invalid")));
-                }
-            }
-            let mut labels = letters;
-            match ell {
-                Some(pos) => {
-                    labels.splice(pos..pos, ellipsis.iter().copied());
-                }
-                None if ell_rank > 0 => return Err(err("Einsum output term must contain '...'")),
-                None => {}
-            }
-            labels
-        }
-        None => {
-            let mut counts = [0usize; 52];
-            for (letters, _) in &parsed {
-                for &l in letters {
-                    counts[l] += 1;
-                }
-            }
-            let order = (26..52).chain(0..26);
-            ellipsis.iter().copied().chain(order.filter(|&l| counts[l] == 1)).collect()
-        }
-    };
-    Ok(Plan { inputs, output, ellipsis })
-}
-
-/// The size of every label (broadcast over size-1 ellipsis dims).
-fn einsum_sizes(plan: &Plan, shapes: &[Vec<usize>]) -> Result<Vec<Option<usize>>> {
-    let mut sizes: Vec<Option<usize>> = vec![None; 52 + plan.ellipsis.len()];
-    for (labels, shape) in plan.inputs.iter().zip(shapes) {
-        for (&l, &d) in labels.iter().zip(shape) {
-            let bc = plan.ellipsis.contains(&l);
-            sizes[l] = match sizes[l] {
-                None => Some(d),
-                Some(s) if s == d => Some(s),
-                Some(1) if bc => Some(d),
-                Some(s) if bc && d == 1 => Some(s),
-                Some(s) => return Err(err(format!("Einsum label of size {s} has size {d} elsewhere"))),
-            };
-        }
-    }
-    Ok(sizes)
-}
 
 /// Sums `x` (labels `ls`) over the labels for which `drop` holds.
 fn sum_labels(lx: &mut Lx, x: Id, ls: &[usize], drop: impl Fn(usize) -> bool) -> Result<(Id, Vec<usize>)> {
@@ -383,7 +251,7 @@ fn einsum(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let shapes: Vec<Vec<usize>> = xs.iter().map(|&x| lx.shape(x)).collect::<Result<_>>()?;
     let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
     let plan = parse_einsum(&equation, &ranks)?;
-    let sizes = einsum_sizes(&plan, &shapes)?;
+    let sizes = einsum_sizes(&plan, &shapes.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     // Each operand as a view with distinct labels (diagonals: summed strides) broadcast to
     // the full label sizes.
     let mut ops: Vec<(Id, Vec<usize>)> = Vec::new();

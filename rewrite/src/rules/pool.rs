@@ -13,7 +13,8 @@ use crate::lx::Lx;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{BinaryFn, Guard, ReduceFn, UnaryFn, ViewMap, row_major};
-use ir::{Attrs, DType, Result, Tensor};
+use ir::ops::pool::{Lrn, Windows, lp_exponent, storage_order, unpool_shape};
+use ir::{DType, Result, Tensor};
 
 pub const RULES: &[Rule] = &[
     Rule {
@@ -64,121 +65,6 @@ fn lowest(d: DType) -> f64 {
     }
 }
 
-/// A per-spatial-axis attribute (`n` values, each at least `min`), or `default`.
-fn spatial_ints(attrs: &Attrs, name: &str, n: usize, default: usize, min: i64) -> Result<Vec<usize>> {
-    let Some(v) = attrs.ints(name)? else { return Ok(vec![default; n]) };
-    if v.len() != n {
-        return Err(err(format!("attribute '{name}' has {} values for {n} spatial dims", v.len())));
-    }
-    v.iter()
-        .map(|&d| {
-            if d < min {
-                return Err(err(format!("attribute '{name}' has value {d}, below {min}")));
-            }
-            usize::try_from(d).map_err(|_| err(format!("attribute '{name}' value {d} is too large")))
-        })
-        .collect()
-}
-
-/// The window layout of a pooling op per spatial axis, `auto_pad` resolved (the logic of
-/// the reference's `Windows::parse`).
-#[derive(Debug, Clone)]
-pub(crate) struct Windows {
-    pub kernel: Vec<usize>,
-    pub strides: Vec<usize>,
-    pub dilations: Vec<usize>,
-    pub pads_begin: Vec<usize>,
-    pub pads_end: Vec<usize>,
-    pub out: Vec<usize>,
-}
-
-impl Windows {
-    pub(crate) fn parse(attrs: &Attrs, shape: &[usize]) -> Result<Windows> {
-        if shape.len() < 3 {
-            return Err(err("pool input must have rank >= 3"));
-        }
-        let spatial = &shape[2..];
-        let n = spatial.len();
-        if attrs.ints("kernel_shape")?.is_none() {
-            return Err(err("pool requires attribute 'kernel_shape'"));
-        }
-        let kernel = spatial_ints(attrs, "kernel_shape", n, 1, 1)?;
-        let strides = spatial_ints(attrs, "strides", n, 1, 1)?;
-        let dilations = spatial_ints(attrs, "dilations", n, 1, 1)?;
-        let pads = match attrs.ints("pads")? {
-            None => vec![0; 2 * n],
-            Some(_) => spatial_ints(attrs, "pads", 2 * n, 0, 0)?,
-        };
-        let ceil_mode = attrs.int_or("ceil_mode", 0)? != 0;
-        let auto_pad = attrs.string_or("auto_pad", "NOTSET")?;
-        let mut w = Windows {
-            kernel,
-            strides,
-            dilations,
-            pads_begin: vec![0; n],
-            pads_end: vec![0; n],
-            out: vec![0; n],
-        };
-        for i in 0..n {
-            let (k, s, d, len) = (w.kernel[i], w.strides[i], w.dilations[i], spatial[i]);
-            let span = (k - 1) * d + 1;
-            match auto_pad {
-                "NOTSET" | "VALID" => {
-                    let (pb, pe) = if auto_pad == "NOTSET" { (pads[i], pads[n + i]) } else { (0, 0) };
-                    let padded = len + pb + pe;
-                    if padded < span {
-                        return Err(err(format!("spatial dim {i} (padded {padded}) is smaller than the window {span}")));
-                    }
-                    let mut out =
-                        if ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
-                    if ceil_mode && (out - 1) * s >= len + pb {
-                        out -= 1;
-                    }
-                    w.pads_begin[i] = pb;
-                    w.pads_end[i] = pe;
-                    w.out[i] = out;
-                }
-                "SAME_UPPER" | "SAME_LOWER" => {
-                    let out = len.div_ceil(s);
-                    let total = (out.saturating_sub(1) * s + span).saturating_sub(len);
-                    let pb = if auto_pad == "SAME_LOWER" { total.div_ceil(2) } else { total / 2 };
-                    w.pads_begin[i] = pb;
-                    w.pads_end[i] = total - pb;
-                    w.out[i] = out;
-                }
-                other => return Err(err(format!("auto_pad '{other}' is not supported"))),
-            }
-        }
-        Ok(w)
-    }
-
-    /// Per axis and output position: (valid taps, taps inside input plus explicit padding).
-    fn counts(&self, spatial: &[usize]) -> Vec<Vec<(usize, usize)>> {
-        (0..spatial.len())
-            .map(|i| {
-                let (k, s, d, pb, pe) = (
-                    self.kernel[i] as i64,
-                    self.strides[i] as i64,
-                    self.dilations[i] as i64,
-                    self.pads_begin[i] as i64,
-                    self.pads_end[i] as i64,
-                );
-                let len = spatial[i] as i64;
-                (0..self.out[i] as i64)
-                    .map(|o| {
-                        let start = o * s - pb;
-                        let lo = if start < 0 { (-start + d - 1) / d } else { 0 };
-                        let hi = if len > start { ((len - start + d - 1) / d).min(k) } else { 0 };
-                        let limit = len + pe;
-                        let with_pad = if limit > start { ((limit - start + d - 1) / d).min(k) } else { 0 };
-                        ((hi - lo).max(0) as usize, with_pad as usize)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-}
-
 /// The sliding-window view `[N, C, O1..On, K1..Kn]` of `x` (`[N, C, S1..Sn]`): element
 /// `x[n, c, o*s + k*d - pad_begin]`, or `pad` where that lies outside the input.
 pub(crate) fn window_view(lx: &mut Lx, x: Id, w: &Windows, pad: f64) -> Result<Id> {
@@ -226,19 +112,15 @@ fn max_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> 
     let x = arg(args, 0)?;
     let shape = lx.shape(x)?;
     let dt = lx.dtype(x)?;
-    let w = Windows::parse(&n.op.attrs, &shape)?;
-    let column_major = match n.op.attrs.int_or("storage_order", 0)? {
-        0 => false,
-        1 => true,
-        o => return Err(err(format!("storage_order {o}"))),
-    };
+    let w = Windows::parse(n.op.kind.name(), &n.op.attrs, &shape)?;
+    let column_major = storage_order(&n.op.attrs)?;
     let cdt = compute_dtype(dt);
     let rank = shape.len();
     if n.output == 0 {
         let xc = lx.cast(x, cdt)?;
         let v = window_view(lx, xc, &w, lowest(cdt))?;
         let mut m = lx.reduce(ReduceFn::Max, v, &kernel_axes(rank), false)?;
-        if cdt == DType::F64 && w.counts(&shape[2..]).iter().any(|a| a.iter().any(|c| c.0 == 0)) {
+        if cdt == DType::F64 && (0..rank - 2).any(|i| w.taps(i, shape[2 + i]).iter().any(|t| t.count == 0)) {
             // A window without valid taps is f64::MIN in the reference; the view pads -inf.
             m = lx.binary_scalar(BinaryFn::Max, m, f64::MIN)?;
         }
@@ -339,13 +221,13 @@ fn average_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<I
     let shape = lx.shape(x)?;
     let dt = lx.dtype(x)?;
     let cdt = compute_dtype(dt);
-    let w = Windows::parse(&n.op.attrs, &shape)?;
+    let w = Windows::parse(n.op.kind.name(), &n.op.attrs, &shape)?;
     let include_pad = n.op.attrs.int_or("count_include_pad", 0)? != 0;
     let xc = lx.cast(x, cdt)?;
     let v = window_view(lx, xc, &w, 0.0)?;
     let s = lx.reduce(ReduceFn::Sum, v, &kernel_axes(shape.len()), false)?;
     // The count of each output position: the product of the per-axis counts.
-    let counts = w.counts(&shape[2..]);
+    let taps: Vec<_> = (0..shape.len() - 2).map(|i| w.taps(i, shape[2 + i])).collect();
     let otot: usize = w.out.iter().product();
     let mut o = vec![0usize; w.out.len()];
     let mut cnt = Vec::with_capacity(otot);
@@ -353,7 +235,7 @@ fn average_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<I
         let c: usize = o
             .iter()
             .enumerate()
-            .map(|(i, &oi)| if include_pad { counts[i][oi].1 } else { counts[i][oi].0 })
+            .map(|(i, &oi)| if include_pad { taps[i][oi].with_pad } else { taps[i][oi].count })
             .product();
         cnt.push(c as f64);
         odometer(&mut o, &w.out);
@@ -363,15 +245,6 @@ fn average_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<I
     let c = lx.konst(Tensor::from_vec(cshape, cnt)?.cast(cdt));
     let y = lx.div(s, c)?;
     lx.cast(y, dt).map(Some)
-}
-
-/// The `p` of LpPool / GlobalLpPool.
-fn lp_exponent(attrs: &Attrs) -> Result<f64> {
-    let p = f64::from(attrs.float_or("p", 2.0)?);
-    if !(p > 0.0 && p.is_finite()) {
-        return Err(err(format!("attribute 'p' must be positive, got {p}")));
-    }
-    Ok(p)
 }
 
 /// `|x|^p` as the reference computes it (exact products for p = 1 and 2).
@@ -392,7 +265,7 @@ fn lp_pool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let dt = lx.dtype(x)?;
     let cdt = compute_dtype(dt);
     let p = lp_exponent(&n.op.attrs)?;
-    let w = Windows::parse(&n.op.attrs, &shape)?;
+    let w = Windows::parse(n.op.kind.name(), &n.op.attrs, &shape)?;
     let xc = lx.cast(x, cdt)?;
     let v = window_view(lx, xc, &w, 0.0)?;
     let t = lp_term(lx, v, p)?;
@@ -439,25 +312,7 @@ fn max_unpool(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>
     let x = arg(args, 0)?;
     let idx = arg(args, 1)?;
     let shape = lx.shape(x)?;
-    if shape.len() < 3 {
-        return Err(err("MaxUnpool input must have rank >= 3"));
-    }
-    let nsp = shape.len() - 2;
-    let attrs = &n.op.attrs;
-    let kernel = spatial_ints(attrs, "kernel_shape", nsp, 1, 1)?;
-    let strides = spatial_ints(attrs, "strides", nsp, 1, 1)?;
-    let pads = match attrs.ints("pads")? {
-        None => vec![0; 2 * nsp],
-        Some(_) => spatial_ints(attrs, "pads", 2 * nsp, 0, 0)?,
-    };
-    let mut inferred = shape[..2].to_vec();
-    for i in 0..nsp {
-        let full = shape[2 + i].saturating_sub(1) * strides[i] + kernel[i];
-        let len = full
-            .checked_sub(pads[i] + pads[nsp + i])
-            .ok_or_else(|| err("MaxUnpool pads exceed the unpooled size"))?;
-        inferred.push(len);
-    }
+    let inferred = unpool_shape(&n.op.attrs, &shape)?;
     let out_shape = n.ty.shape.clone().ok_or_else(|| err("MaxUnpool output shape is not static"))?;
     let dt = lx.dtype(x)?;
     let total: usize = out_shape.iter().product();
@@ -491,15 +346,7 @@ fn lrn(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     if shape.len() < 3 {
         return Err(err("LRN input must have rank >= 3"));
     }
-    let attrs = &n.op.attrs;
-    let size = attrs.req_int("size")?;
-    if size < 1 {
-        return Err(err("LRN size must be positive"));
-    }
-    let size = size as usize;
-    let alpha = f64::from(attrs.float_or("alpha", 1e-4)?);
-    let beta = f64::from(attrs.float_or("beta", 0.75)?);
-    let bias = f64::from(attrs.float_or("bias", 1.0)?);
+    let Lrn { size, alpha, beta, bias } = Lrn::parse(&n.op.attrs)?;
     let dt = lx.dtype(x)?;
     let cdt = compute_dtype(dt);
     let (bn, c) = (shape[0], shape[1]);

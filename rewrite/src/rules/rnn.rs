@@ -15,6 +15,7 @@ use crate::rules::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::{BinaryFn, UnaryFn};
+use ir::ops::rnn::{Act, Params, RnnOp};
 use ir::{DType, Result};
 
 pub const RULES: &[Rule] = &[
@@ -36,129 +37,62 @@ pub const RULES: &[Rule] = &[
 ];
 
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Rnn,
-    Gru,
-    Lstm,
-}
-
-impl Kind {
-    fn gates(self) -> usize {
-        match self {
-            Kind::Rnn => 1,
-            Kind::Gru => 3,
-            Kind::Lstm => 4,
+/// The activation `act` as atoms.
+fn act_atoms(act: Act, lx: &mut Lx, x: Id) -> Result<Id> {
+    let c = |v: f32| f64::from(v);
+    match act {
+        Act::Relu => lx.binary_scalar(BinaryFn::Max, x, 0.0),
+        Act::Tanh => lx.unary(UnaryFn::Tanh, x),
+        Act::Sigmoid => sigmoid(lx, x),
+        Act::Affine(a, b) => {
+            let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
+            lx.binary_scalar(BinaryFn::Add, m, c(b))
         }
-    }
-    fn acts_per_dir(self) -> usize {
-        match self {
-            Kind::Rnn => 1,
-            Kind::Gru => 2,
-            Kind::Lstm => 3,
+        Act::LeakyRelu(a) => {
+            let z = lx.scalar(lx.dtype(x)?, 0.0)?;
+            let pos = lx.binary(BinaryFn::Ge, x, z)?;
+            let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
+            lx.select(pos, x, m)
         }
-    }
-    fn default_acts(self) -> &'static [&'static str] {
-        match self {
-            Kind::Rnn => &["Tanh"],
-            Kind::Gru => &["Sigmoid", "Tanh"],
-            Kind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+        Act::ThresholdedRelu(a) => {
+            let t = lx.scalar(lx.dtype(x)?, c(a))?;
+            let above = lx.binary(BinaryFn::Gt, x, t)?;
+            let z = lx.scalar(lx.dtype(x)?, 0.0)?;
+            lx.select(above, x, z)
         }
-    }
-}
-
-/// An activation function of the spec's set with alpha/beta resolved.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Act {
-    Relu,
-    Tanh,
-    Sigmoid,
-    Affine(f32, f32),
-    LeakyRelu(f32),
-    ThresholdedRelu(f32),
-    ScaledTanh(f32, f32),
-    HardSigmoid(f32, f32),
-    Elu(f32),
-    Softsign,
-    Softplus,
-}
-
-impl Act {
-    fn parse(name: &str, alphas: &mut impl Iterator<Item = f32>, betas: &mut impl Iterator<Item = f32>) -> Result<Act> {
-        let mut alpha = |default: f32| alphas.next().unwrap_or(default);
-        Ok(match name.to_ascii_lowercase().as_str() {
-            "relu" => Act::Relu,
-            "tanh" => Act::Tanh,
-            "sigmoid" => Act::Sigmoid,
-            "affine" => Act::Affine(alpha(1.0), betas.next().unwrap_or(0.0)),
-            "leakyrelu" => Act::LeakyRelu(alpha(0.01)),
-            "thresholdedrelu" => Act::ThresholdedRelu(alpha(1.0)),
-            "scaledtanh" => Act::ScaledTanh(alpha(1.0), betas.next().unwrap_or(1.0)),
-            "hardsigmoid" => Act::HardSigmoid(alpha(0.2), betas.next().unwrap_or(0.5)),
-            "elu" => Act::Elu(alpha(1.0)),
-            "softsign" => Act::Softsign,
-            "softplus" => Act::Softplus,
-            _ => return Err(err(format!("unknown activation function '{name}'"))),
-        })
-    }
-
-    /// The activation as atoms.
-    fn build(self, lx: &mut Lx, x: Id) -> Result<Id> {
-        let c = |v: f32| f64::from(v);
-        match self {
-            Act::Relu => lx.binary_scalar(BinaryFn::Max, x, 0.0),
-            Act::Tanh => lx.unary(UnaryFn::Tanh, x),
-            Act::Sigmoid => sigmoid(lx, x),
-            Act::Affine(a, b) => {
-                let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
-                lx.binary_scalar(BinaryFn::Add, m, c(b))
-            }
-            Act::LeakyRelu(a) => {
-                let z = lx.scalar(lx.dtype(x)?, 0.0)?;
-                let pos = lx.binary(BinaryFn::Ge, x, z)?;
-                let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
-                lx.select(pos, x, m)
-            }
-            Act::ThresholdedRelu(a) => {
-                let t = lx.scalar(lx.dtype(x)?, c(a))?;
-                let above = lx.binary(BinaryFn::Gt, x, t)?;
-                let z = lx.scalar(lx.dtype(x)?, 0.0)?;
-                lx.select(above, x, z)
-            }
-            Act::ScaledTanh(a, b) => {
-                let m = lx.binary_scalar(BinaryFn::Mul, x, c(b))?;
-                let t = lx.unary(UnaryFn::Tanh, m)?;
-                lx.binary_scalar(BinaryFn::Mul, t, c(a))
-            }
-            Act::HardSigmoid(a, b) => {
-                let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
-                let s = lx.binary_scalar(BinaryFn::Add, m, c(b))?;
-                let lo = lx.binary_scalar(BinaryFn::Max, s, 0.0)?;
-                lx.binary_scalar(BinaryFn::Min, lo, 1.0)
-            }
-            Act::Elu(a) => {
-                let z = lx.scalar(lx.dtype(x)?, 0.0)?;
-                let pos = lx.binary(BinaryFn::Ge, x, z)?;
-                let e = lx.unary(UnaryFn::Exp, x)?;
-                let em1 = lx.binary_scalar(BinaryFn::Sub, e, 1.0)?;
-                let neg = lx.binary_scalar(BinaryFn::Mul, em1, c(a))?;
-                lx.select(pos, x, neg)
-            }
-            Act::Softsign => {
-                let ab = lx.unary(UnaryFn::Abs, x)?;
-                let d = lx.binary_scalar(BinaryFn::Add, ab, 1.0)?;
-                lx.div(x, d)
-            }
-            Act::Softplus => {
-                // max(x, 0) + log(1 + exp(-|x|)): stable for large |x|.
-                let ab = lx.unary(UnaryFn::Abs, x)?;
-                let na = lx.unary(UnaryFn::Neg, ab)?;
-                let e = lx.unary(UnaryFn::Exp, na)?;
-                let p = lx.binary_scalar(BinaryFn::Add, e, 1.0)?;
-                let l = lx.unary(UnaryFn::Log, p)?;
-                let m = lx.binary_scalar(BinaryFn::Max, x, 0.0)?;
-                lx.add(m, l)
-            }
+        Act::ScaledTanh(a, b) => {
+            let m = lx.binary_scalar(BinaryFn::Mul, x, c(b))?;
+            let t = lx.unary(UnaryFn::Tanh, m)?;
+            lx.binary_scalar(BinaryFn::Mul, t, c(a))
+        }
+        Act::HardSigmoid(a, b) => {
+            let m = lx.binary_scalar(BinaryFn::Mul, x, c(a))?;
+            let s = lx.binary_scalar(BinaryFn::Add, m, c(b))?;
+            let lo = lx.binary_scalar(BinaryFn::Max, s, 0.0)?;
+            lx.binary_scalar(BinaryFn::Min, lo, 1.0)
+        }
+        Act::Elu(a) => {
+            let z = lx.scalar(lx.dtype(x)?, 0.0)?;
+            let pos = lx.binary(BinaryFn::Ge, x, z)?;
+            let e = lx.unary(UnaryFn::Exp, x)?;
+            let em1 = lx.binary_scalar(BinaryFn::Sub, e, 1.0)?;
+            let neg = lx.binary_scalar(BinaryFn::Mul, em1, c(a))?;
+            lx.select(pos, x, neg)
+        }
+        Act::Softsign => {
+            let ab = lx.unary(UnaryFn::Abs, x)?;
+            let d = lx.binary_scalar(BinaryFn::Add, ab, 1.0)?;
+            lx.div(x, d)
+        }
+        Act::Softplus => {
+            // max(x, 0) + log(1 + exp(-|x|)): stable for large |x|.
+            let ab = lx.unary(UnaryFn::Abs, x)?;
+            let na = lx.unary(UnaryFn::Neg, ab)?;
+            let e = lx.unary(UnaryFn::Exp, na)?;
+            let p = lx.binary_scalar(BinaryFn::Add, e, 1.0)?;
+            let l = lx.unary(UnaryFn::Log, p)?;
+            let m = lx.binary_scalar(BinaryFn::Max, x, 0.0)?;
+            lx.add(m, l)
         }
     }
 }
@@ -171,69 +105,16 @@ pub(crate) fn sigmoid(lx: &mut Lx, x: Id) -> Result<Id> {
     lx.unary(UnaryFn::Recip, d)
 }
 
-/// The node's attributes.
-struct Params {
-    kind: Kind,
-    reverse: Vec<bool>,
-    layout: usize,
-    clip: Option<f32>,
-    acts: Vec<Act>,
-    linear_before_reset: bool,
-    input_forget: bool,
-}
-
-impl Params {
-    fn parse(kind: Kind, n: &HlNode) -> Result<Params> {
-        let a = &n.op.attrs;
-        let reverse = match a.string_or("direction", "forward")? {
-            "forward" => vec![false],
-            "reverse" => vec![true],
-            "bidirectional" => vec![false, true],
-            o => return Err(err(format!("unknown direction '{o}'"))),
-        };
-        let layout = match a.int_or("layout", 0)? {
-            0 => 0,
-            1 => 1,
-            l => return Err(err(format!("layout must be 0 or 1, got {l}"))),
-        };
-        let clip = a.float("clip")?;
-        let per = kind.acts_per_dir();
-        let names: Vec<String> = match a.strings("activations")? {
-            Some(v) => v.to_vec(),
-            None => kind.default_acts().iter().map(|s| s.to_string()).collect(),
-        };
-        let names: Vec<String> = if names.len() == per * reverse.len() {
-            names
-        } else if names.len() == per {
-            names.iter().cycle().take(per * reverse.len()).cloned().collect()
-        } else {
-            return Err(err("attribute 'activations' has the wrong length"));
-        };
-        let mut alphas = a.floats("activation_alpha")?.unwrap_or(&[]).iter().copied();
-        let mut betas = a.floats("activation_beta")?.unwrap_or(&[]).iter().copied();
-        let acts = names.iter().map(|s| Act::parse(s, &mut alphas, &mut betas)).collect::<Result<Vec<_>>>()?;
-        Ok(Params {
-            kind,
-            reverse,
-            layout,
-            clip,
-            acts,
-            linear_before_reset: kind == Kind::Gru && a.int_or("linear_before_reset", 0)? != 0,
-            input_forget: kind == Kind::Lstm && a.int_or("input_forget", 0)? != 0,
-        })
-    }
-}
-
 fn rnn(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
-    unroll(lx, n, args, Kind::Rnn)
+    unroll(lx, n, args, RnnOp::RNN)
 }
 
 fn gru(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
-    unroll(lx, n, args, Kind::Gru)
+    unroll(lx, n, args, RnnOp::GRU)
 }
 
 fn lstm(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
-    unroll(lx, n, args, Kind::Lstm)
+    unroll(lx, n, args, RnnOp::LSTM)
 }
 
 /// Columns `[start, start + len)` of a 2-D tensor.
@@ -293,20 +174,20 @@ impl Cell<'_> {
 
     fn act(&self, lx: &mut Lx, k: usize, x: Id) -> Result<Id> {
         let c = self.clip(lx, x)?;
-        self.acts[k].build(lx, c)
+        act_atoms(self.acts[k], lx, c)
     }
 
     /// One step from `xt = X_t·Wᵀ + biases` (`[batch, gates * hidden]`; for GRU the hidden
     /// gate's recurrent bias is left out).
     fn step(&self, lx: &mut Lx, xt: Id, h: Id, c: Id) -> Result<(Id, Id)> {
         let hs = self.hidden;
-        match self.p.kind {
-            Kind::Rnn => {
+        match self.p.op {
+            RnnOp::RNN => {
                 let r = lx.matmul(h, self.rt)?;
                 let pre = lx.add(xt, r)?;
                 Ok((self.act(lx, 0, pre)?, c))
             }
-            Kind::Gru => {
+            RnnOp::GRU => {
                 let (rt_h, rb_h) = self.gru_h.ok_or_else(|| err("GRU cell without its hidden gate"))?;
                 let rt_zr = cols(lx, self.rt, 0, 2 * hs)?;
                 let hr = lx.matmul(h, rt_zr)?;
@@ -335,7 +216,7 @@ impl Cell<'_> {
                 let b = lx.mul(z, h)?;
                 Ok((lx.add(a, b)?, c))
             }
-            Kind::Lstm => {
+            RnnOp::LSTM => {
                 let r = lx.matmul(h, self.rt)?;
                 let all = lx.add(xt, r)?;
                 let mut pre = Vec::with_capacity(4);
@@ -367,24 +248,24 @@ impl Cell<'_> {
                 let po = with_peep(lx, pre[1], 1, cell)?;
                 let o = self.act(lx, 0, po)?;
                 // The cell state reaches h unclipped.
-                let hc = self.acts[2].build(lx, cell)?;
+                let hc = act_atoms(self.acts[2], lx, cell)?;
                 Ok((lx.mul(o, hc)?, cell))
             }
         }
     }
 }
 
-fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Option<Id>> {
-    let p = Params::parse(kind, n)?;
+fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: RnnOp) -> Result<Option<Id>> {
+    let p = Params::parse(kind, &n.op.attrs, n.op.version)?;
     let x = arg(args, 0)?;
     let (w, r) = (arg(args, 1)?, arg(args, 2)?);
     let opt = |i: usize| args.get(i).copied().flatten();
     let (bias, lens, init_h) = (opt(3), opt(4), opt(5));
-    let (init_c, peep) = if kind == Kind::Lstm { (opt(6), opt(7)) } else { (None, None) };
+    let (init_c, peep) = if kind == RnnOp::LSTM { (opt(6), opt(7)) } else { (None, None) };
     let dt = lx.dtype(x)?;
     let cdt = compute_dtype(dt);
     let nd = p.reverse.len();
-    let gates = kind.gates();
+    let gates = kind.num_gates();
 
     // Layout 0 in the compute dtype: X [seq, batch, input], states [dirs, batch, hidden].
     let x = lx.cast(x, cdt)?;
@@ -466,7 +347,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
         // which the reset gate scales or follows).
         let mut xw = lx.matmul(x2, wt)?;
         let mut gru_h = None;
-        if kind == Kind::Gru {
+        if kind == RnnOp::GRU {
             let rt_h = cols(lx, rt, 2 * hidden, hidden)?;
             let rb_h = match bd {
                 Some(b) => lx.strided(b, &[((gh + 2 * hidden) as i64, hidden, 1)])?,
@@ -476,7 +357,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
         }
         if let Some(b) = bd {
             let wb = lx.strided(b, &[(0, gh, 1)])?;
-            let rb = if kind == Kind::Gru {
+            let rb = if kind == RnnOp::GRU {
                 let zr = lx.strided(b, &[(gh as i64, 2 * hidden, 1)])?;
                 lx.pad(zr, &[0], &[hidden as i64], 0.0)?
             } else {
@@ -513,7 +394,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
             match valid.get(t) {
                 Some(&v) => {
                     h = lx.select(v, hn, h)?;
-                    if kind == Kind::Lstm {
+                    if kind == RnnOp::LSTM {
                         c = lx.select(v, cn, c)?;
                     }
                     ys[t] = Some(lx.select(v, hn, zeros)?);
@@ -546,7 +427,7 @@ fn unroll(lx: &mut Lx, n: &HlNode, args: &[Option<Id>], kind: Kind) -> Result<Op
         }
         1 | 2 => {
             let parts = if n.output == 1 { &yh_dirs } else { &yc_dirs };
-            if n.output == 2 && kind != Kind::Lstm {
+            if n.output == 2 && kind != RnnOp::LSTM {
                 return Ok(None);
             }
             let s = lx.concat(parts, 0)?;

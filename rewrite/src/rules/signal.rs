@@ -13,6 +13,8 @@ use crate::rules::compute_dtype;
 use crate::rules::{Action, Rule, arg};
 use egg::Id;
 use ir::atom::ViewMap;
+use ir::OpKind;
+use ir::ops::signal::{SignalOp, cosine_window, mel_weight_matrix};
 use ir::{Result, Tensor};
 use std::f64::consts::PI;
 
@@ -235,31 +237,16 @@ fn stft(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
 }
 
 fn window(lx: &mut Lx, n: &HlNode, _args: &[Option<Id>]) -> Result<Option<Id>> {
-    let (a0, a1, a2) = match n.op.kind.name() {
-        "HannWindow" => (0.5, 0.5, 0.0),
-        "HammingWindow" => (25.0 / 46.0, 21.0 / 46.0, 0.0),
-        "BlackmanWindow" => (0.42, 0.5, 0.08),
-        _ => return Ok(None),
+    let OpKind::Signal(op @ (SignalOp::HannWindow | SignalOp::HammingWindow | SignalOp::BlackmanWindow)) = n.op.kind else {
+        return Ok(None);
     };
-    let periodic = n.op.attrs.int_or("periodic", 1)? != 0;
     let shape = n.ty.shape.clone().ok_or_else(|| err("window size is not static"))?;
-    let size = shape.first().copied().unwrap_or(0);
-    let period = if periodic { size } else { size.saturating_sub(1) };
-    let t = Tensor::from_fn_f64(n.ty.dtype, shape, |i| {
-        if period == 0 {
-            return 1.0;
-        }
-        let phase = 2.0 * PI * i as f64 / period as f64;
-        a0 - a1 * phase.cos() + a2 * (2.0 * phase).cos()
-    })?;
+    let t = cosine_window(op, &n.op.attrs, n.ty.dtype, shape)?;
     Ok(Some(lx.konst(t)))
 }
 
 fn mel(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     let shape = n.ty.shape.clone().ok_or_else(|| err("MelWeightMatrix shape is not static"))?;
-    let &[num_spec_bins, num_mel_bins] = shape.as_slice() else {
-        return Err(err("MelWeightMatrix output must be 2-D"));
-    };
     let dft_length = const_int(lx, arg(args, 1)?, "MelWeightMatrix dft_length")?;
     let rate = const_int(lx, arg(args, 2)?, "MelWeightMatrix sample_rate")?;
     let scalar_f = |lx: &Lx, i: usize, what: &str| -> Result<f64> {
@@ -268,45 +255,6 @@ fn mel(lx: &mut Lx, n: &HlNode, args: &[Option<Id>]) -> Result<Option<Id>> {
     };
     let lower = scalar_f(lx, 3, "lower_edge_hertz")?;
     let upper = scalar_f(lx, 4, "upper_edge_hertz")?;
-    if rate <= 0 {
-        return Err(err(format!("MelWeightMatrix sample_rate must be positive, got {rate}")));
-    }
-    let bin_of = |hz: f64| (((dft_length + 1) as f64 * hz) / rate as f64).floor();
-    if !(0.0 <= lower && lower <= upper) || bin_of(upper) >= num_spec_bins as f64 {
-        return Err(err("MelWeightMatrix edges are out of range"));
-    }
-    let mel = |hz: f64| 2595.0 * (1.0 + hz / 700.0).log10();
-    let (low_mel, high_mel) = (mel(lower), mel(upper));
-    let points = num_mel_bins + 2;
-    let step = (high_mel - low_mel) / points as f64;
-    let bins: Vec<usize> = (0..points)
-        .map(|i| {
-            let hz = 700.0 * (10f64.powf((low_mel + i as f64 * step) / 2595.0) - 1.0);
-            bin_of(hz).max(0.0) as usize
-        })
-        .collect();
-    let mut out = vec![0.0f64; num_spec_bins * num_mel_bins];
-    let mut set = |row: usize, col: usize, v: f64| -> Result<()> {
-        let cell = out
-            .get_mut(row * num_mel_bins + col)
-            .filter(|_| row < num_spec_bins)
-            .ok_or_else(|| err("MelWeightMatrix bin past the spectrogram"))?;
-        *cell = v;
-        Ok(())
-    };
-    for i in 0..num_mel_bins {
-        let (left, center, right) = (bins[i], bins[i + 1], bins[i + 2]);
-        if center == left {
-            set(center, i, 1.0)?;
-        } else {
-            for j in left..=center {
-                set(j, i, (j - left) as f64 / (center - left) as f64)?;
-            }
-        }
-        for j in center..right {
-            set(j, i, (right - j) as f64 / (right - center) as f64)?;
-        }
-    }
-    let t = Tensor::from_fn_f64(n.ty.dtype, shape, |i| out[i])?;
+    let t = mel_weight_matrix(n.ty.dtype, shape, dft_length, rate, lower, upper)?;
     Ok(Some(lx.konst(t)))
 }
