@@ -21,10 +21,12 @@ impl JitPlan {
     /// Partitions an atom graph and compiles every kernel the backend supports.
     pub fn compile(graph: Graph) -> ir::Result<JitPlan> {
         let plan = ir::partition::partition(&graph)?;
+        // Cranelift's SIMD is 128-bit whatever the host has.
+        let target = targets::Target::host().with_vector_bits(128);
         let mut compiled = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             compiled.push(match step {
-                Step::Kernel { kernel, .. } if supported(kernel) => match JitKernel::compile(kernel) {
+                Step::Kernel { kernel, .. } if supported(kernel) => match JitKernel::compile(kernel, &search::default_schedule(kernel, &target)) {
                     Ok(k) => Some(k),
                     Err(codegen::Error::Unsupported { .. }) => None,
                     Err(e) => return Err(e.into()),
