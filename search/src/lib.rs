@@ -14,9 +14,10 @@ use targets::Target;
 
 /// Rows of the register-blocked micro-tile.
 const MR: usize = 4;
-/// The most vectors per row of the micro-tile (MR x NR accumulators plus NR + 1 operands
-/// fit 16 vector registers).
-const NR: usize = 3;
+/// The most vectors per row of the micro-tile: MR x NR accumulators plus NR + 1 operands
+/// fit 16 vector registers (4 x 3 fits exactly but measured slower than 4 x 2 on GEMM with
+/// Cranelift's register allocator).
+const NR: usize = 2;
 
 /// The heuristic schedule until the search lands:
 /// - vectorize the innermost output axis with the target's f32 lanes when the kernel is f32
@@ -162,7 +163,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 3)");
+        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2)");
         assert_eq!(s.parallel_extent(&k), 16);
         Ok(())
     }
@@ -189,7 +190,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 3)");
+        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2)");
         Ok(())
     }
 
