@@ -172,7 +172,7 @@ impl<M: Module> Lower<'_, '_, M> {
         for a in (0..nest.parallel).rev() {
             let n = self.extents[a];
             let blocked = nest.block.filter(|&(b, _)| b == a).map(|(_, mr)| mr as i64);
-            let units = blocked.map_or(n, |mr| (n + mr - 1) / mr);
+            let units = blocked.map_or(n, |mr| (n as u64).div_ceil(mr as u64) as i64);
             let idx = if a == 0 {
                 rem
             } else {
