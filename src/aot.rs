@@ -275,7 +275,9 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
         inputs,
         outputs,
     };
-    let object = compile_object(name, &kernels, &program, &weights)?;
+    let target = targets::Target::host().with_vector_bits(128);
+    let schedules: Vec<_> = kernels.iter().map(|k| search::default_schedule(k, &target)).collect();
+    let object = compile_object(name, &kernels, &schedules, &program, &weights)?;
     Ok(Built {
         object,
         program,

@@ -94,10 +94,18 @@ fn to_i32(b: &[u8]) -> Vec<i32> {
         .collect()
 }
 
+/// Compiles `k` with the heuristic schedule for Cranelift on this host.
+fn compile(k: &Kernel) -> Result<JitKernel, Error> {
+    let t = targets::Target::host().with_vector_bits(128);
+    JitKernel::compile(k, &search::default_schedule(k, &t))
+}
+
 /// Compiles and runs `k`, and checks the result against the reference `Kernel::eval`: the
-/// same bytes (NaNs compare equal), or both fail.
+/// same bytes (NaNs compare equal), or both fail. A kernel that accumulates with FMA
+/// rounds once per step where the reference rounds twice: it is compared within 1e-5
+/// relative (of the largest magnitude) instead.
 fn run(k: &Kernel, inputs: &[&[u8]]) -> Result<Vec<u8>, Error> {
-    let j = JitKernel::compile(k)?;
+    let j = compile(k)?;
     let mut out = vec![0u8; k.output.numel * k.output.dtype.size()];
     let got = j.run(inputs, &mut out);
     let tensors: Vec<ir::tensor::Tensor> = k
@@ -111,7 +119,17 @@ fn run(k: &Kernel, inputs: &[&[u8]]) -> Result<Vec<u8>, Error> {
     match (&got, want) {
         (Ok(()), Ok(t)) => {
             let wb = tensor_bytes(&t).unwrap_or_default();
-            if k.output.dtype == DType::F32 {
+            if k.output.dtype == DType::F32 && j.uses_fma() {
+                let (g, w) = (to_f32(&out), to_f32(&wb));
+                let scale = w.iter().fold(1f32, |m, x| m.max(x.abs()));
+                assert!(
+                    g.iter()
+                        .zip(&w)
+                        .all(|(a, b)| (a - b).abs() <= 1e-5 * scale || (a.is_nan() && b.is_nan())),
+                    "'{}': JIT {g:?} vs eval {w:?}",
+                    k.name
+                );
+            } else if k.output.dtype == DType::F32 {
                 assert!(
                     same_f32(&to_f32(&out), &to_f32(&wb)),
                     "'{}': JIT {:?} vs eval {:?}",
@@ -240,13 +258,20 @@ fn matmul_reduce_sum() -> R {
     let (m, kk, n) = (2, 3, 4);
     let a: Vec<f32> = (0..m * kk).map(|i| i as f32 * 0.5 - 1.0).collect();
     let b: Vec<f32> = (0..kk * n).map(|i| (i as f32).sin()).collect();
-    let out = to_f32(&run(&matmul(m, kk, n), &[&f32b(&a), &f32b(&b)])?);
+    let k = matmul(m, kk, n);
+    let fma = compile(&k)?.uses_fma();
+    let out = to_f32(&run(&k, &[&f32b(&a), &f32b(&b)])?);
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f32;
             for p in 0..kk {
-                s += a[i * kk + p] * b[p * n + j];
+                s = if fma {
+                    a[i * kk + p].mul_add(b[p * n + j], s)
+                } else {
+                    s + a[i * kk + p] * b[p * n + j]
+                };
             }
+            // With FMA, the same fused steps in the same order.
             assert_eq!(out[i * n + j].to_bits(), s.to_bits(), "at {i},{j}");
         }
     }
@@ -422,7 +447,7 @@ fn integer_arithmetic_wraps_and_divides_like_the_reference() -> R {
     );
     // A zero divisor is a run-time error naming the kernel.
     let zero = i64b(&[1, 1, 0, 1, 1, 1]);
-    let err = JitKernel::compile(&mk(BinaryFn::Div))?.run(&[&bytes.0, &zero], &mut [0u8; 48]);
+    let err = compile(&mk(BinaryFn::Div))?.run(&[&bytes.0, &zero], &mut [0u8; 48]);
     match err {
         Err(e @ Error::Runtime { .. }) => assert!(
             e.to_string().contains("'int'") && e.to_string().contains("division by zero"),
@@ -525,7 +550,7 @@ fn buffer_lengths_are_checked() -> R {
         &[3],
         load(0, aff(0, &[1])),
     );
-    let j = JitKernel::compile(&k)?;
+    let j = compile(&k)?;
     let mut out = vec![0u8; 12];
     assert!(matches!(
         j.run(&[&[0u8; 8]], &mut out),
@@ -554,10 +579,7 @@ fn unsupported_and_invalid_kernels_are_errors() {
         &[3],
         un(UnaryFn::BitNot, load(0, aff(0, &[1]))),
     );
-    let e = JitKernel::compile(&k)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let e = compile(&k).err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
         e,
         "kernel 'nope': Unary BitNot on f32 is not supported by the Cranelift backend yet"
@@ -565,20 +587,11 @@ fn unsupported_and_invalid_kernels_are_errors() {
     // Out-of-bounds store, a load from the output buffer, and a dtype mismatch.
     let mut k = elementwise("oob", x(), DType::F32, &[3], load(0, aff(0, &[1])));
     k.store = aff(1, &[1]);
-    assert!(matches!(
-        JitKernel::compile(&k),
-        Err(Error::InvalidKernel { .. })
-    ));
+    assert!(matches!(compile(&k), Err(Error::InvalidKernel { .. })));
     let k = elementwise("out", x(), DType::F32, &[3], load(1, aff(0, &[1])));
-    assert!(matches!(
-        JitKernel::compile(&k),
-        Err(Error::InvalidKernel { .. })
-    ));
+    assert!(matches!(compile(&k), Err(Error::InvalidKernel { .. })));
     let k = elementwise("ty", x(), DType::I64, &[3], load(0, aff(0, &[1])));
-    assert!(matches!(
-        JitKernel::compile(&k),
-        Err(Error::InvalidKernel { .. })
-    ));
+    assert!(matches!(compile(&k), Err(Error::InvalidKernel { .. })));
     let k = elementwise(
         "f16",
         vec![buf("x", DType::F16, 3)],
@@ -586,10 +599,7 @@ fn unsupported_and_invalid_kernels_are_errors() {
         &[3],
         load(0, aff(0, &[1])),
     );
-    assert!(matches!(
-        JitKernel::compile(&k),
-        Err(Error::Unsupported { .. })
-    ));
+    assert!(matches!(compile(&k), Err(Error::Unsupported { .. })));
 }
 
 #[test]
@@ -603,7 +613,7 @@ fn load_out_of_bounds_is_rejected_or_checked() -> R {
         &[3],
         load(0, aff(1, &[1])),
     );
-    let e = JitKernel::compile(&k).err().ok_or("expected an error")?;
+    let e = compile(&k).err().ok_or("expected an error")?;
     let msg = e.to_string();
     assert!(
         matches!(e, Error::InvalidKernel { .. })
@@ -654,7 +664,7 @@ fn vector_loop_with_tail_matches_scalar_semantics() -> R {
                 epilogue: bin(BinaryFn::Max, Expr::Acc, cst(-0.5, DType::F32)),
             },
         };
-        let j = JitKernel::compile(&k)?;
+        let j = compile(&k)?;
         assert!(j.is_vectorized());
         let mut out = vec![0u8; n * 4];
         j.run(&[&f32b(&x)], &mut out)?;
@@ -690,7 +700,7 @@ fn vector_loop_with_tail_matches_scalar_semantics() -> R {
             .collect();
         assert_eq!(bits(&to_f32(&out)), bits(&want), "{}", f.name());
     }
-    // A strided (transposed) load stays scalar.
+    // A strided (transposed) load runs on vectors too, lane by lane.
     let k = elementwise(
         "tr",
         vec![buf("x", DType::F32, 16)],
@@ -698,7 +708,10 @@ fn vector_loop_with_tail_matches_scalar_semantics() -> R {
         &[4, 4],
         load(0, aff(0, &[1, 4])),
     );
-    assert!(!JitKernel::compile(&k)?.is_vectorized());
+    assert!(compile(&k)?.is_vectorized());
+    let x: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    let out = run(&k, &[&f32b(&x)])?;
+    assert_eq!(to_f32(&out)[..4], [0.0, 4.0, 8.0, 12.0]);
     Ok(())
 }
 
@@ -914,7 +927,7 @@ fn elementwise_functions_match_the_atoms() -> R {
             &[1],
             un(f, l(0)),
         );
-        if f == UnaryFn::IsNaN || JitKernel::compile(&k).is_ok() {
+        if f == UnaryFn::IsNaN || compile(&k).is_ok() {
             check_against_atom(un(f, l(0)), Atom::Unary(f), &x, None)?;
             tested += 1;
         }
@@ -954,9 +967,13 @@ fn parallel_shares_cover_the_whole_run() -> R {
         vec![buf("x", DType::F32, 35)],
         DType::F32,
         &shape,
-        bin(BinaryFn::Mul, load(0, aff(0, &row_major(&shape))), cst(3.0, DType::F32)),
+        bin(
+            BinaryFn::Mul,
+            load(0, aff(0, &row_major(&shape))),
+            cst(3.0, DType::F32),
+        ),
     );
-    let j = JitKernel::compile(&k)?;
+    let j = compile(&k)?;
     assert_eq!(j.parallel_extent(), 5);
     let x: Vec<f32> = (0..35).map(|i| i as f32).collect();
     let xb = f32b(&x);

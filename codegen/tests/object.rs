@@ -7,6 +7,7 @@ use codegen::cranelift::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc
 use ir::atom::UnaryFn;
 use ir::dtype::DType;
 use ir::kernel::{Affine, Body, Buffer, Expr, Kernel};
+use ir::schedule::Schedule;
 
 /// `out[i, j] = exp(in[i, j])` over `[4, 8]`.
 fn exp_kernel() -> Kernel {
@@ -80,7 +81,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn program_compiles_to_an_elf_object_with_c_math() -> Result<(), Error> {
-    let obj = compile_object("tiny", &[exp_kernel()], &program(), &[])?;
+    let obj = compile_object("tiny", &[exp_kernel()], &[Schedule::naive()], &program(), &[])?;
     assert_eq!(&obj[..4], b"\x7fELF");
     for sym in ["tiny_run\0", "tiny_workspace_size\0", "tiny_input_shape\0", "expf\0", "memcpy\0"] {
         assert!(contains(&obj, sym.as_bytes()), "{sym} in the object");
@@ -92,17 +93,18 @@ fn program_compiles_to_an_elf_object_with_c_math() -> Result<(), Error> {
 #[test]
 fn malformed_programs_are_refused() {
     let k = [exp_kernel()];
+    let naive = [Schedule::naive()];
     let mut p = program();
     p.steps[0].kernel = 3;
-    let e = compile_object("tiny", &k, &p, &[]);
+    let e = compile_object("tiny", &k, &naive, &p, &[]);
     assert!(matches!(e, Err(Error::InvalidInput { .. })), "{e:?}");
     let mut p = program();
     p.steps[1].buffers[0] = BufferRef::Workspace(64);
-    let e = compile_object("tiny", &k, &p, &[]);
+    let e = compile_object("tiny", &k, &naive, &p, &[]);
     assert!(matches!(e, Err(Error::InvalidInput { .. })), "{e:?}");
     let mut p = program();
     p.steps[0].buffers[0] = BufferRef::Weight(0);
-    assert!(compile_object("tiny", &k, &p, &[]).is_err(), "weights out of range");
-    assert!(compile_object("tiny", &k, &p, &[0u8; 128]).is_ok());
-    assert!(matches!(compile_object("1tiny", &k, &program(), &[]), Err(Error::InvalidInput { .. })));
+    assert!(compile_object("tiny", &k, &naive, &p, &[]).is_err(), "weights out of range");
+    assert!(compile_object("tiny", &k, &naive, &p, &[0u8; 128]).is_ok());
+    assert!(matches!(compile_object("1tiny", &k, &naive, &program(), &[]), Err(Error::InvalidInput { .. })));
 }

@@ -32,6 +32,7 @@ pub mod interp;
 pub mod kernel;
 pub mod onnx;
 pub mod partition;
+pub mod schedule;
 pub mod op;
 pub mod ops;
 pub mod shape;

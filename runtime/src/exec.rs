@@ -86,10 +86,12 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// Compiles one kernel for the host; `None` when the backend does not support it (it then
-/// runs on the kernel evaluator). The only call of the code generator.
+/// Compiles one kernel for the host with the schedule `search` picks for Cranelift's
+/// 128-bit vectors; `None` when the backend does not support it (it then runs on the kernel
+/// evaluator). The only call of the code generator.
 fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
-    match JitKernel::compile(k) {
+    let target = targets::Target::host().with_vector_bits(128);
+    match JitKernel::compile(k, &search::default_schedule(k, &target)) {
         Ok(j) => Ok(Some(j)),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),

@@ -1,7 +1,8 @@
-//! Lowering one kernel to Cranelift IR: a scalar loop nest (output axes, then reduction
-//! axes inside), the expression tree evaluated at each point, and one store per output
-//! point. Loads whose index range over the iteration box is inside the buffer are
-//! unchecked; the others (padded windows, gathers) are checked at run time.
+//! Lowering expressions to Cranelift IR: loads (guarded, gathered, on f32x4 lanes with a
+//! per-lane fallback at the borders), the elementwise functions, casts and the reduction
+//! combine. The loop nest that a schedule shapes is in [`super::nest`]. Loads whose index
+//! range over the iteration box is inside the buffer are unchecked; the others (padded
+//! windows, gathers) are checked at run time.
 
 use super::{RuntimeError, libcalls};
 use crate::Error;
@@ -13,25 +14,61 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module};
 use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
 use ir::dtype::DType;
-use ir::kernel::{Affine, Body, Expr, KGuard, Kernel};
+use ir::kernel::{Affine, Expr, KGuard, Kernel};
+use ir::schedule::Schedule;
 use std::collections::HashMap;
 
-type Result<T> = std::result::Result<T, Error>;
+pub(super) type Result<T> = std::result::Result<T, Error>;
 
-/// Declares and defines the kernel function in `module`; also says whether it has a
-/// vector loop.
-pub(crate) fn define<M: Module>(module: &mut M, k: &Kernel, linkage: Option<&str>) -> Result<(FuncId, bool)> {
+/// What [`define`] built: the function, and whether it has a vector loop and uses FMA.
+pub(crate) struct Defined {
+    pub id: FuncId,
+    pub vectorized: bool,
+    pub fma: bool,
+}
+
+/// Whether the module's ISA has a fused multiply-add instruction for f32 and f32x4 (on x64
+/// Cranelift needs both `has_avx` and `has_fma`, else every lane calls `fmaf`).
+fn isa_has_fma<M: Module>(module: &M) -> bool {
+    let isa = module.isa();
+    match isa.name() {
+        "aarch64" => true,
+        "x64" => {
+            let flag = |name: &str| {
+                isa.isa_flags()
+                    .iter()
+                    .any(|v| v.name == name && v.as_bool() == Some(true))
+            };
+            flag("has_avx") && flag("has_fma")
+        }
+        _ => false,
+    }
+}
+
+/// Declares and defines the kernel function in `module`, its loop nest shaped by `schedule`
+/// (checked first); `name` gives it that exported symbol, else it is anonymous.
+pub(crate) fn define<M: Module>(
+    module: &mut M,
+    k: &Kernel,
+    schedule: &Schedule,
+    name: Option<&str>,
+) -> Result<Defined> {
     let internal = |msg: String| Error::Internal {
         kernel: k.name.clone(),
         msg,
     };
+    schedule.validate(k).map_err(|e| Error::InvalidKernel {
+        kernel: k.name.clone(),
+        msg: e.to_string(),
+    })?;
+    let fma = isa_has_fma(module);
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(types::I64));
     sig.params.push(AbiParam::new(types::I64));
     sig.returns.push(AbiParam::new(types::I32));
-    let id = match linkage {
+    let id = match name {
         None => module.declare_anonymous_function(&sig),
         Some(name) => module.declare_function(name, Linkage::Local, &sig),
     }
@@ -52,7 +89,7 @@ pub(crate) fn define<M: Module>(module: &mut M, k: &Kernel, linkage: Option<&str
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
     let frontend = module.target_config();
-    let vectorized;
+    let (vectorized, used_fma);
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let mut l = Lower {
@@ -64,15 +101,22 @@ pub(crate) fn define<M: Module>(module: &mut M, k: &Kernel, linkage: Option<&str
             bases: Vec::new(),
             axes: Vec::new(),
             extents: Vec::new(),
+            offsets: Vec::new(),
             live: 0,
             acc: None,
             err_blocks: Vec::new(),
             ptr,
             lanes: 1,
+            vec_axis: None,
             vectorized: false,
+            fma,
+            used_fma: false,
+            cache: HashMap::new(),
+            cache_on: true,
         };
-        l.kernel()?;
+        l.kernel(schedule)?;
         vectorized = l.vectorized;
+        used_fma = l.used_fma;
         l.b.seal_all_blocks();
         l.b.finalize(frontend);
     }
@@ -80,34 +124,54 @@ pub(crate) fn define<M: Module>(module: &mut M, k: &Kernel, linkage: Option<&str
         .define_function(id, &mut ctx)
         .map_err(|e| internal(format!("compiling: {e:?}")))?;
     module.clear_context(&mut ctx);
-    Ok((id, vectorized))
+    Ok(Defined {
+        id,
+        vectorized,
+        fma: used_fma,
+    })
 }
 
-struct Lower<'a, 'b, M: Module> {
-    k: &'a Kernel,
-    b: FunctionBuilder<'b>,
+/// A load's cache key: the expression node, the lane count, and the tile offsets of the
+/// axes its index or guards depend on.
+type LoadKey = (usize, i64, Vec<i64>);
+
+pub(super) struct Lower<'a, 'b, M: Module> {
+    pub(super) k: &'a Kernel,
+    pub(super) b: FunctionBuilder<'b>,
     module: &'a mut M,
     helpers: &'a HashMap<&'static str, FuncId>,
     func_refs: HashMap<&'static str, FuncRef>,
     /// Base addresses: the inputs, then the output.
-    bases: Vec<Value>,
+    pub(super) bases: Vec<Value>,
     /// The loop counters (i64): output axes, then reduction axes.
-    axes: Vec<Variable>,
-    extents: Vec<i64>,
+    pub(super) axes: Vec<Variable>,
+    pub(super) extents: Vec<i64>,
+    /// Per axis, a constant added to its counter: the point's place in the micro-tile.
+    pub(super) offsets: Vec<i64>,
     /// How many axes (from 0) are live where the expression being lowered is evaluated.
-    live: usize,
+    pub(super) live: usize,
     /// The reduced value, while lowering the epilogue.
-    acc: Option<(Value, DType)>,
-    err_blocks: Vec<(RuntimeError, Block)>,
-    ptr: Type,
+    pub(super) acc: Option<(Value, DType)>,
+    pub(super) err_blocks: Vec<(RuntimeError, Block)>,
+    pub(super) ptr: Type,
     /// 1, or [`LANES`] while lowering the vector loop (then every value is f32x4).
-    lanes: i64,
+    pub(super) lanes: i64,
+    /// The vectorized output axis, when the kernel runs on vectors.
+    pub(super) vec_axis: Option<usize>,
     /// Whether a vector loop was emitted.
-    vectorized: bool,
+    pub(super) vectorized: bool,
+    /// Whether the ISA has FMA (then a Sum of products accumulates with `fma`).
+    pub(super) fma: bool,
+    /// Whether an `fma` was emitted.
+    pub(super) used_fma: bool,
+    /// Loads already emitted for the current straight-line stretch (one reduction step or
+    /// one epilogue of a tile): a load shared by several points of the tile is read once.
+    pub(super) cache: HashMap<LoadKey, (Value, DType)>,
+    pub(super) cache_on: bool,
 }
 
 /// The f32 lanes of a Cranelift vector (x64 SIMD is 128-bit).
-const LANES: i64 = 4;
+pub(super) const LANES: i64 = 4;
 
 fn clif(d: DType) -> Option<Type> {
     match d {
@@ -124,21 +188,21 @@ fn is_int(d: DType) -> bool {
 }
 
 impl<M: Module> Lower<'_, '_, M> {
-    fn unsupported(&self, msg: impl Into<String>) -> Error {
+    pub(super) fn unsupported(&self, msg: impl Into<String>) -> Error {
         Error::Unsupported {
             kernel: self.k.name.clone(),
             msg: msg.into(),
         }
     }
 
-    fn invalid(&self, msg: impl Into<String>) -> Error {
+    pub(super) fn invalid(&self, msg: impl Into<String>) -> Error {
         Error::InvalidKernel {
             kernel: self.k.name.clone(),
             msg: msg.into(),
         }
     }
 
-    fn ty(&self, d: DType) -> Result<Type> {
+    pub(super) fn ty(&self, d: DType) -> Result<Type> {
         clif(d).ok_or_else(|| {
             self.unsupported(format!(
                 "dtype {d} is not supported by the Cranelift backend yet"
@@ -147,7 +211,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// An integer constant of type `ty` (narrow types take the value's low bits).
-    fn iconst(&mut self, ty: Type, v: i64) -> Value {
+    pub(super) fn iconst(&mut self, ty: Type, v: i64) -> Value {
         let bits = ty.bits();
         let v = if bits < 64 {
             v & ((1i64 << bits) - 1)
@@ -157,148 +221,17 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.ins().iconst(ty, v)
     }
 
-    fn kernel(&mut self) -> Result<()> {
-        let k = self.k;
-        for b in k.inputs.iter().chain([&k.output]) {
-            self.ty(b.dtype)?;
-        }
-        let Body::Compute {
-            reduce,
-            body,
-            epilogue,
-        } = &k.body
-        else {
-            return Err(
-                self.unsupported("Scatter kernels are not supported by the Cranelift backend yet")
-            );
-        };
-        if reduce.is_none() && !k.red_shape.is_empty() {
-            return Err(self.invalid("reduction axes without a reduction"));
-        }
-        let entry = self.b.create_block();
-        self.b.append_block_params_for_function_params(entry);
-        self.b.switch_to_block(entry);
-        let params = self.b.block_params(entry).to_vec();
-        let (bufs, begin, end) = (params[0], params[1], params[2]);
-        let ptr_bytes = i32::from(self.ptr.bytes() as u8);
-        for i in 0..=k.inputs.len() {
-            let off = i32::try_from(i)
-                .ok()
-                .and_then(|i| i.checked_mul(ptr_bytes))
-                .ok_or_else(|| self.unsupported("too many inputs"))?;
-            let base = self
-                .b
-                .ins()
-                .load(self.ptr, MemFlagsData::trusted(), bufs, off);
-            self.bases.push(base);
-        }
-        for &n in k.out_shape.iter().chain(&k.red_shape) {
-            let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
-            self.extents.push(n);
-            let v = self.b.declare_var(types::I64);
-            self.axes.push(v);
-        }
-        let r = k.out_shape.len();
-        self.live = r;
-        // The store index must be in bounds over the whole output box.
-        self.check_coefs(&k.store)?;
-        let empty = self.extents[..r].contains(&0);
-        if !empty && r == 0 {
-            self.point(reduce.as_ref(), body, epilogue)?;
-        } else if !empty {
-            match self.range(&k.store) {
-                Some((lo, hi)) if lo >= 0 && hi < k.output.numel as i128 => {}
-                _ => return Err(self.invalid("the store index leaves the output buffer")),
-            }
-            // Axis 0 runs over `[begin, end)` (the caller's share of the parallel range)
-            // when there are several output axes; a rank-1 kernel runs whole.
-            let done = self.b.create_block();
-            if r >= 2 {
-                let any = self.b.ins().icmp(IntCC::SignedLessThan, begin, end);
-                let go = self.b.create_block();
-                self.b.ins().brif(any, go, &[], done, &[]);
-                self.b.switch_to_block(go);
-            }
-            let mut headers = Vec::new();
-            for a in 0..r - 1 {
-                let start = if a == 0 { begin } else { self.b.ins().iconst(types::I64, 0) };
-                headers.push(self.open_loop(a, start));
-            }
-            // The innermost output axis: f32x4 lanes where the kernel allows, then a scalar tail.
-            let (last, n) = (r - 1, self.extents[r - 1]);
-            let n4 = if n >= LANES && self.vectorizable(reduce.as_ref(), body, epilogue) {
-                n / LANES * LANES
-            } else {
-                0
-            };
-            if n4 > 0 {
-                self.lanes = LANES;
-                self.vectorized = true;
-                let start = self.b.ins().iconst(types::I64, 0);
-                let h = self.open_loop(last, start);
-                self.point(reduce.as_ref(), body, epilogue)?;
-                let stop = self.b.ins().iconst(types::I64, n4);
-                self.close_loop(last, h, LANES, stop);
-                self.lanes = 1;
-            }
-            if n4 < n {
-                let start = self.b.ins().iconst(types::I64, n4);
-                let h = self.open_loop(last, start);
-                self.point(reduce.as_ref(), body, epilogue)?;
-                let stop = self.b.ins().iconst(types::I64, n);
-                self.close_loop(last, h, 1, stop);
-            }
-            for a in (0..r - 1).rev() {
-                let stop = if a == 0 { end } else { self.b.ins().iconst(types::I64, self.extents[a]) };
-                self.close_loop(a, headers[a], 1, stop);
-            }
-            self.b.ins().jump(done, &[]);
-            self.b.switch_to_block(done);
-        }
-        let zero = self.b.ins().iconst(types::I32, 0);
-        self.b.ins().return_(&[zero]);
-        for (e, blk) in std::mem::take(&mut self.err_blocks) {
-            self.b.switch_to_block(blk);
-            let code = self.b.ins().iconst(types::I32, e as i64);
-            self.b.ins().return_(&[code]);
-        }
-        Ok(())
-    }
-
-    /// One output point (`lanes` consecutive points along the innermost output axis).
-    fn point(&mut self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> Result<()> {
-        let k = self.k;
-        let r = k.out_shape.len();
-        let acc = match reduce {
-            None => self.expr(body)?,
-            Some(f) => self.reduce(*f, body)?,
-        };
-        self.acc = Some(acc);
-        self.live = r;
-        let (v, d) = self.expr(epilogue)?;
-        self.acc = None;
-        if d != k.output.dtype {
-            return Err(self.invalid(format!(
-                "the epilogue gives {d}, the output is {}",
-                k.output.dtype
-            )));
-        }
-        let idx = self.affine(&k.store)?;
-        let addr = self.address(k.inputs.len(), idx, d);
-        self.b
-            .ins()
-            .store(MemFlagsData::new().with_notrap(), v, addr, 0);
-        Ok(())
-    }
-
-    /// Whether the point computation can run on f32x4 along the innermost output axis:
-    /// everything is f32, each load is contiguous (coefficient 1, unguarded, proven in
-    /// bounds) or constant along that axis, and the output is contiguous along it.
-    fn vectorizable(&self, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> bool {
-        let r = self.k.out_shape.len();
-        let last = r - 1;
-        let coef = |a: &Affine| a.coefs.get(last).copied().unwrap_or(0);
-        if self.k.output.dtype != DType::F32 || coef(&self.k.store) != 1 {
+    /// Whether the point computation can run on f32x4 along output axis `axis`: every value
+    /// is f32, the functions have vector forms, and the output is contiguous along it.
+    /// Loads may be guarded or strided along it (the border lanes fall back to scalars).
+    pub(super) fn vectorizable(
+        &self,
+        axis: usize,
+        reduce: Option<&ReduceFn>,
+        body: &Expr,
+        epilogue: &Expr,
+    ) -> bool {
+        if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis) != Some(&1) {
             return false;
         }
         if !matches!(
@@ -307,38 +240,12 @@ impl<M: Module> Lower<'_, '_, M> {
         ) {
             return false;
         }
-        let full = |a: &Affine| -> Option<(i128, i128)> {
-            let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
-            for (&c, &n) in a.coefs.iter().zip(&self.extents) {
-                let span = i128::from(c) * i128::from(n - 1);
-                if span < 0 { lo += span } else { hi += span }
-            }
-            Some((lo, hi))
-        };
-        fn ok<M: Module>(
-            l: &Lower<'_, '_, M>,
-            e: &Expr,
-            coef: &dyn Fn(&Affine) -> i64,
-            full: &dyn Fn(&Affine) -> Option<(i128, i128)>,
-        ) -> bool {
+        fn ok<M: Module>(l: &Lower<'_, '_, M>, e: &Expr) -> bool {
             match e {
-                Expr::Load {
-                    buf, index, guards, ..
-                } => {
-                    let Some(b) = l.k.inputs.get(*buf) else {
-                        return false;
-                    };
-                    if b.dtype != DType::F32 || guards.iter().any(|g| coef(&g.expr) != 0) {
-                        return false;
-                    }
-                    match coef(index) {
-                        0 => true,
-                        1 => {
-                            guards.is_empty()
-                                && matches!(full(index), Some((lo, hi)) if lo >= 0 && hi < b.numel as i128)
-                        }
-                        _ => false,
-                    }
+                Expr::Load { buf, .. } => {
+                    l.k.inputs
+                        .get(*buf)
+                        .is_some_and(|b| b.dtype == DType::F32 && b.numel > 0)
                 }
                 Expr::Const { dtype, .. } => *dtype == DType::F32,
                 Expr::Acc => true,
@@ -351,7 +258,7 @@ impl<M: Module> Lower<'_, '_, M> {
                             | UnaryFn::Recip
                             | UnaryFn::Floor
                             | UnaryFn::Ceil
-                    ) && ok(l, x, coef, full)
+                    ) && ok(l, x)
                 }
                 Expr::Binary(f, a, b) => {
                     matches!(
@@ -362,17 +269,17 @@ impl<M: Module> Lower<'_, '_, M> {
                             | BinaryFn::Div
                             | BinaryFn::Max
                             | BinaryFn::Min
-                    ) && ok(l, a, coef, full)
-                        && ok(l, b, coef, full)
+                    ) && ok(l, a)
+                        && ok(l, b)
                 }
                 _ => false,
             }
         }
-        ok(self, body, &coef, &full) && ok(self, epilogue, &coef, &full)
+        ok(self, body) && ok(self, epilogue)
     }
 
     /// `cond ? a : b` where `cond` is a comparison result of the current lane count.
-    fn pick(&mut self, cond: Value, a: Value, b: Value) -> Value {
+    pub(super) fn pick(&mut self, cond: Value, a: Value, b: Value) -> Value {
         if self.lanes == 1 {
             self.b.ins().select(cond, a, b)
         } else {
@@ -383,7 +290,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// `x` broadcast to the current lane count.
-    fn splat(&mut self, x: Value) -> Value {
+    pub(super) fn splat(&mut self, x: Value) -> Value {
         if self.lanes == 1 {
             x
         } else {
@@ -393,7 +300,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// Opens a loop over `axis` from `start`; the body must run at least once (`start <
     /// end`): axis 0 is guarded by the caller's range check.
-    fn open_loop(&mut self, axis: usize, start: Value) -> Block {
+    pub(super) fn open_loop(&mut self, axis: usize, start: Value) -> Block {
         self.b.def_var(self.axes[axis], start);
         let header = self.b.create_block();
         self.b.ins().jump(header, &[]);
@@ -401,7 +308,7 @@ impl<M: Module> Lower<'_, '_, M> {
         header
     }
 
-    fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: Value) {
+    pub(super) fn close_loop(&mut self, axis: usize, header: Block, step: i64, end: Value) {
         let i = self.b.use_var(self.axes[axis]);
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(self.axes[axis], next);
@@ -412,7 +319,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// Branches to an error return when `bad` is nonzero.
-    fn check(&mut self, bad: Value, e: RuntimeError) {
+    pub(super) fn check(&mut self, bad: Value, e: RuntimeError) {
         let err = match self.err_blocks.iter().find(|(x, _)| *x == e) {
             Some(&(_, b)) => b,
             None => {
@@ -427,15 +334,10 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.switch_to_block(cont);
     }
 
-    fn reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
-        if matches!(f, ReduceFn::ArgMax | ReduceFn::ArgMin) {
-            return self.arg_reduce(f, body);
-        }
-        let r = self.k.out_shape.len();
-        self.live = self.axes.len();
-        let d = self.dtype_of(body)?;
+    /// The identity of reduction `f` over `d` (the scalar; the caller broadcasts it).
+    pub(super) fn identity(&mut self, f: ReduceFn, d: DType) -> Result<Value> {
         let ty = self.ty(d)?;
-        let init = match (f, d) {
+        Ok(match (f, d) {
             (ReduceFn::Sum, DType::F32) => self.b.ins().f32const(0.0),
             (ReduceFn::Prod, DType::F32) => self.b.ins().f32const(1.0),
             (ReduceFn::Max, DType::F32) => self.b.ins().f32const(f32::NEG_INFINITY),
@@ -454,25 +356,12 @@ impl<M: Module> Lower<'_, '_, M> {
                     f.name()
                 )));
             }
-        };
-        let (init, ty) = if d == DType::F32 && self.lanes > 1 {
-            (self.splat(init), types::F32X4)
-        } else {
-            (init, ty)
-        };
-        if self.extents[r..].contains(&0) {
-            return Ok((init, d));
-        }
-        let acc = self.b.declare_var(ty);
-        self.b.def_var(acc, init);
-        let mut headers = Vec::new();
-        for a in r..self.axes.len() {
-            let zero = self.b.ins().iconst(types::I64, 0);
-            headers.push(self.open_loop(a, zero));
-        }
-        let (v, _) = self.expr(body)?;
-        let a = self.b.use_var(acc);
-        let next = match (f, d) {
+        })
+    }
+
+    /// One step of reduction `f`: the accumulator `a` combined with the value `v`.
+    pub(super) fn combine(&mut self, f: ReduceFn, d: DType, a: Value, v: Value) -> Result<Value> {
+        Ok(match (f, d) {
             (ReduceFn::Sum, DType::F32) => self.b.ins().fadd(a, v),
             (ReduceFn::Prod, DType::F32) => self.b.ins().fmul(a, v),
             (ReduceFn::Sum, _) => self.b.ins().iadd(a, v),
@@ -494,21 +383,14 @@ impl<M: Module> Lower<'_, '_, M> {
             (ReduceFn::Max, _) => self.b.ins().smax(a, v),
             (ReduceFn::Min, _) => self.b.ins().smin(a, v),
             _ => return Err(self.unsupported(format!("Reduce {}", f.name()))),
-        };
-        self.b.def_var(acc, next);
-        for (i, a) in (r..self.axes.len()).enumerate().rev() {
-            let stop = self.b.ins().iconst(types::I64, self.extents[a]);
-            self.close_loop(a, headers[i], 1, stop);
-        }
-        let out = self.b.use_var(acc);
-        Ok((out, d))
+        })
     }
 
     /// ArgMax/ArgMin over the one reduction axis: the first index of the extremum, a NaN
     /// winning over every number (the reference's total order). Starting from the identity
     /// (-inf or the minimum for ArgMax) with index 0 gives the same index as starting from
     /// the first element.
-    fn arg_reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
+    pub(super) fn arg_reduce(&mut self, f: ReduceFn, body: &Expr) -> Result<(Value, DType)> {
         let r = self.k.out_shape.len();
         if self.k.red_shape.len() != 1 {
             return Err(self.invalid(format!(
@@ -585,7 +467,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// The dtype of `e` (the checks on operands happen while lowering).
-    fn dtype_of(&self, e: &Expr) -> Result<DType> {
+    pub(super) fn dtype_of(&self, e: &Expr) -> Result<DType> {
         Ok(match e {
             Expr::Load { buf, .. } | Expr::Gather { buf, .. } => {
                 self.k
@@ -616,7 +498,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// Every nonzero coefficient must be on a live axis.
-    fn check_coefs(&self, a: &Affine) -> Result<()> {
+    pub(super) fn check_coefs(&self, a: &Affine) -> Result<()> {
         if let Some(ax) = a
             .coefs
             .iter()
@@ -634,7 +516,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
-    fn range(&self, a: &Affine) -> Option<(i128, i128)> {
+    pub(super) fn range(&self, a: &Affine) -> Option<(i128, i128)> {
         let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
         for (&c, &n) in a.coefs.iter().zip(&self.extents[..self.live]) {
             if n == 0 {
@@ -650,9 +532,16 @@ impl<M: Module> Lower<'_, '_, M> {
         Some((lo, hi))
     }
 
-    fn affine(&mut self, a: &Affine) -> Result<Value> {
+    pub(super) fn affine(&mut self, a: &Affine) -> Result<Value> {
         self.check_coefs(a)?;
-        let mut acc = self.b.ins().iconst(types::I64, a.offset);
+        let shift: i64 = a
+            .coefs
+            .iter()
+            .zip(&self.offsets)
+            .take(self.live)
+            .map(|(c, o)| c * o)
+            .sum();
+        let mut acc = self.b.ins().iconst(types::I64, a.offset + shift);
         for (ax, &c) in a.coefs.iter().enumerate().take(self.live) {
             if c == 0 {
                 continue;
@@ -669,14 +558,19 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// `base[buf] + idx * size(d)`.
-    fn address(&mut self, buf: usize, idx: Value, d: DType) -> Value {
+    pub(super) fn address(&mut self, buf: usize, idx: Value, d: DType) -> Value {
         let off = self.b.ins().imul_imm_s(idx, d.size() as i64);
         self.b.ins().iadd(self.bases[buf], off)
     }
 
     /// Loads element `idx` of input `buf`, checking `0 <= idx < numel` at run time unless
     /// `range` (the index range) proves it.
-    fn load(&mut self, buf: usize, idx: Value, range: Option<(i128, i128)>) -> Result<Value> {
+    pub(super) fn load(
+        &mut self,
+        buf: usize,
+        idx: Value,
+        range: Option<(i128, i128)>,
+    ) -> Result<Value> {
         let b = &self.k.inputs[buf];
         let (d, numel) = (b.dtype, b.numel as i128);
         let ty = self.ty(d)?;
@@ -700,7 +594,7 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// The conjunction of the guards, or `None` when they provably all hold.
-    fn guards(&mut self, guards: &[KGuard]) -> Result<Option<Value>> {
+    pub(super) fn guards(&mut self, guards: &[KGuard]) -> Result<Option<Value>> {
         let mut cond = None;
         for g in guards {
             self.check_coefs(&g.expr)?;
@@ -722,7 +616,7 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(cond)
     }
 
-    fn constant(&mut self, v: f64, d: DType) -> Result<Value> {
+    pub(super) fn constant(&mut self, v: f64, d: DType) -> Result<Value> {
         let ty = self.ty(d)?;
         Ok(match d {
             DType::F32 => self.b.ins().f32const(v as f32),
@@ -732,7 +626,7 @@ impl<M: Module> Lower<'_, '_, M> {
         })
     }
 
-    fn helper(&mut self, name: &'static str) -> Result<FuncRef> {
+    pub(super) fn helper(&mut self, name: &'static str) -> Result<FuncRef> {
         if let Some(&f) = self.func_refs.get(name) {
             return Ok(f);
         }
@@ -745,7 +639,7 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(f)
     }
 
-    fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
+    pub(super) fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
         let f = self.helper(name)?;
         let call = self.b.ins().call(f, args);
         self.b
@@ -758,61 +652,192 @@ impl<M: Module> Lower<'_, '_, M> {
             })
     }
 
-    fn expr(&mut self, e: &Expr) -> Result<(Value, DType)> {
-        match e {
-            Expr::Load { buf, index, .. } if self.lanes > 1 => {
-                // `vectorizable` admitted only contiguous in-bounds f32 loads and loads
-                // constant along the vector axis.
-                let last = self.k.out_shape.len() - 1;
-                if index.coefs.get(last).copied().unwrap_or(0) == 1 {
-                    let idx = self.affine(index)?;
-                    let addr = self.address(*buf, idx, DType::F32);
-                    Ok((
-                        self.b
-                            .ins()
-                            .load(types::F32X4, MemFlagsData::new().with_notrap(), addr, 0),
-                        DType::F32,
-                    ))
-                } else {
-                    self.lanes = 1;
-                    let scalar = self.expr(e);
-                    self.lanes = LANES;
-                    let (v, d) = scalar?;
-                    Ok((self.splat(v), d))
+    /// The key under which a load is cached: its node, the lanes, and the tile offsets of
+    /// the axes it depends on.
+    pub(super) fn load_key(&self, e: &Expr, index: &Affine, guards: &[KGuard]) -> LoadKey {
+        let uses = |a: usize| {
+            index.coefs.get(a).is_some_and(|&c| c != 0)
+                || guards
+                    .iter()
+                    .any(|g| g.expr.coefs.get(a).is_some_and(|&c| c != 0))
+        };
+        let offs = self
+            .offsets
+            .iter()
+            .enumerate()
+            .map(|(a, &o)| if uses(a) { o } else { 0 })
+            .collect();
+        (std::ptr::from_ref(e) as usize, self.lanes, offs)
+    }
+
+    /// A load (`e` is an [`Expr::Load`]) at the current lanes.
+    pub(super) fn load_expr(&mut self, e: &Expr) -> Result<(Value, DType)> {
+        let Expr::Load {
+            buf,
+            index,
+            guards,
+            pad,
+        } = e
+        else {
+            return Err(self.invalid("load_expr of a non-load"));
+        };
+        if self.lanes > 1 {
+            return Ok((self.vector_load(e, *buf, index, guards)?, DType::F32));
+        }
+        let d = self.dtype_of(e)?;
+        let numel = self.k.inputs[*buf].numel;
+        self.check_coefs(index)?;
+        let cond = self.guards(guards)?;
+        let padv = self.constant(*pad, d)?;
+        if numel == 0 {
+            // Nothing can be read: every point must be padding.
+            let Some(c) = cond else {
+                return Err(self.invalid(format!("a load from empty buffer {buf}")));
+            };
+            self.check(c, RuntimeError::LoadOutOfBounds);
+            return Ok((padv, d));
+        }
+        let idx = self.affine(index)?;
+        let (idx, range) = match cond {
+            None => (idx, self.range(index)),
+            Some(c) => {
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (self.b.ins().select(c, idx, zero), None)
+            }
+        };
+        let v = self.load(*buf, idx, range)?;
+        Ok(match cond {
+            None => (v, d),
+            Some(c) => (self.b.ins().select(c, v, padv), d),
+        })
+    }
+
+    /// An f32x4 load along the vector axis. A load constant along it (index and guards) is
+    /// one scalar load, broadcast. Otherwise guards and index are affine in the lane, so
+    /// lanes 0 and 3 decide whether every lane is in bounds: then one vector load (index
+    /// coefficient 1) or four scalar loads (strided), else each lane on its own, guarded,
+    /// assembled into a vector.
+    pub(super) fn vector_load(
+        &mut self,
+        e: &Expr,
+        buf: usize,
+        index: &Affine,
+        guards: &[KGuard],
+    ) -> Result<Value> {
+        let lanes = self.lanes;
+        let v = self
+            .vec_axis
+            .ok_or_else(|| self.invalid("a vector load without a vector axis"))?;
+        let coef = |a: &Affine| a.coefs.get(v).copied().unwrap_or(0);
+        let cv = coef(index);
+        if cv == 0 && guards.iter().all(|g| coef(&g.expr) == 0) {
+            self.lanes = 1;
+            let scalar = self.expr(e);
+            self.lanes = lanes;
+            let (x, _) = scalar?;
+            return Ok(self.splat(x));
+        }
+        let numel = self.k.inputs[buf].numel;
+        let in_bounds =
+            matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128);
+        let flags = MemFlagsData::new().with_notrap();
+        let mut ok: Option<Value> = None;
+        let origin = self.offsets[v];
+        for lane in [0, lanes - 1] {
+            self.offsets[v] = origin + lane;
+            let mut conds = Vec::new();
+            if let Some(c) = self.guards(guards)? {
+                conds.push(c);
+            }
+            if !in_bounds {
+                let idx = self.affine(index)?;
+                conds.push(
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::UnsignedLessThan, idx, numel as i64),
+                );
+            }
+            for c in conds {
+                ok = Some(match ok {
+                    None => c,
+                    Some(p) => self.b.ins().band(p, c),
+                });
+            }
+        }
+        self.offsets[v] = origin;
+        let fast_block = self.b.create_block();
+        let merge = self.b.create_block();
+        let x = self.b.append_block_param(merge, types::F32X4);
+        if let Some(ok) = ok {
+            let slow_block = self.b.create_block();
+            self.b.ins().brif(ok, fast_block, &[], slow_block, &[]);
+            self.b.switch_to_block(slow_block);
+            // Each lane alone, as the scalar code does.
+            let cache_on = std::mem::replace(&mut self.cache_on, false);
+            self.lanes = 1;
+            let mut vec = None;
+            let mut res = Ok(());
+            for lane in 0..lanes {
+                self.offsets[v] = origin + lane;
+                match self.expr(e) {
+                    Ok((s, _)) => vec = Some(self.put_lane(vec, s, lane)),
+                    Err(err) => {
+                        res = Err(err);
+                        break;
+                    }
                 }
             }
-            Expr::Load {
-                buf,
-                index,
-                guards,
-                pad,
-            } => {
-                let d = self.dtype_of(e)?;
-                let numel = self.k.inputs[*buf].numel;
-                self.check_coefs(index)?;
-                let cond = self.guards(guards)?;
-                let padv = self.constant(*pad, d)?;
-                if numel == 0 {
-                    // Nothing can be read: every point must be padding.
-                    let Some(c) = cond else {
-                        return Err(self.invalid(format!("a load from empty buffer {buf}")));
-                    };
-                    self.check(c, RuntimeError::LoadOutOfBounds);
-                    return Ok((padv, d));
+            self.offsets[v] = origin;
+            self.lanes = lanes;
+            self.cache_on = cache_on;
+            res?;
+            let vec = vec.ok_or_else(|| self.invalid("no lanes"))?;
+            self.b.ins().jump(merge, &[vec.into()]);
+        } else {
+            self.b.ins().jump(fast_block, &[]);
+        }
+        self.b.switch_to_block(fast_block);
+        let idx = self.affine(index)?;
+        let fast = if cv == 1 {
+            let addr = self.address(buf, idx, DType::F32);
+            self.b.ins().load(types::F32X4, flags, addr, 0)
+        } else {
+            let mut vec = None;
+            for lane in 0..lanes {
+                let i = self.b.ins().iadd_imm_s(idx, lane * cv);
+                let addr = self.address(buf, i, DType::F32);
+                let s = self.b.ins().load(types::F32, flags, addr, 0);
+                vec = Some(self.put_lane(vec, s, lane));
+            }
+            vec.ok_or_else(|| self.invalid("no lanes"))?
+        };
+        self.b.ins().jump(merge, &[fast.into()]);
+        self.b.switch_to_block(merge);
+        Ok(x)
+    }
+
+    /// `vec` with lane `lane` set to `s` (lane 0 starts a new vector).
+    pub(super) fn put_lane(&mut self, vec: Option<Value>, s: Value, lane: i64) -> Value {
+        match vec {
+            None => self.b.ins().splat(types::F32X4, s),
+            Some(v) => self.b.ins().insertlane(v, s, lane as u8),
+        }
+    }
+
+    pub(super) fn expr(&mut self, e: &Expr) -> Result<(Value, DType)> {
+        match e {
+            Expr::Load { index, guards, .. } => {
+                let key = self.load_key(e, index, guards);
+                if self.cache_on
+                    && let Some(&v) = self.cache.get(&key)
+                {
+                    return Ok(v);
                 }
-                let idx = self.affine(index)?;
-                let (idx, range) = match cond {
-                    None => (idx, self.range(index)),
-                    Some(c) => {
-                        let zero = self.b.ins().iconst(types::I64, 0);
-                        (self.b.ins().select(c, idx, zero), None)
-                    }
-                };
-                let v = self.load(*buf, idx, range)?;
-                Ok(match cond {
-                    None => (v, d),
-                    Some(c) => (self.b.ins().select(c, v, padv), d),
-                })
+                let v = self.load_expr(e)?;
+                if self.cache_on {
+                    self.cache.insert(key, v);
+                }
+                Ok(v)
             }
             Expr::Gather {
                 buf,
@@ -862,7 +887,11 @@ impl<M: Module> Lower<'_, '_, M> {
                         self.invalid(format!("Axis({a}) where only {} axes are live", self.live))
                     );
                 }
-                Ok((self.b.use_var(self.axes[*a]), DType::I64))
+                let i = self.b.use_var(self.axes[*a]);
+                Ok(match self.offsets[*a] {
+                    0 => (i, DType::I64),
+                    o => (self.b.ins().iadd_imm_s(i, o), DType::I64),
+                })
             }
             Expr::Acc => self
                 .acc
@@ -895,7 +924,7 @@ impl<M: Module> Lower<'_, '_, M> {
         }
     }
 
-    fn unary(&mut self, f: UnaryFn, x: Value, d: DType) -> Result<(Value, DType)> {
+    pub(super) fn unary(&mut self, f: UnaryFn, x: Value, d: DType) -> Result<(Value, DType)> {
         let unsupported = |s: &Self| {
             s.unsupported(format!(
                 "Unary {} on {d} is not supported by the Cranelift backend yet",
@@ -958,7 +987,13 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok((v, d))
     }
 
-    fn binary(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<(Value, DType)> {
+    pub(super) fn binary(
+        &mut self,
+        f: BinaryFn,
+        a: Value,
+        b: Value,
+        d: DType,
+    ) -> Result<(Value, DType)> {
         let unsupported = |s: &Self| {
             s.unsupported(format!(
                 "Binary {} on {d} is not supported by the Cranelift backend yet",
@@ -1038,7 +1073,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// Integer Div (truncating), Fmod (sign of the dividend) and Mod (sign of the divisor),
     /// wrapping like the reference (`MIN / -1 = MIN`); a zero divisor is a run-time error.
-    fn int_div(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<Value> {
+    pub(super) fn int_div(&mut self, f: BinaryFn, a: Value, b: Value, d: DType) -> Result<Value> {
         let ty = self.ty(d)?;
         let zero = self.iconst(ty, 0);
         let is_zero = self.b.ins().icmp(IntCC::Equal, b, zero);
@@ -1070,7 +1105,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// Casts with the reference's semantics: float to int truncates and saturates (NaN to
     /// 0), int to int wraps, anything to bool is `!= 0` (NaN is true).
-    fn cast(&mut self, x: Value, from: DType, to: DType) -> Result<Value> {
+    pub(super) fn cast(&mut self, x: Value, from: DType, to: DType) -> Result<Value> {
         let ty = self.ty(to)?;
         self.ty(from)?;
         Ok(match (from, to) {

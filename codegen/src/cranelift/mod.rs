@@ -2,23 +2,28 @@
 //!
 //! The generated function is `extern "C" fn(buffers: *const *mut u8, begin: i64, end: i64)
 //! -> i32`: `buffers` holds the base address of every input buffer, then the output's; the
-//! function runs a loop nest over the output axes (and, for a reduction, the reduction axes
-//! inside them) that evaluates the expression tree at each point and stores the result,
-//! with axis 0 restricted to `[begin, end)`, a share of the kernel's
-//! [`JitKernel::parallel_extent`] (threads run disjoint shares at once). It returns
-//! 0, or a nonzero [`RuntimeError`] code when the data makes the kernel fail (a Gather
-//! position out of range, an integer division by zero). Every memory access is either
-//! proven in bounds at compile time from the static shapes or checked at run time.
+//! function runs the loop nest that the kernel's [`Schedule`] shapes (see `nest.rs`) over
+//! the share `[begin, end)` of [`JitKernel::parallel_extent`] (threads run disjoint shares
+//! at once). It returns 0, or a nonzero [`RuntimeError`] code when the data makes the
+//! kernel fail (a Gather position out of range, an integer division by zero). Every memory
+//! access is either proven in bounds at compile time from the static shapes or checked at
+//! run time.
 //!
 //! Supported: dtypes f32, i64, i32 and bool; loads with guards, gathers, constants, axis
 //! indices, the elementwise functions of the atoms that have a direct instruction or a
 //! helper in [`libcalls`], select, casts between the supported dtypes, and the reductions
 //! Sum, Prod, Max and Min. Everything else is an [`Error::Unsupported`].
 //!
-//! When every value is f32, every load is contiguous (unguarded, in bounds) or constant
-//! along the innermost output axis and the output is contiguous along it, that axis runs
-//! on f32x4 vectors with a scalar tail (see [`JitKernel::is_vectorized`]). No FMA: a fused
-//! multiply-add rounds once where the reference rounds twice, and results must be exact.
+//! A `Vectorize` step runs its axis on f32x4 (with a scalar tail) when every value is f32
+//! and the functions have vector forms (see [`JitKernel::is_vectorized`]); guarded and
+//! strided loads take one vector load when lanes 0 and 3 are in bounds, else go lane by
+//! lane. A Sum of f32 products accumulates with `fma` when the host has FMA (AVX and FMA on
+//! x64): one rounding where the reference rounds twice ([`JitKernel::uses_fma`]); all else
+//! is exact.
+//!
+//! Transcendental functions (exp, log, tanh, erf, sin, cos, tan, atan, sinh, cosh) are
+//! inline polynomials (`vmath.rs`, errors of a few ulp documented there), the same code on
+//! scalars and vectors; the rest call the Rust functions of the reference (`libcalls.rs`).
 //!
 //! [`compile_object`] compiles a whole [`Program`] of kernels ahead of time into one object
 //! file with a C entry point (see `object.rs`).
@@ -32,12 +37,14 @@ mod vmath_tests;
 mod object;
 
 pub use object::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
+mod nest;
 
 use crate::Error;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 use ir::kernel::{Buffer, Kernel};
+use ir::schedule::Schedule;
 
 /// Why compiled code stopped: its nonzero return codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +84,7 @@ pub struct JitKernel {
     module: Option<JITModule>,
     code: *const u8,
     vectorized: bool,
+    fma: bool,
     parallel_extent: usize,
 }
 
@@ -96,17 +104,10 @@ impl Drop for JitKernel {
     }
 }
 
-/// The extent of a kernel's parallel range (see [`JitKernel::parallel_extent`]).
-pub fn parallel_extent(k: &Kernel) -> usize {
-    match (&k.body, k.out_shape.as_slice()) {
-        (ir::kernel::Body::Compute { .. }, [n, _, ..]) => *n,
-        _ => 1,
-    }
-}
-
 impl JitKernel {
-    /// Compiles `k` for the host CPU.
-    pub fn compile(k: &Kernel) -> Result<JitKernel, Error> {
+    /// Compiles `k` for the host CPU, its loop nest shaped by schedule `s` (an illegal
+    /// step is an [`Error::InvalidKernel`]).
+    pub fn compile(k: &Kernel, s: &Schedule) -> Result<JitKernel, Error> {
         // The kernel IR's own checks (dtypes, axes, static bounds, injective store) first.
         ir::kernel::verify(k).map_err(|e| {
             let msg = e.to_string();
@@ -145,7 +146,7 @@ impl JitKernel {
             jb.symbol(h.name, h.addr);
         }
         let mut module = JITModule::new(jb);
-        let (func, vectorized) = match lower::define(&mut module, k, None) {
+        let def = match lower::define(&mut module, k, s, None) {
             Ok(f) => f,
             Err(e) => {
                 ffi::free(module);
@@ -156,21 +157,23 @@ impl JitKernel {
             ffi::free(module);
             return Err(internal(format!("finalizing: {e}")));
         }
-        let code = module.get_finalized_function(func);
+        let code = module.get_finalized_function(def.id);
         Ok(JitKernel {
             name: k.name.clone(),
             inputs: k.inputs.clone(),
             output: k.output.clone(),
             module: Some(module),
             code,
-            vectorized,
-            parallel_extent: parallel_extent(k),
+            vectorized: def.vectorized,
+            fma: def.fma,
+            parallel_extent: s.parallel_extent(k),
         })
     }
 
-    /// The extent of the range that `begin..end` splits: the kernel's axis 0 when it has
-    /// several output axes, else 1 (the kernel runs whole). Disjoint shares of it may run
-    /// at once on several threads.
+    /// The extent of the range that `begin..end` splits: the flattened first output axes
+    /// of the schedule's `Parallel` step (a register-blocked axis counts its blocks), 1
+    /// without one (the kernel runs whole). Disjoint shares may run at once on several
+    /// threads.
     pub fn parallel_extent(&self) -> usize {
         self.parallel_extent
     }
@@ -188,6 +191,12 @@ impl JitKernel {
     /// Whether the innermost output axis runs on f32x4 vectors (with a scalar tail).
     pub fn is_vectorized(&self) -> bool {
         self.vectorized
+    }
+
+    /// Whether the code accumulates a Sum of f32 products with fused multiply-adds (one
+    /// rounding where the reference rounds twice: results differ in the last bits).
+    pub fn uses_fma(&self) -> bool {
+        self.fma
     }
 
     /// The kernel's name.

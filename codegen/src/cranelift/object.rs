@@ -28,7 +28,7 @@
 //! lowering names them the same way for the JIT and for objects; the Python-style float
 //! remainder, which has no C counterpart, is defined in the object as a local function.
 
-use super::{libcalls, lower, parallel_extent};
+use super::{libcalls, lower};
 use crate::Error;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -40,6 +40,7 @@ use cranelift_module::{DataDescription, DataId, FuncId, FuncOrDataId, Linkage, M
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use ir::DType;
 use ir::kernel::Kernel;
+use ir::schedule::Schedule;
 
 /// Where a buffer of a step lives during `<name>_run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +101,17 @@ pub struct Program {
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// Compiles `program` over `kernels` with the weight bytes `weights` into an object file
-/// for the host (x86-64 or AArch64 ELF, code for the host CPU's features) exporting the C
-/// API of this module's documentation under `name` (a C identifier).
-pub fn compile_object(name: &str, kernels: &[Kernel], program: &Program, weights: &[u8]) -> Result<Vec<u8>> {
+/// Compiles `program` over `kernels` (each with its schedule: `schedules[i]` for
+/// `kernels[i]`) with the weight bytes `weights` into an object file for the host (x86-64
+/// or AArch64 ELF, code for the host CPU's features) exporting the C API of this module's
+/// documentation under `name` (a C identifier).
+pub fn compile_object(
+    name: &str,
+    kernels: &[Kernel],
+    schedules: &[Schedule],
+    program: &Program,
+    weights: &[u8],
+) -> Result<Vec<u8>> {
     let bad = |msg: String| Error::InvalidInput {
         kernel: name.to_string(),
         msg,
@@ -117,6 +125,9 @@ pub fn compile_object(name: &str, kernels: &[Kernel], program: &Program, weights
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return Err(bad(format!("'{name}' is not a C identifier")));
+    }
+    if schedules.len() != kernels.len() {
+        return Err(bad(format!("{} schedules for {} kernels", schedules.len(), kernels.len())));
     }
     check(program, kernels, weights.len()).map_err(bad)?;
     let mut flags = settings::builder();
@@ -138,14 +149,16 @@ pub fn compile_object(name: &str, kernels: &[Kernel], program: &Program, weights
 
     define_modf(&mut module).map_err(|e| internal(format!("defining atomc_modf: {e}")))?;
     let mut funcs = Vec::with_capacity(kernels.len());
-    for (i, k) in kernels.iter().enumerate() {
+    let mut extents = Vec::with_capacity(kernels.len());
+    for (i, (k, schedule)) in kernels.iter().zip(schedules).enumerate() {
         ir::kernel::verify(k).map_err(|e| Error::InvalidKernel {
             kernel: k.name.clone(),
             msg: e.to_string(),
         })?;
         let symbol = format!("{name}_k{i}");
-        let (id, _) = lower::define(&mut module, k, Some(&symbol))?;
-        funcs.push(id);
+        let def = lower::define(&mut module, k, schedule, Some(&symbol))?;
+        funcs.push(def.id);
+        extents.push(schedule.parallel_extent(k));
     }
     let weights_id = if weights.is_empty() {
         None
@@ -156,7 +169,7 @@ pub fn compile_object(name: &str, kernels: &[Kernel], program: &Program, weights
         module: &mut module,
         name,
     };
-    e.run_fn(kernels, &funcs, program, weights_id).map_err(internal)?;
+    e.run_fn(&extents, &funcs, program, weights_id).map_err(internal)?;
     e.describe(program).map_err(internal)?;
 
     let renames: Vec<(FuncId, &str)> = libcalls::all()
@@ -304,7 +317,7 @@ impl Emitter<'_> {
     /// `int <name>_run(const void* const* inputs, void* const* outputs, void* workspace)`.
     fn run_fn(
         &mut self,
-        kernels: &[Kernel],
+        extents: &[usize],
         funcs: &[FuncId],
         p: &Program,
         weights: Option<DataId>,
@@ -372,8 +385,8 @@ impl Emitter<'_> {
                     let o = i32::try_from(j as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
                     b.ins().stack_store(ptr, a, slot, o);
                 }
-                let k = &kernels[s.kernel];
-                let extent = i64::try_from(parallel_extent(k)).map_err(|_| "extent too large")?;
+                let extent = extents.get(s.kernel).copied().ok_or("a step names no kernel")?;
+                let extent = i64::try_from(extent).map_err(|_| "extent too large")?;
                 let bufs = b.ins().stack_addr(ptr, slot, 0);
                 let begin = b.ins().iconst(types::I64, 0);
                 let end = b.ins().iconst(types::I64, extent);

@@ -1,0 +1,357 @@
+//! Schedules applied by the Cranelift backend, each compared with the reference
+//! `Kernel::eval`: register-blocked contractions with tails, guarded (padded) and strided
+//! vector loads at the borders, parallel shares of a blocked axis, and illegal schedules.
+
+use codegen::{Error, JitKernel};
+use ir::atom::{BinaryFn, ReduceFn};
+use ir::dtype::DType;
+use ir::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
+use ir::schedule::{Schedule, ScheduleStep};
+use ir::tensor::Tensor;
+use proptest::prelude::*;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+fn buf(name: &str, numel: usize) -> Buffer {
+    Buffer {
+        name: name.into(),
+        dtype: DType::F32,
+        numel,
+    }
+}
+
+fn aff(offset: i64, coefs: &[i64]) -> Affine {
+    Affine {
+        offset,
+        coefs: coefs.to_vec(),
+    }
+}
+
+fn load(buf: usize, index: Affine, guards: Vec<KGuard>, pad: f64) -> Expr {
+    Expr::Load {
+        buf,
+        index,
+        guards,
+        pad,
+    }
+}
+
+fn f32b(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}
+
+fn to_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| ((i * 37 + seed * 11) % 23) as f32 * 0.25 - 2.5)
+        .collect()
+}
+
+/// Runs `k` compiled with `s` on `inputs` and compares with `Kernel::eval`: bit for bit, or
+/// within a tolerance where the code uses FMA. Returns the output.
+fn check(
+    k: &Kernel,
+    s: &Schedule,
+    inputs: &[Vec<f32>],
+) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    let j = JitKernel::compile(k, s)?;
+    let bytes: Vec<Vec<u8>> = inputs.iter().map(|v| f32b(v)).collect();
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0u8; k.output.numel * 4];
+    j.run(&refs, &mut out)?;
+    let got = to_f32(&out);
+    let ts: Vec<Tensor> = inputs
+        .iter()
+        .map(|v| Tensor::from_vec(vec![v.len()], v.clone()))
+        .collect::<Result<_, _>>()?;
+    let trefs: Vec<&Tensor> = ts.iter().collect();
+    let want = k.eval(&trefs)?.to_f64_vec();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w = *w as f32;
+        if j.uses_fma() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "'{}' with {s}: [{i}] {g} vs {w}",
+                k.name
+            );
+        } else {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "'{}' with {s}: [{i}] {g} vs {w}",
+                k.name
+            );
+        }
+    }
+    Ok(got)
+}
+
+fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
+    let (k_, n_) = (kk as i64, n as i64);
+    Kernel {
+        name: "mm".into(),
+        inputs: vec![buf("a", m * kk), buf("b", kk * n), buf("bias", n)],
+        output: buf("c", m * n),
+        out_shape: vec![m, n],
+        red_shape: vec![kk],
+        store: aff(0, &[n_, 1]),
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: Expr::Binary(
+                BinaryFn::Mul,
+                Box::new(load(0, aff(0, &[k_, 0, 1]), vec![], 0.0)),
+                Box::new(load(1, aff(0, &[0, 1, n_]), vec![], 0.0)),
+            ),
+            epilogue: Expr::Binary(
+                BinaryFn::Max,
+                Box::new(Expr::Binary(
+                    BinaryFn::Add,
+                    Box::new(Expr::Acc),
+                    Box::new(load(2, aff(0, &[0, 1]), vec![], 0.0)),
+                )),
+                Box::new(Expr::Const {
+                    value: -1.0,
+                    dtype: DType::F32,
+                }),
+            ),
+        },
+    }
+}
+
+fn gemm(p: usize, mr: usize, nr: usize) -> Schedule {
+    let mut steps = vec![
+        ScheduleStep::Parallel { axes: p },
+        ScheduleStep::Vectorize { axis: 1, lanes: 4 },
+        ScheduleStep::RegisterBlock {
+            axis: 0,
+            factor: mr,
+        },
+    ];
+    if nr > 1 {
+        steps.push(ScheduleStep::Unroll {
+            axis: 1,
+            factor: nr,
+        });
+    }
+    Schedule { steps }
+}
+
+/// `y[c, h, w] = sum_{kh, kw} x[c, s*h + kh - p, s*w + kw - p] * wt[c, kh, kw]` (pad `p`,
+/// stride `s`, 3x3 window) with value `pad` outside: a depthwise conv, or (with `max`) a
+/// max pool of the window.
+fn window(c: usize, h: usize, w: usize, s: usize, p: usize, max: bool) -> Kernel {
+    let (oh, ow) = ((h + 2 * p - 3) / s + 1, (w + 2 * p - 3) / s + 1);
+    let (h_, w_, s_, p_) = (h as i64, w as i64, s as i64, p as i64);
+    let guards = vec![
+        KGuard {
+            expr: aff(-p_, &[0, s_, 0, 1, 0]),
+            bound: h_,
+        },
+        KGuard {
+            expr: aff(-p_, &[0, 0, s_, 0, 1]),
+            bound: w_,
+        },
+    ];
+    let x = load(
+        0,
+        aff(-p_ * w_ - p_, &[h_ * w_, s_ * w_, s_, w_, 1]),
+        guards,
+        if max { f64::NEG_INFINITY } else { 0.0 },
+    );
+    let body = if max {
+        x
+    } else {
+        Expr::Binary(
+            BinaryFn::Mul,
+            Box::new(x),
+            Box::new(load(1, aff(0, &[9, 0, 0, 3, 1]), vec![], 0.0)),
+        )
+    };
+    let mut inputs = vec![buf("x", c * h * w)];
+    if !max {
+        inputs.push(buf("wt", c * 9));
+    }
+    Kernel {
+        name: if max { "pool" } else { "dwconv" }.into(),
+        inputs,
+        output: buf("y", c * oh * ow),
+        out_shape: vec![c, oh, ow],
+        red_shape: vec![3, 3],
+        store: aff(0, &[(oh * ow) as i64, ow as i64, 1]),
+        body: Body::Compute {
+            reduce: Some(if max { ReduceFn::Max } else { ReduceFn::Sum }),
+            body,
+            epilogue: Expr::Acc,
+        },
+    }
+}
+
+fn vec_rows(block: Option<(usize, usize)>, nr: usize) -> Schedule {
+    let mut steps = vec![
+        ScheduleStep::Parallel { axes: 1 },
+        ScheduleStep::Vectorize { axis: 2, lanes: 4 },
+    ];
+    if let Some((axis, factor)) = block {
+        steps.push(ScheduleStep::RegisterBlock { axis, factor });
+    }
+    if nr > 1 {
+        steps.push(ScheduleStep::Unroll {
+            axis: 2,
+            factor: nr,
+        });
+    }
+    Schedule { steps }
+}
+
+#[test]
+fn blocked_matmul_with_row_and_column_tails() -> R {
+    for (m, kk, n) in [(9, 5, 23), (4, 1, 12), (1, 3, 5), (7, 6, 3), (13, 17, 29)] {
+        let k = matmul(m, kk, n);
+        let ins = [data(m * kk, 1), data(kk * n, 2), data(n, 3)];
+        for s in [
+            gemm(1, 4, 3),
+            gemm(0, 3, 2),
+            gemm(1, 1, 1),
+            gemm(0, 5, 4),
+            Schedule::naive(),
+        ] {
+            check(&k, &s, &ins)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fma_is_used_for_sums_of_products_when_the_host_has_it() -> R {
+    let k = matmul(8, 8, 8);
+    let j = JitKernel::compile(&k, &gemm(1, 4, 2))?;
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        j.uses_fma(),
+        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx")
+    );
+    assert!(j.is_vectorized());
+    assert_eq!(j.parallel_extent(), 2);
+    Ok(())
+}
+
+#[test]
+fn guarded_vector_loads_at_the_borders() -> R {
+    // Padded 3x3 windows: the first and last vectors of a row straddle the padding.
+    for (h, w) in [(5, 9), (6, 16), (3, 4), (7, 13)] {
+        for max in [false, true] {
+            let k = window(3, h, w, 1, 1, max);
+            let mut ins = vec![data(3 * h * w, 5)];
+            if !max {
+                ins.push(data(27, 6));
+            }
+            for s in [
+                vec_rows(None, 1),
+                vec_rows(Some((1, 2)), 2),
+                vec_rows(Some((1, 4)), 3),
+            ] {
+                let j = JitKernel::compile(&k, &s)?;
+                assert!(j.is_vectorized(), "{s}");
+                check(&k, &s, &ins)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn strided_vector_loads_gather_lanes() -> R {
+    // Stride 2 with and without padding: lanes 2 apart.
+    for (h, w, p) in [(9, 17, 1), (11, 20, 0), (8, 8, 1)] {
+        for max in [false, true] {
+            let k = window(2, h, w, 2, p, max);
+            let mut ins = vec![data(2 * h * w, 7)];
+            if !max {
+                ins.push(data(18, 8));
+            }
+            for s in [vec_rows(None, 1), vec_rows(Some((1, 3)), 2)] {
+                check(&k, &s, &ins)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Running the parallel range in shares writes what one whole run writes, for a blocked
+/// parallel axis (blocks of 4 rows of 10, the last one short) and for two flattened axes.
+#[test]
+#[allow(unsafe_code)]
+fn parallel_shares_of_blocked_and_flattened_axes() -> R {
+    let k = matmul(10, 3, 9);
+    let ins = [data(30, 1), data(27, 2), data(9, 3)];
+    let bytes: Vec<Vec<u8>> = ins.iter().map(|v| f32b(v)).collect();
+    let k3 = window(3, 6, 9, 1, 1, false);
+    let ins3 = [data(3 * 54, 4), data(27, 5)];
+    let bytes3: Vec<Vec<u8>> = ins3.iter().map(|v| f32b(v)).collect();
+    let flat = Schedule {
+        steps: vec![
+            ScheduleStep::Parallel { axes: 2 },
+            ScheduleStep::Vectorize { axis: 2, lanes: 4 },
+        ],
+    };
+    for (k, bytes, s, extent) in [(&k, &bytes, gemm(1, 4, 2), 3), (&k3, &bytes3, flat, 18)] {
+        let j = JitKernel::compile(k, &s)?;
+        assert_eq!(j.parallel_extent(), extent);
+        let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let mut whole = vec![0u8; k.output.numel * 4];
+        j.run(&refs, &mut whole)?;
+        let mut parts = vec![0u8; k.output.numel * 4];
+        let mut ptrs: Vec<*mut u8> = bytes.iter().map(|b| b.as_ptr().cast_mut()).collect();
+        ptrs.push(parts.as_mut_ptr());
+        for (b, e) in [(0, 1), (1, 1), (1, extent - 1), (extent - 1, extent)] {
+            // SAFETY: every buffer has the kernel's byte length; the output is separate.
+            unsafe { j.run_raw(ptrs.as_ptr(), b, e)? };
+        }
+        assert_eq!(whole, parts, "{s}");
+    }
+    Ok(())
+}
+
+#[test]
+fn illegal_schedules_are_errors() {
+    let k = matmul(4, 4, 8);
+    for steps in [
+        vec![ScheduleStep::Vectorize { axis: 0, lanes: 4 }],
+        vec![ScheduleStep::Parallel { axes: 3 }],
+        vec![ScheduleStep::RegisterBlock { axis: 0, factor: 0 }],
+        vec![ScheduleStep::Unroll { axis: 1, factor: 2 }],
+    ] {
+        let s = Schedule { steps };
+        let e = JitKernel::compile(&k, &s).err();
+        assert!(matches!(e, Some(Error::InvalidKernel { .. })), "{s}: {e:?}");
+    }
+    // Legal, but not this backend's vector width.
+    let s = Schedule {
+        steps: vec![ScheduleStep::Vectorize { axis: 1, lanes: 8 }],
+    };
+    assert!(matches!(
+        JitKernel::compile(&k, &s),
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random sizes and tiles: the blocked contraction equals the reference.
+    #[test]
+    fn blocked_matmul_equals_reference(
+        m in 1usize..11, kk in 1usize..7, n in 1usize..27,
+        mr in 1usize..6, nr in 1usize..4, p in 0usize..2,
+    ) {
+        let k = matmul(m, kk, n);
+        let ins = [data(m * kk, 9), data(kk * n, 10), data(n, 11)];
+        check(&k, &gemm(p, mr, nr), &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+}

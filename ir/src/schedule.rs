@@ -1,0 +1,250 @@
+//! Schedules: how a kernel's loop nest runs, as a list of steps from a closed enum. A
+//! schedule changes the order, grouping and width of the work, never what a kernel
+//! computes (up to the rounding of a fused multiply-add). It lives next to the kernel IR so
+//! that `search` chooses schedules and `codegen` applies them without depending on each
+//! other. [`Schedule::validate`] rejects an illegal step with an error, never a panic.
+//!
+//! Steps today: [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
+//! [`ScheduleStep::RegisterBlock`] and [`ScheduleStep::Unroll`]. Split, reorder and pack
+//! (cache blocking and packed operands) are the next variants to add.
+
+use crate::error::{Error, Result};
+use crate::kernel::{Body, Kernel};
+use std::fmt;
+
+/// One step of a schedule. Axes are output axes of the kernel (`i0` .. `i{R-1}`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ScheduleStep {
+    /// The first `axes` output axes, flattened row-major, form the parallel range that
+    /// threads split (a register-blocked axis among them counts its blocks, not its
+    /// points). `axes = 0`: the kernel runs whole.
+    Parallel { axes: usize },
+    /// Run output axis `axis` on vectors of `lanes` consecutive points (the output must be
+    /// contiguous along it); the points left over run one by one.
+    Vectorize { axis: usize, lanes: usize },
+    /// Unroll-and-jam output axis `axis` by `factor`: a micro-tile of `factor` rows keeps its
+    /// accumulators in registers through the reduction, and loads that do not depend on the
+    /// row are shared by the rows.
+    RegisterBlock { axis: usize, factor: usize },
+    /// `factor` vectors (or points) per row along `axis`, which must be the vectorized axis:
+    /// the columns of the micro-tile.
+    Unroll { axis: usize, factor: usize },
+}
+
+/// A list of steps, at most one of each kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Schedule {
+    pub steps: Vec<ScheduleStep>,
+}
+
+impl Schedule {
+    /// The schedule that runs the loop nest as written: scalar, whole, one point at a time.
+    pub fn naive() -> Schedule {
+        Schedule::default()
+    }
+
+    /// How many leading output axes form the parallel range (0 without a `Parallel` step).
+    pub fn parallel_axes(&self) -> usize {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Parallel { axes } => Some(*axes),
+            _ => None,
+        }).unwrap_or(0)
+    }
+
+    /// The vectorized axis and its lanes.
+    pub fn vectorize(&self) -> Option<(usize, usize)> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Vectorize { axis, lanes } => Some((*axis, *lanes)),
+            _ => None,
+        })
+    }
+
+    /// The register-blocked axis and its factor (rows of the micro-tile).
+    pub fn register_block(&self) -> Option<(usize, usize)> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::RegisterBlock { axis, factor } => Some((*axis, *factor)),
+            _ => None,
+        })
+    }
+
+    /// The unrolled axis and its factor (columns of the micro-tile).
+    pub fn unroll(&self) -> Option<(usize, usize)> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Unroll { axis, factor } => Some((*axis, *factor)),
+            _ => None,
+        })
+    }
+
+    /// The extent of the parallel range of `k` under this schedule: the product of the
+    /// first [`Schedule::parallel_axes`] output extents, a register-blocked axis counting
+    /// its blocks (rounded up). 1 when nothing is parallel.
+    pub fn parallel_extent(&self, k: &Kernel) -> usize {
+        let block = self.register_block();
+        k.out_shape
+            .iter()
+            .take(self.parallel_axes())
+            .enumerate()
+            .map(|(a, &n)| match block {
+                Some((b, f)) if b == a && f > 0 => n.div_ceil(f),
+                _ => n,
+            })
+            .product::<usize>()
+    }
+
+    /// Checks every step against `k`: axes are output axes, factors and lanes positive, at
+    /// most one step of each kind, a vectorized axis stored contiguously and not parallel,
+    /// an unrolled axis vectorized, a blocked axis not the vectorized one; a Scatter kernel
+    /// takes no step (its points run in order).
+    pub fn validate(&self, k: &Kernel) -> Result<()> {
+        let r = k.out_shape.len();
+        let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
+        let mut seen = [false; 4];
+        for s in &self.steps {
+            let kind = match s {
+                ScheduleStep::Parallel { .. } => 0,
+                ScheduleStep::Vectorize { .. } => 1,
+                ScheduleStep::RegisterBlock { .. } => 2,
+                ScheduleStep::Unroll { .. } => 3,
+            };
+            if std::mem::replace(&mut seen[kind], true) {
+                return Err(err(format!("{s} is the second step of its kind")));
+            }
+            if matches!(k.body, Body::Scatter { .. }) {
+                return Err(err(format!("{s} on a scatter kernel, whose points run in order")));
+            }
+            match *s {
+                ScheduleStep::Parallel { axes } => {
+                    if axes > r {
+                        return Err(err(format!("{s}: the kernel has {r} output axes")));
+                    }
+                }
+                ScheduleStep::Vectorize { axis, lanes } | ScheduleStep::RegisterBlock { axis, factor: lanes }
+                | ScheduleStep::Unroll { axis, factor: lanes } => {
+                    if axis >= r {
+                        return Err(err(format!("{s}: axis i{axis} is not an output axis (the kernel has {r})")));
+                    }
+                    if lanes == 0 {
+                        return Err(err(format!("{s}: a factor of 0")));
+                    }
+                }
+            }
+        }
+        let p = self.parallel_axes();
+        if let Some((axis, lanes)) = self.vectorize() {
+            if !lanes.is_power_of_two() {
+                return Err(err(format!("{lanes} lanes is not a power of two")));
+            }
+            if k.store.coefs.get(axis).copied() != Some(1) {
+                return Err(err(format!("vectorizes i{axis}, along which the output is not contiguous")));
+            }
+            if axis < p {
+                return Err(err(format!("vectorizes i{axis}, which is a parallel axis")));
+            }
+        }
+        if let Some((axis, _)) = self.unroll()
+            && self.vectorize().map(|v| v.0) != Some(axis)
+        {
+            return Err(err(format!("unrolls i{axis}, which is not the vectorized axis")));
+        }
+        if let Some((axis, _)) = self.register_block()
+            && self.vectorize().map(|v| v.0) == Some(axis)
+        {
+            return Err(err(format!("register-blocks i{axis}, which is the vectorized axis")));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ScheduleStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScheduleStep::Parallel { axes } => write!(f, "parallel({axes})"),
+            ScheduleStep::Vectorize { axis, lanes } => write!(f, "vectorize(i{axis}, {lanes})"),
+            ScheduleStep::RegisterBlock { axis, factor } => write!(f, "register_block(i{axis}, {factor})"),
+            ScheduleStep::Unroll { axis, factor } => write!(f, "unroll(i{axis}, {factor})"),
+        }
+    }
+}
+
+/// `parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 3)`, or `naive`.
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() {
+            return write!(f, "naive");
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::atom::{BinaryFn, ReduceFn};
+    use crate::dtype::DType;
+    use crate::kernel::{Affine, Buffer, Expr};
+
+    fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
+        let load = |buf: usize, coefs: Vec<i64>| Expr::Load { buf, index: Affine { offset: 0, coefs }, guards: vec![], pad: 0.0 };
+        let buf = |name: &str, numel: usize| Buffer { name: name.into(), dtype: DType::F32, numel };
+        Kernel {
+            name: "mm".into(),
+            inputs: vec![buf("a", m * kk), buf("b", kk * n)],
+            output: buf("c", m * n),
+            out_shape: vec![m, n],
+            red_shape: vec![kk],
+            store: Affine { offset: 0, coefs: vec![n as i64, 1] },
+            body: Body::Compute {
+                reduce: Some(ReduceFn::Sum),
+                body: Expr::Binary(BinaryFn::Mul, Box::new(load(0, vec![kk as i64, 0, 1])), Box::new(load(1, vec![0, 1, n as i64]))),
+                epilogue: Expr::Acc,
+            },
+        }
+    }
+
+    fn gemm_schedule() -> Schedule {
+        Schedule {
+            steps: vec![
+                ScheduleStep::Parallel { axes: 1 },
+                ScheduleStep::Vectorize { axis: 1, lanes: 4 },
+                ScheduleStep::RegisterBlock { axis: 0, factor: 4 },
+                ScheduleStep::Unroll { axis: 1, factor: 3 },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_gemm_schedule_is_valid_and_prints() -> Result<()> {
+        let k = matmul(10, 7, 9);
+        let s = gemm_schedule();
+        s.validate(&k)?;
+        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 3)");
+        assert_eq!(s.parallel_extent(&k), 3);
+        assert_eq!(Schedule::naive().to_string(), "naive");
+        assert_eq!(Schedule::naive().parallel_extent(&k), 1);
+        Schedule::naive().validate(&k)?;
+        Ok(())
+    }
+
+    #[test]
+    fn illegal_steps_are_errors() {
+        let k = matmul(10, 7, 9);
+        let msg = |steps: Vec<ScheduleStep>| Schedule { steps }.validate(&k).err().map(|e| e.to_string()).unwrap_or_default();
+        use ScheduleStep::*;
+        assert!(msg(vec![Parallel { axes: 3 }]).contains("2 output axes"));
+        assert!(msg(vec![Vectorize { axis: 2, lanes: 4 }]).contains("not an output axis"));
+        assert!(msg(vec![Vectorize { axis: 1, lanes: 3 }]).contains("power of two"));
+        assert!(msg(vec![Vectorize { axis: 0, lanes: 4 }]).contains("not contiguous"));
+        assert!(msg(vec![RegisterBlock { axis: 0, factor: 0 }]).contains("factor of 0"));
+        assert!(msg(vec![Unroll { axis: 1, factor: 2 }]).contains("not the vectorized axis"));
+        assert!(msg(vec![Vectorize { axis: 1, lanes: 4 }, RegisterBlock { axis: 1, factor: 2 }]).contains("is the vectorized axis"));
+        assert!(msg(vec![Parallel { axes: 2 }, Vectorize { axis: 1, lanes: 4 }]).contains("parallel axis"));
+        assert!(msg(vec![Parallel { axes: 1 }, Parallel { axes: 1 }]).contains("second step"));
+        assert!(msg(vec![Parallel { axes: 3 }]).starts_with("invalid model: kernel 'mm': schedule 'parallel(3)'"));
+    }
+}

@@ -1,0 +1,213 @@
+//! `search`: chooses a [`Schedule`] for each kernel. Input: a verified
+//! [`ir::kernel::Kernel`] and the [`Target`] it runs on. Output: a schedule that `codegen`
+//! applies. Today this is one heuristic, [`default_schedule`]; the template-generated
+//! candidate space, the analytic cost model, measurement and tuning records come next.
+//!
+//! Invariant: `search` depends on `ir` and `targets` only; it knows nothing of Cranelift or
+//! LLVM beyond the vector width the target reports.
+
+use ir::atom::{BinaryFn, ReduceFn};
+use ir::dtype::DType;
+use ir::kernel::{Body, Expr, Kernel};
+use ir::schedule::{Schedule, ScheduleStep};
+use targets::Target;
+
+/// Rows of the register-blocked micro-tile.
+const MR: usize = 4;
+/// The most vectors per row of the micro-tile: MR x NR accumulators plus NR + 1 operands
+/// fit 16 vector registers (4 x 3 fits exactly but measured slower than 4 x 2 on GEMM with
+/// Cranelift's register allocator).
+const NR: usize = 2;
+
+/// The heuristic schedule until the search lands:
+/// - vectorize the innermost output axis with the target's f32 lanes when the kernel is f32
+///   and its output contiguous along that axis;
+/// - register-block a contraction (a Sum whose body is a product) along the output axis that
+///   makes the most loads shared by the rows of a tile (a load shared along the block axis
+///   that varies along the vector axis saves a vector load: it counts twice), [`MR`] rows by
+///   up to [`NR`] vectors;
+/// - parallelize the fewest leading output axes (never the innermost) that give every core
+///   several shares.
+pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
+    let Body::Compute { reduce, body, epilogue } = &k.body else {
+        return Schedule::naive();
+    };
+    let r = k.out_shape.len();
+    if r == 0 {
+        return Schedule::naive();
+    }
+    let mut steps = Vec::new();
+    let lanes = (t.vector_bits / 32).max(1) as usize;
+    let last = r - 1;
+    let f32_only = k.output.dtype == DType::F32
+        && k.inputs.iter().all(|b| b.dtype == DType::F32)
+        && !matches!(reduce, Some(ReduceFn::ArgMax | ReduceFn::ArgMin))
+        && plain_f32(body)
+        && plain_f32(epilogue);
+    let vec_axis = (lanes > 1 && f32_only && k.store.coefs.get(last) == Some(&1) && k.out_shape[last] >= lanes).then_some(last);
+    if let Some(axis) = vec_axis {
+        steps.push(ScheduleStep::Vectorize { axis, lanes });
+    }
+    let contraction = *reduce == Some(ReduceFn::Sum) && matches!(body, Expr::Binary(BinaryFn::Mul, ..));
+    let mut block = None;
+    if contraction && f32_only {
+        let mut loads = Vec::new();
+        collect_loads(body, &mut loads);
+        let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
+            coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
+        };
+        let score = |a: usize| -> usize {
+            loads
+                .iter()
+                .filter(|(c, g)| !uses(c, g, a))
+                .map(|(c, g)| if vec_axis.is_some_and(|v| uses(c, g, v)) { 2 } else { 1 })
+                .sum()
+        };
+        block = (0..r)
+            .filter(|&a| Some(a) != vec_axis && k.out_shape[a] >= 2)
+            .map(|a| (score(a), k.out_shape[a].min(MR), a))
+            .filter(|&(s, _, _)| s > 0)
+            .max_by_key(|&(s, f, a)| (s, f, std::cmp::Reverse(a)))
+            .map(|(_, f, a)| (a, f));
+        if let Some((axis, factor)) = block {
+            steps.push(ScheduleStep::RegisterBlock { axis, factor });
+        }
+        if let Some(axis) = vec_axis {
+            let factor = (k.out_shape[axis] / lanes).clamp(1, NR);
+            if factor > 1 {
+                steps.push(ScheduleStep::Unroll { axis, factor });
+            }
+        }
+    }
+    // Enough shares for every core to get several (load balance), without the innermost
+    // axis or the vectorized one.
+    let want = 4 * t.cores.max(1);
+    let limit = vec_axis.unwrap_or(last).min(last);
+    let (mut p, mut extent) = (0, 1usize);
+    while p < limit && extent < want {
+        let n = k.out_shape[p];
+        extent = extent.saturating_mul(match block {
+            Some((b, f)) if b == p => n.div_ceil(f),
+            _ => n,
+        });
+        p += 1;
+    }
+    if p > 0 {
+        steps.insert(0, ScheduleStep::Parallel { axes: p });
+    }
+    Schedule { steps }
+}
+
+/// Whether every value of `e` is f32 (no casts, selects, gathers or axis indices).
+fn plain_f32(e: &Expr) -> bool {
+    match e {
+        Expr::Load { .. } | Expr::Acc => true,
+        Expr::Const { dtype, .. } => *dtype == DType::F32,
+        Expr::Unary(f, x) => !matches!(f, ir::atom::UnaryFn::IsNaN | ir::atom::UnaryFn::Not) && plain_f32(x),
+        Expr::Binary(f, a, b) => !f.is_comparison() && plain_f32(a) && plain_f32(b),
+        Expr::Gather { .. } | Expr::Axis(_) | Expr::Select(..) | Expr::Cast(..) => false,
+    }
+}
+
+/// The index and guard coefficients of every load of `e`.
+fn collect_loads<'a>(e: &'a Expr, out: &mut Vec<(&'a [i64], Vec<&'a [i64]>)>) {
+    match e {
+        Expr::Load { index, guards, .. } => out.push((&index.coefs, guards.iter().map(|g| g.expr.coefs.as_slice()).collect())),
+        Expr::Gather { pos, .. } => collect_loads(pos, out),
+        Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => {}
+        Expr::Unary(_, x) | Expr::Cast(_, x) => collect_loads(x, out),
+        Expr::Binary(_, a, b) => {
+            collect_loads(a, out);
+            collect_loads(b, out);
+        }
+        Expr::Select(c, a, b) => {
+            collect_loads(c, out);
+            collect_loads(a, out);
+            collect_loads(b, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ir::kernel::{Affine, Buffer, KGuard};
+
+    fn buf(name: &str, numel: usize) -> Buffer {
+        Buffer { name: name.into(), dtype: DType::F32, numel }
+    }
+
+    fn load(buf: usize, offset: i64, coefs: &[i64], guards: Vec<KGuard>) -> Expr {
+        Expr::Load { buf, index: Affine { offset, coefs: coefs.to_vec() }, guards, pad: 0.0 }
+    }
+
+    fn target(cores: usize) -> Target {
+        Target { cores, ..Target::host().with_vector_bits(128) }
+    }
+
+    #[test]
+    fn matmul_blocks_rows_and_vectorizes_columns() -> ir::Result<()> {
+        let (m, kk, n) = (64, 32, 48);
+        let k = Kernel {
+            name: "mm".into(),
+            inputs: vec![buf("a", m * kk), buf("b", kk * n)],
+            output: buf("c", m * n),
+            out_shape: vec![m, n],
+            red_shape: vec![kk],
+            store: Affine { offset: 0, coefs: vec![n as i64, 1] },
+            body: Body::Compute {
+                reduce: Some(ReduceFn::Sum),
+                body: Expr::Binary(BinaryFn::Mul, Box::new(load(0, 0, &[kk as i64, 0, 1], vec![])), Box::new(load(1, 0, &[0, 1, n as i64], vec![]))),
+                epilogue: Expr::Acc,
+            },
+        };
+        let s = default_schedule(&k, &target(2));
+        s.validate(&k)?;
+        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2)");
+        assert_eq!(s.parallel_extent(&k), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn conv_blocks_output_channels() -> ir::Result<()> {
+        // y[n, co, h, w] = sum_{ci, kh, kw} x[n, ci, h+kh-1, w+kw-1] * w[co, ci, kh, kw], pad 1.
+        let (c, h, w) = (32usize, 10usize, 12usize);
+        let (c_, h_, w_) = (c as i64, h as i64, w as i64);
+        let guards = vec![
+            KGuard { expr: Affine { offset: -1, coefs: vec![0, 0, 1, 0, 0, 1, 0] }, bound: h_ },
+            KGuard { expr: Affine { offset: -1, coefs: vec![0, 0, 0, 1, 0, 0, 1] }, bound: w_ },
+        ];
+        let x = load(0, -w_ - 1, &[c_ * h_ * w_, 0, w_, 1, h_ * w_, w_, 1], guards);
+        let wt = load(1, 0, &[0, c_ * 9, 0, 0, 9, 3, 1], vec![]);
+        let k = Kernel {
+            name: "conv".into(),
+            inputs: vec![buf("x", c * h * w), buf("w", c * c * 9)],
+            output: buf("y", c * h * w),
+            out_shape: vec![1, c, h, w],
+            red_shape: vec![c, 3, 3],
+            store: Affine { offset: 0, coefs: vec![c_ * h_ * w_, h_ * w_, w_, 1] },
+            body: Body::Compute { reduce: Some(ReduceFn::Sum), body: Expr::Binary(BinaryFn::Mul, Box::new(x), Box::new(wt)), epilogue: Expr::Acc },
+        };
+        let s = default_schedule(&k, &target(2));
+        s.validate(&k)?;
+        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2)");
+        Ok(())
+    }
+
+    #[test]
+    fn integer_and_scatter_kernels_stay_scalar() -> ir::Result<()> {
+        let k = Kernel {
+            name: "neg".into(),
+            inputs: vec![Buffer { name: "x".into(), dtype: DType::I64, numel: 12 }],
+            output: Buffer { name: "y".into(), dtype: DType::I64, numel: 12 },
+            out_shape: vec![3, 4],
+            red_shape: vec![],
+            store: Affine { offset: 0, coefs: vec![4, 1] },
+            body: Body::Compute { reduce: None, body: load(0, 0, &[4, 1], vec![]), epilogue: Expr::Acc },
+        };
+        let s = default_schedule(&k, &target(2));
+        s.validate(&k)?;
+        assert_eq!(s.to_string(), "parallel(1)");
+        Ok(())
+    }
+}
