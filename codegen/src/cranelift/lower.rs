@@ -4,7 +4,7 @@
 //! range over the iteration box is inside the buffer are unchecked; the others (padded
 //! windows, gathers) are checked at run time.
 
-use super::{RuntimeError, libcalls};
+use super::{RuntimeError, libcalls, vmath};
 use crate::Error;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -250,7 +250,7 @@ impl<M: Module> Lower<'_, '_, M> {
                 Expr::Const { dtype, .. } => *dtype == DType::F32,
                 Expr::Acc => true,
                 Expr::Unary(f, x) => {
-                    matches!(
+                    (matches!(
                         f,
                         UnaryFn::Neg
                             | UnaryFn::Abs
@@ -258,7 +258,8 @@ impl<M: Module> Lower<'_, '_, M> {
                             | UnaryFn::Recip
                             | UnaryFn::Floor
                             | UnaryFn::Ceil
-                    ) && ok(l, x)
+                    ) || vmath::has(*f))
+                        && ok(l, x)
                 }
                 Expr::Binary(f, a, b) => {
                     matches!(
@@ -639,6 +640,43 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(f)
     }
 
+    /// sin, cos and tan by polynomial are accurate for `|x| <= 1e4` (`vmath.rs`); beyond
+    /// (and for infinities and NaN) a cold path computes the lanes with the reference's
+    /// function. `poly` is the polynomial result for `x`.
+    fn large_argument_fallback(&mut self, f: UnaryFn, x: Value, poly: Value) -> Result<Value> {
+        let name = libcalls::unary(f).ok_or_else(|| Error::Internal {
+            kernel: self.k.name.clone(),
+            msg: format!("no helper for {}", f.name()),
+        })?;
+        let ty = self.b.func.dfg.value_type(x);
+        let ax = self.b.ins().fabs(x);
+        let limit = self.b.ins().f32const(1e4);
+        let limit = self.splat(limit);
+        // `!(|x| <= limit)`: also true for NaN.
+        let big = self.b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, ax, limit);
+        let any = if self.lanes == 1 { big } else { self.b.ins().vany_true(big) };
+        let cold = self.b.create_block();
+        let done = self.b.create_block();
+        let result = self.b.append_block_param(done, ty);
+        self.b.set_cold_block(cold);
+        self.b.ins().brif(any, cold, &[], done, &[poly.into()]);
+        self.b.switch_to_block(cold);
+        let exact = if self.lanes == 1 {
+            self.call(name, &[x])?
+        } else {
+            let mut v = poly;
+            for lane in 0..4u8 {
+                let xi = self.b.ins().extractlane(x, lane);
+                let r = self.call(name, &[xi])?;
+                v = self.b.ins().insertlane(v, r, lane);
+            }
+            self.pick(big, v, poly)
+        };
+        self.b.ins().jump(done, &[exact.into()]);
+        self.b.switch_to_block(done);
+        Ok(result)
+    }
+
     pub(super) fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
         let f = self.helper(name)?;
         let call = self.b.ins().call(f, args);
@@ -957,9 +995,15 @@ impl<M: Module> Lower<'_, '_, M> {
                     let inner = self.b.ins().select(lt, minus, x);
                     self.b.ins().select(gt, one, inner)
                 }
-                _ => match libcalls::unary(f) {
-                    Some(name) => self.call(name, &[x])?,
-                    None => return Err(unsupported(self)),
+                _ => match vmath::emit(&mut self.b, f, x, self.fma) {
+                    Some(v) if matches!(f, UnaryFn::Sin | UnaryFn::Cos | UnaryFn::Tan) => {
+                        self.large_argument_fallback(f, x, v)?
+                    }
+                    Some(v) => v,
+                    None => match libcalls::unary(f) {
+                        Some(name) if self.lanes == 1 => self.call(name, &[x])?,
+                        _ => return Err(unsupported(self)),
+                    },
                 },
             },
             DType::I64 | DType::I32 => match f {

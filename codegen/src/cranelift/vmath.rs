@@ -41,8 +41,9 @@
 //!
 //! Valid ranges: every f32 for exp, log, tanh, erf, atan, sinh and cosh. sin, cos and tan
 //! meet the bound for `|x| <= 1e4` (including the f32 closest to multiples of pi/2 there);
-//! beyond that the reduction loses accuracy (sin/cos stay in [-1, 1]) and above about 2^22
-//! the results are meaningless; infinities and NaN give NaN.
+//! beyond that the reduction loses accuracy and above about 2^22 the results are
+//! meaningless, so the kernel lowering (`lower.rs`) sends lanes with `|x| > 1e4` (and
+//! infinities and NaN) to the reference's function on a cold path.
 //! Special values: NaN gives NaN; exp(+inf) = +inf, exp(-inf) = 0, overflow +inf, underflow
 //! 0 or a subnormal; log(0) = -inf, log(x < 0) = NaN, log(+inf) = +inf; tanh(+-inf) = +-1;
 //! erf(+-inf) = +-1; sin/cos/tan(+-inf) = NaN; atan(+-inf) = +-pi/2; sinh(+-inf) = +-inf,
@@ -56,12 +57,28 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, 
 use cranelift_frontend::FunctionBuilder;
 use ir::atom::UnaryFn;
 
+/// Whether `f` has a polynomial here (then [`emit`] gives `Some` for F32 and F32X4).
+pub(crate) fn has(f: UnaryFn) -> bool {
+    matches!(
+        f,
+        UnaryFn::Exp
+            | UnaryFn::Log
+            | UnaryFn::Tanh
+            | UnaryFn::Erf
+            | UnaryFn::Sin
+            | UnaryFn::Cos
+            | UnaryFn::Tan
+            | UnaryFn::Atan
+            | UnaryFn::Sinh
+            | UnaryFn::Cosh
+    )
+}
+
 /// Emits f(x) for x of type F32 or F32X4; None if `f` has no polynomial here.
 /// `fma`: whether the ISA has fused multiply-add (then use the `fma` instruction in the
 /// polynomial evaluation, else fmul+fadd).
 /// Pass `module.isa().has_native_fma()`: without native FMA each `fma` becomes an `fmaf`
 /// call per lane.
-#[allow(dead_code)] // until lower.rs calls it
 pub(crate) fn emit(b: &mut FunctionBuilder, f: UnaryFn, x: Value, fma: bool) -> Option<Value> {
     let ty = b.func.dfg.value_type(x);
     let ity = if ty == types::F32 {
