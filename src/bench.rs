@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub shapes: InputShapes,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Time every step of the compiled plan over the timed runs ([`BenchReport::profile`]).
+    pub profile: bool,
 }
 
 impl Default for BenchOptions {
@@ -40,6 +42,7 @@ impl Default for BenchOptions {
             min_time: Duration::from_millis(1000),
             shapes: InputShapes::new(),
             seed: 0,
+            profile: false,
         }
     }
 }
@@ -65,6 +68,21 @@ pub struct BenchReport {
     /// Timed runs (the first run and the warm-up are not among them).
     pub runs: usize,
     pub warmup_runs: usize,
+    /// With `profile`: every step of the plan, slowest first, averaged over the timed runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<StepReport>,
+}
+
+/// One plan step's share of a run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepReport {
+    pub name: String,
+    /// `kernel` (compiled), `evaluator` or `host`.
+    pub kind: String,
+    /// Mean time per run.
+    pub ms: f64,
+    /// Percent of the summed step times.
+    pub percent: f64,
 }
 
 /// Errors of `bench`: those of loading, compiling and running the model.
@@ -98,6 +116,7 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         warmup_runs += 1;
     }
 
+    session.set_profiling(options.profile);
     let mut times = Vec::with_capacity(options.min_runs);
     let mut total = Duration::ZERO;
     while times.len() < options.min_runs || total < options.min_time {
@@ -111,6 +130,17 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
     }
     times.sort_by(f64::total_cmp);
     let n = times.len();
+    let mut profile: Vec<StepReport> = session
+        .profile()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| StepReport { name: t.name, kind: t.kind.to_string(), ms: ms(t.total) / n as f64, percent: 0.0 })
+        .collect();
+    let sum: f64 = profile.iter().map(|p| p.ms).sum();
+    for p in &mut profile {
+        p.percent = if sum > 0.0 { 100.0 * p.ms / sum } else { 0.0 };
+    }
+    profile.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(BenchReport {
         model: path.display().to_string(),
         backend: options.backend.name().to_string(),
@@ -126,6 +156,7 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         max_ms: times[n - 1],
         runs: n,
         warmup_runs,
+        profile,
     })
 }
 
@@ -202,7 +233,14 @@ impl std::fmt::Display for BenchReport {
             f,
             "runs:      {} (after {} warm-up): median {:.3} ms, p10 {:.3}, p90 {:.3}, mean {:.3}, min {:.3}, max {:.3}",
             self.runs, self.warmup_runs, self.median_ms, self.p10_ms, self.p90_ms, self.mean_ms, self.min_ms, self.max_ms
-        )
+        )?;
+        if !self.profile.is_empty() {
+            writeln!(f, "steps, slowest first (mean per run):")?;
+            for p in &self.profile {
+                writeln!(f, "  {:>9.4} ms {:>5.1}%  {:<9} {}", p.ms, p.percent, p.kind, p.name)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -94,6 +94,9 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also time every kernel and host step (compiled backend) and list them.
+        #[arg(long)]
+        profile: bool,
     },
     /// Compile a model ahead of time for static input shapes: writes `OUTDIR/<name>.o` (the
     /// kernels, the weights and the C entry point `<name>_run`), `<name>.h` and
@@ -137,8 +140,8 @@ fn main() -> std::process::ExitCode {
         Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
             run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
         }
-        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json } => {
-            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json)
+        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile } => {
+            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile)
         }
         Command::Compile { model, out_dir, shapes, name } => compile(&model, &out_dir, &shapes, name),
     };
@@ -319,6 +322,7 @@ fn bench(
     shape_specs: &[String],
     seed: u64,
     json: bool,
+    profile: bool,
 ) -> Result<()> {
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -331,6 +335,7 @@ fn bench(
         min_time: std::time::Duration::from_millis(min_time_ms),
         shapes: parse_shapes(shape_specs)?,
         seed,
+        profile,
     };
     let report = atomc::bench::bench(path, &options)?;
     if json {

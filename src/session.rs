@@ -100,13 +100,15 @@ pub struct Session {
     last: Vec<Vec<usize>>,
     /// Shared by the executables of every input shape; started on first use.
     pool: Option<Arc<ThreadPool>>,
+    /// Whether compiled plans time their steps (see [`Session::set_profiling`]).
+    profiling: bool,
 }
 
 impl Session {
     /// Imports a model file.
     pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Session, Error> {
         let model = ir::onnx::import_file(path.as_ref())?;
-        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None })
+        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None, profiling: false })
     }
 
     /// The imported model.
@@ -281,6 +283,10 @@ impl Session {
                 Prepared::Jit(Box::new(Executable::from_graph(decompose_strict(&specialized)?, pool)?))
             }
         };
+        let mut plan = plan;
+        if let Prepared::Jit(exec) = &mut plan {
+            exec.set_profiling(self.profiling);
+        }
         self.plans.insert(key, plan);
         Ok(())
     }
@@ -294,6 +300,28 @@ impl Session {
         let pool = Arc::new(ThreadPool::new(threads).map_err(|source| Error::Threads { threads, source })?);
         self.pool = Some(pool.clone());
         Ok(pool)
+    }
+}
+
+impl Session {
+    /// Starts (or stops) timing each step of the compiled plans (backend `cranelift`);
+    /// starting resets the times. Profiling costs two clock reads per step.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+        for plan in self.plans.values_mut() {
+            if let Prepared::Jit(exec) = plan {
+                exec.set_profiling(on);
+            }
+        }
+    }
+
+    /// The time of each step of the plan of the last run's input shapes since profiling
+    /// started, in plan order; `None` when not profiling or not on a compiled backend.
+    pub fn profile(&self) -> Option<Vec<runtime::StepTime>> {
+        match self.plans.get(&self.last)? {
+            Prepared::Jit(exec) => exec.profile(),
+            _ => None,
+        }
     }
 }
 

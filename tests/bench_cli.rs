@@ -70,3 +70,30 @@ fn bad_input_is_a_clear_error() {
     assert_fails_with(&["bench", "examples/mlp.onnx", "--shape", "x=2x64x3"], "3 dims given");
     assert_fails_with(&["bench", "examples/mlp.onnx", "--backend", "gpu"], "unknown backend 'gpu'");
 }
+
+#[test]
+fn profile_lists_every_compiled_step() {
+    let mut args = vec!["bench", "examples/mlp.onnx", "--json", "--profile"];
+    args.extend(QUICK);
+    let out = atomc(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "atomc bench failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("stdout is one JSON object");
+    let steps = v["profile"].as_array().expect("a profile array");
+    assert!(!steps.is_empty(), "{v}");
+    let mut total = 0.0;
+    let mut last = f64::INFINITY;
+    for s in steps {
+        assert_eq!(s["kind"], "kernel", "every step of the MLP is compiled: {v}");
+        let ms = s["ms"].as_f64().unwrap();
+        assert!(ms <= last, "slowest first: {v}");
+        last = ms;
+        total += s["percent"].as_f64().unwrap();
+    }
+    assert!((total - 100.0).abs() < 1e-6, "percentages add up to 100: {v}");
+    // Without --profile there is no profile field.
+    let mut args = vec!["bench", "examples/mlp.onnx", "--json"];
+    args.extend(QUICK);
+    let v: serde_json::Value = serde_json::from_slice(&atomc(&args).stdout).expect("JSON");
+    assert!(v.get("profile").is_none(), "{v}");
+}

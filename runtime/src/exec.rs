@@ -20,6 +20,7 @@ use ir::shape::fmt_shape;
 use ir::{DType, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Errors of building and running an executable.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,18 @@ pub struct Executable {
     out_ptrs: Vec<*mut u8>,
     /// Values without a static shape (host steps only), as tensors.
     dynamic: HashMap<ValueId, Tensor>,
+    /// Wall time per step accumulated over runs while profiling (`None`: off).
+    profile: Option<Vec<Duration>>,
+}
+
+/// The time one plan step took over the profiled runs.
+#[derive(Clone, Debug)]
+pub struct StepTime {
+    /// The kernel's name, or the host node's.
+    pub name: String,
+    /// `kernel` (compiled), `evaluator` (a kernel the backend lacks) or `host`.
+    pub kind: &'static str,
+    pub total: Duration,
 }
 
 impl std::fmt::Debug for Executable {
@@ -182,6 +195,7 @@ impl Executable {
             in_ptrs: vec![std::ptr::null_mut(); ni],
             out_ptrs: vec![std::ptr::null_mut(); no],
             dynamic: HashMap::new(),
+            profile: None,
         })
     }
 
@@ -262,11 +276,45 @@ impl Executable {
             *p = t.byte_ptr_mut();
         }
         for i in 0..self.steps.len() {
+            let start = self.profile.is_some().then(Instant::now);
             self.run_step(i, inputs)?;
+            if let (Some(start), Some(times)) = (start, self.profile.as_mut()) {
+                times[i] += start.elapsed();
+            }
         }
         self.copy_outputs(inputs, outputs)?;
         self.dynamic.clear();
         Ok(())
+    }
+
+    /// Starts (or stops) timing every step of the following runs; starting resets the times.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![Duration::ZERO; self.steps.len()]);
+    }
+
+    /// The time of every step over the runs since profiling started, in plan order
+    /// (`None` when not profiling).
+    pub fn profile(&self) -> Option<Vec<StepTime>> {
+        let times = self.profile.as_ref()?;
+        Some(
+            self.steps
+                .iter()
+                .zip(&self.plan.steps)
+                .zip(times)
+                .map(|((exec, step), &total)| {
+                    let kind = match exec {
+                        Exec::Jit { .. } => "kernel",
+                        Exec::Eval { .. } => "evaluator",
+                        Exec::Host { .. } => "host",
+                    };
+                    let name = match step {
+                        Step::Kernel { kernel, .. } => kernel.name.clone(),
+                        Step::Host { node } => self.graph.nodes.get(*node).map_or_else(String::new, |n| n.name.clone()),
+                    };
+                    StepTime { name, kind, total }
+                })
+                .collect(),
+        )
     }
 
     /// Runs on `inputs` (in the order of the graph's inputs) and returns new output tensors.

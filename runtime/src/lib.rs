@@ -18,6 +18,6 @@ mod ffi;
 pub mod memory;
 pub mod pool;
 
-pub use exec::{Error, Executable};
+pub use exec::{Error, Executable, StepTime};
 pub use memory::{Location, MemoryPlan};
 pub use pool::ThreadPool;
