@@ -183,16 +183,7 @@ impl Session {
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
         let g = &self.model.graph;
         let num_outputs = g.outputs.len();
-        if inputs.len() != g.inputs.len() {
-            let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
-            return Err(ir::Error::InvalidInput(format!(
-                "the model takes {} inputs ({}), {} given",
-                names.len(),
-                names.join(", "),
-                inputs.len()
-            ))
-            .into());
-        }
+        runtime::check_input_count(g, inputs.len())?;
         let same = self.last.len() == inputs.len()
             && self.last.iter().zip(inputs).all(|(s, t)| s.as_slice() == t.shape())
             && self.plans.contains_key(&self.last);
@@ -250,15 +241,7 @@ impl Session {
         let mut full = InputShapes::new();
         for input in &g.inputs {
             let name = g.name(input.value);
-            let shape = match shapes.get(name) {
-                Some(s) => s.clone(),
-                None => input.static_shape().ok_or_else(|| {
-                    ir::Error::InvalidInput(format!(
-                        "input '{name}' has symbolic dims {}: give its shape",
-                        ir::infer::fmt_dims(&input.dims)
-                    ))
-                })?,
-            };
+            let shape = input_shape(g, input, shapes)?;
             full.insert(name.to_string(), shape.clone());
             key.push(shape);
         }
@@ -353,15 +336,7 @@ pub fn random_inputs(model: &Model, shapes: &InputShapes, seed: u64) -> Result<V
     let mut out = Vec::new();
     for input in &g.inputs {
         let name = g.name(input.value);
-        let shape = match shapes.get(name) {
-            Some(s) => s.clone(),
-            None => input.static_shape().ok_or_else(|| {
-                ir::Error::InvalidInput(format!(
-                    "input '{name}' has symbolic dims {}: give its shape with --shape {name}=...",
-                    ir::infer::fmt_dims(&input.dims)
-                ))
-            })?,
-        };
+        let shape = input_shape(g, input, shapes)?;
         let t = Tensor::from_fn_f64(input.dtype, shape, |_| {
             let u = rng.next_f64();
             match input.dtype {
@@ -373,6 +348,21 @@ pub fn random_inputs(model: &Model, shapes: &InputShapes, seed: u64) -> Result<V
         out.push((name.to_string(), t));
     }
     Ok(out)
+}
+
+/// The shape of `input`: from `shapes`, else its static dims (else an error naming the
+/// symbolic dims).
+fn input_shape(g: &Graph, input: &ir::Input, shapes: &InputShapes) -> Result<Vec<usize>, ir::Error> {
+    let name = g.name(input.value);
+    match shapes.get(name) {
+        Some(s) => Ok(s.clone()),
+        None => input.static_shape().ok_or_else(|| {
+            ir::Error::InvalidInput(format!(
+                "input '{name}' has symbolic dims {}: give its shape (--shape {name}=...)",
+                ir::infer::fmt_dims(&input.dims)
+            ))
+        }),
+    }
 }
 
 /// A small seeded generator (SplitMix64) for reproducible inputs.

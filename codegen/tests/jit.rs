@@ -108,21 +108,7 @@ const POLY_ULPS: u32 = 4;
 fn uses_polynomial(k: &Kernel) -> bool {
     fn walk(e: &Expr) -> bool {
         match e {
-            Expr::Unary(f, x) => {
-                matches!(
-                    f,
-                    UnaryFn::Exp
-                        | UnaryFn::Log
-                        | UnaryFn::Tanh
-                        | UnaryFn::Erf
-                        | UnaryFn::Sin
-                        | UnaryFn::Cos
-                        | UnaryFn::Tan
-                        | UnaryFn::Atan
-                        | UnaryFn::Sinh
-                        | UnaryFn::Cosh
-                ) || walk(x)
-            }
+            Expr::Unary(f, x) => codegen::cranelift::is_polynomial(*f) || walk(x),
             Expr::Binary(_, a, b) => walk(a) || walk(b),
             Expr::Select(c, a, b) => walk(c) || walk(a) || walk(b),
             Expr::Cast(_, x) => walk(x),

@@ -111,6 +111,19 @@ fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
     }
 }
 
+/// An error naming the model's inputs unless `given` is their number.
+pub fn check_input_count(g: &Graph, given: usize) -> Result<(), ir::Error> {
+    if given == g.inputs.len() {
+        return Ok(());
+    }
+    let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
+    Err(ir::Error::InvalidInput(format!(
+        "the model takes {} inputs ({}), {given} given",
+        names.len(),
+        names.join(", ")
+    )))
+}
+
 fn internal(msg: String) -> Error {
     ir::Error::Internal(msg).into()
 }
@@ -229,16 +242,7 @@ impl Executable {
     /// [`Executable::is_allocation_free`]).
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
         let g = &self.graph;
-        if inputs.len() != g.inputs.len() {
-            let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();
-            return Err(ir::Error::InvalidInput(format!(
-                "the model takes {} inputs ({}), {} given",
-                names.len(),
-                names.join(", "),
-                inputs.len()
-            ))
-            .into());
-        }
+        check_input_count(g, inputs.len())?;
         for (input, t) in g.inputs.iter().zip(inputs) {
             let name = g.name(input.value);
             if t.dtype() != input.dtype {

@@ -31,7 +31,9 @@
 mod ffi;
 mod libcalls;
 mod lower;
-pub(crate) mod vmath;
+mod vmath;
+
+pub use vmath::has as is_polynomial;
 #[cfg(test)]
 mod vmath_tests;
 mod object;
