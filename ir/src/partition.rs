@@ -8,7 +8,10 @@
 //! [`ViewMap::compose`]; where they do not, the inner value is materialized). Unary, Binary,
 //! Select, Cast and Gather fuse into their consumer's expression when they have a single
 //! consumer and are read without guards (a guard masks the *value*, so it cannot be pushed
-//! below an elementwise function). A Reduce or MatMul anchors a kernel: its input
+//! below an elementwise function), except into a MatMul operand the MatMul reads more
+//! than once per element (a left operand with several output columns, a right operand with
+//! several rows): that computation is materialized once instead of recomputed per read.
+//! A Reduce or MatMul anchors a kernel: its input
 //! expression is the fused prologue, and a chain of single-consumer elementwise atoms (and
 //! reshapes) after it is the epilogue. Scatter is its own kernel. Graph outputs, values
 //! read by host steps and elementwise values with several consumers are materialized
@@ -199,6 +202,9 @@ impl<'g> Part<'g> {
                 }
                 Atom::Scatter { .. } => p.root[v.index()] = true,
                 Atom::Reduce { .. } | Atom::MatMul => {
+                    if matches!(atom, Atom::MatMul) {
+                        p.materialize_reused_operands(i, v)?;
+                    }
                     let mut cur = v;
                     loop {
                         if p.root[cur.index()] || p.consumers[cur.index()].len() != 1 {
@@ -225,6 +231,32 @@ impl<'g> Part<'g> {
             }
         }
         Ok(p)
+    }
+
+    /// A MatMul reads each element of its left operand once per output column and each
+    /// element of its right operand once per output row: an elementwise computation fused
+    /// into such an operand would be recomputed that many times, so (reused more than once)
+    /// it is materialized instead. Views on the way still fuse into the load.
+    fn materialize_reused_operands(&mut self, n: usize, out: ValueId) -> Result<()> {
+        let (_, shape) = self.ty(out)?;
+        let [.., rows, cols] = *shape else { return Ok(()) };
+        for (k, reuse) in [(0, cols), (1, rows)] {
+            if reuse < 2 {
+                continue;
+            }
+            let mut u = self.input(n, k)?;
+            while let Prod::Atom(j) = self.prod[u.index()]
+                && matches!(self.atoms[j], Some(Atom::View(_)))
+            {
+                u = self.input(j, 0)?;
+            }
+            if let Prod::Atom(j) = self.prod[u.index()]
+                && self.atoms[j].as_ref().is_some_and(|a| is_elementwise(a) || matches!(a, Atom::Gather { .. }))
+            {
+                self.root[u.index()] = true;
+            }
+        }
+        Ok(())
     }
 
     /// Whether every input and output of node `i` has a static shape.
@@ -731,6 +763,44 @@ mod tests {
                 Step::Host { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn elementwise_operand_of_matmul_is_materialized_when_reused() {
+        // exp(x) feeds a MatMul with 5 output columns: computing it once beats 5 times.
+        let text = |rows: usize| {
+            format!(
+                r#"graph {{
+  input %x: f32[{rows},4]
+  input %w: f32[4,5]
+  %e: f32[{rows},4] = atom.Unary@0 "e" {{fn="Exp"}} (%x)
+  %y: f32[{rows},5] = atom.MatMul@0 "mm" (%e, %w)
+  output %y
+}}"#
+            )
+        };
+        let g = graph(&text(3));
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        assert_eq!(ks.len(), 2, "{plan:#?}");
+        assert_eq!(ks[0].name, "e");
+        check(&g, &plan);
+        // The right operand (w side) is read once per row: with one row, fusing is free.
+        let g = graph(&text(1));
+        let g2 = graph(
+            r#"graph {
+  input %x: f32[1,4]
+  input %w: f32[4,5]
+  %e: f32[4,5] = atom.Unary@0 "e" {fn="Exp"} (%w)
+  %y: f32[1,5] = atom.MatMul@0 "mm" (%x, %e)
+  output %y
+}"#,
+        );
+        let plan = partition(&g2).unwrap();
+        assert_eq!(kernels(&plan).len(), 1, "{plan:#?}");
+        check(&g2, &plan);
+        // The left operand is read once per column (5): materialized even for one row.
+        assert_eq!(kernels(&partition(&g).unwrap()).len(), 2);
     }
 
     #[test]
