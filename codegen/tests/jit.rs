@@ -1050,3 +1050,30 @@ fn parallel_shares_cover_the_whole_run() -> R {
     assert!(matches!(bad, Err(Error::InvalidInput { .. })));
     Ok(())
 }
+
+/// Clip as the decomposition builds it (two selects on comparisons) runs on f32x4 lanes
+/// with a scalar tail, exactly as the reference (NaN included).
+#[test]
+fn clip_selects_vectorize_and_match() -> R {
+    let x = || load(0, aff(0, &[1]));
+    let lo = || cst(0.0, DType::F32);
+    let hi = || cst(6.0, DType::F32);
+    let low = Expr::Select(Box::new(bin(BinaryFn::Lt, x(), lo())), Box::new(lo()), Box::new(x()));
+    let clip = Expr::Select(Box::new(bin(BinaryFn::Gt, low.clone(), hi())), Box::new(hi()), Box::new(low));
+    let n = 37;
+    let k = elementwise("clip", vec![buf("x", DType::F32, n)], DType::F32, &[n], clip);
+    assert!(compile(&k)?.is_vectorized());
+    let mut v: Vec<f32> = (0..n).map(|i| (i as f32 - 12.0) * 0.61).collect();
+    v[5] = f32::NAN;
+    v[33] = f32::INFINITY;
+    let out = to_f32(&run(&k, &[&f32b(&v)])?);
+    let want: Vec<f32> = v
+        .iter()
+        .map(|&x| {
+            let l = if x < 0.0 { 0.0 } else { x };
+            if l > 6.0 { 6.0 } else { l }
+        })
+        .collect();
+    assert!(same_f32(&out, &want), "{out:?} vs {want:?}");
+    Ok(())
+}

@@ -98,14 +98,20 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
     Schedule { steps }
 }
 
-/// Whether every value of `e` is f32 (no casts, selects, gathers or axis indices).
+/// Whether every value of `e` is f32 (no casts, gathers or axis indices), but for the
+/// conditions of selects, which may compare f32 values (a lane mask on vectors).
 fn plain_f32(e: &Expr) -> bool {
     match e {
+        Expr::Select(c, a, b) => {
+            matches!(&**c, Expr::Binary(f, x, y) if f.is_comparison() && plain_f32(x) && plain_f32(y))
+                && plain_f32(a)
+                && plain_f32(b)
+        }
         Expr::Load { .. } | Expr::Acc => true,
         Expr::Const { dtype, .. } => *dtype == DType::F32,
         Expr::Unary(f, x) => !matches!(f, ir::atom::UnaryFn::IsNaN | ir::atom::UnaryFn::Not) && plain_f32(x),
         Expr::Binary(f, a, b) => !f.is_comparison() && plain_f32(a) && plain_f32(b),
-        Expr::Gather { .. } | Expr::Axis(_) | Expr::Select(..) | Expr::Cast(..) => false,
+        Expr::Gather { .. } | Expr::Axis(_) | Expr::Cast(..) => false,
     }
 }
 

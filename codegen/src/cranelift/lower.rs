@@ -261,6 +261,12 @@ impl<M: Module> Lower<'_, '_, M> {
                     ) || vmath::has(*f))
                         && ok(l, x)
                 }
+                // A comparison of f32 values as the condition: an f32x4 lane mask.
+                Expr::Select(c, a, b) => {
+                    matches!(&**c, Expr::Binary(f, x, y) if f.is_comparison() && ok(l, x) && ok(l, y))
+                        && ok(l, a)
+                        && ok(l, b)
+                }
                 Expr::Binary(f, a, b) => {
                     matches!(
                         f,
@@ -953,7 +959,7 @@ impl<M: Module> Lower<'_, '_, M> {
                 if dc != DType::Bool || da != db {
                     return Err(self.invalid(format!("Select on {dc} of {da} and {db}")));
                 }
-                Ok((self.b.ins().select(c, a, b), da))
+                Ok((self.pick(c, a, b), da))
             }
             Expr::Cast(to, x) => {
                 let (x, from) = self.expr(x)?;
