@@ -1077,3 +1077,55 @@ fn clip_selects_vectorize_and_match() -> R {
     assert!(same_f32(&out, &want), "{out:?} vs {want:?}");
     Ok(())
 }
+
+/// `out[idx[i, j] * 3 + j] (mode)= upd[i, j]` over a copy of `data` [5, 3], for `idx`, `upd`
+/// [2, 3] (ScatterElements on axis 0).
+fn scatter(mode: ir::atom::ScatterMode, d: DType) -> Kernel {
+    Kernel {
+        name: format!("scatter_{}_{d}", mode.name()),
+        inputs: vec![buf("data", d, 15), buf("idx", DType::I64, 6), buf("upd", d, 6)],
+        output: buf("y", d, 15),
+        out_shape: vec![2, 3],
+        red_shape: vec![],
+        store: aff(0, &[]),
+        body: Body::Scatter {
+            data: 0,
+            mode,
+            index: aff(0, &[0, 1]),
+            stride: 3,
+            extent: 5,
+            pos: load(1, aff(0, &[3, 1])),
+            value: load(2, aff(0, &[3, 1])),
+        },
+    }
+}
+
+#[test]
+fn scatter_applies_updates_in_order_and_checks_positions() -> R {
+    use ir::atom::ScatterMode;
+    let idx = i64b(&[4, 0, 2, 4, 0, 2]);
+    for mode in [ScatterMode::Replace, ScatterMode::Add, ScatterMode::Mul, ScatterMode::Max, ScatterMode::Min] {
+        let data: Vec<f32> = (0..15).map(|i| i as f32 - 7.0).collect();
+        let upd = [100.0, -3.0, f32::NAN, -50.0, 2.5, 9.0];
+        let out = to_f32(&run(&scatter(mode, DType::F32), &[&f32b(&data), &idx, &f32b(&upd)])?);
+        // Duplicated targets (rows 4, 0, 2 hit twice): the later update wins or combines.
+        let want_12 = match mode {
+            ScatterMode::Replace => -50.0,
+            ScatterMode::Add => 5.0 + 100.0 - 50.0,
+            ScatterMode::Mul => 5.0 * 100.0 * -50.0,
+            ScatterMode::Max => 100.0,
+            ScatterMode::Min => -50.0,
+        };
+        assert_eq!(out[12], want_12, "{mode:?}");
+        assert_eq!(out[3], data[3], "{mode:?}: an untouched element is copied");
+        let ints: Vec<i64> = (0..15).map(|i| i * 3 - 20).collect();
+        run(&scatter(mode, DType::I64), &[&i64b(&ints), &idx, &i64b(&[7, -8, 9, -10, 11, 12])])?;
+        for bad in [5, -1] {
+            let e = run(&scatter(mode, DType::F32), &[&f32b(&data), &i64b(&[0, 1, bad, 2, 3, 4]), &f32b(&upd)])
+                .err()
+                .ok_or("expected an error")?;
+            assert!(matches!(e, Error::Runtime { .. }) && e.to_string().contains("Scatter position"), "{e}");
+        }
+    }
+    Ok(())
+}

@@ -40,6 +40,7 @@ mod object;
 
 pub use object::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
 mod nest;
+mod scatter;
 
 use crate::Error;
 use cranelift_codegen::settings::{self, Configurable};
@@ -55,6 +56,7 @@ pub(crate) enum RuntimeError {
     GatherOutOfRange = 1,
     LoadOutOfBounds = 2,
     DivisionByZero = 3,
+    ScatterOutOfRange = 4,
 }
 
 impl RuntimeError {
@@ -63,6 +65,7 @@ impl RuntimeError {
             RuntimeError::GatherOutOfRange,
             RuntimeError::LoadOutOfBounds,
             RuntimeError::DivisionByZero,
+            RuntimeError::ScatterOutOfRange,
         ]
         .into_iter()
         .find(|e| *e as i32 == code)
@@ -73,6 +76,7 @@ impl RuntimeError {
             RuntimeError::GatherOutOfRange => "a Gather position is out of range",
             RuntimeError::LoadOutOfBounds => "a load index is out of the bounds of its buffer",
             RuntimeError::DivisionByZero => "integer division by zero",
+            RuntimeError::ScatterOutOfRange => "a Scatter position is out of range",
         }
     }
 }

@@ -17,6 +17,7 @@
 //! axis once per column. A Sum of products accumulates with `fma` when the ISA has it.
 
 use super::lower::{LANES, Lower, Result};
+use super::scatter::Scatter;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::Variable;
@@ -48,15 +49,16 @@ impl<M: Module> Lower<'_, '_, M> {
         for b in k.inputs.iter().chain([&k.output]) {
             self.ty(b.dtype)?;
         }
-        let Body::Compute {
-            reduce,
-            body,
-            epilogue,
-        } = &k.body
-        else {
-            return Err(
-                self.unsupported("Scatter kernels are not supported by the Cranelift backend yet")
-            );
+        let (reduce, body, epilogue) = match &k.body {
+            Body::Compute {
+                reduce,
+                body,
+                epilogue,
+            } => (reduce, body, epilogue),
+            Body::Scatter { .. } if !s.steps.is_empty() => {
+                return Err(self.invalid(format!("schedule '{s}' on a scatter kernel")));
+            }
+            Body::Scatter { .. } => (&None, &Expr::Acc, &Expr::Acc),
         };
         if reduce.is_none() && !k.red_shape.is_empty() {
             return Err(self.invalid("reduction axes without a reduction"));
@@ -87,9 +89,11 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         let r = k.out_shape.len();
         self.live = r;
-        self.check_coefs(&k.store)?;
         let done = self.b.create_block();
-        if !self.extents[..r].contains(&0) {
+        if let Body::Scatter { data, mode, index, stride, extent, pos, value } = &k.body {
+            self.scatter(&Scatter { data: *data, mode: *mode, index, stride: *stride, extent: *extent, pos, value })?;
+        } else if !self.extents[..r].contains(&0) {
+            self.check_coefs(&k.store)?;
             if r > 0 {
                 match self.range(&k.store) {
                     Some((lo, hi)) if lo >= 0 && hi < k.output.numel as i128 => {}
@@ -251,7 +255,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// `while var + step <= end { body; var += step }`, from `start` or from where `var`
     /// stands.
-    fn for_range(
+    pub(super) fn for_range(
         &mut self,
         var: Variable,
         start: Option<Value>,
