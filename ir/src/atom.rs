@@ -344,6 +344,51 @@ impl ViewMap {
         self.merged().compose_merged(outer)
     }
 
+    /// Why `self.compose(outer)` fails, when splitting one of `outer`'s axes would fix it:
+    /// `Some((d, l))` when walking outer axis `d` runs past the end of the (merged) inner dim
+    /// it moves along, and splitting `d` into `(n_d / l, l)` (row-major) keeps the inner part
+    /// inside that dim: the reading kernel can then loop over both parts instead of
+    /// materializing this view. `None` when no such split exists (or none is needed).
+    pub fn split_hint(&self, outer: &ViewMap) -> Option<(usize, usize)> {
+        if self.shape.contains(&0) || outer.shape.contains(&0) {
+            return None;
+        }
+        let m = self.merged();
+        let inner_strides = row_major(&m.shape);
+        let mut base = vec![0i64; m.shape.len()];
+        let mut rem = outer.offset;
+        for (j, &st) in inner_strides.iter().enumerate() {
+            if st != 0 {
+                base[j] = rem.div_euclid(st);
+                rem = rem.rem_euclid(st);
+            }
+        }
+        if rem != 0 {
+            return None;
+        }
+        for (d, (&n, &s)) in outer.shape.iter().zip(&outer.strides).enumerate() {
+            if n <= 1 || s <= 0 {
+                continue;
+            }
+            let Some(j) = (0..m.shape.len()).find(|&j| m.shape[j] > 1 && inner_strides[j] != 0 && s % inner_strides[j] == 0) else {
+                continue;
+            };
+            let (c, dim) = (s / inner_strides[j], m.shape[j] as i64);
+            if base[j] + c * (n as i64 - 1) < dim {
+                continue;
+            }
+            if base[j] != 0 || dim % c != 0 {
+                return None;
+            }
+            let l = (dim / c) as usize;
+            if l > 1 && l < n && n % l == 0 {
+                return Some((d, l));
+            }
+            return None;
+        }
+        None
+    }
+
     #[allow(clippy::needless_range_loop)] // index arithmetic over two ranks reads clearer
     fn compose_merged(&self, outer: &ViewMap) -> Option<ViewMap> {
         // Each inner index j_k must be an affine function of the outer indices: assign every

@@ -54,6 +54,66 @@ impl Plan {
     }
 }
 
+/// The loop axes of a kernel being built: logical axis `a` (an output or reduction axis of
+/// the anchor, or an axis of an elementwise value) runs as the row-major axes `factors[a]`.
+/// Splitting an axis changes no flat position (the factors are row-major), only what loads
+/// can express: a view that merges axes a load cannot un-merge affinely (an im2col window
+/// read as `[C*KH*KW, OH*OW]`) composes once the kernel loops over the parts.
+struct Splits {
+    factors: Vec<Vec<usize>>,
+}
+
+/// The most splits tried per kernel (each one adds a loop axis).
+const MAX_SPLITS: usize = 16;
+
+impl Splits {
+    fn none(ext: &[usize]) -> Splits {
+        Splits { factors: ext.iter().map(|&n| vec![n]).collect() }
+    }
+
+    /// The loop extents of logical axes `range`.
+    fn shape(&self, range: std::ops::Range<usize>) -> Vec<usize> {
+        self.factors[range].iter().flatten().copied().collect()
+    }
+
+    /// The loop strides of an access with stride `logical[a]` along logical axis `a`.
+    fn strides(&self, logical: &[i64]) -> Vec<i64> {
+        let mut out = Vec::new();
+        for (f, &s) in self.factors.iter().zip(logical) {
+            let inner = row_major(f);
+            out.extend(inner.iter().map(|&t| s * t));
+        }
+        out
+    }
+
+    /// Splits loop axis `axis` (of the flattened loop axes) into `(n / l, l)` if it belongs
+    /// to one of the first `splittable` logical axes; false when it cannot.
+    fn split(&mut self, axis: usize, l: usize, splittable: usize) -> bool {
+        let mut at = axis;
+        for f in self.factors.iter_mut().take(splittable) {
+            if at < f.len() {
+                let n = f[at];
+                if l <= 1 || l >= n || n % l != 0 {
+                    return false;
+                }
+                f[at] = n / l;
+                f.insert(at + 1, l);
+                return true;
+            }
+            at -= f.len();
+        }
+        false
+    }
+}
+
+/// What [`Part::plan_splits`] reads through the kernel's loop axes.
+enum Probe {
+    /// A value read with these strides per logical axis.
+    Value(ValueId, Vec<i64>),
+    /// A node computed at the row-major access of the logical axes.
+    Node(usize),
+}
+
 /// What produces a value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prod {
@@ -422,6 +482,67 @@ impl<'g> Part<'g> {
         })
     }
 
+    /// A split of the kernel's loop axes (see [`Splits`]) that lets a view on the way from
+    /// `v` (read through access `a`) compose where it would otherwise be materialized.
+    fn split_hint(&self, v: ValueId, a: &ViewMap, depth: usize) -> Option<(usize, usize)> {
+        if self.ready[v.index()] || depth > 64 {
+            return None;
+        }
+        let Prod::Atom(n) = self.prod[v.index()] else { return None };
+        let atom = self.atoms[n].as_ref()?;
+        let fusable = !self.root[v.index()] && !self.absorbed[v.index()];
+        if is_elementwise(atom) && !fusable {
+            return None;
+        }
+        self.node_split_hint(n, atom, a, depth)
+    }
+
+    /// [`Part::split_hint`] for node `n` computed at access `a`.
+    fn node_split_hint(&self, n: usize, atom: &Atom, a: &ViewMap, depth: usize) -> Option<(usize, usize)> {
+        match atom {
+            Atom::View(vm) => {
+                let u = self.input(n, 0).ok()?;
+                let direct = a.shape == vm.shape && a.offset == 0 && a.guards.is_empty() && a.strides == row_major(&vm.shape);
+                let composed = if direct { Some(vm.clone()) } else { vm.compose(a) };
+                match composed {
+                    Some(c) => self.split_hint(u, &c, depth + 1),
+                    None => vm.split_hint(a),
+                }
+            }
+            _ if is_elementwise(atom) && a.guards.is_empty() => (0..self.g.nodes[n].inputs.len())
+                .filter_map(|k| self.input(n, k).ok())
+                .find_map(|u| self.split_hint(u, a, depth + 1)),
+            _ => None,
+        }
+    }
+
+    /// Splits the loop axes of a kernel over `ext` (the first `splittable` of them may be
+    /// split) until no read through `probes` (a value and its logical strides, or a node
+    /// computed at the row-major access) needs another split.
+    fn plan_splits(&self, ext: &[usize], splittable: usize, probes: &[Probe]) -> Splits {
+        let mut splits = Splits::none(ext);
+        for _ in 0..MAX_SPLITS {
+            let shape = splits.shape(0..ext.len());
+            let hint = probes.iter().find_map(|p| {
+                let (strides, v) = match p {
+                    Probe::Value(v, strides) => (splits.strides(strides), Some(*v)),
+                    Probe::Node(_) => (splits.strides(&row_major(ext)), None),
+                };
+                let a = ViewMap { shape: shape.clone(), strides, offset: 0, guards: vec![], pad: 0.0 };
+                match (p, v) {
+                    (_, Some(v)) => self.split_hint(v, &a, 0),
+                    (Probe::Node(n), None) => self.atoms[*n].as_ref().and_then(|atom| self.node_split_hint(*n, atom, &a, 0)),
+                    _ => None,
+                }
+            });
+            match hint {
+                Some((axis, l)) if splits.split(axis, l, splittable) => {}
+                _ => break,
+            }
+        }
+        splits
+    }
+
     fn out(&self, n: usize) -> Result<ValueId> {
         self.g.nodes[n]
             .outputs
@@ -467,15 +588,16 @@ impl<'g> Part<'g> {
                 _ => {
                     let (_, shape) = self.ty(v)?;
                     let mut kb = KB { inputs: vec![], acc: None };
-                    let a = row_major_access(shape, shape);
+                    let shape = self.plan_splits(shape, shape.len(), &[Probe::Node(n)]).shape(0..shape.len());
+                    let a = row_major_access(&shape, &shape);
                     let body = self.node_expr(&mut kb, n, atom, &a).context(|| format!("node '{name}'"))?;
                     let k = Kernel {
                         name: name.clone(),
                         inputs: kb.inputs.iter().map(|&x| self.buffer(x)).collect::<Result<_>>()?,
                         output: self.buffer(v)?,
-                        out_shape: shape.to_vec(),
+                        out_shape: shape.clone(),
                         red_shape: vec![],
-                        store: affine(0, &row_major(shape)),
+                        store: affine(0, &row_major(&shape)),
                         body: Body::Compute { reduce: None, body, epilogue: Expr::Acc },
                     };
                     (k, kb.inputs)
@@ -529,10 +651,25 @@ impl<'g> Part<'g> {
         };
         let mut ext = out_shape.clone();
         ext.extend(&red_shape);
+        // ArgMax/ArgMin reduce exactly one axis.
+        let splittable = match reduce {
+            Some(crate::atom::ReduceFn::ArgMax | crate::atom::ReduceFn::ArgMin) => out_shape.len(),
+            _ => ext.len(),
+        };
+        let probes = body_accesses
+            .iter()
+            .enumerate()
+            .map(|(k, strides)| Ok(Probe::Value(self.input(an, k)?, strides.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let splits = self.plan_splits(&ext, splittable, &probes);
+        let (logical_out, logical_red) = (out_shape.len(), ext.len());
+        let out_shape = splits.shape(0..logical_out);
+        let red_shape = splits.shape(logical_out..logical_red);
+        let ext = splits.shape(0..logical_red);
         let mut kb = KB { inputs: vec![], acc: None };
         let mut operands = Vec::new();
         for (k, strides) in body_accesses.into_iter().enumerate() {
-            let a = ViewMap { shape: ext.clone(), strides, offset: 0, guards: vec![], pad: 0.0 };
+            let a = ViewMap { shape: ext.clone(), strides: splits.strides(&strides), offset: 0, guards: vec![], pad: 0.0 };
             let v = self.input(an, k)?;
             operands.push(self.expr(&mut kb, v, &a)?);
         }
@@ -903,6 +1040,29 @@ mod tests {
         );
         let plan = partition(&g).unwrap();
         assert!(kernels(&plan).iter().all(|k| k.name != "pad"), "{plan:#?}");
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn im2col_window_merged_for_a_matmul_splits_the_kernel_axes() {
+        // A 3x3 stride-2 pad-1 conv of x [1, 2, 6, 6] by w [4, 2*3*3]: the window [2, 3, 3,
+        // 3, 3] read as [18, 9] cannot compose over the merged axes; the kernel loops over
+        // [4, 3, 3] outputs and [2, 3, 3] reductions instead of copying the window.
+        let g = graph(
+            r#"graph {
+  input %x: f32[1,2,6,6]
+  input %w: f32[4,18]
+  %win: f32[2,3,3,3,3] = atom.View@0 "win" {shape=[2, 3, 3, 3, 3], strides=[36, 6, 1, 12, 2], offset=-7, guards=[-1, 6, 0, 1, 0, 2, 0, -1, 6, 0, 0, 1, 0, 2], pad=0.0} (%x)
+  %col: f32[18,9] = atom.View@0 "col" {shape=[18, 9], strides=[9, 1]} (%win)
+  %y: f32[4,9] = atom.MatMul@0 "mm" (%w, %col)
+  %r: f32[4,9] = atom.Unary@0 "neg" {fn="Neg"} (%y)
+  output %r
+}"#,
+        );
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        assert_eq!(ks.len(), 1, "{plan:#?}");
+        assert_eq!((ks[0].out_shape.as_slice(), ks[0].red_shape.as_slice()), ([4, 3, 3].as_slice(), [2, 3, 3].as_slice()));
         check(&g, &plan);
     }
 }
