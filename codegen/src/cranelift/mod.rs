@@ -5,14 +5,16 @@
 //! function runs the loop nest that the kernel's [`Schedule`] shapes (see `nest.rs`) over
 //! the share `[begin, end)` of [`JitKernel::parallel_extent`] (threads run disjoint shares
 //! at once). It returns 0, or a nonzero [`RuntimeError`] code when the data makes the
-//! kernel fail (a Gather position out of range, an integer division by zero). Every memory
+//! kernel fail (a Gather or Scatter position out of range, an integer division by zero). Every memory
 //! access is either proven in bounds at compile time from the static shapes or checked at
 //! run time.
 //!
 //! Supported: dtypes f32, i64, i32 and bool; loads with guards, gathers, constants, axis
 //! indices, the elementwise functions of the atoms that have a direct instruction or a
 //! helper in [`libcalls`], select, casts between the supported dtypes, and the reductions
-//! Sum, Prod, Max and Min. Everything else is an [`Error::Unsupported`].
+//! Sum, Prod, Max and Min; Scatter kernels (`scatter.rs`: the data copied, then every
+//! update in order, positions checked at run time). Everything else is an
+//! [`Error::Unsupported`].
 //!
 //! A `Vectorize` step runs its axis on f32x4 (with a scalar tail) when every value is f32
 //! and the functions have vector forms (see [`JitKernel::is_vectorized`]); guarded and
