@@ -90,7 +90,7 @@ impl Target {
             name: "host".into(),
             triple: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
             cpu_model: host_cpu_model(),
-            vector_registers: if features.iter().any(|f| f == "avx512f") { 32 } else if cfg!(target_arch = "aarch64") { 32 } else { 16 },
+            vector_registers: if features.iter().any(|f| f == "avx512f") || cfg!(target_arch = "aarch64") { 32 } else { 16 },
             features,
             vector_bits: isa_bits,
             isa_vector_bits: isa_bits,
@@ -127,8 +127,9 @@ impl Target {
                 bandwidth_gbs: 150.0,
                 calibration: None,
             }),
-            "sm_80" => Some(Target::nvptx("sm_80", "NVIDIA A100 (SXM4 80GB)", 108, 1.41, 192 << 10, 40 << 20, 2039.0)),
-            "sm_90" => Some(Target::nvptx("sm_90", "NVIDIA H100 (SXM5)", 132, 1.83, 256 << 10, 50 << 20, 3350.0)),
+            // A100: 64 f32 lanes per SM (19.5 TFLOP/s); H100: 128 (67 TFLOP/s).
+            "sm_80" => Some(Target::nvptx("sm_80", "NVIDIA A100 (SXM4 80GB)", 108, 1.41, 2, 192 << 10, 40 << 20, 2039.0)),
+            "sm_90" => Some(Target::nvptx("sm_90", "NVIDIA H100 (SXM5)", 132, 1.98, 4, 256 << 10, 50 << 20, 3350.0)),
             _ => None,
         }
     }
@@ -136,10 +137,11 @@ impl Target {
     /// The names [`Target::named`] knows.
     pub const NAMES: &'static [&'static str] = &["host", "neoverse-n1", "sm_80", "sm_90"];
 
-    /// An NVPTX GPU: a "core" is a streaming multiprocessor with 4 x 32 f32 FMA lanes
-    /// (modelled as 4 FMA units of 1024-bit vectors: one warp-wide FMA each per cycle);
-    /// L1 is the SM's combined L1/shared memory, L2 the device's.
-    fn nvptx(sm: &str, model: &str, sms: usize, ghz: f64, l1: usize, l2: usize, bandwidth_gbs: f64) -> Target {
+    /// An NVPTX GPU: a "core" is a streaming multiprocessor, a 1024-bit vector a warp of
+    /// 32 f32 lanes and an FMA unit one warp-wide FMA per cycle (`fma_units` x 32 f32 lanes
+    /// per SM); L1 is the SM's combined L1/shared memory, L2 the device's.
+    #[allow(clippy::too_many_arguments)]
+    fn nvptx(sm: &str, model: &str, sms: usize, ghz: f64, fma_units: u32, l1: usize, l2: usize, bandwidth_gbs: f64) -> Target {
         Target {
             name: sm.into(),
             triple: "nvptx64-nvidia-cuda".into(),
@@ -153,7 +155,7 @@ impl Target {
             l3_bytes: 0,
             cores: sms,
             ghz,
-            fma_units: 4,
+            fma_units,
             bandwidth_gbs,
             calibration: None,
         }
