@@ -28,6 +28,9 @@ pub struct Options {
     pub name: Option<String>,
     /// Shapes of inputs with symbolic dims (others may be listed, with their own shape).
     pub shapes: InputShapes,
+    /// The tuning records to schedule kernels with (`None`: the default database when it
+    /// exists). The object runs on one thread: records at 1 thread apply.
+    pub db: Option<PathBuf>,
 }
 
 /// What `compile` wrote.
@@ -42,6 +45,10 @@ pub struct Artifacts {
     pub workspace_bytes: usize,
     pub inputs: Vec<TensorDesc>,
     pub outputs: Vec<TensorDesc>,
+    /// Kernels whose schedule came from a tuning record.
+    pub tuned_kernels: usize,
+    /// Lines of the tuning records that were skipped (`file:line: why`).
+    pub records_warnings: Vec<String>,
 }
 
 /// Errors of ahead-of-time compilation.
@@ -108,7 +115,8 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
         return Err(Error::BadName(name));
     }
     let model = ir::onnx::import_file(path)?;
-    let built = build(&model.graph, &name, &opts.shapes)?;
+    let planner = crate::tuning::planner(opts.db.as_deref(), 1).map_err(crate::session::Error::from)?;
+    let built = build_planned(&model.graph, &name, &opts.shapes, &planner)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         what: "cannot create",
         path: out_dir.to_path_buf(),
@@ -145,6 +153,7 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
         "workspace_align": ALIGN,
         "weight_bytes": built.weight_bytes,
         "kernels": built.kernels,
+        "tuned_kernels": built.tuned_kernels,
     });
     let text = serde_json::to_string_pretty(&j).map_err(|e| ir::Error::Internal(format!("JSON: {e}")))?;
     write(&json, format!("{text}\n").as_bytes())?;
@@ -158,6 +167,8 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
         workspace_bytes: built.program.workspace_bytes,
         inputs: built.program.inputs,
         outputs: built.program.outputs,
+        tuned_kernels: built.tuned_kernels,
+        records_warnings: crate::tuning::warnings(&planner).to_vec(),
     })
 }
 
@@ -166,11 +177,19 @@ pub struct Built {
     pub object: Vec<u8>,
     pub program: Program,
     pub kernels: usize,
+    /// Kernels whose schedule came from a tuning record.
+    pub tuned_kernels: usize,
     pub weight_bytes: usize,
 }
 
-/// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`.
+/// [`build_planned`] with the heuristic schedules (no tuning records).
 pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, Error> {
+    build_planned(graph, name, shapes, &search::Planner::host_cranelift(1))
+}
+
+/// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`, each
+/// kernel with the schedule `planner` picks.
+pub fn build_planned(graph: &Graph, name: &str, shapes: &InputShapes, planner: &search::Planner) -> Result<Built, Error> {
     let mut full = InputShapes::new();
     for given in shapes.keys() {
         if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
@@ -275,13 +294,13 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
         inputs,
         outputs,
     };
-    let target = targets::Target::host().with_vector_bits(128);
-    let schedules: Vec<_> = kernels.iter().map(|k| search::default_schedule(k, &target)).collect();
+    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
     let object = compile_object(name, &kernels, &schedules, &program, &weights)?;
     Ok(Built {
         object,
         program,
         kernels: kernels.len(),
+        tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
         weight_bytes: weights.len(),
     })
 }

@@ -9,7 +9,7 @@ use ir::infer::InputShapes;
 use ir::{Dim, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How to benchmark.
@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Time every step of the compiled plan over the timed runs ([`BenchReport::profile`]).
     pub profile: bool,
+    /// The tuning records to compile with (`None`: the default database when it exists).
+    pub db: Option<PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -43,6 +45,7 @@ impl Default for BenchOptions {
             shapes: InputShapes::new(),
             seed: 0,
             profile: false,
+            db: None,
         }
     }
 }
@@ -71,6 +74,11 @@ pub struct BenchReport {
     /// With `profile`: every step of the plan, slowest first, averaged over the timed runs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<StepReport>,
+    /// Compiled kernels whose schedule came from a tuning record (backend `cranelift`).
+    pub tuned_kernels: usize,
+    /// Lines of the tuning records that were skipped (`file:line: why`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records_warnings: Vec<String>,
 }
 
 /// One plan step's share of a run.
@@ -79,6 +87,8 @@ pub struct StepReport {
     pub name: String,
     /// `kernel` (compiled), `evaluator` or `host`.
     pub kind: String,
+    /// A compiled kernel whose schedule came from a tuning record.
+    pub tuned: bool,
     /// Mean time per run.
     pub ms: f64,
     /// Percent of the summed step times.
@@ -101,7 +111,7 @@ impl From<ir::Error> for Error {
 /// Loads, compiles and runs the model at `path` as `options` says, and reports the times.
 pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> {
     let start = Instant::now();
-    let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads) })?;
+    let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads), db: options.db.clone() })?;
     let shapes = full_shapes(&session, &options.shapes)?;
     session.prepare(&shapes)?;
     let compile = start.elapsed();
@@ -134,7 +144,7 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         .profile()
         .unwrap_or_default()
         .into_iter()
-        .map(|t| StepReport { name: t.name, kind: t.kind.to_string(), ms: ms(t.total) / n as f64, percent: 0.0 })
+        .map(|t| StepReport { name: t.name, kind: t.kind.to_string(), tuned: t.tuned, ms: ms(t.total) / n as f64, percent: 0.0 })
         .collect();
     let sum: f64 = profile.iter().map(|p| p.ms).sum();
     for p in &mut profile {
@@ -157,6 +167,8 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         runs: n,
         warmup_runs,
         profile,
+        tuned_kernels: session.tuned_kernels(),
+        records_warnings: session.planner().map(|p| crate::tuning::warnings(p).to_vec()).unwrap_or_default(),
     })
 }
 
@@ -234,10 +246,14 @@ impl std::fmt::Display for BenchReport {
             "runs:      {} (after {} warm-up): median {:.3} ms, p10 {:.3}, p90 {:.3}, mean {:.3}, min {:.3}, max {:.3}",
             self.runs, self.warmup_runs, self.median_ms, self.p10_ms, self.p90_ms, self.mean_ms, self.min_ms, self.max_ms
         )?;
+        if self.tuned_kernels > 0 {
+            writeln!(f, "tuned:     {} kernels scheduled from tuning records", self.tuned_kernels)?;
+        }
         if !self.profile.is_empty() {
-            writeln!(f, "steps, slowest first (mean per run):")?;
+            writeln!(f, "steps, slowest first (mean per run; * schedule from a tuning record):")?;
             for p in &self.profile {
-                writeln!(f, "  {:>9.4} ms {:>5.1}%  {:<9} {}", p.ms, p.percent, p.kind, p.name)?;
+                let mark = if p.tuned { "*" } else { " " };
+                writeln!(f, "  {:>9.4} ms {:>5.1}%  {:<9}{mark} {}", p.ms, p.percent, p.kind, p.name)?;
             }
         }
         Ok(())

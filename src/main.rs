@@ -65,6 +65,11 @@ enum Command {
         /// Shape of an input with symbolic dims, for `--random-inputs`.
         #[arg(long = "shape", value_name = "NAME=DIMS")]
         shapes: Vec<String>,
+        /// Tuning records to schedule compiled kernels with (default: `$ATOMC_DB`, else
+        /// `records.jsonl` in `$ATOMC_HOME`, `$XDG_CACHE_HOME/atomc` or `~/.cache/atomc`,
+        /// when it exists).
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
     },
     /// Time a model on seeded random inputs: compile (load + prepare), first run, then
     /// median, p10, p90, mean and min over the timed runs.
@@ -94,9 +99,15 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Also time every kernel and host step (compiled backend) and list them.
+        /// Also time every kernel and host step (compiled backend) and list them, marking
+        /// kernels whose schedule came from a tuning record.
         #[arg(long)]
         profile: bool,
+        /// Tuning records to schedule compiled kernels with (default: `$ATOMC_DB`, else
+        /// `records.jsonl` in `$ATOMC_HOME`, `$XDG_CACHE_HOME/atomc` or `~/.cache/atomc`,
+        /// when it exists).
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
     },
     /// Compile a model ahead of time for static input shapes: writes `OUTDIR/<name>.o` (the
     /// kernels, the weights and the C entry point `<name>_run`), `<name>.h` and
@@ -112,6 +123,18 @@ enum Command {
         /// The C name prefix (default: the model file stem as a C identifier).
         #[arg(long)]
         name: Option<String>,
+        /// Tuning records to schedule compiled kernels with (default: `$ATOMC_DB`, else
+        /// `records.jsonl` in `$ATOMC_HOME`, `$XDG_CACHE_HOME/atomc` or `~/.cache/atomc`,
+        /// when it exists).
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+    },
+    /// List the targets atomc knows (this host and static descriptions), one line each.
+    Targets {
+        /// Measure this machine first (f32 FMA throughput per vector width on one core,
+        /// memory bandwidth), print the figures and store them for `Target::host`.
+        #[arg(long)]
+        calibrate: bool,
     },
 }
 
@@ -137,13 +160,14 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect { model, shapes } => inspect(&model, &shapes),
         Command::Explain { model, node, shapes, graph } => explain(&model, node.as_deref(), &shapes, graph),
-        Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
-            run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
+        Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes, db } => {
+            run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes, db)
         }
-        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile } => {
-            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile)
+        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile, db } => {
+            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile, db)
         }
-        Command::Compile { model, out_dir, shapes, name } => compile(&model, &out_dir, &shapes, name),
+        Command::Compile { model, out_dir, shapes, name, db } => compile(&model, &out_dir, &shapes, name, db),
+        Command::Targets { calibrate } => list_targets(calibrate),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -280,10 +304,14 @@ fn run(
     random: bool,
     seed: u64,
     shape_specs: &[String],
+    db: Option<PathBuf>,
 ) -> Result<()> {
     let backend = parse_backend(backend)?;
     let threads = threads.map(usize::try_from).transpose().context("--threads is too large")?;
-    let mut session = Session::load(path, Options { backend, threads })?;
+    let mut session = Session::load(path, Options { backend, threads, db })?;
+    if let Some(p) = session.planner() {
+        print_records_warnings(atomc::tuning::warnings(p));
+    }
     let mut inputs = Vec::new();
     for spec in input_specs {
         let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}' is not NAME=FILE.npy"))?;
@@ -323,6 +351,7 @@ fn bench(
     seed: u64,
     json: bool,
     profile: bool,
+    db: Option<PathBuf>,
 ) -> Result<()> {
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -336,8 +365,10 @@ fn bench(
         shapes: parse_shapes(shape_specs)?,
         seed,
         profile,
+        db,
     };
     let report = atomc::bench::bench(path, &options)?;
+    print_records_warnings(&report.records_warnings);
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -346,9 +377,10 @@ fn bench(
     Ok(())
 }
 
-fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>) -> Result<()> {
-    let opts = atomc::aot::Options { name, shapes: parse_shapes(shape_specs)? };
+fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>, db: Option<PathBuf>) -> Result<()> {
+    let opts = atomc::aot::Options { name, shapes: parse_shapes(shape_specs)?, db };
     let a = atomc::aot::compile(path, out_dir, &opts).with_context(|| format!("cannot compile '{}'", path.display()))?;
+    print_records_warnings(&a.records_warnings);
     let fmt = |ts: &[codegen::cranelift::TensorDesc]| {
         ts.iter().map(|t| format!("{}: {}{}", t.name, t.dtype, ir::shape::fmt_shape(&t.shape))).collect::<Vec<_>>().join(", ")
     };
@@ -356,6 +388,44 @@ fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[Str
     println!("  inputs:  {}", fmt(&a.inputs));
     println!("  outputs: {}", fmt(&a.outputs));
     println!("  wrote {}, {}, {}", a.object.display(), a.header.display(), a.json.display());
+    if a.tuned_kernels > 0 {
+        println!("  {} of {} kernels scheduled from tuning records", a.tuned_kernels, a.kernels);
+    }
     println!("  link: cc main.c {} -lm", a.object.display());
+    Ok(())
+}
+
+/// Skipped lines of the tuning records, on stderr.
+fn print_records_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: tuning records: {w}");
+    }
+}
+
+/// `atomc targets [--calibrate]`.
+fn list_targets(calibrate: bool) -> Result<()> {
+    if calibrate {
+        println!("calibrating this machine ...");
+        let c = targets::calibrate();
+        for w in &c.fma {
+            println!("  f32 FMA, {:>3}-bit vectors, 1 core: {:>8.2} GFLOP/s", w.bits, w.gflops);
+        }
+        println!("  triad bandwidth, {} threads:      {:>8.2} GB/s", c.bandwidth_threads, c.bandwidth_gbs);
+        println!("  ({})", c.method);
+        let path = targets::store_calibration(&c, None).context("cannot store the calibration")?;
+        println!("stored {}", path.display());
+    }
+    // First use of `Target::host` in this process: it reads the calibration just stored.
+    let host = targets::Target::host();
+    println!("{}", host.summary());
+    let mut cranelift = host.clone().with_vector_bits(128);
+    cranelift.name = "host/clif".into();
+    println!("{}", cranelift.summary());
+    for name in targets::Target::NAMES.iter().filter(|n| **n != "host") {
+        if let Some(t) = targets::Target::named(name) {
+            println!("{}", t.summary());
+        }
+    }
+    println!("host fingerprint: {}", host.fingerprint());
     Ok(())
 }

@@ -9,7 +9,8 @@ use ir::partition::Plan;
 use ir::{DType, Graph, Tensor};
 use runtime::{Executable, ThreadPool};
 use std::collections::HashMap;
-use std::path::Path;
+use search::Planner;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What executes the graph.
@@ -57,6 +58,9 @@ pub struct Options {
     /// `None` means every core (`std::thread::available_parallelism`). The interpreter
     /// backends run on one.
     pub threads: Option<usize>,
+    /// The tuning-records file whose schedules compiled kernels use (`--db`); `None`: the
+    /// default database when it exists ([`search::Db::default_path`]).
+    pub db: Option<PathBuf>,
 }
 
 impl Options {
@@ -73,6 +77,8 @@ pub enum Error {
     Ir(#[from] ir::Error),
     #[error(transparent)]
     Runtime(#[from] runtime::Error),
+    #[error(transparent)]
+    Records(#[from] search::records::Error),
     #[error("cannot start {threads} threads: {source}")]
     Threads { threads: usize, source: std::io::Error },
 }
@@ -102,13 +108,25 @@ pub struct Session {
     pool: Option<Arc<ThreadPool>>,
     /// Whether compiled plans time their steps (see [`Session::set_profiling`]).
     profiling: bool,
+    /// Schedules the compiled kernels (backend `cranelift`), with the tuning records.
+    planner: Option<Planner>,
 }
 
 impl Session {
     /// Imports a model file.
     pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Session, Error> {
         let model = ir::onnx::import_file(path.as_ref())?;
-        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None, profiling: false })
+        let planner = match options.backend {
+            Backend::Cranelift => Some(crate::tuning::planner(options.db.as_deref(), options.thread_count())?),
+            _ => None,
+        };
+        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None, profiling: false, planner })
+    }
+
+    /// What schedules the compiled kernels (backend `cranelift`): the tuning records it
+    /// loaded, with the warnings of lines it skipped.
+    pub fn planner(&self) -> Option<&Planner> {
+        self.planner.as_ref()
     }
 
     /// The imported model.
@@ -263,7 +281,12 @@ impl Session {
             }
             Backend::Cranelift => {
                 let pool = self.pool()?;
-                Prepared::Jit(Box::new(Executable::from_graph(decompose_strict(&specialized)?, pool)?))
+                let atoms = decompose_strict(&specialized)?;
+                let exec = match &self.planner {
+                    Some(planner) => Executable::from_graph_planned(atoms, pool, planner)?,
+                    None => Executable::from_graph(atoms, pool)?,
+                };
+                Prepared::Jit(Box::new(exec))
             }
         };
         let mut plan = plan;
@@ -304,6 +327,14 @@ impl Session {
         match self.plans.get(&self.last)? {
             Prepared::Jit(exec) => exec.profile(),
             _ => None,
+        }
+    }
+
+    /// How many compiled kernels of the last run's plan have a schedule from a tuning record.
+    pub fn tuned_kernels(&self) -> usize {
+        match self.plans.get(&self.last) {
+            Some(Prepared::Jit(exec)) => exec.tuned_kernels(),
+            _ => 0,
         }
     }
 }

@@ -18,6 +18,7 @@ use ir::kernel::Kernel;
 use ir::partition::{Plan, Step};
 use ir::shape::fmt_shape;
 use ir::{DType, Tensor};
+use search::{Planner, Source};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +53,8 @@ enum Io {
 /// How one plan step runs.
 enum Exec {
     /// A compiled kernel on its pointer table; `patches` are the slots set per run.
-    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
+    /// `tuned`: its schedule came from a tuning record.
+    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize, tuned: bool },
     /// A kernel on the reference evaluator (plan step `step`).
     Eval { step: usize },
     /// Graph node `node` on the interpreter.
@@ -85,6 +87,8 @@ pub struct StepTime {
     pub name: String,
     /// `kernel` (compiled), `evaluator` (a kernel the backend lacks) or `host`.
     pub kind: &'static str,
+    /// A compiled kernel whose schedule came from a tuning record.
+    pub tuned: bool,
     pub total: Duration,
 }
 
@@ -99,13 +103,14 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// Compiles one kernel for the host with the schedule `search` picks for Cranelift's
-/// 128-bit vectors; `None` when the backend does not support it (it then runs on the kernel
+/// Compiles one kernel for the host with the schedule `planner` picks (a tuning record's
+/// or the heuristic's, for Cranelift's 128-bit vectors) and says where the schedule came
+/// from; `None` when the backend does not support the kernel (it then runs on the kernel
 /// evaluator). The only call of the code generator.
-fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
-    let target = targets::Target::host().with_vector_bits(128);
-    match JitKernel::compile(k, &search::default_schedule(k, &target)) {
-        Ok(j) => Ok(Some(j)),
+fn compile_kernel(k: &Kernel, planner: &Planner) -> Result<Option<(JitKernel, Source)>, Error> {
+    let (schedule, source) = planner.schedule(k);
+    match JitKernel::compile(k, &schedule) {
+        Ok(j) => Ok(Some((j, source))),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -124,6 +129,11 @@ pub fn check_input_count(g: &Graph, given: usize) -> Result<(), ir::Error> {
     )))
 }
 
+/// The pool's thread count, as a planner counts threads.
+fn pool_threads(pool: &ThreadPool) -> u32 {
+    u32::try_from(pool.threads()).unwrap_or(u32::MAX)
+}
+
 fn internal(msg: String) -> Error {
     ir::Error::Internal(msg).into()
 }
@@ -131,13 +141,26 @@ fn internal(msg: String) -> Error {
 impl Executable {
     /// Partitions an atom graph and builds it (see [`Executable::new`]).
     pub fn from_graph(graph: Graph, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
-        let plan = ir::partition::partition(&graph)?;
-        Executable::new(graph, plan, pool)
+        let planner = Planner::host_cranelift(pool_threads(&pool));
+        Executable::from_graph_planned(graph, pool, &planner)
     }
 
-    /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`),
-    /// plans the memory and allocates the arena. Kernels run their parallel range on `pool`.
+    /// Partitions an atom graph and builds it with the schedules `planner` picks.
+    pub fn from_graph_planned(graph: Graph, pool: Arc<ThreadPool>, planner: &Planner) -> Result<Executable, Error> {
+        let plan = ir::partition::partition(&graph)?;
+        Executable::new_planned(graph, plan, pool, planner)
+    }
+
+    /// [`Executable::new_planned`] with the heuristic schedules (no tuning records).
     pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        let planner = Planner::host_cranelift(pool_threads(&pool));
+        Executable::new_planned(graph, plan, pool, &planner)
+    }
+
+    /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`)
+    /// with the schedule `planner` picks, plans the memory and allocates the arena. Kernels
+    /// run their parallel range on `pool`.
+    pub fn new_planned(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, planner: &Planner) -> Result<Executable, Error> {
         let memory = MemoryPlan::new(&graph, &plan)?;
         let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
         let base = arena.as_mut_ptr().cast::<u8>();
@@ -145,9 +168,9 @@ impl Executable {
         for (i, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Host { node } => Exec::Host { node: *node },
-                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel)? {
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, planner)? {
                     None => Exec::Eval { step: i },
-                    Some(jit) => {
+                    Some((jit, source)) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
                         let mut patches = Vec::new();
                         for (slot, &v) in inputs.iter().chain([output]).enumerate() {
@@ -191,7 +214,7 @@ impl Executable {
                         let red: usize = kernel.red_shape.iter().product();
                         let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
                         let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
-                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain }
+                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain, tuned: source.is_record() }
                     }
                 },
             });
@@ -291,6 +314,11 @@ impl Executable {
         Ok(())
     }
 
+    /// How many compiled kernels have a schedule from a tuning record.
+    pub fn tuned_kernels(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s, Exec::Jit { tuned: true, .. })).count()
+    }
+
     /// Starts (or stops) timing every step of the following runs; starting resets the times.
     pub fn set_profiling(&mut self, on: bool) {
         self.profile = on.then(|| vec![Duration::ZERO; self.steps.len()]);
@@ -315,7 +343,8 @@ impl Executable {
                         Step::Kernel { kernel, .. } => kernel.name.clone(),
                         Step::Host { node } => self.graph.nodes.get(*node).map_or_else(String::new, |n| n.name.clone()),
                     };
-                    StepTime { name, kind, total }
+                    let tuned = matches!(exec, Exec::Jit { tuned: true, .. });
+                    StepTime { name, kind, tuned, total }
                 })
                 .collect(),
         )
@@ -331,7 +360,7 @@ impl Executable {
 
     fn run_step(&mut self, i: usize, inputs: &[&Tensor]) -> Result<(), Error> {
         let (step, node) = match &mut self.steps[i] {
-            Exec::Jit { kernel, table, patches, extent, grain } => {
+            Exec::Jit { kernel, table, patches, extent, grain, .. } => {
                 for &(slot, io) in patches.iter() {
                     table.ptrs[slot] = match io {
                         Io::Input(k) => self.in_ptrs[k],

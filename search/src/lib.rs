@@ -1,10 +1,16 @@
 //! `search`: chooses a [`Schedule`] for each kernel. Input: a verified
 //! [`ir::kernel::Kernel`] and the [`Target`] it runs on. Output: a schedule that `codegen`
-//! applies. Today this is one heuristic, [`default_schedule`]; the template-generated
-//! candidate space, the analytic cost model, measurement and tuning records come next.
+//! applies: the fastest tuning record for the kernel on this target when there is one
+//! ([`records`]: the records database and the [`Planner`] every compile path asks), else
+//! one heuristic, [`default_schedule`]; the template-generated candidate space, the
+//! analytic cost model and measurement come next.
 //!
 //! Invariant: `search` depends on `ir` and `targets` only; it knows nothing of Cranelift or
 //! LLVM beyond the vector width the target reports.
+
+pub mod records;
+
+pub use records::{Db, Planner, Record, Records, Source};
 
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;

@@ -1,0 +1,27 @@
+//! Which tuning records a compile uses: the database given (`--db FILE`), else the default
+//! one ([`search::Db::default_path`]) when that file exists, else none. The resulting
+//! [`Planner`] schedules every kernel the JIT or the AOT path compiles.
+
+use search::records::{Db, Error};
+use search::Planner;
+use std::path::Path;
+
+/// The planner for Cranelift on the host at `threads` threads, with the records of `db`
+/// (or of the default database when it exists). A missing `db` file has no records; lines
+/// it skipped are in `planner.records.warnings`.
+pub fn planner(db: Option<&Path>, threads: usize) -> Result<Planner, Error> {
+    let planner = Planner::host_cranelift(u32::try_from(threads).unwrap_or(u32::MAX));
+    let db = match db {
+        Some(p) => Some(Db::open(p)),
+        None => Db::default_existing(),
+    };
+    Ok(match db {
+        Some(db) => planner.with_records(db.load()?),
+        None => planner,
+    })
+}
+
+/// The warnings of the records a planner loaded (skipped lines), for the CLI to print.
+pub fn warnings(planner: &Planner) -> &[String] {
+    planner.records.as_ref().map_or(&[], |r| r.warnings.as_slice())
+}
