@@ -26,15 +26,43 @@ pub enum Backend {
     /// (kernels it does not support yet run on the kernel evaluator). The default.
     #[default]
     Cranelift,
+    /// The kernels compiled by LLVM 19 (vectors as wide as the host's, AVX-512: 16 f32
+    /// lanes) and run by the runtime; cargo feature `llvm`.
+    #[cfg(feature = "llvm")]
+    Llvm,
 }
 
 impl Backend {
+    /// Every backend this build has, by name.
+    pub fn all() -> &'static [Backend] {
+        &[
+            Backend::Interp,
+            Backend::InterpAtoms,
+            Backend::InterpKernels,
+            Backend::Cranelift,
+            #[cfg(feature = "llvm")]
+            Backend::Llvm,
+        ]
+    }
+
+    /// The runtime's code generator for a compiled backend (`None` for the interpreters).
+    pub fn codegen(self) -> Option<runtime::CodeGen> {
+        match self {
+            Backend::Cranelift => Some(runtime::CodeGen::Cranelift),
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => Some(runtime::CodeGen::Llvm),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
             Backend::InterpAtoms => "interp-atoms",
             Backend::InterpKernels => "interp-kernels",
             Backend::Cranelift => "cranelift",
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => "llvm",
         }
     }
 
@@ -44,6 +72,8 @@ impl Backend {
             "interp-atoms" => Some(Backend::InterpAtoms),
             "interp-kernels" => Some(Backend::InterpKernels),
             "cranelift" => Some(Backend::Cranelift),
+            #[cfg(feature = "llvm")]
+            "llvm" => Some(Backend::Llvm),
             _ => None,
         }
     }
@@ -265,6 +295,12 @@ impl Session {
                 let pool = self.pool()?;
                 Prepared::Jit(Box::new(Executable::from_graph(decompose_strict(&specialized)?, pool)?))
             }
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => {
+                let pool = self.pool()?;
+                let g = decompose_strict(&specialized)?;
+                Prepared::Jit(Box::new(Executable::from_graph_with(g, pool, runtime::CodeGen::Llvm)?))
+            }
         };
         let mut plan = plan;
         if let Prepared::Jit(exec) = &mut plan {
@@ -314,7 +350,7 @@ enum Prepared {
     Graph(Graph),
     /// An atom graph partitioned into kernels, run by the kernel evaluator.
     Kernels(Graph, Plan),
-    /// Kernels compiled by the Cranelift JIT, run by the runtime.
+    /// Kernels compiled by a JIT (Cranelift or LLVM), run by the runtime.
     Jit(Box<Executable>),
 }
 

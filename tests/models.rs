@@ -68,6 +68,8 @@ macro_rules! model_tests {
             #[test] fn interp_atoms() { super::check_model($stem, "interp-atoms"); }
             #[test] fn cranelift() { super::check_model($stem, "cranelift"); }
             #[test] fn interp_kernels() { super::check_model($stem, "interp-kernels"); }
+            #[cfg(feature = "llvm")]
+            #[test] fn llvm() { super::check_model($stem, "llvm"); }
         })*
     };
 }

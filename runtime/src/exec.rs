@@ -12,7 +12,7 @@
 use crate::ffi::{self, Ptrs};
 use crate::memory::{ALIGN, Location, MemoryPlan};
 use crate::pool::ThreadPool;
-use codegen::JitKernel;
+use codegen::{JitKernel, NativeKernel};
 use ir::graph::{Graph, ValueId};
 use ir::kernel::Kernel;
 use ir::partition::{Plan, Step};
@@ -52,7 +52,7 @@ enum Io {
 /// How one plan step runs.
 enum Exec {
     /// A compiled kernel on its pointer table; `patches` are the slots set per run.
-    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
+    Jit { kernel: Box<dyn NativeKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize },
     /// A kernel on the reference evaluator (plan step `step`).
     Eval { step: usize },
     /// Graph node `node` on the interpreter.
@@ -99,12 +99,36 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// Compiles one kernel for the host with the schedule `search` picks for Cranelift's
-/// 128-bit vectors; `None` when the backend does not support it (it then runs on the kernel
-/// evaluator). The only call of the code generator.
-fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
-    let target = targets::Target::host().with_vector_bits(128);
-    match JitKernel::compile(k, &search::default_schedule(k, &target)) {
+/// The code generator that compiles the kernels of an [`Executable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CodeGen {
+    /// Cranelift (`codegen::cranelift`): 128-bit vectors. The default.
+    #[default]
+    Cranelift,
+    /// LLVM 19 (`codegen::llvm`, cargo feature `llvm`): vectors as wide as the host's
+    /// registers (512 bits with AVX-512), O3.
+    #[cfg(feature = "llvm")]
+    Llvm,
+}
+
+/// Compiles one kernel for the host with `codegen`, under the schedule `search` picks for
+/// that backend's vector width; `None` when the backend does not support it (it then runs
+/// on the kernel evaluator). The only call of the code generators.
+fn compile_kernel(k: &Kernel, codegen: CodeGen) -> Result<Option<Box<dyn NativeKernel>>, Error> {
+    let compiled: Result<Box<dyn NativeKernel>, codegen::Error> = match codegen {
+        CodeGen::Cranelift => {
+            let target = targets::Target::host().with_vector_bits(128);
+            JitKernel::compile(k, &search::default_schedule(k, &target)).map(|j| Box::new(j) as Box<dyn NativeKernel>)
+        }
+        #[cfg(feature = "llvm")]
+        CodeGen::Llvm => {
+            let lanes = codegen::llvm::HostTarget::detect().map_or(4, codegen::llvm::HostTarget::f32_lanes);
+            let target = targets::Target::host().with_vector_bits(32 * lanes as u32);
+            codegen::llvm::LlvmKernel::compile(k, &search::default_schedule(k, &target))
+                .map(|j| Box::new(j) as Box<dyn NativeKernel>)
+        }
+    };
+    match compiled {
         Ok(j) => Ok(Some(j)),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -131,13 +155,23 @@ fn internal(msg: String) -> Error {
 impl Executable {
     /// Partitions an atom graph and builds it (see [`Executable::new`]).
     pub fn from_graph(graph: Graph, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        Executable::from_graph_with(graph, pool, CodeGen::default())
+    }
+
+    /// Partitions an atom graph and builds it with the kernels compiled by `codegen`.
+    pub fn from_graph_with(graph: Graph, pool: Arc<ThreadPool>, codegen: CodeGen) -> Result<Executable, Error> {
         let plan = ir::partition::partition(&graph)?;
-        Executable::new(graph, plan, pool)
+        Executable::new_with(graph, plan, pool, codegen)
     }
 
     /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`),
     /// plans the memory and allocates the arena. Kernels run their parallel range on `pool`.
     pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        Executable::new_with(graph, plan, pool, CodeGen::default())
+    }
+
+    /// [`Executable::new`] with the kernels compiled by `codegen`.
+    pub fn new_with(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, codegen: CodeGen) -> Result<Executable, Error> {
         let memory = MemoryPlan::new(&graph, &plan)?;
         let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
         let base = arena.as_mut_ptr().cast::<u8>();
@@ -145,7 +179,7 @@ impl Executable {
         for (i, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Host { node } => Exec::Host { node: *node },
-                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel)? {
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, codegen)? {
                     None => Exec::Eval { step: i },
                     Some(jit) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
@@ -191,7 +225,7 @@ impl Executable {
                         let red: usize = kernel.red_shape.iter().product();
                         let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
                         let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
-                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain }
+                        Exec::Jit { kernel: jit, table, patches, extent, grain }
                     }
                 },
             });
