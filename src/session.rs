@@ -27,15 +27,43 @@ pub enum Backend {
     /// (kernels it does not support yet run on the kernel evaluator). The default.
     #[default]
     Cranelift,
+    /// The kernels compiled by LLVM 19 (vectors as wide as the host's, AVX-512: 16 f32
+    /// lanes) and run by the runtime; cargo feature `llvm`.
+    #[cfg(feature = "llvm")]
+    Llvm,
 }
 
 impl Backend {
+    /// Every backend this build has, by name.
+    pub fn all() -> &'static [Backend] {
+        &[
+            Backend::Interp,
+            Backend::InterpAtoms,
+            Backend::InterpKernels,
+            Backend::Cranelift,
+            #[cfg(feature = "llvm")]
+            Backend::Llvm,
+        ]
+    }
+
+    /// The runtime's code generator for a compiled backend (`None` for the interpreters).
+    pub fn codegen(self) -> Option<runtime::CodeGen> {
+        match self {
+            Backend::Cranelift => Some(runtime::CodeGen::Cranelift),
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => Some(runtime::CodeGen::Llvm),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
             Backend::InterpAtoms => "interp-atoms",
             Backend::InterpKernels => "interp-kernels",
             Backend::Cranelift => "cranelift",
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => "llvm",
         }
     }
 
@@ -45,6 +73,8 @@ impl Backend {
             "interp-atoms" => Some(Backend::InterpAtoms),
             "interp-kernels" => Some(Backend::InterpKernels),
             "cranelift" => Some(Backend::Cranelift),
+            #[cfg(feature = "llvm")]
+            "llvm" => Some(Backend::Llvm),
             _ => None,
         }
     }
@@ -118,6 +148,10 @@ impl Session {
         let model = ir::onnx::import_file(path.as_ref())?;
         let planner = match options.backend {
             Backend::Cranelift => Some(crate::tuning::planner(options.db.as_deref(), options.thread_count())?),
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => {
+                Some(crate::tuning::planner_for(runtime::CodeGen::Llvm, options.db.as_deref(), options.thread_count())?)
+            }
             _ => None,
         };
         Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None, profiling: false, planner })
@@ -283,8 +317,18 @@ impl Session {
                 let pool = self.pool()?;
                 let atoms = decompose_strict(&specialized)?;
                 let exec = match &self.planner {
-                    Some(planner) => Executable::from_graph_planned(atoms, pool, planner)?,
+                    Some(planner) => Executable::from_graph_planned(atoms, pool, planner, runtime::CodeGen::Cranelift)?,
                     None => Executable::from_graph(atoms, pool)?,
+                };
+                Prepared::Jit(Box::new(exec))
+            }
+            #[cfg(feature = "llvm")]
+            Backend::Llvm => {
+                let pool = self.pool()?;
+                let g = decompose_strict(&specialized)?;
+                let exec = match &self.planner {
+                    Some(planner) => Executable::from_graph_planned(g, pool, planner, runtime::CodeGen::Llvm)?,
+                    None => Executable::from_graph_with(g, pool, runtime::CodeGen::Llvm)?,
                 };
                 Prepared::Jit(Box::new(exec))
             }
@@ -345,7 +389,7 @@ enum Prepared {
     Graph(Graph),
     /// An atom graph partitioned into kernels, run by the kernel evaluator.
     Kernels(Graph, Plan),
-    /// Kernels compiled by the Cranelift JIT, run by the runtime.
+    /// Kernels compiled by a JIT (Cranelift or LLVM), run by the runtime.
     Jit(Box<Executable>),
 }
 

@@ -10,7 +10,12 @@ use std::path::Path;
 /// (or of the default database when it exists). A missing `db` file has no records; lines
 /// it skipped are in `planner.records.warnings`.
 pub fn planner(db: Option<&Path>, threads: usize) -> Result<Planner, Error> {
-    let planner = Planner::host_cranelift(u32::try_from(threads).unwrap_or(u32::MAX));
+    planner_for(runtime::CodeGen::Cranelift, db, threads)
+}
+
+/// [`planner`] for the host as `codegen` sees it (its vector width).
+pub fn planner_for(codegen: runtime::CodeGen, db: Option<&Path>, threads: usize) -> Result<Planner, Error> {
+    let planner = codegen.planner(threads);
     let db = match db {
         Some(p) => Some(Db::open(p)),
         None => Db::default_existing(),

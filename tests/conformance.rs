@@ -89,7 +89,7 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
     let specialized = ir::infer::specialize(g, &shapes).map_err(|e| e.to_string())?;
     let got = match backend {
         Backend::Interp => ir::interp::run(&specialized, inputs).map_err(|e| e.to_string())?,
-        Backend::InterpAtoms | Backend::InterpKernels | Backend::Cranelift => {
+        _ => {
             // Only host ops and data-dependent shapes may stay high-level.
             let g = atomc::session::decompose_strict(&specialized).map_err(|e| e.to_string())?;
             host_ops = has_host_ops(&g);
@@ -113,11 +113,12 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
 }
 
 /// Runs an atom graph on interp-atoms (the interpreter), interp-kernels (partitioned) or
-/// cranelift (partitioned and compiled).
+/// cranelift or llvm (partitioned and compiled).
 fn run_atoms(g: &ir::Graph, inputs: Vec<Tensor>, backend: Backend) -> Result<Vec<Tensor>, String> {
-    if backend == Backend::Cranelift {
+    if let Some(codegen) = backend.codegen() {
         let pool = std::sync::Arc::new(runtime::ThreadPool::new(2).map_err(|e| e.to_string())?);
-        let mut exec = runtime::Executable::from_graph(g.clone(), pool).map_err(|e| format!("compile: {e}"))?;
+        let mut exec =
+            runtime::Executable::from_graph_with(g.clone(), pool, codegen).map_err(|e| format!("compile: {e}"))?;
         return exec.run(inputs).map_err(|e| e.to_string());
     }
     if backend == Backend::InterpKernels {
@@ -184,7 +185,8 @@ fn main() -> ExitCode {
     let filter = std::env::var("ATOMC_NODE_FILTER").ok();
     let verbose = std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1");
     // Every backend runs the same allowlist (default: all of them; ATOMC_BACKEND=a,b picks).
-    let names = std::env::var("ATOMC_BACKEND").unwrap_or_else(|_| "interp,interp-atoms,interp-kernels,cranelift".to_string());
+    let names = std::env::var("ATOMC_BACKEND")
+        .unwrap_or_else(|_| Backend::all().iter().map(|b| b.name()).collect::<Vec<_>>().join(","));
     let mut backends = Vec::new();
     for b in names.split(',') {
         match Backend::from_name(b.trim()) {

@@ -1,6 +1,8 @@
 //! GFLOP/s of two workloads under several schedules, single thread: a 1024^3 MatMul and a
 //! 3x3 conv 64->64 on 1x64x56x56 with padding 1, built directly as kernels. Run with
-//! `cargo run --release -p codegen --example sched_gflops`.
+//! `cargo run --release -p codegen --example sched_gflops`; with `--features llvm` the LLVM
+//! backend's rows follow (its default schedule uses the host's full vector width, 16 f32
+//! lanes with AVX-512).
 
 use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
@@ -55,14 +57,19 @@ fn conv(c: usize, h: usize, w: usize) -> Kernel {
 
 fn measure(k: &Kernel, s: &Schedule, flops: f64) -> Result<f64, codegen::Error> {
     let j = JitKernel::compile(k, s)?;
+    time(|i, o| j.run(i, o), k, flops)
+}
+
+/// The best of three runs of `run` on `k`'s buffers, as GFLOP/s.
+fn time(run: impl Fn(&[&[u8]], &mut [u8]) -> Result<(), codegen::Error>, k: &Kernel, flops: f64) -> Result<f64, codegen::Error> {
     let ins: Vec<Vec<u8>> = k.inputs.iter().map(|b| (0..b.numel).flat_map(|i| ((i % 7) as f32 * 0.1).to_ne_bytes()).collect()).collect();
     let refs: Vec<&[u8]> = ins.iter().map(Vec::as_slice).collect();
     let mut out = vec![0u8; k.output.numel * 4];
-    j.run(&refs, &mut out)?;
+    run(&refs, &mut out)?;
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        j.run(&refs, &mut out)?;
+        run(&refs, &mut out)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     Ok(flops / best / 1e9)
@@ -97,6 +104,49 @@ fn main() -> Result<(), codegen::Error> {
                 let g = measure(&k, &s, flops)?;
                 println!("{name:14} {tile:15} {g:7.2} GFLOP/s   [{s}]");
             }
+        }
+    }
+    #[cfg(feature = "llvm")]
+    llvm_rows(n, (c, h, w))?;
+    Ok(())
+}
+
+/// The LLVM backend on the same workloads: its default schedule (full host vector width),
+/// and a vectorized-only one; `LLVM_TILES=MRxNR,...` adds register tiles.
+#[cfg(feature = "llvm")]
+fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::Error> {
+    use codegen::llvm::{HostTarget, LlvmKernel};
+    let lanes = HostTarget::detect().map_or(4, HostTarget::f32_lanes);
+    let t = targets::Target::host().with_vector_bits(32 * lanes as u32);
+    let measure = |k: &Kernel, s: &Schedule, flops: f64| -> Result<f64, codegen::Error> {
+        let j = LlvmKernel::compile(k, s)?;
+        time(|i, o| j.run(i, o), k, flops)
+    };
+    for (name, k, flops, vaxis) in [
+        ("gemm_f32_1024", matmul(n), 2.0 * (n * n * n) as f64, 1),
+        ("conv3x3_64_56", conv(c, h, w), 2.0 * (c * h * w * c * 9) as f64, 3),
+    ] {
+        let def = search::default_schedule(&k, &t);
+        let vec_only = Schedule { steps: vec![ScheduleStep::Vectorize { axis: vaxis, lanes }] };
+        let mut rows = vec![("llvm vectorize".to_string(), vec_only), ("llvm default".to_string(), def.clone())];
+        if let Ok(v) = std::env::var("LLVM_TILES") {
+            for tile in v.split(',') {
+                let mut it = tile.split('x').filter_map(|x| x.parse::<usize>().ok());
+                let (Some(mr), Some(nr)) = (it.next(), it.next()) else { continue };
+                let mut s = def.clone();
+                for st in &mut s.steps {
+                    match st {
+                        ScheduleStep::RegisterBlock { factor, .. } => *factor = mr,
+                        ScheduleStep::Unroll { factor, .. } => *factor = nr,
+                        _ => {}
+                    }
+                }
+                rows.push((format!("llvm {tile}"), s));
+            }
+        }
+        for (label, s) in rows {
+            let g = measure(&k, &s, flops)?;
+            println!("{name:14} {label:15} {g:7.2} GFLOP/s   [{s}]");
         }
     }
     Ok(())

@@ -12,7 +12,7 @@
 use crate::ffi::{self, Ptrs};
 use crate::memory::{ALIGN, Location, MemoryPlan};
 use crate::pool::ThreadPool;
-use codegen::JitKernel;
+use codegen::{JitKernel, NativeKernel};
 use ir::graph::{Graph, ValueId};
 use ir::kernel::Kernel;
 use ir::partition::{Plan, Step};
@@ -54,7 +54,7 @@ enum Io {
 enum Exec {
     /// A compiled kernel on its pointer table; `patches` are the slots set per run.
     /// `tuned`: its schedule came from a tuning record.
-    Jit { kernel: Box<JitKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize, tuned: bool },
+    Jit { kernel: Box<dyn NativeKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize, tuned: bool },
     /// A kernel on the reference evaluator (plan step `step`).
     Eval { step: usize },
     /// Graph node `node` on the interpreter.
@@ -103,13 +103,49 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// Compiles one kernel for the host with the schedule `planner` picks (a tuning record's
-/// or the heuristic's, for Cranelift's 128-bit vectors) and says where the schedule came
-/// from; `None` when the backend does not support the kernel (it then runs on the kernel
-/// evaluator). The only call of the code generator.
-fn compile_kernel(k: &Kernel, planner: &Planner) -> Result<Option<(JitKernel, Source)>, Error> {
+/// The code generator that compiles the kernels of an [`Executable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CodeGen {
+    /// Cranelift (`codegen::cranelift`): 128-bit vectors. The default.
+    #[default]
+    Cranelift,
+    /// LLVM 19 (`codegen::llvm`, cargo feature `llvm`): vectors as wide as the host's
+    /// registers (512 bits with AVX-512), O3.
+    #[cfg(feature = "llvm")]
+    Llvm,
+}
+
+impl CodeGen {
+    /// The host as this code generator sees it (the vector width it emits).
+    pub fn host_target(self) -> targets::Target {
+        match self {
+            CodeGen::Cranelift => targets::Target::host().with_vector_bits(128),
+            #[cfg(feature = "llvm")]
+            CodeGen::Llvm => {
+                let lanes = codegen::llvm::HostTarget::detect().map_or(4, codegen::llvm::HostTarget::f32_lanes);
+                targets::Target::host().with_vector_bits(32 * lanes as u32)
+            }
+        }
+    }
+
+    /// The planner without tuning records for this code generator at `threads` threads.
+    pub fn planner(self, threads: usize) -> Planner {
+        Planner::new(self.host_target(), u32::try_from(threads).unwrap_or(u32::MAX))
+    }
+}
+
+/// Compiles one kernel for the host with `codegen`, under the schedule `planner` picks (a
+/// tuning record's or the heuristic's, for the planner's target: it must be `codegen`'s)
+/// and says where the schedule came from; `None` when the backend does not support the
+/// kernel (it then runs on the kernel evaluator). The only call of the code generators.
+fn compile_kernel(k: &Kernel, planner: &Planner, codegen: CodeGen) -> Result<Option<(Box<dyn NativeKernel>, Source)>, Error> {
     let (schedule, source) = planner.schedule(k);
-    match JitKernel::compile(k, &schedule) {
+    let compiled: Result<Box<dyn NativeKernel>, codegen::Error> = match codegen {
+        CodeGen::Cranelift => JitKernel::compile(k, &schedule).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+        #[cfg(feature = "llvm")]
+        CodeGen::Llvm => codegen::llvm::LlvmKernel::compile(k, &schedule).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+    };
+    match compiled {
         Ok(j) => Ok(Some((j, source))),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -129,11 +165,6 @@ pub fn check_input_count(g: &Graph, given: usize) -> Result<(), ir::Error> {
     )))
 }
 
-/// The pool's thread count, as a planner counts threads.
-fn pool_threads(pool: &ThreadPool) -> u32 {
-    u32::try_from(pool.threads()).unwrap_or(u32::MAX)
-}
-
 fn internal(msg: String) -> Error {
     ir::Error::Internal(msg).into()
 }
@@ -141,26 +172,36 @@ fn internal(msg: String) -> Error {
 impl Executable {
     /// Partitions an atom graph and builds it (see [`Executable::new`]).
     pub fn from_graph(graph: Graph, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
-        let planner = Planner::host_cranelift(pool_threads(&pool));
-        Executable::from_graph_planned(graph, pool, &planner)
+        Executable::from_graph_with(graph, pool, CodeGen::default())
+    }
+
+    /// Partitions an atom graph and builds it with the kernels compiled by `codegen`.
+    pub fn from_graph_with(graph: Graph, pool: Arc<ThreadPool>, codegen: CodeGen) -> Result<Executable, Error> {
+        let planner = codegen.planner(pool.threads());
+        Executable::from_graph_planned(graph, pool, &planner, codegen)
     }
 
     /// Partitions an atom graph and builds it with the schedules `planner` picks.
-    pub fn from_graph_planned(graph: Graph, pool: Arc<ThreadPool>, planner: &Planner) -> Result<Executable, Error> {
+    pub fn from_graph_planned(graph: Graph, pool: Arc<ThreadPool>, planner: &Planner, codegen: CodeGen) -> Result<Executable, Error> {
         let plan = ir::partition::partition(&graph)?;
-        Executable::new_planned(graph, plan, pool, planner)
+        Executable::new_planned(graph, plan, pool, planner, codegen)
     }
 
     /// [`Executable::new_planned`] with the heuristic schedules (no tuning records).
     pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
-        let planner = Planner::host_cranelift(pool_threads(&pool));
-        Executable::new_planned(graph, plan, pool, &planner)
+        Executable::new_with(graph, plan, pool, CodeGen::default())
+    }
+
+    /// [`Executable::new`] with the kernels compiled by `codegen` (heuristic schedules).
+    pub fn new_with(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, codegen: CodeGen) -> Result<Executable, Error> {
+        let planner = codegen.planner(pool.threads());
+        Executable::new_planned(graph, plan, pool, &planner, codegen)
     }
 
     /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`)
-    /// with the schedule `planner` picks, plans the memory and allocates the arena. Kernels
-    /// run their parallel range on `pool`.
-    pub fn new_planned(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, planner: &Planner) -> Result<Executable, Error> {
+    /// with `codegen` and the schedule `planner` picks, plans the memory and allocates the
+    /// arena. Kernels run their parallel range on `pool`.
+    pub fn new_planned(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, planner: &Planner, codegen: CodeGen) -> Result<Executable, Error> {
         let memory = MemoryPlan::new(&graph, &plan)?;
         let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
         let base = arena.as_mut_ptr().cast::<u8>();
@@ -168,7 +209,7 @@ impl Executable {
         for (i, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Host { node } => Exec::Host { node: *node },
-                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, planner)? {
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, planner, codegen)? {
                     None => Exec::Eval { step: i },
                     Some((jit, source)) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
@@ -214,7 +255,7 @@ impl Executable {
                         let red: usize = kernel.red_shape.iter().product();
                         let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
                         let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
-                        Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain, tuned: source.is_record() }
+                        Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record() }
                     }
                 },
             });

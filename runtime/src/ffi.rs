@@ -3,7 +3,7 @@
 //! worker threads. Each function states what its callers in this crate guarantee.
 #![allow(unsafe_code)]
 
-use codegen::JitKernel;
+use codegen::NativeKernel;
 use ir::{DType, Tensor};
 
 /// The buffer pointers of one kernel call: its inputs' base addresses, then its output's
@@ -37,7 +37,7 @@ unsafe impl Send for crate::exec::Executable {}
 /// Checks that the table has one slot per buffer and that each slot is at least the
 /// buffer's byte length; the validity of the addresses is `Ptrs`' invariant. Calls running
 /// at once on one table must have disjoint shares (the pool's static split).
-pub(crate) fn call(kernel: &JitKernel, table: &Ptrs, begin: usize, end: usize) -> Result<(), codegen::Error> {
+pub(crate) fn call(kernel: &dyn NativeKernel, table: &Ptrs, begin: usize, end: usize) -> Result<(), codegen::Error> {
     let bad = |msg: String| codegen::Error::Internal { kernel: kernel.name().to_string(), msg };
     let buffers = kernel.inputs().iter().chain([kernel.output()]);
     if table.ptrs.len() != kernel.inputs().len() + 1 || table.lens.len() != table.ptrs.len() {

@@ -18,6 +18,6 @@ mod ffi;
 pub mod memory;
 pub mod pool;
 
-pub use exec::{Error, Executable, StepTime, check_input_count};
+pub use exec::{CodeGen, Error, Executable, StepTime, check_input_count};
 pub use memory::{Location, MemoryPlan};
 pub use pool::ThreadPool;

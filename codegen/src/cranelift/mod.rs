@@ -31,7 +31,7 @@
 //! file with a C entry point (see `object.rs`).
 
 mod ffi;
-mod libcalls;
+pub(crate) mod libcalls;
 mod lower;
 mod vmath;
 
@@ -62,7 +62,7 @@ pub(crate) enum RuntimeError {
 }
 
 impl RuntimeError {
-    fn from_code(code: i32) -> Option<RuntimeError> {
+    pub(crate) fn from_code(code: i32) -> Option<RuntimeError> {
         [
             RuntimeError::GatherOutOfRange,
             RuntimeError::LoadOutOfBounds,
@@ -73,7 +73,7 @@ impl RuntimeError {
         .find(|e| *e as i32 == code)
     }
 
-    fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             RuntimeError::GatherOutOfRange => "a Gather position is out of range",
             RuntimeError::LoadOutOfBounds => "a load index is out of the bounds of its buffer",
