@@ -102,7 +102,7 @@ impl From<ir::Error> for Error {
 pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> {
     let start = Instant::now();
     let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads) })?;
-    let shapes = full_shapes(&session, &options.shapes)?;
+    let shapes = full_shapes(session.model(), &options.shapes)?;
     session.prepare(&shapes)?;
     let compile = start.elapsed();
 
@@ -162,8 +162,8 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
 
 /// The shape of every input: `given`, else its declared dims with symbolic ones as 1.
 /// A name in `given` that is not an input is an error.
-fn full_shapes(session: &Session, given: &InputShapes) -> Result<InputShapes, ir::Error> {
-    let g = &session.model().graph;
+pub(crate) fn full_shapes(model: &ir::onnx::Model, given: &InputShapes) -> Result<InputShapes, ir::Error> {
+    let g = &model.graph;
     for name in given.keys() {
         if !g.inputs.iter().any(|i| g.name(i.value) == name) {
             let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();

@@ -1,6 +1,6 @@
 //! atomc: an operator-decomposition kernel compiler for neural networks. This facade
 //! re-exports the stages and holds what the CLI and the tests share (npy I/O, model
-//! loading and running, benchmarking).
+//! loading and running, benchmarking, tuning).
 
 pub use ir;
 pub use runtime;
@@ -9,5 +9,6 @@ pub mod bench;
 pub mod aot;
 pub mod npy;
 pub mod session;
+pub mod tune;
 
 pub use session::{Backend, Session};

@@ -15,6 +15,7 @@ use crate::pool::ThreadPool;
 use codegen::JitKernel;
 use ir::graph::{Graph, ValueId};
 use ir::kernel::Kernel;
+use ir::schedule::Schedule;
 use ir::partition::{Plan, Step};
 use ir::shape::fmt_shape;
 use ir::{DType, Tensor};
@@ -32,10 +33,6 @@ pub enum Error {
     #[error(transparent)]
     Ir(#[from] ir::Error),
 }
-
-/// The least work (output points times reduction points) one thread's share of a kernel
-/// gets; smaller kernels run whole on the calling thread.
-const MIN_SHARE_WORK: usize = 1 << 14;
 
 /// One aligned line of the arena.
 #[derive(Clone, Copy)]
@@ -99,12 +96,29 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// Compiles one kernel for the host with the schedule `search` picks for Cranelift's
-/// 128-bit vectors; `None` when the backend does not support it (it then runs on the kernel
-/// evaluator). The only call of the code generator.
-fn compile_kernel(k: &Kernel) -> Result<Option<JitKernel>, Error> {
-    let target = targets::Target::host().with_vector_bits(128);
-    match JitKernel::compile(k, &search::default_schedule(k, &target)) {
+/// The target Cranelift compiles for: the host with 128-bit vectors, `threads` cores.
+pub fn jit_target(threads: usize) -> targets::Target {
+    targets::Target { cores: threads.max(1), ..targets::Target::host().with_vector_bits(128) }
+}
+
+/// Compiles one kernel for the host with the schedule `pick` gives (falling back to the
+/// heuristic `search::default_schedule` should the code generator refuse it); `None` when
+/// the backend does not support the kernel (it then runs on the kernel evaluator). The only
+/// call of the code generator.
+fn compile_kernel(k: &Kernel, pick: &dyn Fn(&Kernel) -> Schedule, threads: usize) -> Result<Option<JitKernel>, Error> {
+    let chosen = pick(k);
+    let compiled = match JitKernel::compile(k, &chosen) {
+        Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
+            let fallback = search::default_schedule(k, &jit_target(threads));
+            if fallback == chosen {
+                JitKernel::compile(k, &chosen)
+            } else {
+                JitKernel::compile(k, &fallback)
+            }
+        }
+        other => other,
+    };
+    match compiled {
         Ok(j) => Ok(Some(j)),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -135,9 +149,22 @@ impl Executable {
         Executable::new(graph, plan, pool)
     }
 
-    /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`),
+    /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`)
+    /// with the cost model's schedule (`search::best_by_model` for the pool's threads),
     /// plans the memory and allocates the arena. Kernels run their parallel range on `pool`.
     pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
+        let target = jit_target(pool.threads());
+        Executable::with_schedules(graph, plan, pool, &|k: &Kernel| search::best_by_model(k, &target))
+    }
+
+    /// As [`Executable::new`], each kernel compiled with the schedule `pick` gives it.
+    pub fn with_schedules(
+        graph: Graph,
+        plan: Plan,
+        pool: Arc<ThreadPool>,
+        pick: &dyn Fn(&Kernel) -> Schedule,
+    ) -> Result<Executable, Error> {
+        let threads = pool.threads();
         let memory = MemoryPlan::new(&graph, &plan)?;
         let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
         let base = arena.as_mut_ptr().cast::<u8>();
@@ -145,7 +172,7 @@ impl Executable {
         for (i, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Host { node } => Exec::Host { node: *node },
-                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel)? {
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, pick, threads)? {
                     None => Exec::Eval { step: i },
                     Some(jit) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
@@ -188,9 +215,7 @@ impl Executable {
                             table.lens.push(bytes);
                         }
                         let extent = jit.parallel_extent();
-                        let red: usize = kernel.red_shape.iter().product();
-                        let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
-                        let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
+                        let grain = search::cost::share_grain(kernel, extent);
                         Exec::Jit { kernel: Box::new(jit), table, patches, extent, grain }
                     }
                 },
