@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub shapes: InputShapes,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// How kernels' schedules are chosen.
+    pub schedules: crate::session::SchedulePolicy,
     /// Time every step of the compiled plan over the timed runs ([`BenchReport::profile`]).
     pub profile: bool,
 }
@@ -42,6 +44,7 @@ impl Default for BenchOptions {
             min_time: Duration::from_millis(1000),
             shapes: InputShapes::new(),
             seed: 0,
+            schedules: crate::session::SchedulePolicy::default(),
             profile: false,
         }
     }
@@ -101,7 +104,7 @@ impl From<ir::Error> for Error {
 /// Loads, compiles and runs the model at `path` as `options` says, and reports the times.
 pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> {
     let start = Instant::now();
-    let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads) })?;
+    let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads), schedules: options.schedules })?;
     let shapes = full_shapes(session.model(), &options.shapes)?;
     session.prepare(&shapes)?;
     let compile = start.elapsed();

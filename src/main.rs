@@ -98,6 +98,10 @@ enum Command {
         /// Also time every kernel and host step (compiled backend) and list them.
         #[arg(long)]
         profile: bool,
+        /// How compiled kernels get their schedules: `model` (the cost model's pick) or
+        /// `heuristic` (the hand-written default).
+        #[arg(long, default_value = "model")]
+        schedules: String,
     },
     /// Tune each kernel's schedule by measurement: the cost model ranks the candidates,
     /// the best are measured, then mutations of the best; the budget goes to the kernels
@@ -168,8 +172,8 @@ fn main() -> std::process::ExitCode {
         Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes } => {
             run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes)
         }
-        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile } => {
-            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile)
+        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile, schedules } => {
+            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile, &schedules)
         }
         Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
             tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
@@ -314,7 +318,7 @@ fn run(
 ) -> Result<()> {
     let backend = parse_backend(backend)?;
     let threads = threads.map(usize::try_from).transpose().context("--threads is too large")?;
-    let mut session = Session::load(path, Options { backend, threads })?;
+    let mut session = Session::load(path, Options { backend, threads, ..Options::default() })?;
     let mut inputs = Vec::new();
     for spec in input_specs {
         let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}' is not NAME=FILE.npy"))?;
@@ -429,6 +433,7 @@ fn bench(
     seed: u64,
     json: bool,
     profile: bool,
+    schedules: &str,
 ) -> Result<()> {
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -442,6 +447,8 @@ fn bench(
         shapes: parse_shapes(shape_specs)?,
         seed,
         profile,
+        schedules: atomc::session::SchedulePolicy::from_name(schedules)
+            .with_context(|| format!("unknown --schedules '{schedules}' (model or heuristic)"))?,
     };
     let report = atomc::bench::bench(path, &options)?;
     if json {

@@ -57,6 +57,28 @@ pub struct Options {
     /// `None` means every core (`std::thread::available_parallelism`). The interpreter
     /// backends run on one.
     pub threads: Option<usize>,
+    /// How the compiled backend picks each kernel's schedule.
+    pub schedules: SchedulePolicy,
+}
+
+/// How a compiled kernel's schedule is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulePolicy {
+    /// The cost model's pick over the kernel's schedule space (`search::best_by_model`).
+    #[default]
+    Model,
+    /// The hand-written heuristic (`search::default_schedule`).
+    Heuristic,
+}
+
+impl SchedulePolicy {
+    pub fn from_name(name: &str) -> Option<SchedulePolicy> {
+        match name {
+            "model" => Some(SchedulePolicy::Model),
+            "heuristic" => Some(SchedulePolicy::Heuristic),
+            _ => None,
+        }
+    }
 }
 
 impl Options {
@@ -263,7 +285,16 @@ impl Session {
             }
             Backend::Cranelift => {
                 let pool = self.pool()?;
-                Prepared::Jit(Box::new(Executable::from_graph(decompose_strict(&specialized)?, pool)?))
+                let graph = decompose_strict(&specialized)?;
+                let plan = ir::partition::partition(&graph)?;
+                let exec = match self.options.schedules {
+                    SchedulePolicy::Model => Executable::new(graph, plan, pool)?,
+                    SchedulePolicy::Heuristic => {
+                        let target = runtime::jit_target(pool.threads());
+                        Executable::with_schedules(graph, plan, pool, &|k| search::default_schedule(k, &target))?
+                    }
+                };
+                Prepared::Jit(Box::new(exec))
             }
         };
         let mut plan = plan;

@@ -608,7 +608,7 @@ impl std::fmt::Display for TuneReport {
         }
         writeln!(
             f,
-            "model latency: {:.3} ms before, {:.3} ms after ({:.2}x); {} trials, {} records, {:.1} s",
+            "model latency: {:.4} ms before, {:.4} ms after ({:.2}x); {} trials, {} records, {:.1} s",
             self.model_before_ms,
             self.model_after_ms,
             self.model_before_ms / self.model_after_ms.max(1e-12),
