@@ -190,7 +190,7 @@ fn main() -> Result<()> {
         let (mut pred, mut meas, mut scheds) = (Vec::new(), Vec::new(), Vec::new());
         for s in sample {
             let jit = codegen::JitKernel::compile(k, &s)?;
-            let Some(t) = measure(|| buffers.run(k, &jit, &pool).is_ok(), Duration::from_millis(15)) else {
+            let Some((t, _)) = measure(|| buffers.run(k, &jit, &pool).is_ok(), Duration::from_millis(15)) else {
                 bail!("kernel {} failed under {s}", k.name);
             };
             pred.push(predict(k, &s, &target));

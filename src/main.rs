@@ -114,7 +114,8 @@ enum Command {
         /// Time limit of the search, e.g. `10m`, `90s`, `1h`.
         #[arg(long, value_parser = parse_duration)]
         deadline: Option<std::time::Duration>,
-        /// The tuning records file (default: in memory only).
+        /// The tuning records file (default: `$ATOMC_DB`, else records.jsonl in atomc's
+        /// cache directory).
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
         /// Threads running each kernel (default: every core).
@@ -374,12 +375,17 @@ fn tune(
     plot: Option<&std::path::Path>,
     seed: u64,
 ) -> Result<()> {
-    use atomc::tune::{MemoryStore, Progress, TuneOptions};
+    use atomc::tune::{DbStore, Progress, TuneOptions};
     use indicatif::{ProgressBar, ProgressStyle};
-    if db.is_some() {
-        bail!("--db: tuning records files are not wired yet (results stay in memory)");
-    }
     let threads = Options { threads: threads.map(|t| t as usize), ..Options::default() }.thread_count();
+    let db = match db {
+        Some(p) => p.to_path_buf(),
+        None => search::Db::default_path().context("--db: no default records file")?,
+    };
+    let mut store = DbStore::open(&db, threads)?;
+    for w in store.warnings() {
+        eprintln!("warning: {w}");
+    }
     let options = TuneOptions { trials, deadline, threads, shapes: parse_shapes(shape_specs)?, seed, ..TuneOptions::default() };
     let bar = match (trials, deadline) {
         (Some(n), _) => ProgressBar::new(n as u64),
@@ -393,7 +399,6 @@ fn tune(
     );
     bar.set_message("measuring the untuned kernels and model");
     let started = std::time::Instant::now();
-    let mut store = MemoryStore::default();
     let mut on_progress = |p: &Progress| {
         if timed {
             bar.set_position(started.elapsed().as_secs());
@@ -414,6 +419,7 @@ fn tune(
     let report = atomc::tune::tune(path, &options, &mut store, &mut on_progress)?;
     bar.finish_and_clear();
     print!("{report}");
+    println!("records: {}", store.path().display());
     if let Some(plot) = plot {
         let title = format!("atomc tune {}", path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
         atomc::tune::plot(&report.curve, plot, &title)?;

@@ -15,8 +15,9 @@
 //!    headroom, then shrinking with every trial that did not improve).
 //! 4. The whole model is timed before (untuned) and after (best schedules).
 //!
-//! Records go through [`Store`]: today [`MemoryStore`], the JSONL database of
-//! `search::records` once it lands.
+//! Records go through [`Store`]: [`DbStore`] on the JSONL database of `search::records`
+//! (keyed by `Kernel::canonical_hash`, the target's fingerprint and the thread count), or
+//! [`MemoryStore`] for one process.
 
 use crate::bench::full_shapes;
 use crate::session::{decompose_strict, random_inputs};
@@ -98,11 +99,11 @@ impl From<ir::Error> for Error {
 
 /// Where tuning results go: the best schedule known for a kernel, and every improvement.
 pub trait Store {
-    /// The best recorded schedule of the kernel with key `key` (see [`kernel_key`]).
+    /// The best recorded schedule of the kernel whose `Kernel::canonical_hash` is `key`.
     fn best(&self, key: &str) -> Option<Schedule>;
-    /// Records that `schedule` ran kernel `k` (key `key`) in `seconds`; called at once for
-    /// every improvement, so that an interrupted tune loses nothing.
-    fn record(&mut self, key: &str, k: &Kernel, schedule: &Schedule, seconds: f64) -> Result<(), Error>;
+    /// Records that `schedule` ran kernel `k` (hash `key`) in `seconds` (median of `runs`);
+    /// called at once for every improvement, so that an interrupted tune loses nothing.
+    fn record(&mut self, key: &str, k: &Kernel, schedule: &Schedule, seconds: f64, runs: usize) -> Result<(), Error>;
 }
 
 /// A [`Store`] in memory (one tuning process).
@@ -127,7 +128,7 @@ impl Store for MemoryStore {
         self.best.get(key).map(|(s, _)| s.clone())
     }
 
-    fn record(&mut self, key: &str, _k: &Kernel, schedule: &Schedule, seconds: f64) -> Result<(), Error> {
+    fn record(&mut self, key: &str, _k: &Kernel, schedule: &Schedule, seconds: f64, _runs: usize) -> Result<(), Error> {
         let better = self.best.get(key).is_none_or(|(_, t)| seconds < *t);
         if better {
             self.best.insert(key.to_string(), (schedule.clone(), seconds));
@@ -136,10 +137,53 @@ impl Store for MemoryStore {
     }
 }
 
-/// What identifies a kernel across models and runs: its text form with the name left out.
-pub fn kernel_key(k: &Kernel) -> String {
-    let unnamed = Kernel { name: String::new(), ..k.clone() };
-    unnamed.to_string()
+/// A [`Store`] on a records file: the bests of the records there when it opened (and of
+/// those appended since), every record appended to the file at once under its lock.
+#[derive(Debug)]
+pub struct DbStore {
+    db: search::Db,
+    records: search::Records,
+    /// The target as the records name it (Cranelift's view of the host).
+    target: Target,
+    threads: u32,
+}
+
+impl DbStore {
+    /// Opens (and loads) the records file at `path` for kernels run on `threads` threads;
+    /// lines it skipped are in [`DbStore::warnings`].
+    pub fn open(path: &Path, threads: usize) -> Result<DbStore, Error> {
+        let db = search::Db::open(path);
+        let records = db.load().map_err(|e| Error::Store(e.to_string()))?;
+        let planner = search::Planner::host_cranelift(threads as u32);
+        Ok(DbStore { db, records, target: planner.target, threads: threads as u32 })
+    }
+
+    /// Lines of the file that were skipped (corrupt, truncated), as `file:line: why`.
+    pub fn warnings(&self) -> &[String] {
+        &self.records.warnings
+    }
+
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+}
+
+impl Store for DbStore {
+    fn best(&self, key: &str) -> Option<Schedule> {
+        self.records.best(key, &self.target.fingerprint(), self.threads).map(|r| r.schedule.clone())
+    }
+
+    fn record(&mut self, _key: &str, k: &Kernel, schedule: &Schedule, seconds: f64, runs: usize) -> Result<(), Error> {
+        let method = format!(
+            "median of {runs} runs after a warm-up, outliers beyond 3 MAD dropped, {} thread(s)",
+            self.threads
+        );
+        let mut r = search::Record::new(k, &self.target, schedule.clone(), seconds * 1e9, runs as u32, &method, self.threads);
+        r.gflops = Some(search::cost::flops(k) / seconds.max(1e-12) / 1e9);
+        self.db.append(&r).map_err(|e| Error::Store(e.to_string()))?;
+        self.records.records.push(r);
+        Ok(())
+    }
 }
 
 /// Where the search stands, for a progress display.
@@ -233,7 +277,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
     let mut groups: Vec<(String, Kernel, usize)> = Vec::new();
     for step in &plan.steps {
         if let Step::Kernel { kernel, .. } = step {
-            let key = kernel_key(kernel);
+            let key = kernel.canonical_hash();
             match groups.iter_mut().find(|g| g.0 == key) {
                 Some(g) => g.2 += 1,
                 None => groups.push((key, kernel.clone(), 1)),
@@ -278,12 +322,12 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
         t.trials += 1;
         trials += 1;
         let old = t.best.1;
-        if let Some(seconds) = try_candidate(t, &candidate, &pool, options)? {
+        if let Some((seconds, runs)) = try_candidate(t, &candidate, &pool, options)? {
             let pos = t.measured.partition_point(|m| m.0 <= seconds);
             t.measured.insert(pos, (seconds, candidate.clone()));
             if seconds < old && verify(t, &candidate, &pool)? {
                 t.best = (candidate.clone(), seconds);
-                store.record(&t.key, &t.kernel, &candidate, seconds)?;
+                store.record(&t.key, &t.kernel, &candidate, seconds, runs)?;
                 recorded += 1;
                 t.potential = t.potential.max(1.0 - seconds / old);
             } else {
@@ -378,7 +422,7 @@ fn start_tuning(
         exhausted: false,
         resumed: false,
     };
-    let Some(before) = try_candidate(&mut t, &untuned, pool, options)? else {
+    let Some((before, runs)) = try_candidate(&mut t, &untuned, pool, options)? else {
         return Ok(None);
     };
     t.before_s = before;
@@ -390,7 +434,7 @@ fn start_tuning(
             t.resumed = true;
             if recorded != untuned
                 && recorded.validate(&t.kernel).is_ok()
-                && let Some(s) = try_candidate(&mut t, &recorded, pool, options)?
+                && let Some((s, _)) = try_candidate(&mut t, &recorded, pool, options)?
             {
                 t.seen.insert(recorded.clone());
                 let pos = t.measured.partition_point(|m| m.0 <= s);
@@ -401,7 +445,7 @@ fn start_tuning(
             }
         }
         // The first measurement of a kernel is a record too: a later tune starts from it.
-        None => store.record(&t.key, &t.kernel, &untuned, before)?,
+        None => store.record(&t.key, &t.kernel, &untuned, before, runs)?,
     }
     // The cost model's headroom over the untuned pick, and its error margin.
     let predicted_now = search::predict(&t.kernel, &t.best.0, target);
@@ -447,17 +491,14 @@ fn next_candidate(t: &mut Tuning, rng: &mut u64) -> Option<Schedule> {
 
 /// Compiles and times `s` on `t`'s buffers; `None` when the code generator refuses it or
 /// the run fails.
-fn try_candidate(t: &mut Tuning, s: &Schedule, pool: &ThreadPool, options: &TuneOptions) -> Result<Option<f64>, Error> {
+fn try_candidate(t: &mut Tuning, s: &Schedule, pool: &ThreadPool, options: &TuneOptions) -> Result<Option<(f64, usize)>, Error> {
     let jit = match codegen::JitKernel::compile(&t.kernel, s) {
         Ok(j) => j,
         Err(_) => return Ok(None),
     };
     let kernel = &t.kernel;
     let buffers = &mut t.buffers;
-    match measure(|| buffers.run(kernel, &jit, pool).is_ok(), options.min_measure_time) {
-        Some(seconds) => Ok(Some(seconds)),
-        None => Ok(None),
-    }
+    Ok(measure(|| buffers.run(kernel, &jit, pool).is_ok(), options.min_measure_time))
 }
 
 /// Whether `s` computes what the default schedule computes on `t`'s data (f32 outputs
@@ -478,8 +519,8 @@ fn verify(t: &mut Tuning, s: &Schedule, pool: &ThreadPool) -> Result<bool, Error
 /// Times `run` (which returns whether it succeeded): one warm-up run, then timed runs until
 /// at least 5 and `floor` in total (at most 10,000); outliers beyond the median plus three
 /// median absolute deviations are dropped and the median of the rest is returned, in
-/// seconds. `None` when a run fails.
-pub fn measure(mut run: impl FnMut() -> bool, floor: Duration) -> Option<f64> {
+/// seconds, with the number of timed runs. `None` when a run fails.
+pub fn measure(mut run: impl FnMut() -> bool, floor: Duration) -> Option<(f64, usize)> {
     if !run() {
         return None;
     }
@@ -494,7 +535,7 @@ pub fn measure(mut run: impl FnMut() -> bool, floor: Duration) -> Option<f64> {
         total += d;
         times.push(d.as_secs_f64());
     }
-    Some(robust_median(&mut times))
+    Some((robust_median(&mut times), times.len()))
 }
 
 /// The median after dropping values beyond the median plus three median absolute
@@ -527,7 +568,7 @@ fn model_latency(
     inputs: &[Tensor],
     floor: Duration,
 ) -> Result<f64, Error> {
-    let pick = |k: &Kernel| schedules.get(&kernel_key(k)).cloned().unwrap_or_else(|| search::best_by_model(k, target));
+    let pick = |k: &Kernel| schedules.get(&k.canonical_hash()).cloned().unwrap_or_else(|| search::best_by_model(k, target));
     let mut exec = Executable::with_schedules(graph.clone(), plan.clone(), pool.clone(), &pick)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let mut outputs = exec.run(inputs.to_vec())?;
@@ -544,7 +585,7 @@ fn model_latency(
     );
     match (seconds, failed) {
         (_, Some(e)) => Err(e.into()),
-        (Some(s), None) => Ok(s),
+        (Some((s, _)), None) => Ok(s),
         (None, None) => Err(ir::Error::Internal("model timing failed".into()).into()),
     }
 }
@@ -645,7 +686,7 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(t.is_some_and(|t| t >= 0.0));
+        assert!(t.is_some_and(|(t, runs)| t >= 0.0 && runs == 5));
         assert_eq!(calls, 6);
         assert!(measure(|| false, Duration::ZERO).is_none());
     }

@@ -1,9 +1,9 @@
 //! `atomc tune` on the example MLP: a short tune records every tuned kernel, a second tune
-//! on the same store resumes from those records, and the CLI prints the table and writes
-//! the plot.
+//! on the same store (in memory, or the records file reopened) resumes from those records,
+//! and the CLI prints the table, writes the plot and appends to the records file.
 
 use anyhow::Result;
-use atomc::tune::{MemoryStore, Store, TuneOptions, kernel_key, tune};
+use atomc::tune::{DbStore, MemoryStore, Store, TuneOptions, tune};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,24 +47,53 @@ fn the_cli_prints_the_table_and_writes_the_plot() -> Result<()> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_atomc"))
         .args(["tune", "examples/mlp.onnx", "--trials", "8", "--threads", "1", "--plot"])
         .arg(&plot)
+        .arg("--db")
+        .arg(dir.join("records.jsonl"))
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("speedup") && stdout.contains("model latency:"), "{stdout}");
     let svg = std::fs::read_to_string(&plot)?;
     assert!(svg.starts_with("<svg") && svg.contains("trials"), "{}", &svg[..svg.len().min(200)]);
+    assert!(std::fs::read_to_string(dir.join("records.jsonl"))?.lines().count() > 0);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
 #[test]
-fn kernel_keys_ignore_names() {
+fn the_records_file_keeps_the_bests_across_processes() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("atomc-tune-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("records.jsonl");
+    let first = {
+        let mut store = DbStore::open(&path, 2)?;
+        tune(Path::new("examples/mlp.onnx"), &options(20), &mut store, &mut |_| {})?
+    };
+    let lines = std::fs::read_to_string(&path)?.lines().count();
+    assert!(lines >= first.kernels.len(), "{lines} records for {} kernels", first.kernels.len());
+    // A new store on the same file (a second process) resumes every kernel.
+    let mut store = DbStore::open(&path, 2)?;
+    assert!(store.warnings().is_empty(), "{:?}", store.warnings());
+    let second = tune(Path::new("examples/mlp.onnx"), &options(0), &mut store, &mut |_| {})?;
+    assert!(second.kernels.iter().all(|k| k.resumed));
+    // Another thread count is another key: nothing to resume.
+    let mut other = DbStore::open(&path, 1)?;
+    let third = tune(Path::new("examples/mlp.onnx"), &TuneOptions { threads: 1, ..options(0) }, &mut other, &mut |_| {})?;
+    assert!(third.kernels.iter().all(|k| !k.resumed));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn the_memory_store_keeps_the_fastest() {
     let mut store = MemoryStore::default();
+    let s = ir::schedule::Schedule::naive();
+    let fast = ir::schedule::Schedule { steps: vec![ir::schedule::ScheduleStep::Parallel { axes: 1 }] };
     let k = ir::kernel::Kernel {
         name: "a".into(),
         inputs: vec![],
-        output: ir::kernel::Buffer { name: "y".into(), dtype: ir::DType::F32, numel: 1 },
-        out_shape: vec![1],
+        output: ir::kernel::Buffer { name: "y".into(), dtype: ir::DType::F32, numel: 4 },
+        out_shape: vec![4],
         red_shape: vec![],
         store: ir::kernel::Affine { offset: 0, coefs: vec![1] },
         body: ir::kernel::Body::Compute {
@@ -73,11 +102,10 @@ fn kernel_keys_ignore_names() {
             epilogue: ir::kernel::Expr::Acc,
         },
     };
-    let renamed = ir::kernel::Kernel { name: "b".into(), ..k.clone() };
-    assert_eq!(kernel_key(&k), kernel_key(&renamed));
-    let s = ir::schedule::Schedule::naive();
-    assert!(store.record(&kernel_key(&k), &k, &s, 1.0).is_ok());
-    assert!(store.record(&kernel_key(&k), &k, &s, 2.0).is_ok());
-    assert_eq!(store.best(&kernel_key(&renamed)), Some(s));
+    assert!(store.record("h", &k, &s, 2.0, 5).is_ok());
+    assert!(store.record("h", &k, &fast, 1.0, 5).is_ok());
+    assert!(store.record("h", &k, &s, 3.0, 5).is_ok());
+    assert_eq!(store.best("h"), Some(fast));
+    assert_eq!(store.best("other"), None);
     assert_eq!(store.len(), 1);
 }

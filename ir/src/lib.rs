@@ -30,6 +30,7 @@ pub mod graph;
 pub mod infer;
 pub mod interp;
 pub mod kernel;
+pub mod kernel_hash;
 pub mod onnx;
 pub mod partition;
 pub mod schedule;

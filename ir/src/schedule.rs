@@ -10,10 +10,16 @@
 
 use crate::error::{Error, Result};
 use crate::kernel::{Body, Kernel};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The version of what a schedule means: bump it when codegen applies an existing step
+/// differently, so tuning records measured under the old meaning are no longer used.
+/// (Adding a step kind does not need a bump: old records never name it.)
+pub const SCHEDULE_FORMAT: u32 = 1;
+
 /// One step of a schedule. Axes are output axes of the kernel (`i0` .. `i{R-1}`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ScheduleStep {
     /// The first `axes` output axes, flattened row-major, form the parallel range that
     /// threads split (a register-blocked axis among them counts its blocks, not its
@@ -32,7 +38,7 @@ pub enum ScheduleStep {
 }
 
 /// A list of steps, at most one of each kind.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Schedule {
     pub steps: Vec<ScheduleStep>,
 }

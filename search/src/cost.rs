@@ -16,8 +16,9 @@
 //! tails the code generator emits. The working set (every buffer's bytes, plus the re-reads
 //! of a large operand once per row block that does not index it) moves at the bandwidth of
 //! the smallest cache level holding it; DRAM's is the target's `bandwidth_gbs`.
-//! Calibration: the target's clock, FMA units and vector width; the cache sizes and
-//! bandwidths below are those of a current x86-64 or Arm server core.
+//! Calibration: the target's peak FLOP/s (calibrated when measured), FMA units, vector
+//! width and registers, cache sizes and DRAM bandwidth; the cache bandwidths below are
+//! those of a current x86-64 or Arm server core.
 //!
 //! [`best_by_model`] is the schedule the model predicts fastest over the kernel's
 //! [`Space`]; [`spearman`] measures how well predicted and measured times rank alike.
@@ -32,7 +33,8 @@ use targets::Target;
 /// The least work (output points times reduction points) one thread's share of a kernel
 /// gets; smaller kernels run whole on the calling thread (the runtime splits this way).
 pub const MIN_SHARE_WORK: usize = 1 << 14;
-/// Per-core cache capacities in bytes and bandwidths in bytes per cycle.
+/// Cache capacities in bytes when the target does not give them, and bandwidths in bytes
+/// per cycle.
 const L1_BYTES: f64 = 32e3;
 const L2_BYTES: f64 = 1e6;
 const L3_BYTES: f64 = 16e6;
@@ -118,7 +120,12 @@ struct LoadUse {
 
 /// The predicted seconds of `k` under `s` on `t`, with `t.cores` threads.
 pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
-    let hz = t.ghz.max(0.1) * 1e9;
+    // The clock at which the target's (calibrated) peak FLOP/s is reached.
+    let t_lanes = (t.vector_bits / 32).max(1) as f64;
+    let hz = (t.peak_flops() / (t.fma_units.max(1) as f64 * t_lanes * 2.0)).max(1e8);
+    let cache = |bytes: usize, default: f64| if bytes > 0 { bytes as f64 } else { default };
+    let (l1_bytes, l2_bytes, l3_bytes) = (cache(t.l1_bytes, L1_BYTES), cache(t.l2_bytes, L2_BYTES), cache(t.l3_bytes, L3_BYTES));
+    let allocatable = if t.vector_registers > 0 { t.vector_registers as f64 - 3.0 } else { ALLOCATABLE_REGISTERS };
     let Body::Compute { reduce, body, epilogue } = &k.body else {
         let points: usize = k.out_shape.iter().product();
         return CALL_S + points as f64 * 10.0 / hz + k.output.numel as f64 * 4.0 / (L2_BYTES_PER_CYCLE * hz);
@@ -170,7 +177,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let arith = elems * per_elem_arith / t.fma_units.max(1) as f64;
         let latency = if has_reduce { FMA_LATENCY } else { 0.0 };
         let regs = elems + cols + 1.0;
-        let spill = (regs - ALLOCATABLE_REGISTERS).max(0.0) * 3.0;
+        let spill = (regs - allocatable).max(0.0) * 3.0;
         let step = arith.max(load_cycles).max(latency) + spill + 1.0;
         let epi: f64 = elems * (arith_cycles(epilogue, l) + 1.0) + epi_loads.iter().map(load_cost).sum::<f64>();
         red * step + epi + TILE_CYCLES
@@ -213,16 +220,16 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let mut bytes: f64 = k.inputs.iter().chain([&k.output]).map(|b| (b.numel * b.dtype.size()) as f64).sum();
     let blocks = if block.is_some() { (n_block as f64 / rows as f64).ceil() } else { n_block.max(1) as f64 };
     for u in &loads {
-        if !u.per_row && u.bytes > L2_BYTES {
+        if !u.per_row && u.bytes > l2_bytes {
             bytes += u.bytes * (blocks - 1.0).max(0.0) / (if block.is_some() { 1.0 } else { 4.0 });
         }
     }
     let sharing = n_shares as f64;
-    let bandwidth = if bytes <= L1_BYTES * sharing {
+    let bandwidth = if bytes <= l1_bytes * sharing {
         f64::INFINITY
-    } else if bytes <= L2_BYTES * sharing {
+    } else if bytes <= l2_bytes * sharing {
         L2_BYTES_PER_CYCLE * hz * sharing
-    } else if bytes <= L3_BYTES {
+    } else if bytes <= l3_bytes {
         L3_BYTES_PER_CYCLE * hz * sharing
     } else {
         t.bandwidth_bytes_per_s().max(1e9)

@@ -2,17 +2,23 @@
 //! [`ir::kernel::Kernel`] and the [`Target`] it runs on. Output: a schedule that `codegen`
 //! applies.
 //!
+//! - [`records`]: the tuning records database and the [`Planner`] every compile path asks:
+//!   the fastest record for the kernel on this target when there is one, else a fallback.
 //! - [`default_schedule`]: the hand-written heuristic.
 //! - [`space`]: per kernel class, the template that enumerates the legal candidate
 //!   schedules of a kernel, and mutation to a legal neighbour.
 //! - [`cost`]: the analytic cost model (predicted seconds) and [`best_by_model`], the
-//!   model's pick over the space: what the runtime compiles when no tuning record exists.
+//!   model's pick over the space: the fallback when no tuning record exists.
 //!
 //! Measurement and the tuner live in the root crate (`atomc tune`), which can compile and
 //! run kernels.
 //!
 //! Invariant: `search` depends on `ir` and `targets` only; it knows nothing of Cranelift or
 //! LLVM beyond the vector width the target reports.
+
+pub mod records;
+
+pub use records::{Db, Planner, Record, Records, Source};
 
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
