@@ -5,7 +5,7 @@
 //! predicted and measured time, per kernel and over all samples (ranks within a kernel,
 //! pooled as ranks of time relative to the kernel's fastest).
 //!
-//! `cargo run --release --example cost_model_quality [-- --threads N --per-kernel N --verbose]`
+//! `cargo run --release --example cost_model_quality [-- --threads N --per-kernel N --verbose --only NAME]`
 
 use anyhow::{Context, Result, bail};
 use atomc::tune::measure;
@@ -162,6 +162,7 @@ fn main() -> Result<()> {
     let threads = arg(&args, "--threads", std::thread::available_parallelism().map_or(1, |n| n.get()))?;
     let per_kernel = arg(&args, "--per-kernel", 80)?;
     let verbose = args.iter().any(|a| a == "--verbose");
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     if threads == 0 || per_kernel < 2 {
         bail!("--threads must be at least 1 and --per-kernel at least 2");
     }
@@ -171,6 +172,7 @@ fn main() -> Result<()> {
         gemm(256, 256, 256),
         gemm(64, 512, 96),
         conv3x3(32, 28, 28),
+        conv3x3(64, 40, 40),
         depthwise(64, 56, 56),
         softmax_sum(512, 384),
         column_sum(256, 512),
@@ -180,7 +182,7 @@ fn main() -> Result<()> {
     let (mut all_pred, mut all_meas) = (Vec::new(), Vec::new());
     let mut total = 0;
     println!("{:<24} {:>8} {:>9}  {:<50} {}", "kernel", "samples", "spearman", "fastest measured", "model's pick (measured / fastest)");
-    for k in &kernels {
+    for k in kernels.iter().filter(|k| only.as_ref().is_none_or(|o| k.name.contains(o.as_str()))) {
         let candidates = Space::of(k, &target).candidates();
         // An even sample over the space's order (which varies every knob).
         let step = candidates.len().div_ceil(per_kernel).max(1);
