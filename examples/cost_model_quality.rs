@@ -152,7 +152,7 @@ fn elementwise(a: usize, b: usize) -> Kernel {
 
 fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).with_context(|| format!("{name} needs a value"))?.parse().with_context(|| format!("{name}")),
+        Some(i) => args.get(i + 1).with_context(|| format!("{name} needs a value"))?.parse().with_context(|| format!("{name} needs a number")),
         None => Ok(default),
     }
 }

@@ -479,7 +479,7 @@ fn next_candidate(t: &mut Tuning, rng: &mut u64) -> Option<Schedule> {
         let parents = t.measured.len().clamp(1, 3);
         let parent = t.measured.get((next_u64(rng) % parents as u64) as usize).map_or(&t.best.0, |m| &m.1);
         let mut child = t.space.mutate(parent, next_u64(rng));
-        if next_u64(rng) % 3 == 0 {
+        if next_u64(rng).is_multiple_of(3) {
             child = t.space.mutate(&child, next_u64(rng));
         }
         if !t.seen.contains(&child) {
