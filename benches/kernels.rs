@@ -89,7 +89,7 @@ impl Workload {
     fn prepare(&self) -> anyhow::Result<(Session, Vec<(String, Tensor)>)> {
         let path = std::env::temp_dir().join(format!("atomc-bench-{}-{}.onnx", self.name, std::process::id()));
         std::fs::write(&path, self.model_bytes())?;
-        let loaded = Session::load(&path, Options { backend: Backend::Cranelift, threads: Some(1), db: None });
+        let loaded = Session::load(&path, Options { backend: Backend::Cranelift, threads: Some(1), ..Options::default() });
         std::fs::remove_file(&path)?;
         let mut session = loaded?;
         let shapes: InputShapes = self.inputs.iter().map(|(n, s)| (n.to_string(), s.clone())).collect();

@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub shapes: InputShapes,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// How kernels' schedules are chosen.
+    pub schedules: crate::session::SchedulePolicy,
     /// Time every step of the compiled plan over the timed runs ([`BenchReport::profile`]).
     pub profile: bool,
     /// The tuning records to compile with (`None`: the default database when it exists).
@@ -44,6 +46,7 @@ impl Default for BenchOptions {
             min_time: Duration::from_millis(1000),
             shapes: InputShapes::new(),
             seed: 0,
+            schedules: crate::session::SchedulePolicy::default(),
             profile: false,
             db: None,
         }
@@ -111,8 +114,11 @@ impl From<ir::Error> for Error {
 /// Loads, compiles and runs the model at `path` as `options` says, and reports the times.
 pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> {
     let start = Instant::now();
-    let mut session = Session::load(path, Options { backend: options.backend, threads: Some(options.threads), db: options.db.clone() })?;
-    let shapes = full_shapes(&session, &options.shapes)?;
+    let mut session = Session::load(
+        path,
+        Options { backend: options.backend, threads: Some(options.threads), db: options.db.clone(), schedules: options.schedules },
+    )?;
+    let shapes = full_shapes(session.model(), &options.shapes)?;
     session.prepare(&shapes)?;
     let compile = start.elapsed();
 
@@ -174,8 +180,8 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
 
 /// The shape of every input: `given`, else its declared dims with symbolic ones as 1.
 /// A name in `given` that is not an input is an error.
-fn full_shapes(session: &Session, given: &InputShapes) -> Result<InputShapes, ir::Error> {
-    let g = &session.model().graph;
+pub(crate) fn full_shapes(model: &ir::onnx::Model, given: &InputShapes) -> Result<InputShapes, ir::Error> {
+    let g = &model.graph;
     for name in given.keys() {
         if !g.inputs.iter().any(|i| g.name(i.value) == name) {
             let names: Vec<&str> = g.inputs.iter().map(|i| g.name(i.value)).collect();

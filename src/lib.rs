@@ -1,6 +1,6 @@
 //! atomc: an operator-decomposition kernel compiler for neural networks. This facade
 //! re-exports the stages and holds what the CLI and the tests share (npy I/O, model
-//! loading and running, benchmarking, the tuning records a compile uses).
+//! loading and running, benchmarking, tuning and the tuning records a compile uses).
 
 pub use ir;
 pub use runtime;
@@ -10,5 +10,6 @@ pub mod aot;
 pub mod npy;
 pub mod session;
 pub mod tuning;
+pub mod tune;
 
 pub use session::{Backend, Session};

@@ -1,5 +1,6 @@
 //! The `atomc` command line: `inspect` a model, `explain` its decomposition, `run` it on
-//! `.npy` inputs, `bench` it, `compile` it ahead of time into an object file with a C API.
+//! `.npy` inputs, `bench` it, `tune` its schedules, `compile` it ahead of time into an object
+//! file with a C API.
 
 use anyhow::{bail, Context, Result};
 use atomc::session::{random_inputs, Backend, Options, Session};
@@ -109,6 +110,38 @@ enum Command {
         /// when it exists).
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
+        /// How compiled kernels get their schedules: `model` (the cost model's pick) or
+        /// `heuristic` (the hand-written default).
+        #[arg(long, default_value = "model")]
+        schedules: String,
+    },
+    /// Tune each kernel's schedule by measurement: the cost model ranks the candidates,
+    /// the best are measured, then mutations of the best; the budget goes to the kernels
+    /// with the most to gain. Prints a per-kernel table and the model latency before/after.
+    Tune {
+        model: PathBuf,
+        /// Measured candidates in all (default 100 when no --deadline is given).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Time limit of the search, e.g. `10m`, `90s`, `1h`.
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<std::time::Duration>,
+        /// The tuning records file (default: `$ATOMC_DB`, else records.jsonl in atomc's
+        /// cache directory).
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+        /// Threads running each kernel (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        threads: Option<u64>,
+        /// Shape of an input with symbolic dims (others default to 1).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
+        /// Write an SVG plot of the model's best-so-far latency against trials.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Seed of the kernels' data and of the search.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Compile a model ahead of time for static input shapes: writes `OUTDIR/<name>.o` (the
     /// kernels, the weights and the C entry point `<name>_run`), `<name>.h` and
@@ -164,8 +197,11 @@ fn main() -> std::process::ExitCode {
         Command::Run { model, inputs, output_dir, backend, threads, random_inputs, seed, shapes, db } => {
             run(&model, &inputs, &output_dir, &backend, threads, random_inputs, seed, &shapes, db)
         }
-        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile, db } => {
-            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile, db)
+        Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile, db, schedules } => {
+            bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile, db, &schedules)
+        }
+        Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
+            tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
         }
         Command::Compile { model, out_dir, shapes, name, db } => compile(&model, &out_dir, &shapes, name, db),
         Command::Targets { calibrate } => list_targets(calibrate),
@@ -312,7 +348,7 @@ fn run(
 ) -> Result<()> {
     let backend = parse_backend(backend)?;
     let threads = threads.map(usize::try_from).transpose().context("--threads is too large")?;
-    let mut session = Session::load(path, Options { backend, threads, db })?;
+    let mut session = Session::load(path, Options { backend, threads, db, ..Options::default() })?;
     if let Some(p) = session.planner() {
         print_records_warnings(atomc::tuning::warnings(p));
     }
@@ -344,6 +380,86 @@ fn run(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// `10m`, `90s`, `1h`, `500ms` or a number of seconds.
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("'{text}' is not a duration like 10m, 90s or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (ms, s, m or h)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tune(
+    path: &std::path::Path,
+    trials: Option<usize>,
+    deadline: Option<std::time::Duration>,
+    db: Option<&std::path::Path>,
+    threads: Option<u64>,
+    shape_specs: &[String],
+    plot: Option<&std::path::Path>,
+    seed: u64,
+) -> Result<()> {
+    use atomc::tune::{DbStore, Progress, TuneOptions};
+    use indicatif::{ProgressBar, ProgressStyle};
+    let threads = Options { threads: threads.map(|t| t as usize), ..Options::default() }.thread_count();
+    let db = match db {
+        Some(p) => p.to_path_buf(),
+        None => search::Db::default_path().context("--db: no default records file")?,
+    };
+    let mut store = DbStore::open(&db, threads)?;
+    for w in store.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let options = TuneOptions { trials, deadline, threads, shapes: parse_shapes(shape_specs)?, seed, ..TuneOptions::default() };
+    let bar = match (trials, deadline) {
+        (Some(n), _) => ProgressBar::new(n as u64),
+        (None, Some(d)) => ProgressBar::new(d.as_secs().max(1)),
+        (None, None) => ProgressBar::new(atomc::tune::DEFAULT_TRIALS as u64),
+    };
+    let timed = trials.is_none() && deadline.is_some();
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len}{unit} {elapsed_precise} {msg}")
+            .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?,
+    );
+    bar.set_message("measuring the untuned kernels and model");
+    let started = std::time::Instant::now();
+    let mut on_progress = |p: &Progress| {
+        if timed {
+            bar.set_position(started.elapsed().as_secs());
+        } else {
+            bar.set_position(p.trials as u64);
+        }
+        bar.set_message(format!(
+            "kernel {}/{} {} | trials {} | best {:.1} us {:.2} GFLOP/s | model ~{:.3} ms",
+            p.kernel,
+            p.kernels,
+            p.kernel_name,
+            p.trials,
+            p.best_s * 1e6,
+            p.gflops,
+            p.model_s * 1e3
+        ));
+    };
+    let report = atomc::tune::tune(path, &options, &mut store, &mut on_progress)?;
+    bar.finish_and_clear();
+    print!("{report}");
+    println!("records: {}", store.path().display());
+    if let Some(plot) = plot {
+        let title = format!("atomc tune {}", path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+        atomc::tune::plot(&report.curve, plot, &title)?;
+        println!("plot: {}", plot.display());
+    }
+    Ok(())
+}
+
 fn bench(
     path: &std::path::Path,
     backend: &str,
@@ -356,6 +472,7 @@ fn bench(
     json: bool,
     profile: bool,
     db: Option<PathBuf>,
+    schedules: &str,
 ) -> Result<()> {
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -370,6 +487,8 @@ fn bench(
         seed,
         profile,
         db,
+        schedules: atomc::session::SchedulePolicy::from_name(schedules)
+            .with_context(|| format!("unknown --schedules '{schedules}' (model or heuristic)"))?,
     };
     let report = atomc::bench::bench(path, &options)?;
     print_records_warnings(&report.records_warnings);

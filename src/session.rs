@@ -91,6 +91,28 @@ pub struct Options {
     /// The tuning-records file whose schedules compiled kernels use (`--db`); `None`: the
     /// default database when it exists ([`search::Db::default_path`]).
     pub db: Option<PathBuf>,
+    /// How the compiled backend picks each kernel's schedule.
+    pub schedules: SchedulePolicy,
+}
+
+/// How a compiled kernel's schedule is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulePolicy {
+    /// The cost model's pick over the kernel's schedule space (`search::best_by_model`).
+    #[default]
+    Model,
+    /// The hand-written heuristic (`search::default_schedule`).
+    Heuristic,
+}
+
+impl SchedulePolicy {
+    pub fn from_name(name: &str) -> Option<SchedulePolicy> {
+        match name {
+            "model" => Some(SchedulePolicy::Model),
+            "heuristic" => Some(SchedulePolicy::Heuristic),
+            _ => None,
+        }
+    }
 }
 
 impl Options {
@@ -316,9 +338,16 @@ impl Session {
             Backend::Cranelift => {
                 let pool = self.pool()?;
                 let atoms = decompose_strict(&specialized)?;
-                let exec = match &self.planner {
-                    Some(planner) => Executable::from_graph_planned(atoms, pool, planner, runtime::CodeGen::Cranelift)?,
-                    None => Executable::from_graph(atoms, pool)?,
+                let exec = match (self.options.schedules, &self.planner) {
+                    (SchedulePolicy::Heuristic, _) => {
+                        let target = runtime::jit_target(pool.threads());
+                        let plan = ir::partition::partition(&atoms)?;
+                        Executable::with_schedules(atoms, plan, pool, &|k| search::default_schedule(k, &target))?
+                    }
+                    (SchedulePolicy::Model, Some(planner)) => {
+                        Executable::from_graph_planned(atoms, pool, planner, runtime::CodeGen::Cranelift)?
+                    }
+                    (SchedulePolicy::Model, None) => Executable::from_graph(atoms, pool)?,
                 };
                 Prepared::Jit(Box::new(exec))
             }

@@ -50,7 +50,7 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made by five `run_into` calls after two warm-up runs.
 fn allocations(path: &Path, threads: usize) -> usize {
-    let mut session = Session::load(path, Options { backend: Backend::Cranelift, threads: Some(threads), db: None })
+    let mut session = Session::load(path, Options { backend: Backend::Cranelift, threads: Some(threads), ..Options::default() })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let g = &session.model().graph;
     let shapes = g

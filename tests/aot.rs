@@ -92,7 +92,7 @@ fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)]) {
         .expect("cc runs");
     assert!(out.status.success(), "cc failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let mut session = Session::load(model, Options { backend: Backend::Interp, threads: None, db: None }).expect("load");
+    let mut session = Session::load(model, Options { backend: Backend::Interp, threads: None, ..Options::default() }).expect("load");
     let shapes: InputShapes = shapes.iter().map(|(n, d)| (n.to_string(), d.clone())).collect();
     let inputs = random_inputs(session.model(), &shapes, 7).expect("random inputs");
     for (i, (_, t)) in inputs.iter().enumerate() {

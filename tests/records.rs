@@ -37,7 +37,7 @@ fn write_records(path: &Path, target: &Target, threads: u32) -> anyhow::Result<u
 }
 
 fn run(db: &Path) -> anyhow::Result<(Vec<Tensor>, usize)> {
-    let options = Options { backend: Backend::Cranelift, threads: Some(1), db: Some(db.to_path_buf()) };
+    let options = Options { backend: Backend::Cranelift, threads: Some(1), db: Some(db.to_path_buf()), ..Options::default() };
     let mut session = Session::load(MODEL, options)?;
     let inputs = random_inputs(session.model(), &shapes(), 3)?;
     let outputs = session.run(inputs)?.into_iter().map(|(_, t)| t).collect();

@@ -15,6 +15,7 @@ use crate::pool::ThreadPool;
 use codegen::{JitKernel, NativeKernel};
 use ir::graph::{Graph, ValueId};
 use ir::kernel::Kernel;
+use ir::schedule::Schedule;
 use ir::partition::{Plan, Step};
 use ir::shape::fmt_shape;
 use ir::{DType, Tensor};
@@ -33,10 +34,6 @@ pub enum Error {
     #[error(transparent)]
     Ir(#[from] ir::Error),
 }
-
-/// The least work (output points times reduction points) one thread's share of a kernel
-/// gets; smaller kernels run whole on the calling thread.
-const MIN_SHARE_WORK: usize = 1 << 14;
 
 /// One aligned line of the arena.
 #[derive(Clone, Copy)]
@@ -134,19 +131,38 @@ impl CodeGen {
     }
 }
 
-/// Compiles one kernel for the host with `codegen`, under the schedule `planner` picks (a
-/// tuning record's or the heuristic's, for the planner's target: it must be `codegen`'s)
-/// and says where the schedule came from; `None` when the backend does not support the
-/// kernel (it then runs on the kernel evaluator). The only call of the code generators.
-fn compile_kernel(k: &Kernel, planner: &Planner, codegen: CodeGen) -> Result<Option<(Box<dyn NativeKernel>, Source)>, Error> {
-    let (schedule, source) = planner.schedule(k);
-    let compiled: Result<Box<dyn NativeKernel>, codegen::Error> = match codegen {
-        CodeGen::Cranelift => JitKernel::compile(k, &schedule).map(|j| Box::new(j) as Box<dyn NativeKernel>),
-        #[cfg(feature = "llvm")]
-        CodeGen::Llvm => codegen::llvm::LlvmKernel::compile(k, &schedule).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+/// How a kernel's schedule is chosen, and where it came from.
+type Pick<'a> = dyn Fn(&Kernel) -> (Schedule, Source) + 'a;
+
+/// The target Cranelift compiles for: the host with 128-bit vectors, `threads` cores.
+pub fn jit_target(threads: usize) -> targets::Target {
+    targets::Target { cores: threads.max(1), ..CodeGen::Cranelift.host_target() }
+}
+
+/// Compiles one kernel for the host with `codegen` under the schedule `pick` gives (a
+/// tuning record's or the cost model's) and says where the schedule came from; should the
+/// code generator refuse the schedule, with the heuristic `search::default_schedule`
+/// instead. `None` when the backend does not support the kernel (it then runs on the
+/// kernel evaluator). The only call of the code generators.
+fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize) -> Result<Option<(Box<dyn NativeKernel>, Source)>, Error> {
+    let compile = |s: &Schedule| -> Result<Box<dyn NativeKernel>, codegen::Error> {
+        match codegen {
+            CodeGen::Cranelift => JitKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+            #[cfg(feature = "llvm")]
+            CodeGen::Llvm => codegen::llvm::LlvmKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+        }
+    };
+    let (chosen, source) = pick(k);
+    let compiled = match compile(&chosen) {
+        Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
+            let target = targets::Target { cores: threads.max(1), ..codegen.host_target() };
+            let fallback = search::default_schedule(k, &target);
+            if fallback == chosen { compile(&chosen).map(|j| (j, source)) } else { compile(&fallback).map(|j| (j, Source::Model)) }
+        }
+        other => other.map(|j| (j, source)),
     };
     match compiled {
-        Ok(j) => Ok(Some((j, source))),
+        Ok(j) => Ok(Some(j)),
         Err(codegen::Error::Unsupported { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -187,21 +203,33 @@ impl Executable {
         Executable::new_planned(graph, plan, pool, planner, codegen)
     }
 
-    /// [`Executable::new_planned`] with the heuristic schedules (no tuning records).
+    /// [`Executable::new_planned`] with the cost model's schedules (no tuning records).
     pub fn new(graph: Graph, plan: Plan, pool: Arc<ThreadPool>) -> Result<Executable, Error> {
         Executable::new_with(graph, plan, pool, CodeGen::default())
     }
 
-    /// [`Executable::new`] with the kernels compiled by `codegen` (heuristic schedules).
+    /// [`Executable::new`] with the kernels compiled by `codegen` (no tuning records).
     pub fn new_with(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, codegen: CodeGen) -> Result<Executable, Error> {
         let planner = codegen.planner(pool.threads());
         Executable::new_planned(graph, plan, pool, &planner, codegen)
     }
 
     /// Compiles every kernel of `plan` (a partition of the specialized atom graph `graph`)
-    /// with `codegen` and the schedule `planner` picks, plans the memory and allocates the
-    /// arena. Kernels run their parallel range on `pool`.
+    /// with `codegen` and the schedule `planner` picks (a tuning record's, else the cost
+    /// model's), plans the memory and allocates the arena. Kernels run their parallel range
+    /// on `pool`.
     pub fn new_planned(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, planner: &Planner, codegen: CodeGen) -> Result<Executable, Error> {
+        Executable::build(graph, plan, pool, &|k: &Kernel| planner.schedule(k), codegen)
+    }
+
+    /// As [`Executable::new`], each kernel compiled by Cranelift with the schedule `pick`
+    /// gives it (the tuner measures candidates this way).
+    pub fn with_schedules(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, pick: &dyn Fn(&Kernel) -> Schedule) -> Result<Executable, Error> {
+        Executable::build(graph, plan, pool, &|k: &Kernel| (pick(k), Source::Model), CodeGen::Cranelift)
+    }
+
+    fn build(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, pick: &Pick<'_>, codegen: CodeGen) -> Result<Executable, Error> {
+        let threads = pool.threads();
         let memory = MemoryPlan::new(&graph, &plan)?;
         let mut arena = vec![Line([0; ALIGN]); memory.arena_bytes.div_ceil(ALIGN)];
         let base = arena.as_mut_ptr().cast::<u8>();
@@ -209,7 +237,7 @@ impl Executable {
         for (i, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Host { node } => Exec::Host { node: *node },
-                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, planner, codegen)? {
+                Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, pick, codegen, threads)? {
                     None => Exec::Eval { step: i },
                     Some((jit, source)) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
@@ -252,9 +280,7 @@ impl Executable {
                             table.lens.push(bytes);
                         }
                         let extent = jit.parallel_extent();
-                        let red: usize = kernel.red_shape.iter().product();
-                        let per_item = (kernel.output.numel / extent.max(1)).max(1).saturating_mul(red.max(1));
-                        let grain = MIN_SHARE_WORK.div_ceil(per_item).max(1);
+                        let grain = search::cost::share_grain(kernel, extent);
                         Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record() }
                     }
                 },

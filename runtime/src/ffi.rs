@@ -9,10 +9,11 @@ use ir::{DType, Tensor};
 /// The buffer pointers of one kernel call: its inputs' base addresses, then its output's
 /// (the kernel ABI's `buffers` argument), with the byte length each must be valid for.
 ///
-/// Built and patched only by `exec`, which sets every slot to the start of a region of at
+/// Built and patched only by `exec` and `standalone`, which set every slot to the start of a region of at
 /// least `lens[i]` bytes that lives as long as the run: an arena slice (the arena is owned
 /// by the executable and never reallocated), a weight (an `Arc<Tensor>` held by its graph),
-/// or a caller's input or output tensor (borrowed for the whole `run_into`). The memory
+/// or a caller's input or output tensor (borrowed for the whole `run_into`); `standalone`
+/// points every slot at a buffer it owns, set again before each run. The memory
 /// plan never places a step's output over one of its inputs.
 #[derive(Debug)]
 pub(crate) struct Ptrs {

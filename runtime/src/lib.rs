@@ -10,6 +10,7 @@
 //!   overlap).
 //! - [`pool`]: the thread pool that runs each kernel's parallel range in static shares.
 //! - [`exec`]: the executable: compiled kernels, pointer tables, the arena, host steps.
+//! - [`standalone`]: one compiled kernel on buffers of its own, for measurement.
 //! - `ffi`: the crate's only unsafe code (raw kernel calls, byte copies, lending a closure
 //!   to worker threads).
 
@@ -17,7 +18,9 @@ pub mod exec;
 mod ffi;
 pub mod memory;
 pub mod pool;
+pub mod standalone;
 
-pub use exec::{CodeGen, Error, Executable, StepTime, check_input_count};
+pub use exec::{CodeGen, Error, Executable, StepTime, check_input_count, jit_target};
+pub use standalone::KernelBuffers;
 pub use memory::{Location, MemoryPlan};
 pub use pool::ThreadPool;

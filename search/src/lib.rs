@@ -1,9 +1,17 @@
 //! `search`: chooses a [`Schedule`] for each kernel. Input: a verified
 //! [`ir::kernel::Kernel`] and the [`Target`] it runs on. Output: a schedule that `codegen`
-//! applies: the fastest tuning record for the kernel on this target when there is one
-//! ([`records`]: the records database and the [`Planner`] every compile path asks), else
-//! one heuristic, [`default_schedule`]; the template-generated candidate space, the
-//! analytic cost model and measurement come next.
+//! applies.
+//!
+//! - [`records`]: the tuning records database and the [`Planner`] every compile path asks:
+//!   the fastest record for the kernel on this target when there is one, else a fallback.
+//! - [`default_schedule`]: the hand-written heuristic.
+//! - [`space`]: per kernel class, the template that enumerates the legal candidate
+//!   schedules of a kernel, and mutation to a legal neighbour.
+//! - [`cost`]: the analytic cost model (predicted seconds) and [`best_by_model`], the
+//!   model's pick over the space: the fallback when no tuning record exists.
+//!
+//! Measurement and the tuner live in the root crate (`atomc tune`), which can compile and
+//! run kernels.
 //!
 //! Invariant: `search` depends on `ir` and `targets` only; it knows nothing of Cranelift or
 //! LLVM beyond the vector width the target reports.
@@ -17,6 +25,14 @@ use ir::dtype::DType;
 use ir::kernel::{Body, Expr, Kernel};
 use ir::schedule::{Schedule, ScheduleStep};
 use targets::Target;
+
+pub mod cost;
+pub mod space;
+#[cfg(test)]
+mod test_kernels;
+
+pub use cost::{best_by_model, predict};
+pub use space::{KernelClass, Space};
 
 /// Rows of the register-blocked micro-tile.
 const MR: usize = 4;
@@ -106,7 +122,7 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
 
 /// Whether every value of `e` is f32 (no casts, gathers or axis indices), but for the
 /// conditions of selects, which may compare f32 values (a lane mask on vectors).
-fn plain_f32(e: &Expr) -> bool {
+pub(crate) fn plain_f32(e: &Expr) -> bool {
     match e {
         Expr::Select(c, a, b) => {
             matches!(&**c, Expr::Binary(f, x, y) if f.is_comparison() && plain_f32(x) && plain_f32(y))
@@ -122,7 +138,7 @@ fn plain_f32(e: &Expr) -> bool {
 }
 
 /// The index and guard coefficients of every load of `e`.
-fn collect_loads<'a>(e: &'a Expr, out: &mut Vec<(&'a [i64], Vec<&'a [i64]>)>) {
+pub(crate) fn collect_loads<'a>(e: &'a Expr, out: &mut Vec<(&'a [i64], Vec<&'a [i64]>)>) {
     match e {
         Expr::Load { index, guards, .. } => out.push((&index.coefs, guards.iter().map(|g| g.expr.coefs.as_slice()).collect())),
         Expr::Gather { pos, .. } => collect_loads(pos, out),

@@ -1,6 +1,6 @@
 //! Tuning records: measured schedules, one JSON object per line in an append-only file
 //! (`records.jsonl`), and the [`Planner`] that compiles every kernel with the fastest
-//! recorded schedule for it on this target, else the heuristic.
+//! recorded schedule for it on this target, else the cost model's pick.
 //!
 //! A [`Record`] is keyed by the kernel's [`Kernel::canonical_hash`] (names ignored), the
 //! target's [`Target::fingerprint`] and the thread count. [`Db::append`] writes a whole line
@@ -216,8 +216,8 @@ impl Records {
 pub enum Source {
     /// The fastest valid tuning record (its measured time).
     Record { median_ns: f64 },
-    /// The heuristic ([`crate::default_schedule`]).
-    Heuristic,
+    /// The cost model's pick ([`crate::best_by_model`] at the planner's thread count).
+    Model,
 }
 
 impl Source {
@@ -267,11 +267,12 @@ impl Planner {
                 return (r.schedule.clone(), Source::Record { median_ns: r.median_ns });
             }
         }
-        (self.fallback(k), Source::Heuristic)
+        (self.fallback(k), Source::Model)
     }
 
     /// The schedule of a kernel without a usable record.
     fn fallback(&self, k: &Kernel) -> Schedule {
-        crate::default_schedule(k, &self.target)
+        let target = Target { cores: self.threads.max(1) as usize, ..self.target.clone() };
+        crate::best_by_model(k, &target)
     }
 }

@@ -147,13 +147,13 @@ fn planner_with(records: Vec<Record>) -> anyhow::Result<Planner> {
 fn the_planner_uses_only_matching_valid_records() -> anyhow::Result<()> {
     let k = matmul("mm", 16, 8, 12);
     let t = target();
-    let heuristic = search::default_schedule(&k, &t);
+    let heuristic = search::best_by_model(&k, &Target { cores: 1, ..t.clone() });
     assert_ne!(heuristic, tuned());
     let record = |s: Schedule, ns: f64| Record::new(&k, &t, s, ns, 5, "test", 1);
 
     // Without records, and with an empty database: the heuristic.
-    assert_eq!(Planner::new(t.clone(), 1).schedule(&k), (heuristic.clone(), Source::Heuristic));
-    assert_eq!(planner_with(vec![])?.schedule(&k), (heuristic.clone(), Source::Heuristic));
+    assert_eq!(Planner::new(t.clone(), 1).schedule(&k), (heuristic.clone(), Source::Model));
+    assert_eq!(planner_with(vec![])?.schedule(&k), (heuristic.clone(), Source::Model));
 
     // A matching record is used, and of two the faster.
     let slow = Schedule { steps: vec![ScheduleStep::Vectorize { axis: 1, lanes: 4 }] };
@@ -161,7 +161,7 @@ fn the_planner_uses_only_matching_valid_records() -> anyhow::Result<()> {
     assert_eq!(p.schedule(&k), (tuned(), Source::Record { median_ns: 100.0 }));
     // By structure: a kernel differing only in names uses it too; another shape does not.
     assert!(p.schedule(&matmul("matmul_42", 16, 8, 12)).1.is_record());
-    assert_eq!(p.schedule(&matmul("mm", 16, 8, 13)).1, Source::Heuristic);
+    assert_eq!(p.schedule(&matmul("mm", 16, 8, 13)).1, Source::Model);
 
     // Another target fingerprint, compiler version, format or thread count: not used.
     let mut other_target = record(tuned(), 1.0);
@@ -174,13 +174,13 @@ fn the_planner_uses_only_matching_valid_records() -> anyhow::Result<()> {
     other_threads.threads = 4;
     let p = planner_with(vec![other_target, other_compiler, other_format, other_threads])?;
     assert_eq!(p.records.as_ref().map(|r| (r.records.len(), r.other_versions)), Some((2, 2)));
-    assert_eq!(p.schedule(&k), (heuristic.clone(), Source::Heuristic));
+    assert_eq!(p.schedule(&k), (heuristic.clone(), Source::Model));
 
     // A record whose schedule does not validate for the kernel is passed over.
     let invalid = Schedule { steps: vec![ScheduleStep::Vectorize { axis: 0, lanes: 4 }] };
     assert!(invalid.validate(&k).is_err());
     let p = planner_with(vec![record(invalid.clone(), 1.0)])?;
-    assert_eq!(p.schedule(&k), (heuristic, Source::Heuristic));
+    assert_eq!(p.schedule(&k), (heuristic, Source::Model));
     let p = planner_with(vec![record(invalid, 1.0), record(tuned(), 100.0)])?;
     assert_eq!(p.schedule(&k), (tuned(), Source::Record { median_ns: 100.0 }));
     Ok(())

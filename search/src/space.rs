@@ -1,0 +1,331 @@
+//! The schedule space: for each kernel class a template that enumerates the legal candidate
+//! schedules of a kernel, and mutation, which maps a schedule to a legal neighbour (for
+//! evolutionary search). Every candidate passes `Schedule::validate`.
+//!
+//! A candidate is a [`Point`]: one value per knob of the template. The knobs are
+//! - `parallel`: how many leading output axes form the parallel range (never the vectorized
+//!   axis or the innermost one);
+//! - `vectorize`: whether the innermost output axis runs on f32 vectors (f32 kernels whose
+//!   output is contiguous along it);
+//! - `block`: the register-blocked axis and rows of a contraction's micro-tile (axes along
+//!   which a load is shared by the rows);
+//! - `unroll`: vectors per row of the micro-tile.
+//!
+//! Classes ([`KernelClass`]): a contraction (Sum of products) has every knob; a reduction
+//! and an elementwise kernel have `parallel`, `vectorize` and a small `unroll`; a gather
+//! has `parallel`; a scatter or a scalar kernel has the naive schedule only. New steps
+//! (cache tiles, packing) are new knobs of [`Point`] and new loops in
+//! [`Space::points`], each with its range in [`Space::of`].
+
+use crate::{collect_loads, plain_f32};
+use ir::atom::{BinaryFn, ReduceFn};
+use ir::dtype::DType;
+use ir::kernel::{Body, Expr, Kernel};
+use ir::schedule::{Schedule, ScheduleStep};
+use targets::Target;
+
+/// Most rows of a register micro-tile.
+pub const MAX_ROWS: usize = 8;
+/// Most vectors per row of a contraction's micro-tile.
+pub const MAX_COLS: usize = 4;
+/// Most vectors per row for kernels without a reduction shared by the rows.
+const MAX_COLS_OTHER: usize = 2;
+/// Vector registers a micro-tile may use (x86-64: 16 xmm registers): accumulators, one
+/// row's vector operands and a broadcast.
+pub const VECTOR_REGISTERS: usize = 16;
+
+/// What a kernel computes, as far as its schedule is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelClass {
+    /// A Sum over reduction axes of a product (matmul, convolution).
+    Contraction,
+    /// Any other reduction (max, mean, softmax's sums, a Sum of a non-product).
+    Reduction,
+    /// No reduction, no gather.
+    Elementwise,
+    /// Reads with a data-dependent index.
+    Gather,
+    /// A scatter or a scalar kernel: its points run in order, as written.
+    Fixed,
+}
+
+impl KernelClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelClass::Contraction => "contraction",
+            KernelClass::Reduction => "reduction",
+            KernelClass::Elementwise => "elementwise",
+            KernelClass::Gather => "gather",
+            KernelClass::Fixed => "fixed",
+        }
+    }
+}
+
+/// Whether every value of `k` is f32 (so that codegen can run it on f32 vectors).
+pub fn is_plain_f32(k: &Kernel) -> bool {
+    let Body::Compute { reduce, body, epilogue } = &k.body else {
+        return false;
+    };
+    k.output.dtype == DType::F32
+        && k.inputs.iter().all(|b| b.dtype == DType::F32)
+        && !matches!(reduce, Some(ReduceFn::ArgMax | ReduceFn::ArgMin))
+        && plain_f32(body)
+        && plain_f32(epilogue)
+}
+
+/// The class of `k`.
+pub fn classify(k: &Kernel) -> KernelClass {
+    let Body::Compute { reduce, body, epilogue } = &k.body else {
+        return KernelClass::Fixed;
+    };
+    if k.out_shape.is_empty() {
+        return KernelClass::Fixed;
+    }
+    if has_gather(body) || has_gather(epilogue) {
+        return KernelClass::Gather;
+    }
+    match reduce {
+        Some(ReduceFn::Sum) if matches!(body, Expr::Binary(BinaryFn::Mul, ..)) && is_plain_f32(k) => KernelClass::Contraction,
+        Some(_) => KernelClass::Reduction,
+        None => KernelClass::Elementwise,
+    }
+}
+
+fn has_gather(e: &Expr) -> bool {
+    match e {
+        Expr::Gather { .. } => true,
+        Expr::Load { .. } | Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => false,
+        Expr::Unary(_, x) | Expr::Cast(_, x) => has_gather(x),
+        Expr::Binary(_, a, b) => has_gather(a) || has_gather(b),
+        Expr::Select(c, a, b) => has_gather(c) || has_gather(a) || has_gather(b),
+    }
+}
+
+/// One candidate: a value per knob of the template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Point {
+    pub parallel: usize,
+    pub vectorize: bool,
+    /// Register-blocked axis and rows.
+    pub block: Option<(usize, usize)>,
+    /// Vectors per row (1: no unroll).
+    pub unroll: usize,
+}
+
+/// The candidate space of one kernel on one target.
+#[derive(Clone, Debug)]
+pub struct Space {
+    pub class: KernelClass,
+    out_shape: Vec<usize>,
+    lanes: usize,
+    /// The axis `vectorize` refers to, when the kernel can run on vectors.
+    vec_axis: Option<usize>,
+    /// Axes a contraction may register-block.
+    block_axes: Vec<usize>,
+    /// The most leading axes `parallel` may take.
+    max_parallel: usize,
+}
+
+impl Space {
+    /// The template of `k`'s class, instantiated for `k` and `t` (`t.vector_bits` gives the
+    /// f32 lanes).
+    pub fn of(k: &Kernel, t: &Target) -> Space {
+        let class = classify(k);
+        let r = k.out_shape.len();
+        let lanes = (t.vector_bits / 32).max(1) as usize;
+        let mut space = Space { class, out_shape: k.out_shape.clone(), lanes, vec_axis: None, block_axes: Vec::new(), max_parallel: 0 };
+        if class == KernelClass::Fixed {
+            return space;
+        }
+        let last = r - 1;
+        space.vec_axis = (lanes > 1
+            && class != KernelClass::Gather
+            && is_plain_f32(k)
+            && k.store.coefs.get(last) == Some(&1)
+            && k.out_shape[last] >= lanes)
+            .then_some(last);
+        space.max_parallel = space.vec_axis.unwrap_or(last).min(last);
+        if class == KernelClass::Contraction
+            && let Body::Compute { body, .. } = &k.body
+        {
+            let mut loads = Vec::new();
+            collect_loads(body, &mut loads);
+            let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
+                coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
+            };
+            space.block_axes = (0..r)
+                .filter(|&a| Some(a) != space.vec_axis && k.out_shape[a] >= 2)
+                .filter(|&a| loads.iter().any(|(c, g)| !uses(c, g, a)))
+                .collect();
+        }
+        space
+    }
+
+    /// Every candidate point, in a fixed order.
+    pub fn points(&self) -> Vec<Point> {
+        let mut out = Vec::new();
+        if self.class == KernelClass::Fixed {
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1 });
+            return out;
+        }
+        let mut blocks = vec![None];
+        for &a in &self.block_axes {
+            for rows in 2..=MAX_ROWS.min(self.out_shape[a]) {
+                blocks.push(Some((a, rows)));
+            }
+        }
+        for parallel in 0..=self.max_parallel {
+            for vectorize in [false, true] {
+                if vectorize && self.vec_axis.is_none() {
+                    continue;
+                }
+                for &block in &blocks {
+                    for unroll in 1..=self.max_unroll(vectorize) {
+                        let rows = block.map_or(1, |b| b.1);
+                        if vectorize && rows * unroll + unroll + 1 > VECTOR_REGISTERS {
+                            continue;
+                        }
+                        out.push(Point { parallel, vectorize, block, unroll });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn max_unroll(&self, vectorize: bool) -> usize {
+        let Some(v) = self.vec_axis.filter(|_| vectorize) else {
+            return 1;
+        };
+        let most = if self.class == KernelClass::Contraction { MAX_COLS } else { MAX_COLS_OTHER };
+        (self.out_shape[v] / self.lanes).clamp(1, most)
+    }
+
+    /// Every candidate schedule (see [`Space::points`]).
+    pub fn candidates(&self) -> Vec<Schedule> {
+        self.points().iter().map(|p| self.schedule(p)).collect()
+    }
+
+    /// The schedule of a point.
+    pub fn schedule(&self, p: &Point) -> Schedule {
+        let mut steps = Vec::new();
+        if p.parallel > 0 {
+            steps.push(ScheduleStep::Parallel { axes: p.parallel });
+        }
+        let vec_axis = self.vec_axis.filter(|_| p.vectorize);
+        if let Some(axis) = vec_axis {
+            steps.push(ScheduleStep::Vectorize { axis, lanes: self.lanes });
+        }
+        if let Some((axis, factor)) = p.block {
+            steps.push(ScheduleStep::RegisterBlock { axis, factor });
+        }
+        if let Some(axis) = vec_axis
+            && p.unroll > 1
+        {
+            steps.push(ScheduleStep::Unroll { axis, factor: p.unroll });
+        }
+        Schedule { steps }
+    }
+
+    /// The point of a schedule of this space (`None` when the schedule is not one).
+    pub fn point_of(&self, s: &Schedule) -> Option<Point> {
+        let p = Point {
+            parallel: s.parallel_axes(),
+            vectorize: s.vectorize().is_some(),
+            block: s.register_block(),
+            unroll: s.unroll().map_or(1, |u| u.1),
+        };
+        (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
+    }
+
+    /// The points that differ from `p` in exactly one knob.
+    pub fn neighbours(&self, p: &Point) -> Vec<Point> {
+        self.points()
+            .into_iter()
+            .filter(|q| {
+                let differ = [q.parallel != p.parallel, q.vectorize != p.vectorize, q.block != p.block, q.unroll != p.unroll];
+                differ.iter().filter(|&&d| d).count() == 1
+            })
+            .collect()
+    }
+
+    /// A legal neighbour of `s` chosen by `pick` (any number: a random one for evolutionary
+    /// search): one knob changed. A schedule outside the space maps to a candidate; a space
+    /// of one point maps everything to it.
+    pub fn mutate(&self, s: &Schedule, pick: u64) -> Schedule {
+        let options = match self.point_of(s) {
+            Some(p) => self.neighbours(&p),
+            None => self.points(),
+        };
+        match options.get((pick % options.len().max(1) as u64) as usize) {
+            Some(q) => self.schedule(q),
+            None => self.candidates().into_iter().next().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_kernels::*;
+    use proptest::prelude::*;
+
+    fn target(cores: usize) -> Target {
+        Target { cores, ..Target::host().with_vector_bits(128) }
+    }
+
+    fn kernels(a: usize, b: usize, c: usize) -> Vec<Kernel> {
+        vec![gemm(a, b, c), conv3x3(a, b, c), depthwise(a, b, c), softmax_sum(a, b), elementwise(a, c), integer(a, b)]
+    }
+
+    #[test]
+    fn classes_and_gemm_space() -> ir::Result<()> {
+        assert_eq!(classify(&gemm(8, 8, 8)), KernelClass::Contraction);
+        assert_eq!(classify(&softmax_sum(8, 8)), KernelClass::Reduction);
+        assert_eq!(classify(&elementwise(8, 8)), KernelClass::Elementwise);
+        assert_eq!(classify(&integer(8, 8)), KernelClass::Elementwise);
+        let k = gemm(64, 32, 48);
+        let space = Space::of(&k, &target(2));
+        let all = space.candidates();
+        assert!(all.len() > 50, "{} candidates", all.len());
+        // The heuristic's schedule is one of them.
+        let default = crate::default_schedule(&k, &target(2));
+        assert!(all.contains(&default), "{default}");
+        // An integer kernel is never vectorized.
+        assert!(Space::of(&integer(8, 8), &target(2)).candidates().iter().all(|s| s.vectorize().is_none()));
+        Ok(())
+    }
+
+    #[test]
+    fn neighbours_change_one_knob() {
+        let k = conv3x3(16, 8, 12);
+        let space = Space::of(&k, &target(4));
+        let p = space.points()[7];
+        let ns = space.neighbours(&p);
+        assert!(!ns.is_empty());
+        assert!(ns.iter().all(|q| q != &p));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn candidates_validate_and_mutations_stay_legal(a in 1usize..24, b in 1usize..24, c in 1usize..40, cores in 1usize..9, pick in any::<u64>()) {
+            for k in kernels(a, b, c) {
+                let space = Space::of(&k, &target(cores));
+                let all = space.candidates();
+                prop_assert!(!all.is_empty());
+                for s in &all {
+                    prop_assert!(s.validate(&k).is_ok(), "{} on {}: {:?}", s, k.name, s.validate(&k));
+                    prop_assert!(space.point_of(s).is_some(), "{} not a point of its space", s);
+                }
+                let parent = &all[(pick % all.len() as u64) as usize];
+                let child = space.mutate(parent, pick.rotate_left(17));
+                prop_assert!(child.validate(&k).is_ok());
+                prop_assert!(space.point_of(&child).is_some());
+                if all.len() > 1 {
+                    prop_assert!(&child != parent, "mutation of {} gave itself", parent);
+                }
+            }
+        }
+    }
+}
