@@ -1,6 +1,6 @@
 //! `targets`: what atomc knows about the machines it compiles for. A [`Target`] gives the
-//! vector width, core count, peak FLOP/s and memory bandwidth that the extraction cost
-//! model (and later the schedule search) uses. [`Target::host`] detects this machine.
+//! vector width, core count, peak FLOP/s, memory bandwidth and cache sizes that the
+//! extraction cost model and the schedule heuristic use. [`Target::host`] detects this machine.
 //!
 //! Invariant: `targets` depends on nothing else in atomc.
 
@@ -18,6 +18,10 @@ pub struct Target {
     pub fma_units: u32,
     /// Sustained memory bandwidth in GB/s (all cores).
     pub bandwidth_gbs: f64,
+    /// L1 data cache bytes per core.
+    pub l1_bytes: usize,
+    /// L2 cache bytes per core.
+    pub l2_bytes: usize,
 }
 
 impl Target {
@@ -32,6 +36,8 @@ impl Target {
             ghz: 2.5,
             fma_units: 2,
             bandwidth_gbs: 10.0,
+            l1_bytes: host_cache_bytes(1).unwrap_or(32 * 1024),
+            l2_bytes: host_cache_bytes(2).unwrap_or(1024 * 1024),
         }
     }
 
@@ -49,6 +55,28 @@ impl Target {
     pub fn bandwidth_bytes_per_s(&self) -> f64 {
         self.bandwidth_gbs * 1e9
     }
+}
+
+/// The size of the data or unified cache of `level` of CPU 0, from Linux sysfs.
+fn host_cache_bytes(level: u32) -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.flatten().find_map(|entry| {
+        let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
+        let lvl: u32 = read("level")?.trim().parse().ok()?;
+        let kind = read("type")?;
+        if lvl != level || kind.trim() == "Instruction" {
+            return None;
+        }
+        let size = read("size")?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+        let n: usize = digits.parse().ok()?;
+        Some(match unit {
+            "K" => n * 1024,
+            "M" => n * 1024 * 1024,
+            _ => n,
+        })
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -77,5 +105,6 @@ mod tests {
         assert!(t.vector_bits >= 128);
         assert!(t.peak_flops() >= 1e9);
         assert_eq!(t.clone().with_vector_bits(128).vector_bits, 128);
+        assert!(t.l1_bytes >= 4096 && t.l2_bytes >= t.l1_bytes, "{t:?}");
     }
 }
