@@ -193,7 +193,7 @@ mod tests {
     }
 
     fn target(cores: usize) -> Target {
-        Target { cores, ..Target::host().with_vector_bits(128) }
+        Target { cores, l1_bytes: 32 << 10, l2_bytes: 1 << 20, ..Target::host().with_vector_bits(128) }
     }
 
     #[test]
@@ -214,7 +214,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2)");
+        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2); tile(i1, 48); pack(1)");
         assert_eq!(s.parallel_extent(&k), 16);
         Ok(())
     }
@@ -241,7 +241,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2)");
+        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2); tile(i3, 16); pack(0)");
         Ok(())
     }
 
