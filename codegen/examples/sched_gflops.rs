@@ -1,5 +1,6 @@
 //! GFLOP/s of two workloads under several schedules, single thread: a 1024^3 MatMul and a
-//! 3x3 conv 64->64 on 1x64x56x56 with padding 1, built directly as kernels. Run with
+//! 3x3 conv 64->64 on 1x64x56x56 with padding 1, built directly as kernels, next to the
+//! measured 128-bit (f32x4) FMA peak of one core. Run with
 //! `cargo run --release -p codegen --example sched_gflops`; with `--features llvm` the LLVM
 //! backend's rows follow (its default schedule uses the host's full vector width, 16 f32
 //! lanes with AVX-512).
@@ -75,7 +76,51 @@ fn time(run: impl Fn(&[&[u8]], &mut [u8]) -> Result<(), codegen::Error>, k: &Ker
     Ok(flops / best / 1e9)
 }
 
+/// GFLOP/s of 12 independent f32x4 FMA chains (enough to cover the FMA latency on two
+/// pipes), the best of 5 runs of 50M FMAs; `None` without SSE FMA.
+#[allow(unsafe_code)]
+fn fma128_peak() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "fma")]
+        fn chains(iters: usize) -> f32 {
+            let mut acc = [_mm_set1_ps(0.0); 12];
+            let (a, b) = (_mm_set1_ps(0.999_999), _mm_set1_ps(1e-7));
+            for _ in 0..iters {
+                for x in &mut acc {
+                    *x = _mm_fmadd_ps(*x, a, b);
+                }
+            }
+            let mut out = [0f32; 4];
+            let sum = acc.iter().fold(_mm_set1_ps(0.0), |s, &x| _mm_add_ps(s, x));
+            // SAFETY: `out` holds 4 floats.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), sum) };
+            out.iter().sum()
+        }
+        if !std::arch::is_x86_feature_detected!("fma") {
+            return None;
+        }
+        let iters = 50_000_000 / 12;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            // SAFETY: the host has FMA (checked above).
+            let s = unsafe { chains(iters) };
+            best = best.min(t.elapsed().as_secs_f64());
+            std::hint::black_box(s);
+        }
+        Some((iters * 12 * 8) as f64 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 fn main() -> Result<(), codegen::Error> {
+    let peak = fma128_peak();
+    if let Some(p) = peak {
+        println!("f32x4 FMA peak (1 core)        {p:7.2} GFLOP/s");
+    }
     let t = targets::Target::host().with_vector_bits(128);
     let n = 1024;
     let (c, h, w) = (64, 56, 56);
@@ -85,9 +130,11 @@ fn main() -> Result<(), codegen::Error> {
         ("conv3x3_64_56", conv(c, h, w), 2.0 * (c * h * w * c * 9) as f64, 3),
     ] {
         let def = search::default_schedule(&k, &t);
-        for (label, s) in [("naive", Schedule::naive()), ("vectorize only", vec_only(vaxis)), ("default", def.clone())] {
+        let unpacked = Schedule { steps: def.steps.iter().filter(|s| !matches!(s, ScheduleStep::Tile { .. } | ScheduleStep::Pack { .. })).cloned().collect() };
+        for (label, s) in [("naive", Schedule::naive()), ("vectorize only", vec_only(vaxis)), ("unpacked", unpacked), ("default", def.clone())] {
             let g = measure(&k, &s, flops)?;
-            println!("{name:14} {label:15} {g:7.2} GFLOP/s   [{s}]");
+            let ratio = peak.map_or(String::new(), |p| format!("{:4.2} of peak", g / p));
+            println!("{name:14} {label:15} {g:7.2} GFLOP/s {ratio}  [{s}]");
         }
         if let Ok(v) = std::env::var("SCHED_TILES") {
             for tile in v.split(',') {

@@ -355,3 +355,147 @@ proptest! {
         check(&k, &gemm(p, mr, nr), &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
 }
+
+/// `y[co, oh, ow] = bias[co] + sum_{ci, kh, kw} x[ci, s*oh + kh - p, s*ow + kw - p] *
+/// wt[co, ci, kh, kw]`, then relu: a 3x3 conv with padding `p` (zeros) and stride `s`.
+fn conv(ci: usize, co: usize, h: usize, w: usize, s: usize, p: usize) -> Kernel {
+    let (oh, ow) = ((h + 2 * p - 3) / s + 1, (w + 2 * p - 3) / s + 1);
+    let (h_, w_, s_, p_, ci_) = (h as i64, w as i64, s as i64, p as i64, ci as i64);
+    let guards = vec![
+        KGuard {
+            expr: aff(-p_, &[0, s_, 0, 0, 1, 0]),
+            bound: h_,
+        },
+        KGuard {
+            expr: aff(-p_, &[0, 0, s_, 0, 0, 1]),
+            bound: w_,
+        },
+    ];
+    let x = load(
+        0,
+        aff(-p_ * w_ - p_, &[0, s_ * w_, s_, h_ * w_, w_, 1]),
+        guards,
+        0.0,
+    );
+    let wt = load(1, aff(0, &[ci_ * 9, 0, 0, 9, 3, 1]), vec![], 0.0);
+    let biased = Expr::Binary(
+        BinaryFn::Add,
+        Box::new(Expr::Acc),
+        Box::new(load(2, aff(0, &[1, 0, 0]), vec![], 0.0)),
+    );
+    Kernel {
+        name: "conv".into(),
+        inputs: vec![buf("x", ci * h * w), buf("wt", co * ci * 9), buf("bias", co)],
+        output: buf("y", co * oh * ow),
+        out_shape: vec![co, oh, ow],
+        red_shape: vec![ci, 3, 3],
+        store: aff(0, &[(oh * ow) as i64, ow as i64, 1]),
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: Expr::Binary(BinaryFn::Mul, Box::new(x), Box::new(wt)),
+            epilogue: Expr::Binary(
+                BinaryFn::Max,
+                Box::new(biased),
+                Box::new(Expr::Const {
+                    value: 0.0,
+                    dtype: DType::F32,
+                }),
+            ),
+        },
+    }
+}
+
+/// `base` with cache blocks of `panels` micro-tile widths along `axis` and, with `pack`,
+/// input `input` packed.
+fn tiled(base: Schedule, axis: usize, panels: usize, pack: Option<usize>) -> Schedule {
+    let mut steps = base.steps.clone();
+    let size = panels * base.tile_columns();
+    steps.push(ScheduleStep::Tile { axis, size });
+    if let Some(input) = pack {
+        steps.push(ScheduleStep::Pack { input });
+    }
+    Schedule { steps }
+}
+
+#[test]
+fn packed_blocks_of_gemm_and_conv_match() -> R {
+    let k = matmul(37, 70, 45);
+    let ins = [data(37 * 70, 1), data(70 * 45, 2), data(45, 3)];
+    for s in [
+        tiled(gemm(1, 4, 2), 1, 2, Some(1)),
+        tiled(gemm(0, 4, 2), 1, 3, None),
+        tiled(gemm(1, 3, 1), 1, 1, Some(1)),
+    ] {
+        s.validate(&k)?;
+        check(&k, &s, &ins)?;
+    }
+    let k = conv(5, 9, 11, 14, 2, 1);
+    let ins = [data(5 * 11 * 14, 4), data(9 * 5 * 9, 5), data(9, 6)];
+    let s = tiled(vec_rows(Some((0, 4)), 2), 2, 1, Some(0));
+    check(&k, &s, &ins)?;
+    // The heuristic packs a large enough contraction.
+    let t = targets::Target::host().with_vector_bits(128);
+    let k = matmul(64, 96, 80);
+    let s = search::default_schedule(&k, &t);
+    assert_eq!(s.pack(), Some(1), "{s}");
+    check(&k, &s, &[data(64 * 96, 7), data(96 * 80, 8), data(80, 9)])?;
+    Ok(())
+}
+
+/// A packed schedule with parallel shares writes what one whole run writes.
+#[test]
+#[allow(unsafe_code)]
+fn parallel_shares_of_packed_blocks() -> R {
+    let k = conv(3, 10, 7, 9, 1, 1);
+    let ins = [data(3 * 63, 1), data(270, 2), data(10, 3)];
+    let bytes: Vec<Vec<u8>> = ins.iter().map(|v| f32b(v)).collect();
+    let s = tiled(vec_rows(Some((0, 4)), 1), 2, 1, Some(0));
+    let j = JitKernel::compile(&k, &s)?;
+    assert_eq!(j.parallel_extent(), 3);
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let mut whole = vec![0u8; k.output.numel * 4];
+    j.run(&refs, &mut whole)?;
+    let mut parts = vec![0u8; k.output.numel * 4];
+    let mut ptrs: Vec<*mut u8> = bytes.iter().map(|b| b.as_ptr().cast_mut()).collect();
+    ptrs.push(parts.as_mut_ptr());
+    for (b, e) in [(0, 1), (1, 3)] {
+        // SAFETY: every buffer has the kernel's byte length; the output is separate.
+        unsafe { j.run_raw(ptrs.as_ptr(), b, e)? };
+    }
+    assert_eq!(whole, parts, "{s}");
+    check(&k, &s, &ins)?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Random legal blocked and packed schedules of a GEMM with a bias + clamp epilogue:
+    /// sizes that are not multiples of the blocks.
+    #[test]
+    fn packed_matmul_equals_reference(
+        m in 1usize..20, kk in 1usize..9, n in 1usize..40,
+        mr in 1usize..6, nr in 1usize..4, p in 0usize..2,
+        panels in 1usize..4, pack in any::<bool>(),
+    ) {
+        let k = matmul(m, kk, n);
+        let ins = [data(m * kk, 9), data(kk * n, 10), data(n, 11)];
+        let s = tiled(gemm(p, mr, nr), 1, panels, pack.then_some(1));
+        check(&k, &s, &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+
+    /// Random legal packed schedules of a padded 3x3 conv (stride 1 or 2) with bias + relu.
+    #[test]
+    fn packed_conv_equals_reference(
+        ci in 1usize..4, co in 1usize..10, h in 3usize..9, w in 3usize..15,
+        stride in 1usize..3, pad in 0usize..2,
+        mr in 1usize..5, nr in 1usize..3, panels in 1usize..3, pack in any::<bool>(),
+    ) {
+        let k = conv(ci, co, h, w, stride, pad);
+        let (oh, ow) = ((h + 2 * pad - 3) / stride + 1, (w + 2 * pad - 3) / stride + 1);
+        prop_assume!(oh > 0 && ow > 0);
+        let ins = [data(ci * h * w, 12), data(co * ci * 9, 13), data(co, 14)];
+        let s = tiled(vec_rows(Some((0, mr)), nr), 2, panels, pack.then_some(0));
+        check(&k, &s, &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+}

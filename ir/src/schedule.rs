@@ -4,13 +4,18 @@
 //! that `search` chooses schedules and `codegen` applies them without depending on each
 //! other. [`Schedule::validate`] rejects an illegal step with an error, never a panic.
 //!
-//! Steps today: [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
-//! [`ScheduleStep::RegisterBlock`] and [`ScheduleStep::Unroll`]. Split, reorder and pack
-//! (cache blocking and packed operands) are the next variants to add.
+//! Steps: [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
+//! [`ScheduleStep::RegisterBlock`] and [`ScheduleStep::Unroll`] shape the micro-tile and
+//! the parallel range; [`ScheduleStep::Tile`] (cache blocks of the vector axis, looped
+//! outside the rows) and [`ScheduleStep::Pack`] (one operand's cache block copied into a
+//! contiguous scratch in micro-panel order) make a contraction read its shared operand
+//! from cache with unit stride. Blocking the reduction is not a step yet.
 
 use crate::error::{Error, Result};
-use crate::kernel::{Body, Kernel};
 use serde::{Deserialize, Serialize};
+use crate::atom::ReduceFn;
+use crate::dtype::DType;
+use crate::kernel::{Body, Expr, KGuard, Kernel};
 use std::fmt;
 
 /// The version of what a schedule means: bump it when codegen applies an existing step
@@ -35,7 +40,24 @@ pub enum ScheduleStep {
     /// `factor` vectors (or points) per row along `axis`, which must be the vectorized axis:
     /// the columns of the micro-tile.
     Unroll { axis: usize, factor: usize },
+    /// Cache blocking of the vectorized axis `axis`: blocks of `size` points (a multiple
+    /// of the micro-tile's columns, lanes x unroll) whose loop runs outside the rows of the
+    /// register-blocked axis and outside the parallel range, so that every row of a share
+    /// reuses one block of the operand it shares. The output axes that are neither
+    /// parallel, blocked nor vectorized loop outside the blocks.
+    Tile { axis: usize, size: usize },
+    /// Before the rows of a cache block run, copy what the body's only load of input
+    /// `input` reads for that block (every reduction point x the block's columns, padding
+    /// resolved) into a scratch of [`PACK_LIMIT_BYTES`] at most, in micro-panel order
+    /// (panels of lanes x unroll columns, reduction-major): the micro-tile reads it with
+    /// unit stride. Needs a `Tile`; the load must vary along the vector axis and not
+    /// depend on the register-blocked axis nor on a parallel axis longer than 1.
+    Pack { input: usize },
 }
+
+/// The most bytes a [`ScheduleStep::Pack`] scratch may take (it lives on the stack of the
+/// thread that runs the kernel).
+pub const PACK_LIMIT_BYTES: usize = 256 * 1024;
 
 /// A list of steps, at most one of each kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +103,38 @@ impl Schedule {
         })
     }
 
+    /// The tiled (cache-blocked) axis and its block size.
+    pub fn tile(&self) -> Option<(usize, usize)> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Tile { axis, size } => Some((*axis, *size)),
+            _ => None,
+        })
+    }
+
+    /// The packed input.
+    pub fn pack(&self) -> Option<usize> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Pack { input } => Some(*input),
+            _ => None,
+        })
+    }
+
+    /// Columns of the micro-tile along the vector axis: lanes x unroll (1 without
+    /// vectorizing).
+    pub fn tile_columns(&self) -> usize {
+        let lanes = self.vectorize().map_or(1, |v| v.1);
+        lanes * self.unroll().map_or(1, |u| u.1)
+    }
+
+    /// Bytes of the packed scratch for `k`: every reduction point x the block's columns,
+    /// 4 bytes each (0 without packing).
+    pub fn pack_bytes(&self, k: &Kernel) -> usize {
+        match (self.pack(), self.tile()) {
+            (Some(_), Some((_, size))) => k.red_shape.iter().product::<usize>().saturating_mul(size).saturating_mul(4),
+            _ => 0,
+        }
+    }
+
     /// The extent of the parallel range of `k` under this schedule: the product of the
     /// first [`Schedule::parallel_axes`] output extents, a register-blocked axis counting
     /// its blocks (rounded up). 1 when nothing is parallel.
@@ -100,17 +154,20 @@ impl Schedule {
     /// Checks every step against `k`: axes are output axes, factors and lanes positive, at
     /// most one step of each kind, a vectorized axis stored contiguously and not parallel,
     /// an unrolled axis vectorized, a blocked axis not the vectorized one; a Scatter kernel
-    /// takes no step (its points run in order).
+    /// takes no step (its points run in order); a tiled axis vectorized, its size a
+    /// multiple of the micro-tile's columns; a packed input as [`ScheduleStep::Pack`] says.
     pub fn validate(&self, k: &Kernel) -> Result<()> {
         let r = k.out_shape.len();
         let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
-        let mut seen = [false; 4];
+        let mut seen = [false; 6];
         for s in &self.steps {
             let kind = match s {
                 ScheduleStep::Parallel { .. } => 0,
                 ScheduleStep::Vectorize { .. } => 1,
                 ScheduleStep::RegisterBlock { .. } => 2,
                 ScheduleStep::Unroll { .. } => 3,
+                ScheduleStep::Tile { .. } => 4,
+                ScheduleStep::Pack { .. } => 5,
             };
             if std::mem::replace(&mut seen[kind], true) {
                 return Err(err(format!("{s} is the second step of its kind")));
@@ -125,12 +182,18 @@ impl Schedule {
                     }
                 }
                 ScheduleStep::Vectorize { axis, lanes } | ScheduleStep::RegisterBlock { axis, factor: lanes }
-                | ScheduleStep::Unroll { axis, factor: lanes } => {
+                | ScheduleStep::Unroll { axis, factor: lanes }
+                | ScheduleStep::Tile { axis, size: lanes } => {
                     if axis >= r {
                         return Err(err(format!("{s}: axis i{axis} is not an output axis (the kernel has {r})")));
                     }
                     if lanes == 0 {
                         return Err(err(format!("{s}: a factor of 0")));
+                    }
+                }
+                ScheduleStep::Pack { input } => {
+                    if input >= k.inputs.len() {
+                        return Err(err(format!("{s}: the kernel has {} inputs", k.inputs.len())));
                     }
                 }
             }
@@ -157,6 +220,58 @@ impl Schedule {
         {
             return Err(err(format!("register-blocks i{axis}, which is the vectorized axis")));
         }
+        if let Some((axis, size)) = self.tile() {
+            if self.vectorize().map(|v| v.0) != Some(axis) {
+                return Err(err(format!("tiles i{axis}, which is not the vectorized axis")));
+            }
+            let cols = self.tile_columns();
+            if size % cols != 0 {
+                return Err(err(format!("tiles of {size} are not a multiple of the {cols} columns of the micro-tile")));
+            }
+        }
+        if let Some(input) = self.pack() {
+            self.validate_pack(k, input).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// The conditions of [`ScheduleStep::Pack`] on `input`.
+    fn validate_pack(&self, k: &Kernel, input: usize) -> std::result::Result<(), String> {
+        let Some((vec_axis, _)) = self.tile() else {
+            return Err(format!("packs input {input} without a tile step"));
+        };
+        let Body::Compute { reduce: Some(f), body, .. } = &k.body else {
+            return Err(format!("packs input {input} of a kernel without a reduction"));
+        };
+        if matches!(f, ReduceFn::ArgMax | ReduceFn::ArgMin) {
+            return Err(format!("packs input {input} of an {} reduction", f.name()));
+        }
+        if k.inputs[input].dtype != DType::F32 {
+            return Err(format!("packs input {input} of dtype {}", k.inputs[input].dtype));
+        }
+        let mut loads = Vec::new();
+        reads_of(body, input, &mut loads);
+        let [Some((index, guards))] = loads[..] else {
+            return Err(format!("packs input {input}, which the body reads {} times (or gathers)", loads.len()));
+        };
+        let uses = |a: usize| {
+            index.coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.expr.coefs.get(a).is_some_and(|&c| c != 0))
+        };
+        if !uses(vec_axis) {
+            return Err(format!("packs input {input}, whose load does not vary along i{vec_axis}"));
+        }
+        if let Some((b, _)) = self.register_block()
+            && uses(b)
+        {
+            return Err(format!("packs input {input}, whose load depends on the register-blocked i{b}"));
+        }
+        if let Some(a) = (0..self.parallel_axes()).find(|&a| k.out_shape[a] > 1 && uses(a)) {
+            return Err(format!("packs input {input}, whose load depends on the parallel axis i{a}"));
+        }
+        let bytes = self.pack_bytes(k);
+        if bytes > PACK_LIMIT_BYTES {
+            return Err(format!("packs {bytes} bytes, more than {PACK_LIMIT_BYTES}"));
+        }
         Ok(())
     }
 }
@@ -168,6 +283,8 @@ impl fmt::Display for ScheduleStep {
             ScheduleStep::Vectorize { axis, lanes } => write!(f, "vectorize(i{axis}, {lanes})"),
             ScheduleStep::RegisterBlock { axis, factor } => write!(f, "register_block(i{axis}, {factor})"),
             ScheduleStep::Unroll { axis, factor } => write!(f, "unroll(i{axis}, {factor})"),
+            ScheduleStep::Tile { axis, size } => write!(f, "tile(i{axis}, {size})"),
+            ScheduleStep::Pack { input } => write!(f, "pack({input})"),
         }
     }
 }
@@ -188,12 +305,39 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// The loads of input `buf` in `e` (index and guards), and `None` for each gather of it.
+fn reads_of<'e>(e: &'e Expr, buf: usize, out: &mut Vec<Option<(&'e crate::kernel::Affine, &'e [KGuard])>>) {
+    match e {
+        Expr::Load { buf: b, index, guards, .. } => {
+            if *b == buf {
+                out.push(Some((index, guards)));
+            }
+        }
+        Expr::Gather { buf: b, pos, .. } => {
+            if *b == buf {
+                out.push(None);
+            }
+            reads_of(pos, buf, out);
+        }
+        Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => {}
+        Expr::Unary(_, x) | Expr::Cast(_, x) => reads_of(x, buf, out),
+        Expr::Binary(_, a, b) => {
+            reads_of(a, buf, out);
+            reads_of(b, buf, out);
+        }
+        Expr::Select(c, a, b) => {
+            reads_of(c, buf, out);
+            reads_of(a, buf, out);
+            reads_of(b, buf, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::atom::{BinaryFn, ReduceFn};
-    use crate::dtype::DType;
-    use crate::kernel::{Affine, Buffer, Expr};
+    use crate::atom::BinaryFn;
+    use crate::kernel::{Affine, Buffer};
 
     fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
         let load = |buf: usize, coefs: Vec<i64>| Expr::Load { buf, index: Affine { offset: 0, coefs }, guards: vec![], pad: 0.0 };
@@ -227,8 +371,15 @@ mod tests {
     #[test]
     fn a_gemm_schedule_is_valid_and_prints() -> Result<()> {
         let k = matmul(10, 7, 9);
-        let s = gemm_schedule();
+        let mut s = gemm_schedule();
         s.validate(&k)?;
+        s.steps.push(ScheduleStep::Tile { axis: 1, size: 24 });
+        s.steps.push(ScheduleStep::Pack { input: 1 });
+        s.validate(&k)?;
+        assert_eq!(s.tile(), Some((1, 24)));
+        assert_eq!(s.pack_bytes(&k), 7 * 24 * 4);
+        assert!(s.to_string().ends_with("unroll(i1, 3); tile(i1, 24); pack(1)"));
+        s.steps.truncate(4);
         assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 3)");
         assert_eq!(s.parallel_extent(&k), 3);
         assert_eq!(Schedule::naive().to_string(), "naive");
@@ -251,6 +402,20 @@ mod tests {
         assert!(msg(vec![Vectorize { axis: 1, lanes: 4 }, RegisterBlock { axis: 1, factor: 2 }]).contains("is the vectorized axis"));
         assert!(msg(vec![Parallel { axes: 2 }, Vectorize { axis: 1, lanes: 4 }]).contains("parallel axis"));
         assert!(msg(vec![Parallel { axes: 1 }, Parallel { axes: 1 }]).contains("second step"));
+        let tiled = |extra: Vec<ScheduleStep>| {
+            let mut v = vec![Parallel { axes: 1 }, Vectorize { axis: 1, lanes: 4 }, RegisterBlock { axis: 0, factor: 4 }, Unroll { axis: 1, factor: 2 }];
+            v.extend(extra);
+            msg(v)
+        };
+        assert_eq!(tiled(vec![Tile { axis: 1, size: 16 }, Pack { input: 1 }]), "");
+        assert!(tiled(vec![Tile { axis: 0, size: 16 }]).contains("not the vectorized axis"));
+        assert!(tiled(vec![Tile { axis: 1, size: 12 }]).contains("multiple of the 8 columns"));
+        assert!(tiled(vec![Pack { input: 1 }]).contains("without a tile"));
+        assert!(tiled(vec![Tile { axis: 1, size: 8 }, Pack { input: 0 }]).contains("does not vary along i1"));
+        assert!(tiled(vec![Tile { axis: 1, size: 8 }, Pack { input: 2 }]).contains("2 inputs"));
+        let deep = matmul(4, 9000, 16);
+        let e = Schedule { steps: vec![Vectorize { axis: 1, lanes: 4 }, Tile { axis: 1, size: 16 }, Pack { input: 1 }] }.validate(&deep);
+        assert!(e.is_err_and(|e| e.to_string().contains("more than 262144")));
         assert!(msg(vec![Parallel { axes: 3 }]).starts_with("invalid model: kernel 'mm': schedule 'parallel(3)'"));
     }
 }

@@ -23,7 +23,7 @@ pub use records::{Db, Planner, Record, Records, Source};
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Body, Expr, Kernel};
-use ir::schedule::{Schedule, ScheduleStep};
+use ir::schedule::{PACK_LIMIT_BYTES, Schedule, ScheduleStep};
 use targets::Target;
 
 pub mod cost;
@@ -49,7 +49,9 @@ const NR: usize = 2;
 ///   that varies along the vector axis saves a vector load: it counts twice), [`MR`] rows by
 ///   up to [`NR`] vectors;
 /// - parallelize the fewest leading output axes (never the innermost) that give every core
-///   several shares.
+///   several shares;
+/// - for a contraction with at least [`MIN_PACKED_ROWS`] rows, block the vector axis for
+///   the cache and pack the operand the rows share (see [`packed_schedule`]).
 pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
     let Body::Compute { reduce, body, epilogue } = &k.body else {
         return Schedule::naive();
@@ -117,7 +119,50 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
     if p > 0 {
         steps.insert(0, ScheduleStep::Parallel { axes: p });
     }
-    Schedule { steps }
+    let plain = Schedule { steps };
+    if let (Some(v), Some((b, _)), true) = (vec_axis, block, contraction)
+        && k.out_shape[b] >= MIN_PACKED_ROWS
+        && let Some(packed) = packed_schedule(k, t, &plain, v, body)
+        && packed.validate(k).is_ok()
+    {
+        return packed;
+    }
+    plain
+}
+
+/// The fewest rows (along the register-blocked axis) that a packed cache block must serve
+/// for its copy to pay.
+const MIN_PACKED_ROWS: usize = 16;
+
+/// `plain` with cache blocks of the vector axis `v` and the operand of `body` that the rows
+/// share packed: the one load that varies along `v` but not along the blocked axis nor a
+/// parallel axis. A block holds as many columns (whole micro-panels) as keep the packed
+/// panel, every reduction point x the columns, within half the L2 cache and
+/// [`PACK_LIMIT_BYTES`]; `None` when no operand qualifies or one micro-panel is too big.
+fn packed_schedule(k: &Kernel, t: &Target, plain: &Schedule, v: usize, body: &Expr) -> Option<Schedule> {
+    let Expr::Binary(BinaryFn::Mul, x, y) = body else {
+        return None;
+    };
+    let input = [x, y].into_iter().find_map(|e| match &**e {
+        Expr::Load { buf, .. } => {
+            let candidate = Schedule {
+                steps: plain.steps.iter().cloned().chain([ScheduleStep::Tile { axis: v, size: plain.tile_columns() }, ScheduleStep::Pack { input: *buf }]).collect(),
+            };
+            candidate.validate(k).is_ok().then_some(*buf)
+        }
+        _ => None,
+    })?;
+    let cols = plain.tile_columns();
+    let depth: usize = k.red_shape.iter().product();
+    let budget = PACK_LIMIT_BYTES.min(t.l2_bytes / 2);
+    let size = (budget / depth.max(1) / 4 / cols * cols).min(k.out_shape[v].div_ceil(cols) * cols);
+    if size == 0 {
+        return None;
+    }
+    let mut steps = plain.steps.clone();
+    steps.push(ScheduleStep::Tile { axis: v, size });
+    steps.push(ScheduleStep::Pack { input });
+    Some(Schedule { steps })
 }
 
 /// Whether every value of `e` is f32 (no casts, gathers or axis indices), but for the
@@ -170,7 +215,7 @@ mod tests {
     }
 
     fn target(cores: usize) -> Target {
-        Target { cores, ..Target::host().with_vector_bits(128) }
+        Target { cores, l1_bytes: 32 << 10, l2_bytes: 1 << 20, ..Target::host().with_vector_bits(128) }
     }
 
     #[test]
@@ -191,7 +236,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2)");
+        assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 2); tile(i1, 48); pack(1)");
         assert_eq!(s.parallel_extent(&k), 16);
         Ok(())
     }
@@ -218,7 +263,7 @@ mod tests {
         };
         let s = default_schedule(&k, &target(2));
         s.validate(&k)?;
-        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2)");
+        assert_eq!(s.to_string(), "parallel(2); vectorize(i3, 4); register_block(i1, 4); unroll(i3, 2); tile(i3, 16); pack(0)");
         Ok(())
     }
 

@@ -332,6 +332,7 @@ mod tests {
             assert!(t.features.iter().any(|f| f == "sse2"), "{:?}", t.features);
         }
         assert_eq!(t.clone().with_vector_bits(128).vector_bits, 128);
+        assert!(t.l1_bytes >= 4096 && t.l2_bytes >= t.l1_bytes, "{t:?}");
     }
 
     #[test]

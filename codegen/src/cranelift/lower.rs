@@ -113,6 +113,8 @@ pub(crate) fn define<M: Module>(
             used_fma: false,
             cache: HashMap::new(),
             cache_on: true,
+            packed: None,
+            block_columns: None,
         };
         l.kernel(schedule)?;
         vectorized = l.vectorized;
@@ -168,6 +170,25 @@ pub(super) struct Lower<'a, 'b, M: Module> {
     /// one epilogue of a tile): a load shared by several points of the tile is read once.
     pub(super) cache: HashMap<LoadKey, (Value, DType)>,
     pub(super) cache_on: bool,
+    /// The packed operand of a `Pack` schedule, while the nest has one.
+    pub(super) packed: Option<Packed>,
+    /// The columns `[start, end)` of the current cache block of the vector axis.
+    pub(super) block_columns: Option<(Value, Value)>,
+}
+
+/// A load whose values a cache block copies into a scratch first (`Pack`).
+pub(super) struct Packed {
+    /// The load node (its address): the body's only read of the packed input.
+    pub(super) node: usize,
+    /// The scratch's address.
+    pub(super) scratch: Value,
+    /// Row-major strides of the reduction axes (their flat index is the panel row).
+    pub(super) red_strides: Vec<i64>,
+    /// Columns of a micro-panel: the micro-tile's lanes x unroll.
+    pub(super) width: i64,
+    /// The current micro-panel's address at reduction point 0 and the tile's first
+    /// column, while a micro-tile reads the scratch; `None` while the block is packed.
+    pub(super) panel: Option<Value>,
 }
 
 /// The f32 lanes of a Cranelift vector (x64 SIMD is 128-bit).
@@ -877,7 +898,12 @@ impl<M: Module> Lower<'_, '_, M> {
                 {
                     return Ok(v);
                 }
-                let v = self.load_expr(e)?;
+                let v = match &self.packed {
+                    Some(p) if p.node == std::ptr::from_ref(e) as usize && p.panel.is_some() => {
+                        self.packed_load()?
+                    }
+                    _ => self.load_expr(e)?,
+                };
                 if self.cache_on {
                     self.cache.insert(key, v);
                 }

@@ -10,22 +10,40 @@
 //!                 tile(rows, columns)
 //! ```
 //!
+//! With a `Tile` of the vector axis (cache blocks of NC columns) the block loop runs
+//! outside the parallel range, so that one call over `[begin, end)` runs all the rows of
+//! its share against one block of the shared operand (and packs it once):
+//!
+//! ```text
+//! for the other output axes (in order, but the parallel, blocked and vector ones):
+//!     for each block [j0, j1) of NC columns:
+//!         pack(j0, j1)                        // with `Pack`: the packed load's values
+//!         for f in [begin, end): unflatten(f); rows and columns in [j0, j1) as above
+//! ```
+//!
+//! `Pack` copies what the body's load of the packed input reads for the block (every
+//! reduction point x the block's columns, guards and padding resolved by the ordinary
+//! load) into a stack scratch in micro-panels of W = lanes x NR columns: element (reduction
+//! point r, column j0 + c) lives at `(c / W) * R * W + r * W + c % W` (R reduction points),
+//! so a micro-tile of W columns reads W consecutive floats per reduction step. The last,
+//! partial panel keeps the width W; its columns past j1 are never written nor read.
+//!
 //! A tile is unroll-and-jam: its MR x NR accumulators stay in registers through the
 //! reduction loops; each reduction step evaluates the body once per point of the tile with
 //! loads cached by (node, offsets of the axes they depend on), so a load invariant along
 //! the vector axis is read once per row and broadcast, and one invariant along the blocked
 //! axis once per column. A Sum of products accumulates with `fma` when the ISA has it.
 
-use super::lower::{LANES, Lower, Result};
 use super::scatter::Scatter;
+use super::lower::{LANES, Lower, Packed, Result};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
 use cranelift_frontend::Variable;
 use cranelift_module::Module;
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Body, Expr};
-use ir::schedule::Schedule;
+use ir::schedule::{PACK_LIMIT_BYTES, Schedule};
 
 /// The schedule as the nest applies it.
 struct Nest<'e> {
@@ -40,6 +58,12 @@ struct Nest<'e> {
     unroll: usize,
     /// Output axes looped over one by one inside the parallel range, outermost first.
     loops: Vec<usize>,
+    /// Columns per cache block of the vector axis (`Tile`), when it applies.
+    block_columns: Option<i64>,
+    /// Output axes looped over outside the cache blocks (those of `loops` when tiled).
+    outer: Vec<usize>,
+    /// The load whose values each cache block packs (`Pack`).
+    packed_load: Option<&'e Expr>,
 }
 
 impl<M: Module> Lower<'_, '_, M> {
@@ -88,6 +112,12 @@ impl<M: Module> Lower<'_, '_, M> {
             self.offsets.push(0);
         }
         let r = k.out_shape.len();
+        // Axes the nest sets only inside the parallel range may be read (with extent 1)
+        // by a pack that runs before it.
+        let zero = self.b.ins().iconst(types::I64, 0);
+        for a in 0..r {
+            self.b.def_var(self.axes[a], zero);
+        }
         self.live = r;
         let done = self.b.create_block();
         if let Body::Scatter { data, mode, index, stride, extent, pos, value } = &k.body {
@@ -105,7 +135,9 @@ impl<M: Module> Lower<'_, '_, M> {
             let go = self.b.create_block();
             self.b.ins().brif(any, go, &[], done, &[]);
             self.b.switch_to_block(go);
-            if nest.parallel == 0 {
+            if let Some(nc) = nest.block_columns {
+                self.blocks(&nest, 0, nc, begin, end)?;
+            } else if nest.parallel == 0 {
                 self.inner(&nest, 0, None)?;
             } else {
                 let f = self.b.declare_var(types::I64);
@@ -154,9 +186,24 @@ impl<M: Module> Lower<'_, '_, M> {
             _ => 1,
         };
         let parallel = s.parallel_axes();
-        let loops = (parallel..r)
+        let mut loops: Vec<usize> = (parallel..r)
             .filter(|&a| Some(a) != self.vec_axis && Some(a) != block.map(|b| b.0))
             .collect();
+        let block_columns = match (s.tile(), self.vec_axis) {
+            (Some((_, size)), Some(_)) => {
+                Some(i64::try_from(size).map_err(|_| self.invalid("tile too large"))?)
+            }
+            _ => None,
+        };
+        let outer = if block_columns.is_some() {
+            std::mem::take(&mut loops)
+        } else {
+            Vec::new()
+        };
+        let packed_load = match (s.pack(), block_columns) {
+            (Some(input), Some(_)) => Some(self.pack_scratch(s, input, body, unroll)?),
+            _ => None,
+        };
         Ok(Nest {
             reduce,
             body,
@@ -165,7 +212,239 @@ impl<M: Module> Lower<'_, '_, M> {
             block,
             unroll,
             loops,
+            block_columns,
+            outer,
+            packed_load,
         })
+    }
+
+    /// The stack scratch of a `Pack` of `input` and the load of `body` it replaces.
+    fn pack_scratch<'e>(
+        &mut self,
+        s: &Schedule,
+        input: usize,
+        body: &'e Expr,
+        unroll: usize,
+    ) -> Result<&'e Expr> {
+        let node = find_load(body, input)
+            .ok_or_else(|| self.invalid(format!("pack({input}): the body does not load it")))?;
+        let bytes = s.pack_bytes(self.k);
+        let size = u32::try_from(bytes)
+            .ok()
+            .filter(|&b| b as usize <= PACK_LIMIT_BYTES && b > 0)
+            .ok_or_else(|| self.unsupported(format!("a pack scratch of {bytes} bytes")))?;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            size,
+            6,
+        ));
+        let scratch = self.b.ins().stack_addr(self.ptr, slot, 0);
+        let red = &self.k.red_shape;
+        let mut red_strides = vec![1i64; red.len()];
+        for a in (0..red.len().saturating_sub(1)).rev() {
+            red_strides[a] = red_strides[a + 1] * red[a + 1] as i64;
+        }
+        self.packed = Some(Packed {
+            node: std::ptr::from_ref(node) as usize,
+            scratch,
+            red_strides,
+            width: LANES * unroll as i64,
+            panel: None,
+        });
+        Ok(node)
+    }
+
+    /// With a `Tile`: the loops over `nest.outer` from `depth` on, then the cache blocks of
+    /// `nc` columns, each packed (with `Pack`) and then run over the share `[begin, end)`.
+    fn blocks(
+        &mut self,
+        nest: &Nest<'_>,
+        depth: usize,
+        nc: i64,
+        begin: Value,
+        end: Value,
+    ) -> Result<()> {
+        if let Some(&a) = nest.outer.get(depth) {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            let n = self.b.ins().iconst(types::I64, self.extents[a]);
+            return self.for_range(self.axes[a], Some(zero), n, 1, &mut |l| {
+                l.blocks(nest, depth + 1, nc, begin, end)
+            });
+        }
+        let v = self
+            .vec_axis
+            .ok_or_else(|| self.invalid("cache blocks without a vector axis"))?;
+        let n = self.extents[v];
+        let j0 = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        // Whole blocks: the last one, short, ends at n.
+        let stop = self.b.ins().iconst(types::I64, (n + nc - 1) / nc * nc);
+        self.for_range(j0, Some(zero), stop, nc, &mut |l| {
+            let start = l.b.use_var(j0);
+            let top = l.b.ins().iadd_imm_s(start, nc);
+            let n = l.b.ins().iconst(types::I64, n);
+            let stop = l.b.ins().smin(top, n);
+            l.block_columns = Some((start, stop));
+            if let Some(load) = nest.packed_load {
+                l.pack(load, start, stop)?;
+            }
+            if nest.parallel == 0 {
+                return l.inner(nest, 0, None);
+            }
+            let f = l.b.declare_var(types::I64);
+            l.for_range(f, Some(begin), end, 1, &mut |l| {
+                let range = l.unflatten(nest, f);
+                l.inner(nest, 0, range)
+            })
+        })?;
+        self.block_columns = None;
+        Ok(())
+    }
+
+    /// Copies the values of `load` for the columns `[start, stop)` of the vector axis and
+    /// every reduction point into the scratch, in micro-panel order: reduction-major, whole
+    /// panels of W columns a vector at a time, then the last panel's vectors and points.
+    fn pack(&mut self, load: &Expr, start: Value, stop: Value) -> Result<()> {
+        let r = self.k.out_shape.len();
+        let v = self
+            .vec_axis
+            .ok_or_else(|| self.invalid("a pack without a vector axis"))?;
+        let (scratch, width, strides) = match &self.packed {
+            Some(p) => (p.scratch, p.width, p.red_strides.clone()),
+            None => return Err(self.invalid("a pack without a scratch")),
+        };
+        if let Some(p) = &mut self.packed {
+            p.panel = None;
+        }
+        if self.extents[r..].contains(&0) {
+            return Ok(());
+        }
+        let depth: i64 = self.extents[r..].iter().product();
+        self.live = self.axes.len();
+        let cache_on = std::mem::replace(&mut self.cache_on, false);
+        let mut headers = Vec::new();
+        for a in r..self.axes.len() {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            headers.push(self.open_loop(a, zero));
+        }
+        let row = self.reduction_row(&strides, width);
+        let var = self.axes[v];
+        let flags = MemFlagsData::new().with_notrap();
+        let res = (|| {
+            // Whole panels: element (row, c) at (c - start) * depth + row * W + c % W.
+            self.for_range(var, Some(start), stop, width, &mut |l| {
+                let c = l.b.use_var(var);
+                let rel = l.b.ins().isub(c, start);
+                let panel = l.b.ins().imul_imm_s(rel, depth);
+                let at = l.b.ins().iadd(panel, row);
+                let addr = l.scratch_address(scratch, at);
+                for q in 0..width / LANES {
+                    l.lanes = LANES;
+                    l.offsets[v] = q * LANES;
+                    let (x, _) = l.expr(load)?;
+                    l.b.ins().store(flags, x, addr, (q * LANES * 4) as i32);
+                }
+                l.offsets[v] = 0;
+                l.lanes = 1;
+                Ok(())
+            })?;
+            // The last panel from `tail`: element (row, c) at (tail - start) * depth +
+            // row * W + (c - tail).
+            let tail = self.b.use_var(var);
+            let rel = self.b.ins().isub(tail, start);
+            let panel = self.b.ins().imul_imm_s(rel, depth);
+            let at = self.b.ins().iadd(panel, row);
+            let origin = self.b.ins().isub(at, tail);
+            let steps: &[i64] = if width > LANES { &[LANES, 1] } else { &[1] };
+            for &step in steps {
+                self.for_range(var, None, stop, step, &mut |l| {
+                    let c = l.b.use_var(var);
+                    let at = l.b.ins().iadd(origin, c);
+                    let addr = l.scratch_address(scratch, at);
+                    l.lanes = step;
+                    let (x, _) = l.expr(load)?;
+                    l.lanes = 1;
+                    l.b.ins().store(flags, x, addr, 0);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })();
+        self.cache_on = cache_on;
+        res?;
+        for (i, a) in (r..self.axes.len()).enumerate().rev() {
+            let end = self.b.ins().iconst(types::I64, self.extents[a]);
+            self.close_loop(a, headers[i], 1, end);
+        }
+        self.live = r;
+        Ok(())
+    }
+
+    /// `scratch + 4 * at`.
+    fn scratch_address(&mut self, scratch: Value, at: Value) -> Value {
+        let bytes = self.b.ins().imul_imm_s(at, 4);
+        self.b.ins().iadd(scratch, bytes)
+    }
+
+    /// The flat index of the current reduction point times `scale`.
+    fn reduction_row(&mut self, strides: &[i64], scale: i64) -> Value {
+        let r = self.k.out_shape.len();
+        let mut acc = self.b.ins().iconst(types::I64, 0);
+        for (i, &st) in strides.iter().enumerate() {
+            let x = self.b.use_var(self.axes[r + i]);
+            let t = self.b.ins().imul_imm_s(x, st * scale);
+            acc = self.b.ins().iadd(acc, t);
+        }
+        acc
+    }
+
+    /// The packed load at the current point of a micro-tile: `lanes` consecutive floats of
+    /// the current panel's row.
+    pub(super) fn packed_load(&mut self) -> Result<(Value, DType)> {
+        let (panel, width, strides) = match &self.packed {
+            Some(Packed { panel: Some(p), width, red_strides, .. }) => (*p, *width, red_strides.clone()),
+            _ => return Err(self.invalid("a packed load outside a micro-tile")),
+        };
+        let v = self
+            .vec_axis
+            .ok_or_else(|| self.invalid("a packed load without a vector axis"))?;
+        let row = self.reduction_row(&strides, width * 4);
+        let addr = self.b.ins().iadd(panel, row);
+        let off = i32::try_from(self.offsets[v] * 4).map_err(|_| self.invalid("tile too wide"))?;
+        let ty = if self.lanes > 1 { types::F32X4 } else { types::F32 };
+        let x = self
+            .b
+            .ins()
+            .load(ty, MemFlagsData::new().with_notrap(), addr, off);
+        Ok((x, DType::F32))
+    }
+
+    /// Points the packed loads of the micro-tile that starts at the current column at its
+    /// panel: a whole panel (`tail` None: the column is W-aligned in the block) or the
+    /// last one, which starts at column `tail`.
+    fn aim_panel(&mut self, tail: Option<Value>) {
+        let (Some(p), Some((start, _)), Some(v)) = (&self.packed, self.block_columns, self.vec_axis) else {
+            return;
+        };
+        let scratch = p.scratch;
+        let depth: i64 = self.extents[self.k.out_shape.len()..].iter().product();
+        let c = self.b.use_var(self.axes[v]);
+        let at = match tail {
+            None => {
+                let rel = self.b.ins().isub(c, start);
+                self.b.ins().imul_imm_s(rel, depth)
+            }
+            Some(t) => {
+                let rel = self.b.ins().isub(t, start);
+                let panel = self.b.ins().imul_imm_s(rel, depth);
+                let within = self.b.ins().isub(c, t);
+                self.b.ins().iadd(panel, within)
+            }
+        };
+        let addr = self.scratch_address(scratch, at);
+        if let Some(p) = &mut self.packed {
+            p.panel = Some(addr);
+        }
     }
 
     /// Sets the parallel axes from the flat index `f`; for a blocked parallel axis, returns
@@ -237,20 +516,39 @@ impl<M: Module> Lower<'_, '_, M> {
         };
         let var = self.axes[v];
         let n = self.extents[v];
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(var, zero);
-        let end = self.b.ins().iconst(types::I64, n);
+        let (start, end) = match self.block_columns {
+            Some(cols) => cols,
+            None => {
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (zero, self.b.ins().iconst(types::I64, n))
+            }
+        };
+        self.b.def_var(var, start);
+        // Where the last (partial) micro-panel starts: after the whole panels of W columns.
+        let mut tail = None;
         if n >= LANES {
             self.vectorized = true;
             if nest.unroll > 1 {
                 let cols = nest.unroll;
                 self.for_range(var, None, end, LANES * cols as i64, &mut |l| {
+                    l.aim_panel(None);
                     l.tile(nest, rows, cols, LANES)
                 })?;
+                tail = Some(self.b.use_var(var));
             }
-            self.for_range(var, None, end, LANES, &mut |l| l.tile(nest, rows, 1, LANES))?;
+            self.for_range(var, None, end, LANES, &mut |l| {
+                l.aim_panel(tail);
+                l.tile(nest, rows, 1, LANES)
+            })?;
         }
-        self.for_range(var, None, end, 1, &mut |l| l.tile(nest, rows, 1, 1))
+        let tail = match tail {
+            Some(t) => t,
+            None => self.b.use_var(var),
+        };
+        self.for_range(var, None, end, 1, &mut |l| {
+            l.aim_panel(Some(tail));
+            l.tile(nest, rows, 1, 1)
+        })
     }
 
     /// `while var + step <= end { body; var += step }`, from `start` or from where `var`
@@ -419,5 +717,18 @@ impl<M: Module> Lower<'_, '_, M> {
             accs.push((self.b.use_var(var), d));
         }
         Ok(())
+    }
+}
+
+/// The first load of input `input` in `e`.
+fn find_load(e: &Expr, input: usize) -> Option<&Expr> {
+    match e {
+        Expr::Load { buf, .. } => (*buf == input).then_some(e),
+        Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => None,
+        Expr::Gather { pos, .. } | Expr::Unary(_, pos) | Expr::Cast(_, pos) => find_load(pos, input),
+        Expr::Binary(_, a, b) => find_load(a, input).or_else(|| find_load(b, input)),
+        Expr::Select(c, a, b) => find_load(c, input)
+            .or_else(|| find_load(a, input))
+            .or_else(|| find_load(b, input)),
     }
 }
