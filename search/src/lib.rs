@@ -139,7 +139,7 @@ const MIN_PACKED_ROWS: usize = 16;
 /// parallel axis. A block holds as many columns (whole micro-panels) as keep the packed
 /// panel, every reduction point x the columns, within half the L2 cache and
 /// [`PACK_LIMIT_BYTES`]; `None` when no operand qualifies or one micro-panel is too big.
-fn packed_schedule(k: &Kernel, t: &Target, plain: &Schedule, v: usize, body: &Expr) -> Option<Schedule> {
+pub(crate) fn packed_schedule(k: &Kernel, t: &Target, plain: &Schedule, v: usize, body: &Expr) -> Option<Schedule> {
     let Expr::Binary(BinaryFn::Mul, x, y) = body else {
         return None;
     };

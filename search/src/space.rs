@@ -110,6 +110,9 @@ pub struct Point {
     pub block: Option<(usize, usize)>,
     /// Vectors per row (1: no unroll).
     pub unroll: usize,
+    /// Cache blocks of the vector axis with the operand the rows share packed (`Tile` +
+    /// `Pack`, sized as `default_schedule` sizes them).
+    pub pack: bool,
 }
 
 /// The candidate space of one kernel on one target.
@@ -124,6 +127,8 @@ pub struct Space {
     block_axes: Vec<usize>,
     /// The most leading axes `parallel` may take.
     max_parallel: usize,
+    /// The kernel and target, for contractions that may pack an operand (`Point::pack`).
+    packable: Option<Box<(Kernel, Target)>>,
 }
 
 impl Space {
@@ -133,7 +138,7 @@ impl Space {
         let class = classify(k);
         let r = k.out_shape.len();
         let lanes = (t.vector_bits / 32).max(1) as usize;
-        let mut space = Space { class, out_shape: k.out_shape.clone(), lanes, vec_axis: None, block_axes: Vec::new(), max_parallel: 0 };
+        let mut space = Space { class, out_shape: k.out_shape.clone(), lanes, vec_axis: None, block_axes: Vec::new(), max_parallel: 0, packable: None };
         if class == KernelClass::Fixed {
             return space;
         }
@@ -157,6 +162,9 @@ impl Space {
                 .filter(|&a| Some(a) != space.vec_axis && k.out_shape[a] >= 2)
                 .filter(|&a| loads.iter().any(|(c, g)| !uses(c, g, a)))
                 .collect();
+            if space.vec_axis.is_some() && !space.block_axes.is_empty() {
+                space.packable = Some(Box::new((k.clone(), t.clone())));
+            }
         }
         space
     }
@@ -165,7 +173,7 @@ impl Space {
     pub fn points(&self) -> Vec<Point> {
         let mut out = Vec::new();
         if self.class == KernelClass::Fixed {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1 });
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false });
             return out;
         }
         let mut blocks = vec![None];
@@ -185,7 +193,12 @@ impl Space {
                         if vectorize && rows * unroll + unroll + 1 > VECTOR_REGISTERS {
                             continue;
                         }
-                        out.push(Point { parallel, vectorize, block, unroll });
+                        let plain = Point { parallel, vectorize, block, unroll, pack: false };
+                        let packed = Point { pack: true, ..plain };
+                        out.push(plain);
+                        if vectorize && block.is_some() && self.packs(&packed) {
+                            out.push(packed);
+                        }
                     }
                 }
             }
@@ -206,6 +219,13 @@ impl Space {
         self.points().iter().map(|p| self.schedule(p)).collect()
     }
 
+    /// Whether the packed point `p` gives a legal schedule.
+    fn packs(&self, p: &Point) -> bool {
+        let Some(kt) = &self.packable else { return false };
+        let s = self.schedule(p);
+        s.pack().is_some() && s.validate(&kt.0).is_ok()
+    }
+
     /// The schedule of a point.
     pub fn schedule(&self, p: &Point) -> Schedule {
         let mut steps = Vec::new();
@@ -224,7 +244,14 @@ impl Space {
         {
             steps.push(ScheduleStep::Unroll { axis, factor: p.unroll });
         }
-        Schedule { steps }
+        let plain = Schedule { steps };
+        match (&self.packable, vec_axis) {
+            (Some(kt), Some(v)) if p.pack && p.block.is_some() => match &kt.0.body {
+                Body::Compute { body, .. } => crate::packed_schedule(&kt.0, &kt.1, &plain, v, body).unwrap_or(plain),
+                Body::Scatter { .. } => plain,
+            },
+            _ => plain,
+        }
     }
 
     /// The point of a schedule of this space (`None` when the schedule is not one).
@@ -234,6 +261,7 @@ impl Space {
             vectorize: s.vectorize().is_some(),
             block: s.register_block(),
             unroll: s.unroll().map_or(1, |u| u.1),
+            pack: s.pack().is_some(),
         };
         (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
     }
@@ -243,7 +271,7 @@ impl Space {
         self.points()
             .into_iter()
             .filter(|q| {
-                let differ = [q.parallel != p.parallel, q.vectorize != p.vectorize, q.block != p.block, q.unroll != p.unroll];
+                let differ = [q.parallel != p.parallel, q.vectorize != p.vectorize, q.block != p.block, q.unroll != p.unroll, q.pack != p.pack];
                 differ.iter().filter(|&&d| d).count() == 1
             })
             .collect()
