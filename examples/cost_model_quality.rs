@@ -181,7 +181,7 @@ fn main() -> Result<()> {
     ];
     let (mut all_pred, mut all_meas) = (Vec::new(), Vec::new());
     let mut total = 0;
-    println!("{:<24} {:>8} {:>9}  {:<50} {}", "kernel", "samples", "spearman", "fastest measured", "model's pick (measured / fastest)");
+    println!("{:<24} {:>8} {:>9}  {:<50} model's pick (measured / fastest)", "kernel", "samples", "spearman", "fastest measured");
     for k in kernels.iter().filter(|k| only.as_ref().is_none_or(|o| k.name.contains(o.as_str()))) {
         let candidates = Space::of(k, &target).candidates();
         // An even sample over the space's order (which varies every knob).

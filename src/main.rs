@@ -460,6 +460,7 @@ fn tune(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per `atomc bench` flag
 fn bench(
     path: &std::path::Path,
     backend: &str,

@@ -131,6 +131,9 @@ impl CodeGen {
     }
 }
 
+/// A compiled kernel and where its schedule came from.
+type Compiled = (Box<dyn NativeKernel>, Source);
+
 /// How a kernel's schedule is chosen, and where it came from.
 type Pick<'a> = dyn Fn(&Kernel) -> (Schedule, Source) + 'a;
 
@@ -144,7 +147,7 @@ pub fn jit_target(threads: usize) -> targets::Target {
 /// code generator refuse the schedule, with the heuristic `search::default_schedule`
 /// instead. `None` when the backend does not support the kernel (it then runs on the
 /// kernel evaluator). The only call of the code generators.
-fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize) -> Result<Option<(Box<dyn NativeKernel>, Source)>, Error> {
+fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize) -> Result<Option<Compiled>, Error> {
     let compile = |s: &Schedule| -> Result<Box<dyn NativeKernel>, codegen::Error> {
         match codegen {
             CodeGen::Cranelift => JitKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
