@@ -9,8 +9,10 @@ use ir::{DType, Tensor};
 use prost::Message;
 use std::path::{Path, PathBuf};
 
+/// A fresh folder for test `name` under cargo's scratch space for integration tests (inside
+/// `target/`, so runs do not pile folders up in the system temp dir).
 fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("atomc-import-{name}-{}", std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("atomc-import-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
