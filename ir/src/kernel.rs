@@ -34,27 +34,16 @@ pub struct Affine {
 }
 
 impl Affine {
+    /// The smallest and largest value over the box `0 <= i_a < extents[a]` of the leading
+    /// axes `extents` gives (exact, in i128; the coefficients of later axes are ignored);
+    /// `None` when the box is empty.
+    pub fn range(&self, extents: &[i64]) -> Option<(i128, i128)> {
+        bounds(i128::from(self.offset), self.coefs.iter().zip(extents).map(|(&c, &n)| (c, i128::from(n))))
+    }
+
     /// The value at axis indices `i`.
     pub fn eval(&self, i: &[usize]) -> i64 {
         self.offset + self.coefs.iter().zip(i).map(|(c, &x)| c * x as i64).sum::<i64>()
-    }
-
-    /// The smallest and largest value over the box `0 <= i[a] < extents[a]` (an empty box
-    /// gives `None`).
-    pub fn range(&self, extents: &[usize]) -> Option<(i64, i64)> {
-        if extents.contains(&0) {
-            return None;
-        }
-        let (mut lo, mut hi) = (self.offset, self.offset);
-        for (c, &n) in self.coefs.iter().zip(extents) {
-            let span = c * (n as i64 - 1);
-            if span < 0 {
-                lo += span;
-            } else {
-                hi += span;
-            }
-        }
-        Some((lo, hi))
     }
 }
 
@@ -481,9 +470,18 @@ fn interval(coefs: &[i64], offset: i128, dims: &[usize]) -> Option<(i128, i128)>
     if dims.contains(&0) {
         return None;
     }
+    bounds(offset, coefs.iter().zip(dims).map(|(&c, &n)| (c, n as i128)))
+}
+
+/// The smallest and largest value of `offset + sum c * i` over `0 <= i < n` for each
+/// (coefficient `c`, extent `n`) term, exact in i128; `None` when an extent is 0.
+fn bounds(offset: i128, terms: impl Iterator<Item = (i64, i128)>) -> Option<(i128, i128)> {
     let (mut lo, mut hi) = (offset, offset);
-    for (&c, &n) in coefs.iter().zip(dims) {
-        let span = c as i128 * (n as i128 - 1);
+    for (c, n) in terms {
+        if n == 0 {
+            return None;
+        }
+        let span = i128::from(c) * (n - 1);
         if span < 0 {
             lo += span;
         } else {

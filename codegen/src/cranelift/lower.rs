@@ -494,35 +494,9 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok((self.b.use_var(idx), DType::I64))
     }
 
-    /// The dtype of `e` (the checks on operands happen while lowering).
+    /// The dtype of `e` (`ir`'s, as the verifier checked it).
     pub(super) fn dtype_of(&self, e: &Expr) -> Result<DType> {
-        Ok(match e {
-            Expr::Load { buf, .. } | Expr::Gather { buf, .. } => {
-                self.k
-                    .inputs
-                    .get(*buf)
-                    .ok_or_else(|| self.invalid(format!("no input buffer {buf}")))?
-                    .dtype
-            }
-            Expr::Const { dtype, .. } => *dtype,
-            Expr::Axis(_) => DType::I64,
-            Expr::Unary(UnaryFn::IsNaN, _) => DType::Bool,
-            Expr::Unary(_, x) => self.dtype_of(x)?,
-            Expr::Binary(f, a, _) => {
-                if f.is_comparison() {
-                    DType::Bool
-                } else {
-                    self.dtype_of(a)?
-                }
-            }
-            Expr::Select(_, a, _) => self.dtype_of(a)?,
-            Expr::Cast(d, _) => *d,
-            Expr::Acc => {
-                self.acc
-                    .ok_or_else(|| self.invalid("Acc outside an epilogue"))?
-                    .1
-            }
-        })
+        e.dtype(self.k, self.acc.as_ref().map(|a| a.1)).map_err(|err| self.invalid(err.to_string()))
     }
 
     /// Every nonzero coefficient must be on a live axis.
@@ -545,19 +519,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
     pub(super) fn range(&self, a: &Affine) -> Option<(i128, i128)> {
-        let (mut lo, mut hi) = (i128::from(a.offset), i128::from(a.offset));
-        for (&c, &n) in a.coefs.iter().zip(&self.extents[..self.live]) {
-            if n == 0 {
-                return None;
-            }
-            let span = i128::from(c) * i128::from(n - 1);
-            if span < 0 {
-                lo += span;
-            } else {
-                hi += span;
-            }
-        }
-        Some((lo, hi))
+        a.range(&self.extents[..self.live])
     }
 
     pub(super) fn affine(&mut self, a: &Affine) -> Result<Value> {
