@@ -523,16 +523,12 @@ impl<'g> Part<'g> {
         let mut splits = Splits::none(ext);
         for _ in 0..MAX_SPLITS {
             let shape = splits.shape(0..ext.len());
-            let hint = probes.iter().find_map(|p| {
-                let (strides, v) = match p {
-                    Probe::Value(v, strides) => (splits.strides(strides), Some(*v)),
-                    Probe::Node(_) => (splits.strides(&row_major(ext)), None),
-                };
-                let a = ViewMap { shape: shape.clone(), strides, offset: 0, guards: vec![], pad: 0.0 };
-                match (p, v) {
-                    (_, Some(v)) => self.split_hint(v, &a, 0),
-                    (Probe::Node(n), None) => self.atoms[*n].as_ref().and_then(|atom| self.node_split_hint(*n, atom, &a, 0)),
-                    _ => None,
+            let access = |strides: Vec<i64>| ViewMap { shape: shape.clone(), strides, offset: 0, guards: vec![], pad: 0.0 };
+            let hint = probes.iter().find_map(|p| match p {
+                Probe::Value(v, strides) => self.split_hint(*v, &access(splits.strides(strides)), 0),
+                Probe::Node(n) => {
+                    let atom = self.atoms[*n].as_ref()?;
+                    self.node_split_hint(*n, atom, &access(splits.strides(&row_major(ext))), 0)
                 }
             });
             match hint {
