@@ -65,6 +65,12 @@ pub struct BenchReport {
     pub compile_ms: f64,
     /// The first `Session::run` after `prepare`.
     pub first_run_ms: f64,
+    /// Backend `auto`: from the start of the load until the background compile had
+    /// swapped in its last kernel (the warm-up and the timed runs come after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgraded_after_ms: Option<f64>,
+    /// Backend `auto`: kernels whose LLVM code replaced Cranelift's before the timed runs.
+    pub upgraded_kernels: usize,
     pub median_ms: f64,
     pub p10_ms: f64,
     pub p90_ms: f64,
@@ -124,6 +130,8 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
 
     let inputs = random_inputs(session.model(), &shapes, options.seed)?;
     let first = timed_run(&mut session, &inputs)?;
+    let upgraded_kernels = session.wait_for_upgrades();
+    let upgraded_after = (upgraded_kernels > 0).then(|| start.elapsed());
 
     let mut warmup_runs = 0;
     let warmup_start = Instant::now();
@@ -164,6 +172,8 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         shapes: shapes.into_iter().collect(),
         compile_ms: ms(compile),
         first_run_ms: ms(first),
+        upgraded_after_ms: upgraded_after.map(ms),
+        upgraded_kernels,
         median_ms: quantile(&times, 0.5),
         p10_ms: quantile(&times, 0.1),
         p90_ms: quantile(&times, 0.9),
@@ -247,6 +257,9 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "model:     {} ({}, {} thread{plural}, {})", self.model, self.backend, self.threads, shapes.join(" "))?;
         writeln!(f, "compile:   {:.3} ms (load + prepare)", self.compile_ms)?;
         writeln!(f, "first run: {:.3} ms", self.first_run_ms)?;
+        if let Some(t) = self.upgraded_after_ms {
+            writeln!(f, "tiered:    {} kernels on LLVM code {t:.3} ms after the load began", self.upgraded_kernels)?;
+        }
         writeln!(
             f,
             "runs:      {} (after {} warm-up): median {:.3} ms, p10 {:.3}, p90 {:.3}, mean {:.3}, min {:.3}, max {:.3}",

