@@ -10,7 +10,7 @@
 //! model under `$ATOMC_MODELS` (inputs from `refs/<model>/` when there, else seeded
 //! random; max abs error / max |reference| <= 1e-4 like `tests/aot.rs`). A case the AOT
 //! path refuses (a host step, a kernel the code generator does not support) is counted
-//! and listed, not run; any other compile error, a nonzero run code or a wrong output
+//! and listed, not run (a failure for the models); any other compile error, a nonzero run code or a wrong output
 //! fails the test. Without the cross toolchain or qemu, or without the data, a test says
 //! so and passes, unless `ATOMC_REQUIRE_DATA=1`.
 
@@ -404,4 +404,5 @@ fn models_match_the_interpreter_on_aarch64() {
     let out = run_suite("models", cases, Tolerance::Relative);
     eprintln!("aarch64 models: {} of {total} match the interpreter", out.passed.len());
     report("models", &out);
+    assert!(out.refused.is_empty(), "every model must compile ahead of time (refusals listed above)");
 }
