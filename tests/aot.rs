@@ -198,7 +198,7 @@ fn aarch64_object_is_an_aarch64_elf() {
         assert_eq!(&built.object[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([built.object[18], built.object[19]]), 183, "e_machine is AArch64");
     }
-    let err = atomc::aot::ObjectBackend::resolve(Some("aarch64-unknown-linux-gnu"), Some("sm_90")).err().expect("a GPU is no AArch64 CPU");
+    let err = atomc::aot::ObjectBackend::resolve(Some("aarch64-unknown-linux-gnu"), Some("sm_90")).expect_err("a GPU is no AArch64 CPU");
     assert!(err.to_string().contains("neoverse-n1"), "{err}");
 }
 
@@ -224,7 +224,7 @@ fn foreign_target_needs_the_llvm_feature() {
 
 #[test]
 fn unknown_target_is_a_clear_error() {
-    let err = atomc::aot::ObjectBackend::resolve(Some("riscv64-unknown-linux-gnu"), None).err().expect("unknown triple");
+    let err = atomc::aot::ObjectBackend::resolve(Some("riscv64-unknown-linux-gnu"), None).expect_err("unknown triple");
     assert!(err.to_string().contains("x86_64-unknown-linux-gnu"), "{err}");
 }
 
