@@ -29,6 +29,14 @@ if [ ! -x "$LLVM_SYS_191_PREFIX/bin/llvm-config" ] || [ ! -e /usr/include/zstd.h
     apt-get update -qq && apt-get install -y -qq llvm-19-dev libpolly-19-dev libzstd-dev zlib1g-dev >/dev/null
 fi
 
+# The AArch64 cross toolchain and qemu for the aarch64 AOT tests (tests/aot_aarch64.rs).
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null \
+    || [ ! -e /usr/aarch64-linux-gnu/lib/libm.a ]; then
+    echo "== installing gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+        qemu-user >/dev/null
+fi
+
 # Python with venv support (Debian splits it out into python3-venv).
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     echo "== installing python3-venv"

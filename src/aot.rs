@@ -5,7 +5,11 @@
 //! decompose into atoms ([`decompose_strict`]), partition into kernels, plan the memory
 //! (`runtime::MemoryPlan`); then every weight a kernel reads is laid out in one blob
 //! (64-byte aligned, native endian) and `codegen::cranelift::compile_object` compiles the
-//! kernels and the step list into `<name>.o`. A model with a host step (an op that is not
+//! kernels and the step list into `<name>.o` for the host. With a `--target` triple
+//! (`x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu`, feature `llvm`) the
+//! schedules are chosen for that target's description (`targets::Target`: its vector
+//! width, caches and cores) and `codegen::llvm::compile_object` emits the object for it,
+//! with the same C API and header. A model with a host step (an op that is not
 //! decomposed into atoms) or a kernel the code generator cannot compile is refused: the
 //! object must run without atomc.
 
@@ -31,6 +35,125 @@ pub struct Options {
     /// The tuning records to schedule kernels with (`None`: the default database when it
     /// exists). The object runs on one thread: records at 1 thread apply.
     pub db: Option<PathBuf>,
+    /// The target triple (`None`: the host, with Cranelift); any other than the host's
+    /// needs the LLVM backend (feature `llvm`).
+    pub target: Option<String>,
+    /// The CPU within the target: a `targets::Target` name of that architecture
+    /// (`aarch64`, `neoverse-n1`) or `host` (default: the host when the target is the
+    /// host's architecture, else the generic `aarch64`).
+    pub cpu: Option<String>,
+}
+
+/// The triples `--target` accepts.
+pub const TRIPLES: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
+/// The code generator of an object and the machine it is for.
+#[derive(Clone, Debug)]
+pub enum ObjectBackend {
+    /// Cranelift, for the host.
+    Cranelift,
+    /// LLVM, for `llvm` (the triple, LLVM CPU name and features of `target`).
+    #[cfg(feature = "llvm")]
+    Llvm { target: Box<targets::Target>, llvm: codegen::llvm::HostTarget },
+}
+
+impl ObjectBackend {
+    /// The backend and target for `triple` and `cpu` (see [`Options`]).
+    pub fn resolve(triple: Option<&str>, cpu: Option<&str>) -> Result<ObjectBackend, Error> {
+        let host_triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let Some(triple) = triple else {
+            return match cpu {
+                None => Ok(ObjectBackend::Cranelift),
+                Some(_) => Err(Error::Target("--cpu needs --target".into())),
+            };
+        };
+        if !TRIPLES.contains(&triple) {
+            return Err(Error::Target(format!("unknown target '{triple}' (supported: {})", TRIPLES.join(", "))));
+        }
+        #[cfg(not(feature = "llvm"))]
+        {
+            if triple == host_triple && cpu.is_none_or(|c| c == "host") {
+                Ok(ObjectBackend::Cranelift)
+            } else {
+                Err(Error::Target(format!(
+                    "compiling for {triple}{} needs the LLVM backend: build atomc with `--features llvm`",
+                    cpu.map(|c| format!(" ({c})")).unwrap_or_default()
+                )))
+            }
+        }
+        #[cfg(feature = "llvm")]
+        {
+            llvm_target(triple, cpu, &host_triple)
+        }
+    }
+
+    /// The planner whose schedules suit this backend's target (one thread).
+    pub fn planner(&self) -> search::Planner {
+        match self {
+            ObjectBackend::Cranelift => search::Planner::host_cranelift(1),
+            #[cfg(feature = "llvm")]
+            ObjectBackend::Llvm { target, .. } => search::Planner::new((**target).clone(), 1),
+        }
+    }
+
+    /// The triple and CPU the object is for, and the code generator's name.
+    pub fn describe(&self) -> (String, String, &'static str) {
+        match self {
+            ObjectBackend::Cranelift => {
+                let t = targets::Target::host();
+                (t.triple, t.cpu_model, "cranelift")
+            }
+            #[cfg(feature = "llvm")]
+            ObjectBackend::Llvm { llvm, .. } => (llvm.triple.clone(), llvm.cpu.clone(), "llvm"),
+        }
+    }
+}
+
+/// The LLVM backend for `triple` (one of [`TRIPLES`]) and `cpu`.
+#[cfg(feature = "llvm")]
+fn llvm_target(triple: &str, cpu: Option<&str>, host_triple: &str) -> Result<ObjectBackend, Error> {
+    use codegen::llvm::HostTarget;
+    let arch = triple.split('-').next().unwrap_or_default();
+    let native = triple == host_triple;
+    let host = || -> Result<ObjectBackend, Error> {
+        let llvm = HostTarget::detect().map_err(|e| Error::Target(format!("LLVM does not support this host: {e}")))?;
+        let bits = 32 * u32::try_from(llvm.f32_lanes()).unwrap_or(4);
+        let mut target = targets::Target::host().with_vector_bits(bits);
+        target.triple = triple.to_string();
+        Ok(ObjectBackend::Llvm { target: Box::new(target), llvm: llvm.clone() })
+    };
+    let named = |name: &str| -> Result<ObjectBackend, Error> {
+        let known: Vec<&str> = targets::Target::NAMES
+            .iter()
+            .copied()
+            .filter(|n| targets::Target::named(n).is_some_and(|t| *n != "host" && t.triple == triple))
+            .collect();
+        let target = targets::Target::named(name).filter(|t| name != "host" && t.triple == triple).ok_or_else(|| {
+            let host = if native { "host, " } else { "" };
+            Error::Target(format!("unknown CPU '{name}' for {triple} (known: {host}{})", known.join(", ")))
+        })?;
+        let mut features = vec!["+neon".to_string(), "+fp-armv8".to_string()];
+        for f in &target.features {
+            let llvm = match f.as_str() {
+                "fp16" => "fullfp16",
+                "dotprod" | "lse" | "rcpc" => f.as_str(),
+                _ => continue,
+            };
+            features.push(format!("+{llvm}"));
+        }
+        let cpu = if name == "aarch64" { "generic" } else { name };
+        let llvm = HostTarget { triple: triple.to_string(), cpu: cpu.to_string(), features: features.join(",") };
+        Ok(ObjectBackend::Llvm { target: Box::new(target), llvm })
+    };
+    match (arch, cpu) {
+        (_, Some("host")) | (_, None) if native => host(),
+        (_, Some("host")) => Err(Error::Target(format!("--cpu host: this host is not {triple}"))),
+        ("aarch64", None) => named("aarch64"),
+        ("aarch64", Some(name)) => named(name),
+        _ => Err(Error::Target(format!(
+            "{triple} objects are compiled for this host's CPU only, and this host is {host_triple}"
+        ))),
+    }
 }
 
 /// What `compile` wrote.
@@ -49,6 +172,10 @@ pub struct Artifacts {
     pub tuned_kernels: usize,
     /// Lines of the tuning records that were skipped (`file:line: why`).
     pub records_warnings: Vec<String>,
+    /// The triple and CPU the object is for, and the code generator (`cranelift`, `llvm`).
+    pub target: String,
+    pub cpu: String,
+    pub backend: &'static str,
 }
 
 /// Errors of ahead-of-time compilation.
@@ -73,6 +200,8 @@ pub enum Error {
     HostStep { node: String, op: String },
     #[error("value '{0}' has no static type after specialization")]
     Untyped(String),
+    #[error("{0}")]
+    Target(String),
     #[error("'{0}' is not a C identifier (letters, digits and '_', not starting with a digit)")]
     BadName(String),
     #[error("{what} '{path}': {source}")]
@@ -114,9 +243,10 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
     if !is_c_identifier(&name) {
         return Err(Error::BadName(name));
     }
+    let backend = ObjectBackend::resolve(opts.target.as_deref(), opts.cpu.as_deref())?;
     let model = ir::onnx::import_file(path)?;
-    let planner = crate::tuning::planner(opts.db.as_deref(), 1).map_err(crate::session::Error::from)?;
-    let built = build_planned(&model.graph, &name, &opts.shapes, &planner)?;
+    let planner = crate::tuning::with_db(backend.planner(), opts.db.as_deref()).map_err(crate::session::Error::from)?;
+    let built = build_for(&model.graph, &name, &opts.shapes, &planner, &backend)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         what: "cannot create",
         path: out_dir.to_path_buf(),
@@ -142,8 +272,12 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
             "shape": t.shape,
         })
     };
+    let (triple, cpu, codegen) = backend.describe();
     let j = serde_json::json!({
         "name": name,
+        "target": &triple,
+        "cpu": &cpu,
+        "backend": codegen,
         "model": path.display().to_string(),
         "object": format!("{name}.o"),
         "header": format!("{name}.h"),
@@ -169,6 +303,9 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
         outputs: built.program.outputs,
         tuned_kernels: built.tuned_kernels,
         records_warnings: crate::tuning::warnings(&planner).to_vec(),
+        target: triple,
+        cpu,
+        backend: codegen,
     })
 }
 
@@ -187,9 +324,21 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
     build_planned(graph, name, shapes, &search::Planner::host_cranelift(1))
 }
 
-/// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`, each
-/// kernel with the schedule `planner` picks.
+/// Specializes `graph` to `shapes` and compiles it with Cranelift into an object for the
+/// host exporting `name_*`, each kernel with the schedule `planner` picks.
 pub fn build_planned(graph: &Graph, name: &str, shapes: &InputShapes, planner: &search::Planner) -> Result<Built, Error> {
+    build_for(graph, name, shapes, planner, &ObjectBackend::Cranelift)
+}
+
+/// [`build_planned`] with the code generator and target of `backend` (`planner` should be
+/// [`ObjectBackend::planner`]'s, possibly with records).
+pub fn build_for(
+    graph: &Graph,
+    name: &str,
+    shapes: &InputShapes,
+    planner: &search::Planner,
+    backend: &ObjectBackend,
+) -> Result<Built, Error> {
     let mut full = InputShapes::new();
     for given in shapes.keys() {
         if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
@@ -295,7 +444,13 @@ pub fn build_planned(graph: &Graph, name: &str, shapes: &InputShapes, planner: &
         outputs,
     };
     let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
-    let object = compile_object(name, &kernels, &schedules, &program, &weights)?;
+    let object = match backend {
+        ObjectBackend::Cranelift => compile_object(name, &kernels, &schedules, &program, &weights)?,
+        #[cfg(feature = "llvm")]
+        ObjectBackend::Llvm { llvm, .. } => {
+            codegen::llvm::compile_object(name, &kernels, &schedules, &program, &weights, llvm)?
+        }
+    };
     Ok(Built {
         object,
         program,

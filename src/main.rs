@@ -163,6 +163,15 @@ enum Command {
         /// when it exists).
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
+        /// Compile for this target triple with the LLVM backend (feature `llvm`):
+        /// `x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu`. Without it the object
+        /// is for the host, compiled by Cranelift.
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+        /// The CPU within `--target`: `host`, or a target of that architecture from
+        /// `atomc targets` (AArch64: `aarch64` (default, any ARMv8-A), `neoverse-n1`).
+        #[arg(long, value_name = "NAME", requires = "target")]
+        cpu: Option<String>,
     },
     /// List the targets atomc knows (this host and static descriptions), one line each.
     Targets {
@@ -204,7 +213,9 @@ fn main() -> std::process::ExitCode {
         Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
             tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
         }
-        Command::Compile { model, out_dir, shapes, name, db } => compile(&model, &out_dir, &shapes, name, db),
+        Command::Compile { model, out_dir, shapes, name, db, target, cpu } => {
+            compile(&model, &out_dir, &shapes, atomc::aot::Options { name, shapes: Default::default(), db, target, cpu })
+        }
         Command::Targets { calibrate } => list_targets(calibrate),
     };
     match result {
@@ -505,8 +516,8 @@ fn bench(
     Ok(())
 }
 
-fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>, db: Option<PathBuf>) -> Result<()> {
-    let opts = atomc::aot::Options { name, shapes: parse_shapes(shape_specs)?, db };
+fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], opts: atomc::aot::Options) -> Result<()> {
+    let opts = atomc::aot::Options { shapes: parse_shapes(shape_specs)?, ..opts };
     let a = atomc::aot::compile(path, out_dir, &opts).with_context(|| format!("cannot compile '{}'", path.display()))?;
     print_records_warnings(&a.records_warnings);
     let fmt = |ts: &[codegen::cranelift::TensorDesc]| {
@@ -519,7 +530,8 @@ fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[Str
     if a.tuned_kernels > 0 {
         println!("  {} of {} kernels scheduled from tuning records", a.tuned_kernels, a.kernels);
     }
-    println!("  link: cc main.c {} -lm", a.object.display());
+    let cc = if a.target.starts_with("aarch64") && !cfg!(target_arch = "aarch64") { "aarch64-linux-gnu-gcc" } else { "cc" };
+    println!("  {} object for {} ({}); link: {cc} main.c {} -lm", a.backend, a.target, a.cpu, a.object.display());
     Ok(())
 }
 

@@ -15,7 +15,11 @@ pub fn planner(db: Option<&Path>, threads: usize) -> Result<Planner, Error> {
 
 /// [`planner`] for the host as `codegen` sees it (its vector width).
 pub fn planner_for(codegen: runtime::CodeGen, db: Option<&Path>, threads: usize) -> Result<Planner, Error> {
-    let planner = codegen.planner(threads);
+    with_db(codegen.planner(threads), db)
+}
+
+/// `planner` with the records of `db` (or of the default database when it exists).
+pub fn with_db(planner: Planner, db: Option<&Path>) -> Result<Planner, Error> {
     let db = match db {
         Some(p) => Some(Db::open(p)),
         None => Db::default_existing(),

@@ -6,6 +6,9 @@
 //! `examples/mlp.onnx` always runs; the zoo models come from `$ATOMC_MODELS/zoo/` and are
 //! skipped (with a printed reason) when `ATOMC_MODELS` is unset, unless
 //! `ATOMC_REQUIRE_DATA=1`. A missing C compiler fails the test with a hint to install one.
+//! With feature `llvm` the zoo models are also compiled by LLVM (`--target
+//! x86_64-unknown-linux-gnu`, on an x86-64 host); AArch64 objects are run under qemu by
+//! `tests/aot_aarch64.rs`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -59,11 +62,11 @@ fn out_dir(name: &str) -> PathBuf {
 
 /// Compiles `model` with `atomc compile`, runs it through the C driver and compares it
 /// with the interpreter.
-fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)]) {
+fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], extra: &[&str]) {
     let cc = cc();
     let dir = out_dir(name);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomc"));
-    cmd.arg("compile").arg(model).arg("-o").arg(&dir).args(["--name", name]);
+    cmd.arg("compile").arg(model).arg("-o").arg(&dir).args(["--name", name]).args(extra);
     for (input, dims) in shapes {
         let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
         cmd.arg("--shape").arg(format!("{input}={}", dims.join("x")));
@@ -137,21 +140,92 @@ fn zoo_model(file: &str) -> Option<PathBuf> {
 #[test]
 fn mlp_links_with_a_c_driver_and_matches_the_interpreter() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
-    check(&model, "mlp", &[("x", vec![3, 64])]);
+    check(&model, "mlp", &[("x", vec![3, 64])], &[]);
 }
 
 #[test]
 fn resnet_style_links_and_matches() {
     if let Some(model) = zoo_model("resnet_style.onnx") {
-        check(&model, "resnet_style", &[]);
+        check(&model, "resnet_style", &[], &[]);
     }
 }
 
 #[test]
 fn transformer_encoder_links_and_matches() {
     if let Some(model) = zoo_model("transformer_encoder.onnx") {
-        check(&model, "transformer_encoder", &[]);
+        check(&model, "transformer_encoder", &[], &[]);
     }
+}
+
+/// The LLVM object for x86-64 (this host's CPU), where the host is x86-64.
+#[cfg(feature = "llvm")]
+const LLVM_X86_64: &[&str] = &["--target", "x86_64-unknown-linux-gnu"];
+
+#[cfg(feature = "llvm")]
+#[test]
+fn mlp_llvm_x86_64_links_and_matches() {
+    if cfg!(target_arch = "x86_64") {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+        check(&model, "mlp_llvm", &[("x", vec![3, 64])], LLVM_X86_64);
+    }
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn resnet_style_llvm_x86_64_links_and_matches() {
+    if let Some(model) = zoo_model("resnet_style.onnx").filter(|_| cfg!(target_arch = "x86_64")) {
+        check(&model, "resnet_style_llvm", &[], LLVM_X86_64);
+    }
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn transformer_encoder_llvm_x86_64_links_and_matches() {
+    if let Some(model) = zoo_model("transformer_encoder.onnx").filter(|_| cfg!(target_arch = "x86_64")) {
+        check(&model, "transformer_encoder_llvm", &[], LLVM_X86_64);
+    }
+}
+
+/// An AArch64 object is an AArch64 ELF file (e_machine 183), whatever the host.
+#[cfg(feature = "llvm")]
+#[test]
+fn aarch64_object_is_an_aarch64_elf() {
+    let g = ir::text::parse("graph {\n  input %x: f32[4,64]\n  %y = Tanh@13 \"t\" (%x)\n  output %y\n}\n").unwrap();
+    let shapes = InputShapes::new();
+    for cpu in [None, Some("neoverse-n1")] {
+        let backend = atomc::aot::ObjectBackend::resolve(Some("aarch64-unknown-linux-gnu"), cpu).expect("aarch64 target");
+        let built = atomc::aot::build_for(&g, "m", &shapes, &backend.planner(), &backend).expect("compiles");
+        assert_eq!(&built.object[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([built.object[18], built.object[19]]), 183, "e_machine is AArch64");
+    }
+    let err = atomc::aot::ObjectBackend::resolve(Some("aarch64-unknown-linux-gnu"), Some("sm_90")).expect_err("a GPU is no AArch64 CPU");
+    assert!(err.to_string().contains("neoverse-n1"), "{err}");
+}
+
+/// Without the LLVM backend a foreign target is a clear error.
+#[cfg(not(feature = "llvm"))]
+#[test]
+fn foreign_target_needs_the_llvm_feature() {
+    let foreign = if cfg!(target_arch = "aarch64") { "x86_64-unknown-linux-gnu" } else { "aarch64-unknown-linux-gnu" };
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+    let dir = out_dir("foreign");
+    let out = Command::new(env!("CARGO_BIN_EXE_atomc"))
+        .arg("compile")
+        .arg(&model)
+        .arg("-o")
+        .arg(&dir)
+        .args(["--shape", "x=2x64", "--target", foreign])
+        .output()
+        .expect("atomc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--features llvm") && err.contains(foreign), "{err}");
+}
+
+#[test]
+fn unknown_target_is_a_clear_error() {
+    let err = atomc::aot::ObjectBackend::resolve(Some("riscv64-unknown-linux-gnu"), None).expect_err("unknown triple");
+    assert!(err.to_string().contains("x86_64-unknown-linux-gnu"), "{err}");
 }
 
 #[test]

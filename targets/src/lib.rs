@@ -105,7 +105,8 @@ impl Target {
         }
     }
 
-    /// A static description by name: `host`, `neoverse-n1` (an AArch64 Neoverse-N1-class
+    /// A static description by name: `host`, `aarch64` (any ARMv8-A core with NEON),
+    /// `neoverse-n1` (an AArch64 Neoverse-N1-class
     /// core, e.g. AWS Graviton2), `sm_80` (NVIDIA A100) or `sm_90` (NVIDIA H100).
     pub fn named(name: &str) -> Option<Target> {
         match name {
@@ -127,6 +128,24 @@ impl Target {
                 bandwidth_gbs: 150.0,
                 calibration: None,
             }),
+            // Any ARMv8-A core: NEON only, a modest cache hierarchy (Cortex-A72 class).
+            "aarch64" => Some(Target {
+                name: "aarch64".into(),
+                triple: "aarch64-unknown-linux-gnu".into(),
+                cpu_model: "generic ARMv8-A".into(),
+                features: vec!["neon".into()],
+                vector_bits: 128,
+                isa_vector_bits: 128,
+                vector_registers: 32,
+                l1_bytes: 32 << 10,
+                l2_bytes: 1 << 20,
+                l3_bytes: 0,
+                cores: 4,
+                ghz: 2.0,
+                fma_units: 2,
+                bandwidth_gbs: 20.0,
+                calibration: None,
+            }),
             // A100: 64 f32 lanes per SM (19.5 TFLOP/s); H100: 128 (67 TFLOP/s).
             "sm_80" => Some(Target::nvptx("sm_80", "NVIDIA A100 (SXM4 80GB)", 108, 1.41, 2, 192 << 10, 40 << 20, 2039.0)),
             "sm_90" => Some(Target::nvptx("sm_90", "NVIDIA H100 (SXM5)", 132, 1.98, 4, 256 << 10, 50 << 20, 3350.0)),
@@ -135,7 +154,7 @@ impl Target {
     }
 
     /// The names [`Target::named`] knows.
-    pub const NAMES: &'static [&'static str] = &["host", "neoverse-n1", "sm_80", "sm_90"];
+    pub const NAMES: &'static [&'static str] = &["host", "aarch64", "neoverse-n1", "sm_80", "sm_90"];
 
     /// An NVPTX GPU: a "core" is a streaming multiprocessor, a 1024-bit vector a warp of
     /// 32 f32 lanes and an FMA unit one warp-wide FMA per cycle (`fma_units` x 32 f32 lanes

@@ -38,7 +38,7 @@ mod vmath;
 pub use vmath::has as is_polynomial;
 #[cfg(test)]
 mod vmath_tests;
-mod object;
+pub(crate) mod object;
 
 pub use object::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
 mod nest;

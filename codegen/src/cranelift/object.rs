@@ -129,7 +129,7 @@ pub fn compile_object(
     if schedules.len() != kernels.len() {
         return Err(bad(format!("{} schedules for {} kernels", schedules.len(), kernels.len())));
     }
-    check(program, kernels, weights.len()).map_err(bad)?;
+    check_program(program, kernels, weights.len()).map_err(bad)?;
     let mut flags = settings::builder();
     for (flag, value) in [("opt_level", "speed"), ("is_pic", "true")] {
         flags
@@ -196,8 +196,9 @@ fn c_name(helper: &'static str) -> Option<&'static str> {
     }
 }
 
-/// Checks every index and range of `program` against the kernels and sizes.
-fn check(p: &Program, kernels: &[Kernel], weight_bytes: usize) -> std::result::Result<(), String> {
+/// Checks every index and range of `program` against the kernels and sizes (also used by
+/// the LLVM backend's objects).
+pub(crate) fn check_program(p: &Program, kernels: &[Kernel], weight_bytes: usize) -> std::result::Result<(), String> {
     let in_range = |r: BufferRef, bytes: usize| -> std::result::Result<(), String> {
         let fits = |off: usize, size: usize| off.checked_add(bytes).is_some_and(|end| end <= size);
         let ok = match r {

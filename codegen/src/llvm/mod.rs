@@ -20,6 +20,7 @@
 mod ffi;
 mod lower;
 mod nest;
+mod object;
 mod vmath;
 #[cfg(test)]
 mod tests;
@@ -35,12 +36,15 @@ use ir::schedule::Schedule;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+pub use object::compile_object;
 pub use vmath::has as is_polynomial;
 
 /// The name of the kernel function in its module.
 const FUNCTION: &str = "atomc_kernel";
 
-/// What the code is compiled for: the host, as LLVM detects it.
+/// What the code is compiled for, in LLVM's terms: the host as LLVM detects it
+/// ([`HostTarget::detect`]), or another CPU for ahead-of-time compilation
+/// ([`compile_object`]).
 #[derive(Clone, Debug)]
 pub struct HostTarget {
     pub triple: String,
@@ -125,31 +129,56 @@ pub(crate) struct Module {
     pub fma: bool,
 }
 
-/// Lowers `k` (verified) with schedule `s` (validated here) to an LLVM IR module for `host`.
-pub(crate) fn lower_module(k: &Kernel, s: &Schedule, host: &HostTarget, data_layout: &str) -> Result<Module, Error> {
+/// The LLVM IR of kernel `k` under schedule `s` as one function, before it is placed in a
+/// module: the body, the declarations it needs, and the lanes of its vector loop.
+pub(crate) struct Function {
+    pub body: String,
+    pub decls: std::collections::BTreeSet<String>,
+    pub vectorized: bool,
+    pub fma: bool,
+    pub lanes: i64,
+}
+
+impl Function {
+    /// The attribute group of the function for `target`: its CPU, features and vector width.
+    pub fn attributes(&self, target: &HostTarget) -> String {
+        let width = (self.lanes.max(4) * 32).to_string();
+        format!(
+            "nounwind \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" \"prefer-vector-width\"=\"{width}\" \"min-legal-vector-width\"=\"{width}\"",
+            target.cpu, target.features
+        )
+    }
+}
+
+/// The branch-weight metadata the bodies refer to as `!0` (cold error paths).
+pub(crate) const METADATA: &str = "!0 = !{!\"branch_weights\", i32 1, i32 2000}";
+
+/// The signature of a kernel function after `define i32 @NAME`.
+pub(crate) const PARAMS: &str = "(ptr noalias nocapture readonly %buffers, i64 %begin, i64 %end)";
+
+/// Lowers `k` (verified) with schedule `s` (validated here) to one function for `target`.
+pub(crate) fn lower_function(k: &Kernel, s: &Schedule, target: &HostTarget) -> Result<Function, Error> {
     s.validate(k).map_err(|e| Error::InvalidKernel { kernel: k.name.clone(), msg: e.to_string() })?;
-    let mut l = lower::Lower::new(k, 1, host.has_fma());
+    let mut l = lower::Lower::new(k, 1, target.has_fma());
     l.kernel(s)?;
     let (vectorized, fma, lanes) = (l.vectorized, l.used_fma, l.vector_lanes);
     let (body, decls) = l.finish();
+    Ok(Function { body, decls, vectorized, fma, lanes })
+}
+
+/// Lowers `k` (verified) with schedule `s` (validated here) to an LLVM IR module for `host`.
+pub(crate) fn lower_module(k: &Kernel, s: &Schedule, host: &HostTarget, data_layout: &str) -> Result<Module, Error> {
+    let f = lower_function(k, s, host)?;
     let mut text = String::new();
     let _ = writeln!(text, "target datalayout = \"{data_layout}\"");
     let _ = writeln!(text, "target triple = \"{}\"", host.triple);
-    let _ = writeln!(
-        text,
-        "define i32 @{FUNCTION}(ptr noalias nocapture readonly %buffers, i64 %begin, i64 %end) #0 {{\n{body}}}"
-    );
-    for d in decls {
+    let _ = writeln!(text, "define i32 @{FUNCTION}{PARAMS} #0 {{\n{}}}", f.body);
+    for d in &f.decls {
         let _ = writeln!(text, "{d}");
     }
-    let width = (lanes.max(4) * 32).to_string();
-    let _ = writeln!(
-        text,
-        "attributes #0 = {{ nounwind \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" \"prefer-vector-width\"=\"{width}\" \"min-legal-vector-width\"=\"{width}\" }}",
-        host.cpu, host.features
-    );
-    let _ = writeln!(text, "!0 = !{{!\"branch_weights\", i32 1, i32 2000}}");
-    Ok(Module { text, vectorized, fma })
+    let _ = writeln!(text, "attributes #0 = {{ {} }}", f.attributes(host));
+    let _ = writeln!(text, "{METADATA}");
+    Ok(Module { text, vectorized: f.vectorized, fma: f.fma })
 }
 
 impl LlvmKernel {
