@@ -190,7 +190,12 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let n_vec = extent(vec_axis);
     let width = cols * lanes;
     let col_groups: Vec<(usize, f64, usize)> = if vec_axis.is_some() {
-        vec![(n_vec / width, cols as f64, lanes), ((n_vec % width) / lanes, 1.0, lanes), (n_vec % lanes, 1.0, 1)]
+        if crate::masks_tails(t) {
+            let rest = n_vec % width;
+            vec![(n_vec / width, cols as f64, lanes), (usize::from(rest > 0), rest.div_ceil(lanes) as f64, lanes)]
+        } else {
+            vec![(n_vec / width, cols as f64, lanes), ((n_vec % width) / lanes, 1.0, lanes), (n_vec % lanes, 1.0, 1)]
+        }
     } else {
         vec![(1, 1.0, 1)]
     };

@@ -61,14 +61,14 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
         return Schedule::naive();
     }
     let mut steps = Vec::new();
-    let lanes = (t.vector_bits / 32).max(1) as usize;
     let last = r - 1;
+    let lanes = vector_lanes(t, k.out_shape[last]);
     let f32_only = k.output.dtype == DType::F32
         && k.inputs.iter().all(|b| b.dtype == DType::F32)
         && !matches!(reduce, Some(ReduceFn::ArgMax | ReduceFn::ArgMin))
         && plain_f32(body)
         && plain_f32(epilogue);
-    let vec_axis = (lanes > 1 && f32_only && k.store.coefs.get(last) == Some(&1) && k.out_shape[last] >= lanes).then_some(last);
+    let vec_axis = (lanes > 1 && f32_only && k.store.coefs.get(last) == Some(&1) && vectorizes(t, k.out_shape[last], lanes)).then_some(last);
     if let Some(axis) = vec_axis {
         steps.push(ScheduleStep::Vectorize { axis, lanes });
     }
@@ -97,7 +97,7 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
             steps.push(ScheduleStep::RegisterBlock { axis, factor });
         }
         if let Some(axis) = vec_axis {
-            let factor = (k.out_shape[axis] / lanes).clamp(1, NR);
+            let factor = vectors(t, k.out_shape[axis], lanes).clamp(1, NR);
             if factor > 1 {
                 steps.push(ScheduleStep::Unroll { axis, factor });
             }
@@ -128,6 +128,40 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
         return packed;
     }
     plain
+}
+
+/// Whether the backend that runs on `t` runs the partial vector at the end of the vector
+/// axis with its missing lanes masked (and the whole axis when it is shorter than a
+/// vector): the LLVM backend, the one whose vectors are wider than Cranelift's 128 bits.
+/// Cranelift runs those points on scalars.
+pub fn masks_tails(t: &Target) -> bool {
+    t.vector_bits > 128
+}
+
+/// The fewest points of an axis that runs on vectors with masked tails.
+const MIN_MASKED_EXTENT: usize = 4;
+
+/// The f32 lanes of the vectors along an output axis of `extent` points on `t`: the
+/// target's; with masked tails, halved while half a vector still holds the whole axis (down
+/// to 4 lanes), so that a 7-wide axis runs on one vector of 8 lanes rather than on scalars.
+pub fn vector_lanes(t: &Target, extent: usize) -> usize {
+    let mut lanes = (t.vector_bits / 32).max(1) as usize;
+    while masks_tails(t) && lanes > MIN_MASKED_EXTENT && lanes / 2 >= extent {
+        lanes /= 2;
+    }
+    lanes
+}
+
+/// Whether an axis of `extent` points may run on vectors of `lanes` on `t`: at least one
+/// whole vector, or with masked tails at least [`MIN_MASKED_EXTENT`] points.
+pub fn vectorizes(t: &Target, extent: usize, lanes: usize) -> bool {
+    extent >= lanes || (masks_tails(t) && extent >= MIN_MASKED_EXTENT)
+}
+
+/// Vectors of `lanes` along an axis of `extent` points: whole ones, and with masked tails
+/// the partial one too.
+pub fn vectors(t: &Target, extent: usize, lanes: usize) -> usize {
+    if masks_tails(t) { extent.div_ceil(lanes.max(1)) } else { extent / lanes.max(1) }
 }
 
 /// The fewest rows (along the register-blocked axis) that a packed cache block must serve

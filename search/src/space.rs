@@ -127,6 +127,10 @@ pub struct Space {
     block_axes: Vec<usize>,
     /// The most leading axes `parallel` may take.
     max_parallel: usize,
+    /// Vector registers a micro-tile may use.
+    registers: usize,
+    /// Whether the backend masks the partial vector ([`crate::masks_tails`]).
+    masked: bool,
     /// The kernel and target, for contractions that may pack an operand (`Point::pack`).
     packable: Option<Box<(Kernel, Target)>>,
 }
@@ -137,8 +141,21 @@ impl Space {
     pub fn of(k: &Kernel, t: &Target) -> Space {
         let class = classify(k);
         let r = k.out_shape.len();
-        let lanes = (t.vector_bits / 32).max(1) as usize;
-        let mut space = Space { class, out_shape: k.out_shape.clone(), lanes, vec_axis: None, block_axes: Vec::new(), max_parallel: 0, packable: None };
+        let lanes = k.out_shape.last().map_or(1, |&n| crate::vector_lanes(t, n));
+        let masked = crate::masks_tails(t);
+        // Cranelift allocates 16 vector registers; LLVM every one the target has.
+        let registers = if masked && t.vector_registers > 0 { t.vector_registers as usize } else { VECTOR_REGISTERS };
+        let mut space = Space {
+            class,
+            out_shape: k.out_shape.clone(),
+            lanes,
+            vec_axis: None,
+            block_axes: Vec::new(),
+            max_parallel: 0,
+            registers,
+            masked,
+            packable: None,
+        };
         if class == KernelClass::Fixed {
             return space;
         }
@@ -147,7 +164,7 @@ impl Space {
             && class != KernelClass::Gather
             && is_plain_f32(k)
             && k.store.coefs.get(last) == Some(&1)
-            && k.out_shape[last] >= lanes)
+            && crate::vectorizes(t, k.out_shape[last], lanes))
             .then_some(last);
         space.max_parallel = space.vec_axis.unwrap_or(last).min(last);
         if class == KernelClass::Contraction
@@ -190,7 +207,7 @@ impl Space {
                 for &block in &blocks {
                     for unroll in 1..=self.max_unroll(vectorize) {
                         let rows = block.map_or(1, |b| b.1);
-                        if vectorize && rows * unroll + unroll + 1 > VECTOR_REGISTERS {
+                        if vectorize && rows * unroll + unroll + 1 > self.registers {
                             continue;
                         }
                         let plain = Point { parallel, vectorize, block, unroll, pack: false };
@@ -211,7 +228,9 @@ impl Space {
             return 1;
         };
         let most = if self.class == KernelClass::Contraction { MAX_COLS } else { MAX_COLS_OTHER };
-        (self.out_shape[v] / self.lanes).clamp(1, most)
+        let n = self.out_shape[v];
+        let vectors = if self.masked { n.div_ceil(self.lanes) } else { n / self.lanes };
+        vectors.clamp(1, most)
     }
 
     /// Every candidate schedule (see [`Space::points`]).

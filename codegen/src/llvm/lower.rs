@@ -1,5 +1,6 @@
 //! Lowering expressions to LLVM IR (text form, parsed by LLVM): loads (guarded, gathered,
-//! on vectors of the schedule's lanes with a per-lane fallback at the borders), the
+//! on vectors of the schedule's lanes, masked at the borders and at the partial vector
+//! that ends the vector axis), the
 //! elementwise functions, casts and the reduction combine. The loop nest that a schedule
 //! shapes is in [`super::nest`]. Loop counters and accumulators live in `alloca`s that
 //! LLVM's `mem2reg`/SROA turn into registers; loads whose index range over the iteration
@@ -55,6 +56,10 @@ pub(super) struct Lower<'a> {
     pub(super) lanes: i64,
     /// The lanes of the vector loop (the schedule's `Vectorize`).
     pub(super) vector_lanes: i64,
+    /// Of the current `lanes`, how many are points of the output: fewer in the partial
+    /// vector at the end of the vector axis, whose other lanes are neither read nor stored
+    /// (they hold zeros).
+    pub(super) valid: i64,
     /// The vectorized output axis, when the kernel runs on vectors.
     pub(super) vec_axis: Option<usize>,
     /// Whether a vector loop was emitted.
@@ -68,6 +73,10 @@ pub(super) struct Lower<'a> {
     pub(super) cache: HashMap<LoadKey, Val>,
     pub(super) cache_on: bool,
 }
+
+/// The largest stride along the vector axis that a vector load reads as one wide load and
+/// a shuffle (beyond it, one scalar load per lane).
+const MAX_SHUFFLED_STRIDE: i64 = 4;
 
 /// The LLVM scalar type of a dtype in registers (bool is `i1`).
 fn scalar(d: DType) -> Option<&'static str> {
@@ -116,6 +125,7 @@ impl<'a> Lower<'a> {
             err_blocks: Vec::new(),
             lanes: 1,
             vector_lanes,
+            valid: 1,
             vec_axis: None,
             vectorized: false,
             fma,
@@ -258,7 +268,7 @@ impl<'a> Lower<'a> {
 
     /// Whether the point computation can run on vectors along output axis `axis`: every
     /// value is f32, the functions have vector forms, and the output is contiguous along
-    /// it. Loads may be guarded or strided along it (the border lanes fall back to scalars).
+    /// it. Loads may be guarded or strided along it (the border lanes are masked).
     pub(super) fn vectorizable(&self, axis: usize, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> bool {
         if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis) != Some(&1) {
             return false;
@@ -604,11 +614,67 @@ impl<'a> Lower<'a> {
         })
     }
 
+    /// The constant mask of the valid lanes of a partial vector (`None` for a full one).
+    pub(super) fn valid_mask(&self) -> Option<String> {
+        (self.valid < self.lanes).then(|| {
+            let items: Vec<&str> = (0..self.lanes).map(|l| if l < self.valid { "i1 true" } else { "i1 false" }).collect();
+            format!("<{}>", items.join(", "))
+        })
+    }
+
+    /// `<lanes x i64>` of `x + lane * step` for every lane (`x` an i64).
+    fn lane_affine(&mut self, x: &str, step: i64) -> String {
+        let n = self.lanes;
+        let base = self.splat_scalar(x, "i64");
+        if step == 0 {
+            return base;
+        }
+        let items: Vec<String> = (0..n).map(|l| format!("i64 {}", l * step)).collect();
+        self.ins(format!("add <{n} x i64> {base}, <{}>", items.join(", ")))
+    }
+
+    /// `a and b` of two optional masks of the current lanes (`None`: every lane).
+    fn and_mask(&mut self, a: Option<String>, b: Option<String>) -> Option<String> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let ty = self.shaped("i1");
+                Some(self.ins(format!("and {ty} {a}, {b}")))
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The lanes (a `<lanes x i1>`, `None` when all) whose guards hold, from the current
+    /// point (lane 0) along the vector axis `v`.
+    fn guard_mask(&mut self, guards: &[KGuard], v: usize) -> Result<Option<String>> {
+        let mut mask = None;
+        for g in guards {
+            self.check_coefs(&g.expr)?;
+            let c = match self.range(&g.expr) {
+                Some((lo, hi)) if lo >= 0 && hi < i128::from(g.bound) => continue,
+                Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => "zeroinitializer".to_string(),
+                _ => {
+                    let x = self.affine(&g.expr)?;
+                    let step = g.expr.coefs.get(v).copied().unwrap_or(0);
+                    let xs = self.lane_affine(&x, step);
+                    let n = self.lanes;
+                    let bound = self.splat_scalar(&g.bound.to_string(), "i64");
+                    self.ins(format!("icmp ult <{n} x i64> {xs}, {bound}"))
+                }
+            };
+            mask = self.and_mask(mask, Some(c));
+        }
+        Ok(mask)
+    }
+
     /// A vector load along the vector axis. A load constant along it (index and guards) is
     /// one scalar load, broadcast. Otherwise guards and index are affine in the lane, so
-    /// the first and last lanes decide whether every lane is in bounds: then one vector
-    /// load (index coefficient 1) or one scalar load per lane (strided), else each lane on
-    /// its own, guarded, assembled into a vector.
+    /// the first and last valid lanes decide whether every lane is in bounds: then one
+    /// vector load (index coefficient 1), one wide load and a shuffle (a small stride) or
+    /// one scalar load per lane (a larger or negative stride); else one
+    /// masked load (or gather) of the lanes whose guards hold, the others the pad, once
+    /// every such lane's index is checked inside the buffer. Lanes past `valid` are neither
+    /// read nor checked.
     fn vector_load(&mut self, e: &Expr, buf: usize, index: &Affine, guards: &[KGuard]) -> Result<String> {
         let lanes = self.lanes;
         let v = self.vec_axis.ok_or_else(|| self.invalid("a vector load without a vector axis"))?;
@@ -621,11 +687,15 @@ impl<'a> Lower<'a> {
             let (x, _) = scalar?;
             return Ok(self.splat_scalar(&x, "float"));
         }
+        let pad = match e {
+            Expr::Load { pad, .. } => *pad,
+            _ => 0.0,
+        };
         let numel = self.k.inputs[buf].numel;
         let in_bounds = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128);
         let mut ok: Option<String> = None;
         let origin = self.offsets[v];
-        for lane in [0, lanes - 1] {
+        for lane in [0, self.valid - 1] {
             self.offsets[v] = origin + lane;
             let mut conds = Vec::new();
             if let Some(c) = self.guards(guards)? {
@@ -644,53 +714,96 @@ impl<'a> Lower<'a> {
         }
         self.offsets[v] = origin;
         let vty = self.shaped("float");
+        let n = lanes;
+        let valid = self.valid_mask();
         let (fast_block, merge) = (self.block("fast"), self.block("merge"));
         let mut incoming = Vec::new();
         if let Some(ok) = ok {
             let slow_block = self.block("slow");
             self.branch(&ok, &fast_block, &slow_block);
             self.start(&slow_block);
-            // Each lane alone, as the scalar code does.
-            let cache_on = std::mem::replace(&mut self.cache_on, false);
-            self.lanes = 1;
-            let mut vec = "poison".to_string();
-            let mut res = Ok(());
-            for lane in 0..lanes {
-                self.offsets[v] = origin + lane;
-                match self.expr(e) {
-                    Ok((s, _)) => vec = self.ins(format!("insertelement {vty} {vec}, float {s}, i64 {lane}")),
-                    Err(err) => {
-                        res = Err(err);
-                        break;
-                    }
-                }
+            let guard = self.guard_mask(guards, v)?;
+            let mask = self.and_mask(guard, valid.clone());
+            let mask = mask.unwrap_or_else(|| format!("<{}>", vec!["i1 true"; n as usize].join(", ")));
+            let idx = self.affine(index)?;
+            let idxs = self.lane_affine(&idx, cv);
+            if !in_bounds {
+                let limit = self.splat_scalar(&numel.to_string(), "i64");
+                let out = self.ins(format!("icmp uge <{n} x i64> {idxs}, {limit}"));
+                let bad = self.ins(format!("and <{n} x i1> {out}, {mask}"));
+                self.decls.insert(format!("declare i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1>)"));
+                let any = self.ins(format!("call i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1> {bad})"));
+                self.check(&any, RuntimeError::LoadOutOfBounds);
             }
-            self.offsets[v] = origin;
-            self.lanes = lanes;
-            self.cache_on = cache_on;
-            res?;
+            let padv = self.splat_scalar(&float_literal(pad as f32), "float");
+            let base = self.bases[buf].clone();
+            let masked = if cv == 1 {
+                let addr = self.ins(format!("getelementptr float, ptr {base}, i64 {idx}"));
+                self.decls.insert(format!("declare {vty} @llvm.masked.load.v{n}f32.p0(ptr, i32 immarg, <{n} x i1>, {vty})"));
+                self.ins(format!("call {vty} @llvm.masked.load.v{n}f32.p0(ptr {addr}, i32 4, <{n} x i1> {mask}, {vty} {padv})"))
+            } else if (2..=MAX_SHUFFLED_STRIDE).contains(&cv) {
+                // As the fast path's wide load, each lane's mask bit at its element.
+                let wide = n * cv;
+                let wty = format!("<{wide} x float>");
+                let spread: Vec<String> = (0..wide).map(|e| format!("i32 {}", if e % cv == 0 { e / cv } else { n })).collect();
+                let wmask = self.ins(format!("shufflevector <{n} x i1> {mask}, <{n} x i1> zeroinitializer, <{wide} x i32> <{}>", spread.join(", ")));
+                let addr = self.ins(format!("getelementptr float, ptr {base}, i64 {idx}"));
+                let wpad = format!("<{}>", vec![format!("float {}", float_literal(pad as f32)); wide as usize].join(", "));
+                self.decls.insert(format!("declare {wty} @llvm.masked.load.v{wide}f32.p0(ptr, i32 immarg, <{wide} x i1>, {wty})"));
+                let all = self.ins(format!("call {wty} @llvm.masked.load.v{wide}f32.p0(ptr {addr}, i32 4, <{wide} x i1> {wmask}, {wty} {wpad})"));
+                let picks: Vec<String> = (0..n).map(|l| format!("i32 {}", l * cv)).collect();
+                self.ins(format!("shufflevector {wty} {all}, {wty} poison, <{n} x i32> <{}>", picks.join(", ")))
+            } else {
+                let ptrs = self.ins(format!("getelementptr float, ptr {base}, <{n} x i64> {idxs}"));
+                self.decls.insert(format!("declare {vty} @llvm.masked.gather.v{n}f32.v{n}p0(<{n} x ptr>, i32 immarg, <{n} x i1>, {vty})"));
+                self.ins(format!("call {vty} @llvm.masked.gather.v{n}f32.v{n}p0(<{n} x ptr> {ptrs}, i32 4, <{n} x i1> {mask}, {vty} {padv})"))
+            };
             let slow_end = self.block("slowend");
             self.jump(&slow_end);
             self.start(&slow_end);
             self.jump(&merge);
-            incoming.push((vec, slow_end));
+            incoming.push((masked, slow_end));
         } else {
             self.jump(&fast_block);
         }
         self.start(&fast_block);
         let idx = self.affine(index)?;
-        let fast = if cv == 1 {
-            let addr = self.address(buf, &idx, DType::F32);
-            self.ins(format!("load {vty}, ptr {addr}, align 4"))
-        } else {
-            let mut vec = "poison".to_string();
-            for lane in 0..lanes {
-                let i = self.ins(format!("add i64 {idx}, {}", lane * cv));
-                let addr = self.address(buf, &i, DType::F32);
-                let s = self.ins(format!("load float, ptr {addr}, align 4"));
-                vec = self.ins(format!("insertelement {vty} {vec}, float {s}, i64 {lane}"));
+        let fast = match (cv, &valid) {
+            (1, None) => {
+                let addr = self.address(buf, &idx, DType::F32);
+                self.ins(format!("load {vty}, ptr {addr}, align 4"))
             }
-            vec
+            (1, Some(mask)) => {
+                let addr = self.address(buf, &idx, DType::F32);
+                self.decls.insert(format!("declare {vty} @llvm.masked.load.v{n}f32.p0(ptr, i32 immarg, <{n} x i1>, {vty})"));
+                self.ins(format!("call {vty} @llvm.masked.load.v{n}f32.p0(ptr {addr}, i32 4, <{n} x i1> {mask}, {vty} zeroinitializer)"))
+            }
+            (2..=MAX_SHUFFLED_STRIDE, _) => {
+                // `lanes x cv` consecutive floats from the first lane's, those past the last
+                // valid lane's masked off (they may lie past the buffer), then every cv-th.
+                let wide = n * cv;
+                let wty = format!("<{wide} x float>");
+                let addr = self.address(buf, &idx, DType::F32);
+                let reach = (self.valid - 1) * cv;
+                let mask: Vec<&str> = (0..wide).map(|e| if e <= reach { "i1 true" } else { "i1 false" }).collect();
+                self.decls.insert(format!("declare {wty} @llvm.masked.load.v{wide}f32.p0(ptr, i32 immarg, <{wide} x i1>, {wty})"));
+                let all = self.ins(format!(
+                    "call {wty} @llvm.masked.load.v{wide}f32.p0(ptr {addr}, i32 4, <{wide} x i1> <{}>, {wty} zeroinitializer)",
+                    mask.join(", ")
+                ));
+                let picks: Vec<String> = (0..n).map(|l| format!("i32 {}", l * cv)).collect();
+                self.ins(format!("shufflevector {wty} {all}, {wty} poison, <{n} x i32> <{}>", picks.join(", ")))
+            }
+            _ => {
+                let mut vec = "zeroinitializer".to_string();
+                for lane in 0..self.valid {
+                    let i = self.ins(format!("add i64 {idx}, {}", lane * cv));
+                    let addr = self.address(buf, &i, DType::F32);
+                    let s = self.ins(format!("load float, ptr {addr}, align 4"));
+                    vec = self.ins(format!("insertelement {vty} {vec}, float {s}, i64 {lane}"));
+                }
+                vec
+            }
         };
         let fast_end = self.block("fastend");
         self.jump(&fast_end);

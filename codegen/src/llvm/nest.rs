@@ -6,15 +6,17 @@
 //!     (i0, .., iP-1) = unflatten(f)           // axes (a blocked axis counts its blocks)
 //!     for the other output axes (in order, but the blocked and the vector axis):
 //!         for rows of the blocked axis, MR at a time, then one at a time:
-//!             for columns of the vector axis, NR vectors at a time, then one vector,
-//!             then one point at a time:
+//!             for columns of the vector axis, NR vectors at a time:
 //!                 tile(rows, columns)
+//!             tile(rows, the rest: up to NR vectors, the last one partial)
 //! ```
 //!
 //! A tile is unroll-and-jam: its MR x NR accumulators stay in registers through the
 //! reduction loops; each reduction step evaluates the body once per point of the tile with
 //! loads cached by (node, offsets of the axes they depend on). Vectors have the schedule's
-//! lanes (16 f32 with AVX-512). A Sum of products accumulates with `llvm.fma` when the
+//! lanes (16 f32 with AVX-512); the partial vector at the end of the vector axis (also the
+//! whole axis when it is shorter than a vector) runs with its lanes past the end masked
+//! (`llvm.masked.load`/`store`), never on scalars. A Sum of products accumulates with `llvm.fma` when the
 //! target has FMA.
 
 use super::lower::{Lower, Result, Val, memory_type};
@@ -184,26 +186,28 @@ impl Lower<'_> {
         }
     }
 
-    /// The vector axis in tiles of `rows` rows: `unroll` vectors, then one vector, then one
-    /// point at a time; without a vector axis, one tile.
+    /// The vector axis in tiles of `rows` rows: `unroll` vectors at a time, then one tile
+    /// of the rest (at most `unroll` vectors, the last one partial, its lanes masked);
+    /// without a vector axis, one tile.
     fn columns(&mut self, nest: &Nest<'_>, rows: usize) -> Result<()> {
         let Some(v) = self.vec_axis else {
-            return self.tile(nest, rows, 1, 1);
+            return self.tile(nest, rows, 1, 1, 1);
         };
         let slot = self.axes[v].clone();
         let n = self.extents[v];
         let lanes = self.vector_lanes;
         self.write("i64", "0", &slot);
-        let end = n.to_string();
-        if n >= lanes {
-            self.vectorized = true;
-            if nest.unroll > 1 {
-                let cols = nest.unroll;
-                self.for_range(&slot, None, &end, lanes * cols as i64, &mut |l| l.tile(nest, rows, cols, lanes))?;
-            }
-            self.for_range(&slot, None, &end, lanes, &mut |l| l.tile(nest, rows, 1, lanes))?;
+        self.vectorized = true;
+        let cols = nest.unroll;
+        let width = lanes * cols as i64;
+        self.for_range(&slot, None, &n.to_string(), width, &mut |l| l.tile(nest, rows, cols, lanes, lanes))?;
+        let rest = n % width;
+        if rest > 0 {
+            let vectors = (rest + lanes - 1) / lanes;
+            let last = rest - (vectors - 1) * lanes;
+            self.tile(nest, rows, vectors as usize, lanes, last)?;
         }
-        self.for_range(&slot, None, &end, 1, &mut |l| l.tile(nest, rows, 1, 1))
+        Ok(())
     }
 
     /// `while var + step <= end { body; var += step }` on the counter in `slot`, from
@@ -236,19 +240,22 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// Sets the tile offsets of point (`row`, `col`).
-    fn at(&mut self, nest: &Nest<'_>, row: usize, col: usize) {
+    /// Sets the tile offsets of point (`row`, `col`) of a tile of `cols` columns whose last
+    /// one has `last` valid lanes.
+    fn at(&mut self, nest: &Nest<'_>, (row, col): (usize, usize), cols: usize, last: i64) {
         if let Some((b, _)) = nest.block {
             self.offsets[b] = row as i64;
         }
         if let Some(v) = self.vec_axis {
             self.offsets[v] = col as i64 * self.lanes;
         }
+        self.valid = if col + 1 == cols { last } else { self.lanes };
     }
 
     /// One micro-tile: `rows` rows (along the blocked axis) by `cols` columns of `lanes`
-    /// points (along the vector axis) from the current loop counters.
-    fn tile(&mut self, nest: &Nest<'_>, rows: usize, cols: usize, lanes: i64) -> Result<()> {
+    /// points (along the vector axis) from the current loop counters, the last column
+    /// with only its first `last` lanes (the end of the vector axis).
+    fn tile(&mut self, nest: &Nest<'_>, rows: usize, cols: usize, lanes: i64, last: i64) -> Result<()> {
         let r = self.k.out_shape.len();
         self.lanes = lanes;
         let points: Vec<(usize, usize)> = (0..rows).flat_map(|i| (0..cols).map(move |j| (i, j))).collect();
@@ -258,24 +265,24 @@ impl Lower<'_> {
                 self.live = r;
                 self.cache.clear();
                 for &(i, j) in &points {
-                    self.at(nest, i, j);
+                    self.at(nest, (i, j), cols, last);
                     accs.push(self.expr(nest.body)?);
                 }
             }
             Some(f @ (ReduceFn::ArgMax | ReduceFn::ArgMin)) => {
                 for &(i, j) in &points {
-                    self.at(nest, i, j);
+                    self.at(nest, (i, j), cols, last);
                     self.cache.clear();
                     accs.push(self.arg_reduce(f, nest.body)?);
                 }
             }
-            Some(f) => self.reduce_tile(nest, f, &points, &mut accs)?,
+            Some(f) => self.reduce_tile(nest, f, &points, (cols, last), &mut accs)?,
         }
         self.live = r;
         self.cache.clear();
         let out = self.k.inputs.len();
         for (&(i, j), acc) in points.iter().zip(accs) {
-            self.at(nest, i, j);
+            self.at(nest, (i, j), cols, last);
             self.acc = Some(acc);
             let (v, d) = self.expr(nest.epilogue)?;
             self.acc = None;
@@ -287,6 +294,10 @@ impl Lower<'_> {
             if d == DType::Bool {
                 let byte = self.ins(format!("zext i1 {v} to i8"));
                 self.emit(format!("store i8 {byte}, ptr {addr}, align 1"));
+            } else if let Some(mask) = self.valid_mask() {
+                let (ty, n) = (self.shaped(memory_type(d)), self.lanes);
+                self.decls.insert(format!("declare void @llvm.masked.store.v{n}f32.p0({ty}, ptr, i32 immarg, <{n} x i1>)"));
+                self.emit(format!("call void @llvm.masked.store.v{n}f32.p0({ty} {v}, ptr {addr}, i32 4, <{n} x i1> {mask})"));
             } else {
                 let ty = self.shaped(memory_type(d));
                 self.emit(format!("store {ty} {v}, ptr {addr}, align {}", d.size()));
@@ -295,12 +306,13 @@ impl Lower<'_> {
         self.cache.clear();
         self.offsets.iter_mut().for_each(|o| *o = 0);
         self.lanes = 1;
+        self.valid = 1;
         Ok(())
     }
 
     /// The reduction of every point of a tile, jammed: one set of reduction loops, the
     /// accumulators in slots (registers after `mem2reg`).
-    fn reduce_tile(&mut self, nest: &Nest<'_>, f: ReduceFn, points: &[(usize, usize)], accs: &mut Vec<Val>) -> Result<()> {
+    fn reduce_tile(&mut self, nest: &Nest<'_>, f: ReduceFn, points: &[(usize, usize)], (cols, last): (usize, i64), accs: &mut Vec<Val>) -> Result<()> {
         let r = self.k.out_shape.len();
         self.live = self.axes.len();
         let d = self.dtype_of(nest.body)?;
@@ -329,7 +341,7 @@ impl Lower<'_> {
             _ => None,
         };
         for (&(i, j), slot) in points.iter().zip(&slots) {
-            self.at(nest, i, j);
+            self.at(nest, (i, j), cols, last);
             let next = match fma {
                 Some((x, y)) => {
                     let (x, _) = self.expr(x)?;

@@ -182,6 +182,61 @@ fn guarded_window_and_elementwise_epilogue_are_exact() -> R {
     Ok(())
 }
 
+/// A strided padded window per row, `out[c, i] = sum_j x[c, s*i + j - 2] * w[c, j]` (0.5
+/// outside the row), for strides 1 to 5: the vector loads of `x` are contiguous, a wide
+/// load and a shuffle (strides 2 to 4) or per lane (5), masked at both borders and in the
+/// partial vector that ends each row (also a row shorter than a vector).
+#[test]
+fn strided_padded_windows_with_partial_vectors_match_the_evaluator() -> R {
+    let lanes = host_lanes();
+    let c = 5usize;
+    for stride in 1..=5i64 {
+        for n in [4usize, lanes - 3, lanes + 1, 3 * lanes + 5] {
+            let w = stride as usize * n;
+            let w_ = w as i64;
+            let guard = KGuard { expr: aff(-2, &[0, stride, 1]), bound: w_ };
+            let x = Expr::Load { buf: 0, index: aff(-2, &[w_, stride, 1]), guards: vec![guard], pad: 0.5 };
+            let k = Kernel {
+                name: "strided".into(),
+                inputs: vec![buf("x", DType::F32, c * w), buf("w", DType::F32, c * 5)],
+                output: buf("out", DType::F32, c * n),
+                out_shape: vec![c, n],
+                red_shape: vec![5],
+                store: aff(0, &[n as i64, 1]),
+                body: Body::Compute { reduce: Some(ReduceFn::Sum), body: bin(BinaryFn::Mul, x, load(1, aff(0, &[5, 0, 1]))), epilogue: Expr::Acc },
+            };
+            let inputs = [f32s(c * w, 5), f32s(c * 5, 6)];
+            for s in [
+                schedule(vec![ScheduleStep::Vectorize { axis: 1, lanes }]),
+                schedule(vec![ScheduleStep::Vectorize { axis: 1, lanes: 8 }, ScheduleStep::Unroll { axis: 1, factor: 2 }]),
+                schedule(vec![
+                    ScheduleStep::Parallel { axes: 1 },
+                    ScheduleStep::Vectorize { axis: 1, lanes },
+                    ScheduleStep::RegisterBlock { axis: 0, factor: 2 },
+                    ScheduleStep::Unroll { axis: 1, factor: 3 },
+                ]),
+            ] {
+                check(&k, &s, &inputs, 1e-5)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row shorter than a vector runs on one masked vector (loads and store), not on scalars.
+#[test]
+fn a_short_vector_axis_is_one_masked_vector() -> R {
+    let host = HostTarget::detect()?;
+    let k = matmul(4, 8, 7);
+    let s = schedule(vec![ScheduleStep::Vectorize { axis: 1, lanes: 8 }, ScheduleStep::RegisterBlock { axis: 0, factor: 4 }]);
+    let m = lower_module(&k, &s, host, "")?;
+    assert!(m.vectorized);
+    assert!(m.text.contains("@llvm.masked.load.v8f32"));
+    assert!(m.text.contains("@llvm.masked.store.v8f32"));
+    assert!(!m.text.contains("store float"));
+    check(&k, &s, &[f32s(32, 1), f32s(56, 2)], 1e-5)
+}
+
 fn elementwise(name: &str, inputs: Vec<Buffer>, out: DType, n: usize, e: Expr) -> Kernel {
     Kernel {
         name: name.into(),
