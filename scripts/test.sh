@@ -40,8 +40,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV"
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
-    echo "== installing onnx, onnxruntime, numpy"
+if ! "$VENV/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null \
+    || ! ls "$VENV"/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas >/dev/null 2>&1; then
+    echo "== installing onnx, onnxruntime, numpy, ptxas (nvidia-cuda-nvcc-cu12)"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
 fi
 

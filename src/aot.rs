@@ -190,6 +190,31 @@ pub fn build(graph: &Graph, name: &str, shapes: &InputShapes) -> Result<Built, E
 /// Specializes `graph` to `shapes` and compiles it into an object exporting `name_*`, each
 /// kernel with the schedule `planner` picks.
 pub fn build_planned(graph: &Graph, name: &str, shapes: &InputShapes, planner: &search::Planner) -> Result<Built, Error> {
+    let Lowered { kernels, program, weights } = lower_program(graph, shapes)?;
+    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
+    let object = compile_object(name, &kernels, &schedules, &program, &weights)?;
+    Ok(Built {
+        object,
+        program,
+        kernels: kernels.len(),
+        tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
+        weight_bytes: weights.len(),
+    })
+}
+
+/// A model lowered to kernels and the static step list that runs them, before code
+/// generation (shared by the object and the GPU targets).
+pub struct Lowered {
+    /// The kernels, in the order of the steps that call them (one step each).
+    pub kernels: Vec<ir::kernel::Kernel>,
+    pub program: Program,
+    /// The weight blob (`BufferRef::Weight` offsets into it), [`ALIGN`]-aligned entries.
+    pub weights: Vec<u8>,
+}
+
+/// Specializes `graph` to `shapes` (every input needs a static shape), decomposes it into
+/// atoms, partitions it into kernels and plans its memory; a host step is an error.
+pub fn lower_program(graph: &Graph, shapes: &InputShapes) -> Result<Lowered, Error> {
     let mut full = InputShapes::new();
     for given in shapes.keys() {
         if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
@@ -294,15 +319,7 @@ pub fn build_planned(graph: &Graph, name: &str, shapes: &InputShapes, planner: &
         inputs,
         outputs,
     };
-    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
-    let object = compile_object(name, &kernels, &schedules, &program, &weights)?;
-    Ok(Built {
-        object,
-        program,
-        kernels: kernels.len(),
-        tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
-        weight_bytes: weights.len(),
-    })
+    Ok(Lowered { kernels, program, weights })
 }
 
 /// The error for host step `node` of `g`.

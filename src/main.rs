@@ -162,6 +162,14 @@ enum Command {
         /// when it exists).
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
+        /// The target triple: the host (default), or `nvptx64-nvidia-cuda` (with `--gpu`, in a
+        /// build with cargo feature `llvm`) for `<name>.ptx`, `<name>.plan.json` (the launch
+        /// plan) and `<name>.weights.bin`.
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+        /// The GPU architecture for `--target nvptx64-nvidia-cuda`: `sm_80` or `sm_90`.
+        #[arg(long, value_name = "SM")]
+        gpu: Option<String>,
     },
     /// List the targets atomc knows (this host and static descriptions), one line each.
     Targets {
@@ -203,7 +211,12 @@ fn main() -> std::process::ExitCode {
         Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
             tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
         }
-        Command::Compile { model, out_dir, shapes, name, db } => compile(&model, &out_dir, &shapes, name, db),
+        Command::Compile { model, out_dir, shapes, name, db, target, gpu } => match (target.as_deref(), gpu) {
+            (Some("nvptx64-nvidia-cuda"), gpu) => compile_gpu(&model, &out_dir, &shapes, name, gpu),
+            (Some(t), _) => Err(anyhow::anyhow!("unknown target '{t}' (available: the host, by default, and nvptx64-nvidia-cuda)")),
+            (None, Some(_)) => Err(anyhow::anyhow!("--gpu needs --target nvptx64-nvidia-cuda")),
+            (None, None) => compile(&model, &out_dir, &shapes, name, db),
+        },
         Command::Targets { calibrate } => list_targets(calibrate),
     };
     match result {
@@ -517,6 +530,32 @@ fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[Str
     }
     println!("  link: cc main.c {} -lm", a.object.display());
     Ok(())
+}
+
+/// `atomc compile --target nvptx64-nvidia-cuda --gpu SM`.
+#[cfg(feature = "llvm")]
+fn compile_gpu(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>, gpu: Option<String>) -> Result<()> {
+    let gpu = gpu.context("--target nvptx64-nvidia-cuda needs --gpu sm_80 or --gpu sm_90")?;
+    let a = atomc::gpu::compile(path, out_dir, name.as_deref(), &parse_shapes(shape_specs)?, &gpu)
+        .with_context(|| format!("cannot compile '{}' for {gpu}", path.display()))?;
+    let p = &a.plan_data;
+    println!(
+        "compiled {} as '{}' for {}: {} kernel launches, {} bytes of weights, {} bytes of workspace",
+        path.display(),
+        p.name,
+        p.gpu,
+        p.steps.len(),
+        p.weight_bytes,
+        p.workspace_bytes
+    );
+    println!("  wrote {}, {}, {}", a.ptx.display(), a.plan.display(), a.weights.display());
+    Ok(())
+}
+
+/// Without the LLVM backend there is no NVPTX code generator.
+#[cfg(not(feature = "llvm"))]
+fn compile_gpu(_: &std::path::Path, _: &std::path::Path, _: &[String], _: Option<String>, _: Option<String>) -> Result<()> {
+    bail!("--target nvptx64-nvidia-cuda needs a build with cargo feature `llvm`")
 }
 
 /// Skipped lines of the tuning records, on stderr.
