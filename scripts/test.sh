@@ -57,5 +57,7 @@ export ATOMC_ONNX_NODE_TESTS="$CACHE/onnx-1.22.0/onnx/backend/test/data/node"
 export ATOMC_MODELS="$CACHE/models"
 echo "== cargo build (without the llvm feature)"
 cargo build --workspace
-echo "== cargo test --features llvm"
-cargo test --workspace --features llvm "$@"
+echo "== cargo build --features cuda (the GPU runtime builds without CUDA installed)"
+cargo build --features cuda
+echo "== cargo test --features llvm,cuda (the cuda test skips without a GPU)"
+cargo test --workspace --features llvm,cuda "$@"

@@ -46,9 +46,9 @@ fn tensor(t: &TensorDesc) -> gpu_plan::Tensor {
 /// Compiles `graph` specialized to `shapes` for `gpu` into a PTX module and its plan
 /// (files named after `name`; `model` is recorded in the plan).
 pub fn build(graph: &ir::Graph, name: &str, model: &str, shapes: &InputShapes, gpu: &str) -> Result<GpuBuilt, Error> {
-    let target = targets::Target::named(gpu).filter(|t| t.triple == nvptx::TRIPLE).ok_or_else(|| {
-        Error::Codegen(codegen::Error::Unsupported { kernel: "(model)".into(), msg: format!("unknown GPU '{gpu}' (known: {})", nvptx::GPUS.join(", ")) })
-    })?;
+    let target = targets::Target::named(gpu)
+        .filter(|t| t.triple == nvptx::TRIPLE && nvptx::GPUS.contains(&gpu))
+        .ok_or_else(|| ir::Error::Unsupported(format!("unknown GPU '{gpu}' (known: {})", nvptx::GPUS.join(", "))))?;
     let Lowered { kernels, program, weights } = lower_program(graph, shapes)?;
     let planner = search::Planner::new(target, 1);
     let schedules: Vec<_> = kernels.iter().map(|k| planner.schedule(k).0).collect();
@@ -56,7 +56,7 @@ pub fn build(graph: &ir::Graph, name: &str, model: &str, shapes: &InputShapes, g
     let refused: Vec<String> = kernels.iter().zip(&schedules).filter_map(|(k, s)| nvptx::check(k, s).err().map(|e| e.to_string())).collect();
     if !refused.is_empty() {
         let msg = format!("{} of {} kernels cannot run on the GPU:\n  {}", refused.len(), kernels.len(), refused.join("\n  "));
-        return Err(Error::Codegen(codegen::Error::Unsupported { kernel: "(model)".into(), msg }));
+        return Err(ir::Error::Unsupported(msg).into());
     }
     let gk: Vec<GpuKernel<'_>> =
         kernels.iter().zip(&schedules).zip(&entries).map(|((k, s), e)| GpuKernel { entry: e.clone(), kernel: k, schedule: s }).collect();
@@ -108,7 +108,7 @@ pub fn compile(path: &Path, out_dir: &Path, name: Option<&str>, shapes: &InputSh
     let built = build(&model.graph, &name, &path.display().to_string(), shapes, gpu)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io { what: "cannot create", path: out_dir.to_path_buf(), source })?;
     let write = |p: &Path, bytes: &[u8]| std::fs::write(p, bytes).map_err(|source| Error::Io { what: "cannot write", path: p.to_path_buf(), source });
-    let ptx = out_dir.join(&built.plan.steps.first().map_or_else(|| format!("{name}.ptx"), |s| s.ptx.clone()));
+    let ptx = out_dir.join(built.plan.steps.first().map_or_else(|| format!("{name}.ptx"), |s| s.ptx.clone()));
     let plan = out_dir.join(format!("{name}.plan.json"));
     let weights = out_dir.join(&built.plan.weights);
     write(&ptx, built.ptx.as_bytes())?;

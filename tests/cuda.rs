@@ -4,6 +4,7 @@
 //! Without a CUDA driver or device (every CI machine here) the test prints that it was
 //! skipped and why, and passes; it needs the reference data otherwise.
 #![cfg(all(feature = "cuda", feature = "llvm"))]
+#![allow(clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

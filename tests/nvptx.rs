@@ -8,6 +8,7 @@
 //! with `nvidia-cuda-nvcc-cu12`) or the data, a test prints why and passes, unless
 //! `ATOMC_REQUIRE_DATA=1`.
 #![cfg(feature = "llvm")]
+#![allow(clippy::expect_used)]
 
 use codegen::llvm::nvptx::{self, GpuKernel};
 use ir::kernel::Kernel;
