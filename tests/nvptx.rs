@@ -201,3 +201,36 @@ fn ptxas_accepts_the_kernels_of_the_float_node_tests_on_the_allowlist() {
     t.print(&format!("{tests} float node tests ({} distinct kernels; {skipped} tests not lowered to static kernels)", kernels.len()));
     assert!(t.accepted > 0, "no node-test kernel runs on the GPU");
 }
+
+#[test]
+fn atomc_compile_for_a_gpu_writes_the_ptx_the_plan_and_the_weights() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nvptx-cli");
+    let _ = std::fs::remove_dir_all(&out);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+    let run = |gpu: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_atomc"))
+            .arg("compile")
+            .arg(&model)
+            .arg("-o")
+            .arg(&out)
+            .args(["--shape", "x=2x64", "--target", "nvptx64-nvidia-cuda", "--gpu", gpu])
+            .output()
+            .expect("atomc runs")
+    };
+    let bad = run("sm_70");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown GPU 'sm_70' (known: sm_80, sm_90)"));
+    let ok = run("sm_80");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let plan: atomc::gpu_plan::Plan = serde_json::from_str(&std::fs::read_to_string(out.join("mlp.plan.json")).expect("plan")).expect("plan JSON");
+    let ptx = std::fs::read_to_string(out.join(&plan.steps[0].ptx)).expect("ptx");
+    assert_eq!((plan.gpu.as_str(), plan.steps.len(), plan.outputs[0].shape.as_slice()), ("sm_80", 3, &[2usize, 10][..]));
+    assert_eq!(std::fs::metadata(out.join(&plan.weights)).expect("weights").len() as usize, plan.weight_bytes);
+    for s in &plan.steps {
+        assert!(ptx.contains(&format!(".entry {}(", s.entry)), "no entry {}", s.entry);
+        assert_eq!(s.bindings.len() + 1, ptx.split(&format!(".entry {}(", s.entry)).nth(1).map_or(0, |t| t.split(')').next().unwrap_or("").matches(".param").count()));
+    }
+    if let Some(p) = ptxas() {
+        nvptx::run_ptxas(&p, &ptx, "sm_80").expect("ptxas accepts the written PTX");
+    }
+}
