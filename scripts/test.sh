@@ -48,8 +48,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV"
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
-    echo "== installing onnx, onnxruntime, numpy"
+if ! "$VENV/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null \
+    || ! ls "$VENV"/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas >/dev/null 2>&1; then
+    echo "== installing onnx, onnxruntime, numpy, ptxas (nvidia-cuda-nvcc-cu12)"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
 fi
 
@@ -64,5 +65,7 @@ export ATOMC_ONNX_NODE_TESTS="$CACHE/onnx-1.22.0/onnx/backend/test/data/node"
 export ATOMC_MODELS="$CACHE/models"
 echo "== cargo build (without the llvm feature)"
 cargo build --workspace
-echo "== cargo test --features llvm"
-cargo test --workspace --features llvm "$@"
+echo "== cargo build --features cuda (the GPU runtime builds without CUDA installed)"
+cargo build --features cuda
+echo "== cargo test --features llvm,cuda (the cuda test skips without a GPU)"
+cargo test --workspace --features llvm,cuda "$@"

@@ -339,6 +339,37 @@ pub fn build_for(
     planner: &search::Planner,
     backend: &ObjectBackend,
 ) -> Result<Built, Error> {
+    let Lowered { kernels, program, weights } = lower_program(graph, shapes)?;
+    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
+    let object = match backend {
+        ObjectBackend::Cranelift => compile_object(name, &kernels, &schedules, &program, &weights)?,
+        #[cfg(feature = "llvm")]
+        ObjectBackend::Llvm { llvm, .. } => {
+            codegen::llvm::compile_object(name, &kernels, &schedules, &program, &weights, llvm)?
+        }
+    };
+    Ok(Built {
+        object,
+        program,
+        kernels: kernels.len(),
+        tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
+        weight_bytes: weights.len(),
+    })
+}
+
+/// A model lowered to kernels and the static step list that runs them, before code
+/// generation (shared by the object and the GPU targets).
+pub struct Lowered {
+    /// The kernels, in the order of the steps that call them (one step each).
+    pub kernels: Vec<ir::kernel::Kernel>,
+    pub program: Program,
+    /// The weight blob (`BufferRef::Weight` offsets into it), [`ALIGN`]-aligned entries.
+    pub weights: Vec<u8>,
+}
+
+/// Specializes `graph` to `shapes` (every input needs a static shape), decomposes it into
+/// atoms, partitions it into kernels and plans its memory; a host step is an error.
+pub fn lower_program(graph: &Graph, shapes: &InputShapes) -> Result<Lowered, Error> {
     let mut full = InputShapes::new();
     for given in shapes.keys() {
         if !graph.inputs.iter().any(|i| graph.name(i.value) == given) {
@@ -443,21 +474,7 @@ pub fn build_for(
         inputs,
         outputs,
     };
-    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
-    let object = match backend {
-        ObjectBackend::Cranelift => compile_object(name, &kernels, &schedules, &program, &weights)?,
-        #[cfg(feature = "llvm")]
-        ObjectBackend::Llvm { llvm, .. } => {
-            codegen::llvm::compile_object(name, &kernels, &schedules, &program, &weights, llvm)?
-        }
-    };
-    Ok(Built {
-        object,
-        program,
-        kernels: kernels.len(),
-        tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
-        weight_bytes: weights.len(),
-    })
+    Ok(Lowered { kernels, program, weights })
 }
 
 /// The error for host step `node` of `g`.

@@ -7,6 +7,11 @@ pub use runtime;
 
 pub mod bench;
 pub mod aot;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "llvm")]
+pub mod gpu;
+pub mod gpu_plan;
 pub mod npy;
 pub mod session;
 pub mod tuning;

@@ -164,14 +164,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
         /// Compile for this target triple with the LLVM backend (feature `llvm`):
-        /// `x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu`. Without it the object
-        /// is for the host, compiled by Cranelift.
+        /// `x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu` (an object, as for the
+        /// host), or `nvptx64-nvidia-cuda` (with `--gpu`: `<name>.ptx`, `<name>.plan.json`,
+        /// the launch plan, and `<name>.weights.bin`). Without it the object is for the host,
+        /// compiled by Cranelift.
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
         /// The CPU within `--target`: `host`, or a target of that architecture from
         /// `atomc targets` (AArch64: `aarch64` (default, any ARMv8-A), `neoverse-n1`).
-        #[arg(long, value_name = "NAME", requires = "target")]
+        #[arg(long, value_name = "NAME", requires = "target", conflicts_with = "gpu")]
         cpu: Option<String>,
+        /// The GPU architecture for `--target nvptx64-nvidia-cuda`: `sm_80` or `sm_90`.
+        #[arg(long, value_name = "SM")]
+        gpu: Option<String>,
     },
     /// List the targets atomc knows (this host and static descriptions), one line each.
     Targets {
@@ -213,9 +218,13 @@ fn main() -> std::process::ExitCode {
         Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
             tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
         }
-        Command::Compile { model, out_dir, shapes, name, db, target, cpu } => {
-            compile(&model, &out_dir, &shapes, atomc::aot::Options { name, shapes: Default::default(), db, target, cpu })
-        }
+        Command::Compile { model, out_dir, shapes, name, db, target, cpu, gpu } => match (target.as_deref(), gpu) {
+            (Some("nvptx64-nvidia-cuda"), gpu) => compile_gpu(&model, &out_dir, &shapes, name, gpu),
+            (_, Some(_)) => Err(anyhow::anyhow!("--gpu needs --target nvptx64-nvidia-cuda")),
+            (_, None) => {
+                compile(&model, &out_dir, &shapes, atomc::aot::Options { name, shapes: Default::default(), db, target, cpu })
+            }
+        },
         Command::Targets { calibrate } => list_targets(calibrate),
     };
     match result {
@@ -533,6 +542,32 @@ fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[Str
     let cc = if a.target.starts_with("aarch64") && !cfg!(target_arch = "aarch64") { "aarch64-linux-gnu-gcc" } else { "cc" };
     println!("  {} object for {} ({}); link: {cc} main.c {} -lm", a.backend, a.target, a.cpu, a.object.display());
     Ok(())
+}
+
+/// `atomc compile --target nvptx64-nvidia-cuda --gpu SM`.
+#[cfg(feature = "llvm")]
+fn compile_gpu(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], name: Option<String>, gpu: Option<String>) -> Result<()> {
+    let gpu = gpu.context("--target nvptx64-nvidia-cuda needs --gpu sm_80 or --gpu sm_90")?;
+    let a = atomc::gpu::compile(path, out_dir, name.as_deref(), &parse_shapes(shape_specs)?, &gpu)
+        .with_context(|| format!("cannot compile '{}' for {gpu}", path.display()))?;
+    let p = &a.plan_data;
+    println!(
+        "compiled {} as '{}' for {}: {} kernel launches, {} bytes of weights, {} bytes of workspace",
+        path.display(),
+        p.name,
+        p.gpu,
+        p.steps.len(),
+        p.weight_bytes,
+        p.workspace_bytes
+    );
+    println!("  wrote {}, {}, {}", a.ptx.display(), a.plan.display(), a.weights.display());
+    Ok(())
+}
+
+/// Without the LLVM backend there is no NVPTX code generator.
+#[cfg(not(feature = "llvm"))]
+fn compile_gpu(_: &std::path::Path, _: &std::path::Path, _: &[String], _: Option<String>, _: Option<String>) -> Result<()> {
+    bail!("--target nvptx64-nvidia-cuda needs a build with cargo feature `llvm`")
 }
 
 /// Skipped lines of the tuning records, on stderr.

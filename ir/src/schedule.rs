@@ -10,6 +10,8 @@
 //! outside the rows) and [`ScheduleStep::Pack`] (one operand's cache block copied into a
 //! contiguous scratch in micro-panel order) make a contraction read its shared operand
 //! from cache with unit stride. Blocking the reduction is not a step yet.
+//! [`ScheduleStep::GpuThreads`] maps a kernel onto GPU threads instead (the NVPTX target);
+//! it stands alone.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,16 @@ pub enum ScheduleStep {
     /// unit stride. Needs a `Tile`; the load must vary along the vector axis and not
     /// depend on the register-blocked axis nor on a parallel axis longer than 1.
     Pack { input: usize },
+    /// GPU mapping (NVPTX): the flattened output space, row-major, runs on a 1-D grid of
+    /// blocks of `block` threads (1 to [`GPU_MAX_BLOCK`]); thread
+    /// `blockIdx.x * blockDim.x + threadIdx.x` computes that one output point, its
+    /// reduction sequentially, and threads past the last point return at once. The only
+    /// step of its schedule: the CPU steps shape a host loop nest.
+    GpuThreads { block: usize },
 }
+
+/// The most threads a [`ScheduleStep::GpuThreads`] block may have (CUDA's limit).
+pub const GPU_MAX_BLOCK: usize = 1024;
 
 /// The most bytes a [`ScheduleStep::Pack`] scratch may take (it lives on the stack of the
 /// thread that runs the kernel).
@@ -119,6 +130,14 @@ impl Schedule {
         })
     }
 
+    /// The threads per block of a [`ScheduleStep::GpuThreads`] mapping.
+    pub fn gpu_threads(&self) -> Option<usize> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::GpuThreads { block } => Some(*block),
+            _ => None,
+        })
+    }
+
     /// Columns of the micro-tile along the vector axis: lanes x unroll (1 without
     /// vectorizing).
     pub fn tile_columns(&self) -> usize {
@@ -155,11 +174,12 @@ impl Schedule {
     /// most one step of each kind, a vectorized axis stored contiguously and not parallel,
     /// an unrolled axis vectorized, a blocked axis not the vectorized one; a Scatter kernel
     /// takes no step (its points run in order); a tiled axis vectorized, its size a
-    /// multiple of the micro-tile's columns; a packed input as [`ScheduleStep::Pack`] says.
+    /// multiple of the micro-tile's columns; a packed input as [`ScheduleStep::Pack`] says;
+    /// a GPU mapping alone, with 1 to [`GPU_MAX_BLOCK`] threads per block.
     pub fn validate(&self, k: &Kernel) -> Result<()> {
         let r = k.out_shape.len();
         let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
-        let mut seen = [false; 6];
+        let mut seen = [false; 7];
         for s in &self.steps {
             let kind = match s {
                 ScheduleStep::Parallel { .. } => 0,
@@ -168,6 +188,7 @@ impl Schedule {
                 ScheduleStep::Unroll { .. } => 3,
                 ScheduleStep::Tile { .. } => 4,
                 ScheduleStep::Pack { .. } => 5,
+                ScheduleStep::GpuThreads { .. } => 6,
             };
             if std::mem::replace(&mut seen[kind], true) {
                 return Err(err(format!("{s} is the second step of its kind")));
@@ -194,6 +215,14 @@ impl Schedule {
                 ScheduleStep::Pack { input } => {
                     if input >= k.inputs.len() {
                         return Err(err(format!("{s}: the kernel has {} inputs", k.inputs.len())));
+                    }
+                }
+                ScheduleStep::GpuThreads { block } => {
+                    if !(1..=GPU_MAX_BLOCK).contains(&block) {
+                        return Err(err(format!("{s}: blocks take 1 to {GPU_MAX_BLOCK} threads")));
+                    }
+                    if self.steps.len() > 1 {
+                        return Err(err(format!("{s} with other steps: a GPU mapping stands alone")));
                     }
                 }
             }
@@ -285,6 +314,7 @@ impl fmt::Display for ScheduleStep {
             ScheduleStep::Unroll { axis, factor } => write!(f, "unroll(i{axis}, {factor})"),
             ScheduleStep::Tile { axis, size } => write!(f, "tile(i{axis}, {size})"),
             ScheduleStep::Pack { input } => write!(f, "pack({input})"),
+            ScheduleStep::GpuThreads { block } => write!(f, "gpu_threads({block})"),
         }
     }
 }
@@ -416,6 +446,11 @@ mod tests {
         let deep = matmul(4, 9000, 16);
         let e = Schedule { steps: vec![Vectorize { axis: 1, lanes: 4 }, Tile { axis: 1, size: 16 }, Pack { input: 1 }] }.validate(&deep);
         assert!(e.is_err_and(|e| e.to_string().contains("more than 262144")));
+        assert_eq!(msg(vec![GpuThreads { block: 256 }]), "");
+        assert!(msg(vec![GpuThreads { block: 0 }]).contains("1 to 1024 threads"));
+        assert!(msg(vec![GpuThreads { block: 2048 }]).contains("1 to 1024 threads"));
+        assert!(msg(vec![GpuThreads { block: 64 }, Parallel { axes: 1 }]).contains("stands alone"));
+        assert_eq!(Schedule { steps: vec![GpuThreads { block: 128 }] }.to_string(), "gpu_threads(128)");
         assert!(msg(vec![Parallel { axes: 3 }]).starts_with("invalid model: kernel 'mm': schedule 'parallel(3)'"));
     }
 }

@@ -301,6 +301,10 @@ fn count_ops(e: &Expr) -> usize {
 /// the kernel's [`Space`]. The heuristic [`default_schedule`] competes too and is kept unless
 /// a candidate is predicted at least [`SWITCH_GAIN`] faster (the model's error margin).
 pub fn best_by_model(k: &Kernel, t: &Target) -> Schedule {
+    if t.triple.starts_with("nvptx") {
+        // The space and the model describe CPU loop nests; a GPU has one mapping so far.
+        return crate::gpu_schedule(k);
+    }
     let fallback = default_schedule(k, t);
     let baseline = predict(k, &fallback, t);
     let best = Space::of(k, t)

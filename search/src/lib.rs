@@ -41,6 +41,22 @@ const MR: usize = 4;
 /// Cranelift's register allocator).
 const NR: usize = 2;
 
+/// Threads per block of the default GPU mapping: 8 warps, a common occupancy sweet spot.
+pub const GPU_BLOCK: usize = 256;
+
+/// The GPU mapping of `k` for an NVPTX target: one thread per output point in blocks of
+/// [`GPU_BLOCK`] threads, fewer (whole warps of 32) for a small output. A Scatter kernel,
+/// whose points run in order, gets the naive schedule (which the GPU code generator
+/// refuses).
+pub fn gpu_schedule(k: &Kernel) -> Schedule {
+    if matches!(k.body, Body::Scatter { .. }) {
+        return Schedule::naive();
+    }
+    let points = k.out_shape.iter().product::<usize>().max(1);
+    let block = points.next_multiple_of(32).min(GPU_BLOCK);
+    Schedule { steps: vec![ScheduleStep::GpuThreads { block }] }
+}
+
 /// The heuristic schedule until the search lands:
 /// - vectorize the innermost output axis with the target's f32 lanes when the kernel is f32
 ///   and its output contiguous along that axis;
@@ -53,6 +69,9 @@ const NR: usize = 2;
 /// - for a contraction with at least [`MIN_PACKED_ROWS`] rows, block the vector axis for
 ///   the cache and pack the operand the rows share (see [`packed_schedule`]).
 pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
+    if t.triple.starts_with("nvptx") {
+        return gpu_schedule(k);
+    }
     let Body::Compute { reduce, body, epilogue } = &k.body else {
         return Schedule::naive();
     };
@@ -250,6 +269,22 @@ mod tests {
 
     fn target(cores: usize) -> Target {
         Target { cores, l1_bytes: 32 << 10, l2_bytes: 1 << 20, ..Target::host().with_vector_bits(128) }
+    }
+
+    #[test]
+    fn gpu_targets_get_one_thread_per_point() -> ir::Result<()> {
+        let k = crate::test_kernels::gemm(64, 32, 48);
+        for name in ["sm_80", "sm_90"] {
+            let t = Target::named(name).ok_or_else(|| ir::Error::Internal(format!("no target {name}")))?;
+            let s = default_schedule(&k, &t);
+            s.validate(&k)?;
+            assert_eq!(s.to_string(), "gpu_threads(256)");
+            assert_eq!(crate::best_by_model(&k, &t), s);
+        }
+        let small = crate::test_kernels::elementwise(3, 5);
+        assert_eq!(gpu_schedule(&small).gpu_threads(), Some(32));
+        assert_eq!(default_schedule(&k, &target(2)).gpu_threads(), None);
+        Ok(())
     }
 
     #[test]

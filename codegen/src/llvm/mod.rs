@@ -20,6 +20,7 @@
 mod ffi;
 mod lower;
 mod nest;
+pub mod nvptx;
 mod object;
 mod vmath;
 #[cfg(test)]
