@@ -8,10 +8,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use atomc::session::{random_inputs, Backend, Options, Session};
 use ir::{Dim, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
@@ -90,17 +92,7 @@ fn g_inputs(session: &Session, inputs: &[Tensor]) -> Vec<(String, Tensor)> {
 
 #[test]
 fn runs_allocate_nothing() {
-    let mut models = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx")];
-    match std::env::var_os("ATOMC_MODELS") {
-        Some(dir) => {
-            let zoo = PathBuf::from(dir).join("zoo");
-            models.extend(["resnet_style", "transformer_encoder"].map(|m| zoo.join(format!("{m}.onnx"))));
-        }
-        None if std::env::var("ATOMC_REQUIRE_DATA").is_ok_and(|v| v == "1") => {
-            panic!("ATOMC_MODELS is not set and ATOMC_REQUIRE_DATA=1")
-        }
-        None => eprintln!("ATOMC_MODELS is not set: skipped the zoo models (resnet_style, transformer_encoder)"),
-    }
+    let models = common::mlp_and_zoo_models(&["resnet_style", "transformer_encoder"]);
     let mut failures = Vec::new();
     for path in &models {
         for threads in [1, 2] {

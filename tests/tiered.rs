@@ -10,6 +10,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use atomc::session::{decompose_strict, random_inputs};
 use ir::infer::InputShapes;
 use ir::{Dim, Tensor};
@@ -28,18 +30,7 @@ const fn upgrade_codegen() -> CodeGen {
 }
 
 fn models() -> Vec<PathBuf> {
-    let mut models = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx")];
-    match std::env::var_os("ATOMC_MODELS") {
-        Some(dir) => {
-            let zoo = PathBuf::from(dir).join("zoo");
-            models.extend(["resnet_style", "transformer_encoder"].map(|m| zoo.join(format!("{m}.onnx"))));
-        }
-        None if std::env::var("ATOMC_REQUIRE_DATA").is_ok_and(|v| v == "1") => {
-            panic!("ATOMC_MODELS is not set and ATOMC_REQUIRE_DATA=1")
-        }
-        None => eprintln!("ATOMC_MODELS is not set: skipped the zoo models (resnet_style, transformer_encoder)"),
-    }
-    models
+    common::mlp_and_zoo_models(&["resnet_style", "transformer_encoder"])
 }
 
 /// Every input's declared shape, symbolic dims as 1.
