@@ -182,6 +182,38 @@ pub(crate) fn lower_module(k: &Kernel, s: &Schedule, host: &HostTarget, data_lay
     Ok(Module { text, vectorized: f.vectorized, fma: f.fma })
 }
 
+/// Parses and verifies the module `text` of kernel `kernel`, runs the LLVM pass pipeline
+/// `passes` on it, JIT-compiles it at `level` with the math helpers the lowering calls
+/// mapped to the reference's Rust functions, and returns the engine that owns the code and
+/// the address of [`FUNCTION`].
+fn jit(kernel: &str, text: &str, machine: &TargetMachine, passes: &str, level: OptimizationLevel) -> Result<(ffi::Engine, usize), Error> {
+    let internal = |msg: String| Error::Internal { kernel: kernel.to_string(), msg };
+    let mut engine = ffi::Engine::new();
+    let code = {
+        let context = engine.context();
+        let buffer = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), kernel);
+        let module = context
+            .create_module_from_ir(buffer)
+            .map_err(|e| internal(format!("parsing the generated IR: {}", e.to_string_lossy())))?;
+        module.verify().map_err(|e| internal(format!("verifying the generated IR: {}", e.to_string_lossy())))?;
+        module
+            .run_passes(passes, machine, PassBuilderOptions::create())
+            .map_err(|e| internal(format!("optimizing: {}", e.to_string_lossy())))?;
+        let ee = module
+            .create_jit_execution_engine(level)
+            .map_err(|e| internal(format!("creating the JIT: {}", e.to_string_lossy())))?;
+        for h in libcalls::all() {
+            if let Some(f) = module.get_function(h.name) {
+                ee.add_global_mapping(&f, h.addr as usize);
+            }
+        }
+        engine.set(ee);
+        let ee = engine.get().ok_or_else(|| internal("the JIT engine is gone".into()))?;
+        ee.get_function_address(FUNCTION).map_err(|e| internal(format!("finding the compiled function: {e}")))?
+    };
+    Ok((engine, code))
+}
+
 impl LlvmKernel {
     /// Compiles `k` for the host CPU, its loop nest shaped by schedule `s` (an illegal
     /// step is an [`Error::InvalidKernel`]).
@@ -201,29 +233,7 @@ impl LlvmKernel {
         let layout = machine.get_target_data().get_data_layout();
         let layout = layout.as_str().to_string_lossy().into_owned();
         let m = lower_module(k, s, host, &layout)?;
-        let mut engine = ffi::Engine::new();
-        let code = {
-            let context = engine.context();
-            let buffer = MemoryBuffer::create_from_memory_range_copy(m.text.as_bytes(), &k.name);
-            let module = context
-                .create_module_from_ir(buffer)
-                .map_err(|e| internal(format!("parsing the generated IR: {}", e.to_string_lossy())))?;
-            module.verify().map_err(|e| internal(format!("verifying the generated IR: {}", e.to_string_lossy())))?;
-            module
-                .run_passes("default<O3>", &machine, PassBuilderOptions::create())
-                .map_err(|e| internal(format!("optimizing: {}", e.to_string_lossy())))?;
-            let ee = module
-                .create_jit_execution_engine(OptimizationLevel::Aggressive)
-                .map_err(|e| internal(format!("creating the JIT: {}", e.to_string_lossy())))?;
-            for h in libcalls::all() {
-                if let Some(f) = module.get_function(h.name) {
-                    ee.add_global_mapping(&f, h.addr as usize);
-                }
-            }
-            engine.set(ee);
-            let ee = engine.get().ok_or_else(|| internal("the JIT engine is gone".into()))?;
-            ee.get_function_address(FUNCTION).map_err(|e| internal(format!("finding the compiled function: {e}")))?
-        };
+        let (engine, code) = jit(&k.name, &m.text, &machine, "default<O3>", OptimizationLevel::Aggressive)?;
         Ok(LlvmKernel {
             name: k.name.clone(),
             inputs: k.inputs.clone(),

@@ -343,24 +343,7 @@ pub fn emulate(k: &Kernel, s: &Schedule) -> std::result::Result<super::LlvmKerne
     let machine = host.machine().map_err(&internal)?;
     let layout = machine.get_target_data().get_data_layout();
     let text = emulation_module(k, s, host, &layout.as_str().to_string_lossy())?;
-    let mut engine = super::ffi::Engine::new();
-    let code = {
-        let context = engine.context();
-        let buffer = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &k.name);
-        let module = context
-            .create_module_from_ir(buffer)
-            .map_err(|e| internal(format!("parsing the generated IR: {}", e.to_string_lossy())))?;
-        module.verify().map_err(|e| internal(format!("verifying the generated IR: {}", e.to_string_lossy())))?;
-        module
-            .run_passes("default<O2>", &machine, PassBuilderOptions::create())
-            .map_err(|e| internal(format!("optimizing: {}", e.to_string_lossy())))?;
-        let ee = module
-            .create_jit_execution_engine(OptimizationLevel::Default)
-            .map_err(|e| internal(format!("creating the JIT: {}", e.to_string_lossy())))?;
-        engine.set(ee);
-        let ee = engine.get().ok_or_else(|| internal("the JIT engine is gone".into()))?;
-        ee.get_function_address(super::FUNCTION).map_err(|e| internal(format!("finding the compiled function: {e}")))?
-    };
+    let (engine, code) = super::jit(&k.name, &text, &machine, "default<O2>", OptimizationLevel::Default)?;
     Ok(super::LlvmKernel {
         name: k.name.clone(),
         inputs: k.inputs.clone(),
