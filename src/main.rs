@@ -143,6 +143,10 @@ enum Command {
         /// Seed of the kernels' data and of the search.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The code generator whose kernels are tuned: `cranelift`, or `llvm` (in a build
+        /// with cargo feature `llvm`; the records then serve `--backend llvm` and `auto`).
+        #[arg(long, default_value = "cranelift")]
+        backend: String,
     },
     /// Compile a model ahead of time for static input shapes: writes `OUTDIR/<name>.o` (the
     /// kernels, the weights and the C entry point `<name>_run`), `<name>.h` and
@@ -215,8 +219,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench { model, backend, threads, warmup_ms, min_runs, min_time_ms, shapes, seed, json, profile, db, schedules } => {
             bench(&model, &backend, threads, warmup_ms, min_runs, min_time_ms, &shapes, seed, json, profile, db, &schedules)
         }
-        Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed } => {
-            tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed)
+        Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed, backend } => {
+            tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed, &backend)
         }
         Command::Compile { model, out_dir, shapes, name, db, target, cpu, gpu } => match (target.as_deref(), gpu) {
             (Some("nvptx64-nvidia-cuda"), gpu) => compile_gpu(&model, &out_dir, &shapes, name, gpu),
@@ -430,19 +434,26 @@ fn tune(
     shape_specs: &[String],
     plot: Option<&std::path::Path>,
     seed: u64,
+    backend: &str,
 ) -> Result<()> {
     use atomc::tune::{DbStore, Progress, TuneOptions};
+    let codegen = match parse_backend(backend)? {
+        Backend::Cranelift => runtime::CodeGen::Cranelift,
+        #[cfg(feature = "llvm")]
+        Backend::Llvm => runtime::CodeGen::Llvm,
+        other => bail!("atomc tune compiles with cranelift or llvm, not '{}'", other.name()),
+    };
     use indicatif::{ProgressBar, ProgressStyle};
     let threads = Options { threads: threads.map(|t| t as usize), ..Options::default() }.thread_count();
     let db = match db {
         Some(p) => p.to_path_buf(),
         None => search::Db::default_path().context("--db: no default records file")?,
     };
-    let mut store = DbStore::open(&db, threads)?;
+    let mut store = DbStore::open(&db, threads, codegen)?;
     for w in store.warnings() {
         eprintln!("warning: {w}");
     }
-    let options = TuneOptions { trials, deadline, threads, shapes: parse_shapes(shape_specs)?, seed, ..TuneOptions::default() };
+    let options = TuneOptions { trials, deadline, threads, codegen, shapes: parse_shapes(shape_specs)?, seed, ..TuneOptions::default() };
     let bar = match (trials, deadline) {
         (Some(n), _) => ProgressBar::new(n as u64),
         (None, Some(d)) => ProgressBar::new(d.as_secs().max(1)),

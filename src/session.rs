@@ -395,7 +395,7 @@ impl Session {
                     (SchedulePolicy::Heuristic, _) => {
                         let target = runtime::jit_target(pool.threads());
                         let plan = ir::partition::partition(&atoms)?;
-                        Executable::with_schedules(atoms, plan, pool, &|k| search::default_schedule(k, &target))?
+                        Executable::with_schedules(atoms, plan, pool, &|k| search::default_schedule(k, &target), runtime::CodeGen::Cranelift)?
                     }
                     (SchedulePolicy::Model, Some(planner)) => {
                         Executable::from_graph_planned(atoms, pool, planner, runtime::CodeGen::Cranelift)?

@@ -43,6 +43,8 @@ pub struct TuneOptions {
     pub deadline: Option<Duration>,
     /// Threads that run each kernel, as in a session.
     pub threads: usize,
+    /// The code generator whose kernels are measured (and whose target the records name).
+    pub codegen: runtime::CodeGen,
     /// Shapes of inputs with symbolic dims (others default to 1).
     pub shapes: InputShapes,
     /// Seed of the buffers' data and of the search.
@@ -66,6 +68,7 @@ impl Default for TuneOptions {
             trials: None,
             deadline: None,
             threads: 1,
+            codegen: runtime::CodeGen::Cranelift,
             shapes: InputShapes::new(),
             seed: 0,
             min_measure_time: Duration::from_millis(20),
@@ -143,18 +146,18 @@ impl Store for MemoryStore {
 pub struct DbStore {
     db: search::Db,
     records: search::Records,
-    /// The target as the records name it (Cranelift's view of the host).
+    /// The target as the records name it (the code generator's view of the host).
     target: Target,
     threads: u32,
 }
 
 impl DbStore {
-    /// Opens (and loads) the records file at `path` for kernels run on `threads` threads;
-    /// lines it skipped are in [`DbStore::warnings`].
-    pub fn open(path: &Path, threads: usize) -> Result<DbStore, Error> {
+    /// Opens (and loads) the records file at `path` for kernels compiled by `codegen` and
+    /// run on `threads` threads; lines it skipped are in [`DbStore::warnings`].
+    pub fn open(path: &Path, threads: usize, codegen: runtime::CodeGen) -> Result<DbStore, Error> {
         let db = search::Db::open(path);
         let records = db.load().map_err(|e| Error::Store(e.to_string()))?;
-        let planner = search::Planner::host_cranelift(threads as u32);
+        let planner = codegen.planner(threads);
         Ok(DbStore { db, records, target: planner.target, threads: threads as u32 })
     }
 
@@ -270,7 +273,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
     let plan = ir::partition::partition(&graph)?;
     let threads = options.threads.max(1);
     let pool = Arc::new(ThreadPool::new(threads).map_err(|source| Error::Threads { threads, source })?);
-    let target = runtime::jit_target(threads);
+    let target = options.codegen.target(threads);
     let mut rng = options.seed ^ 0x5DEE_CE66_D1CE_4E5B;
 
     // Unique kernels, in plan order.
@@ -293,7 +296,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
 
     let inputs: Vec<Tensor> = random_inputs(&model, &shapes, options.seed)?.into_iter().map(|(_, t)| t).collect();
     let untuned: HashMap<String, Schedule> = tunings.iter().map(|t| (t.key.clone(), t.untuned.clone())).collect();
-    let model_before_ms = model_latency(&graph, &plan, &pool, &untuned, &target, &inputs, options.min_model_time)? * 1e3;
+    let model_before_ms = model_latency(&graph, &plan, &pool, &untuned, options.codegen, &inputs, options.min_model_time)? * 1e3;
 
     let budget = match (options.trials, options.deadline) {
         (None, None) => Some(DEFAULT_TRIALS),
@@ -325,7 +328,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
         if let Some((seconds, runs)) = try_candidate(t, &candidate, &pool, options)? {
             let pos = t.measured.partition_point(|m| m.0 <= seconds);
             t.measured.insert(pos, (seconds, candidate.clone()));
-            if seconds < old && verify(t, &candidate, &pool)? {
+            if seconds < old && verify(t, &candidate, &pool, options.codegen)? {
                 t.best = (candidate.clone(), seconds);
                 store.record(&t.key, &t.kernel, &candidate, seconds, runs)?;
                 recorded += 1;
@@ -352,7 +355,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
     }
 
     let best: HashMap<String, Schedule> = tunings.iter().map(|t| (t.key.clone(), t.best.0.clone())).collect();
-    let model_after_ms = model_latency(&graph, &plan, &pool, &best, &target, &inputs, options.min_model_time)? * 1e3;
+    let model_after_ms = model_latency(&graph, &plan, &pool, &best, options.codegen, &inputs, options.min_model_time)? * 1e3;
     let kernels = tunings
         .into_iter()
         .map(|t| KernelReport {
@@ -387,14 +390,14 @@ fn start_tuning(
         return Ok(None);
     }
     let reference_schedule = search::default_schedule(&kernel, target);
-    let jit = match codegen::JitKernel::compile(&kernel, &reference_schedule) {
+    let jit = match options.codegen.compile(&kernel, &reference_schedule) {
         Ok(j) => j,
         Err(codegen::Error::Unsupported { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut buffers = KernelBuffers::new(&kernel)?;
     buffers.fill(options.seed);
-    if buffers.run(&kernel, &jit, pool).is_err() {
+    if buffers.run(&kernel, &*jit, pool).is_err() {
         // The seeded data is not valid input for this kernel (a gather position, an integer
         // division): it is not tuned.
         return Ok(None);
@@ -492,20 +495,20 @@ fn next_candidate(t: &mut Tuning, rng: &mut u64) -> Option<Schedule> {
 /// Compiles and times `s` on `t`'s buffers; `None` when the code generator refuses it or
 /// the run fails.
 fn try_candidate(t: &mut Tuning, s: &Schedule, pool: &ThreadPool, options: &TuneOptions) -> Result<Option<(f64, usize)>, Error> {
-    let jit = match codegen::JitKernel::compile(&t.kernel, s) {
+    let jit = match options.codegen.compile(&t.kernel, s) {
         Ok(j) => j,
         Err(_) => return Ok(None),
     };
     let kernel = &t.kernel;
     let buffers = &mut t.buffers;
-    Ok(measure(|| buffers.run(kernel, &jit, pool).is_ok(), options.min_measure_time))
+    Ok(measure(|| buffers.run(kernel, &*jit, pool).is_ok(), options.min_measure_time))
 }
 
 /// Whether `s` computes what the default schedule computes on `t`'s data (f32 outputs
 /// within a relative [`TOLERANCE`], others exactly).
-fn verify(t: &mut Tuning, s: &Schedule, pool: &ThreadPool) -> Result<bool, Error> {
-    let jit = codegen::JitKernel::compile(&t.kernel, s)?;
-    t.buffers.run(&t.kernel, &jit, pool)?;
+fn verify(t: &mut Tuning, s: &Schedule, pool: &ThreadPool, codegen: runtime::CodeGen) -> Result<bool, Error> {
+    let jit = codegen.compile(&t.kernel, s)?;
+    t.buffers.run(&t.kernel, &*jit, pool)?;
     let out = t.buffers.output();
     if t.kernel.output.dtype != ir::DType::F32 {
         return Ok(out == t.reference);
@@ -564,12 +567,13 @@ fn model_latency(
     plan: &Plan,
     pool: &Arc<ThreadPool>,
     schedules: &HashMap<String, Schedule>,
-    target: &Target,
+    codegen: runtime::CodeGen,
     inputs: &[Tensor],
     floor: Duration,
 ) -> Result<f64, Error> {
+    let target = &codegen.target(pool.threads());
     let pick = |k: &Kernel| schedules.get(&k.canonical_hash()).cloned().unwrap_or_else(|| search::best_by_model(k, target));
-    let mut exec = Executable::with_schedules(graph.clone(), plan.clone(), pool.clone(), &pick)?;
+    let mut exec = Executable::with_schedules(graph.clone(), plan.clone(), pool.clone(), &pick, codegen)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let mut outputs = exec.run(inputs.to_vec())?;
     let mut failed = None;

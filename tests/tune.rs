@@ -66,18 +66,18 @@ fn the_records_file_keeps_the_bests_across_processes() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("records.jsonl");
     let first = {
-        let mut store = DbStore::open(&path, 2)?;
+        let mut store = DbStore::open(&path, 2, runtime::CodeGen::Cranelift)?;
         tune(Path::new("examples/mlp.onnx"), &options(20), &mut store, &mut |_| {})?
     };
     let lines = std::fs::read_to_string(&path)?.lines().count();
     assert!(lines >= first.kernels.len(), "{lines} records for {} kernels", first.kernels.len());
     // A new store on the same file (a second process) resumes every kernel.
-    let mut store = DbStore::open(&path, 2)?;
+    let mut store = DbStore::open(&path, 2, runtime::CodeGen::Cranelift)?;
     assert!(store.warnings().is_empty(), "{:?}", store.warnings());
     let second = tune(Path::new("examples/mlp.onnx"), &options(0), &mut store, &mut |_| {})?;
     assert!(second.kernels.iter().all(|k| k.resumed));
     // Another thread count is another key: nothing to resume.
-    let mut other = DbStore::open(&path, 1)?;
+    let mut other = DbStore::open(&path, 1, runtime::CodeGen::Cranelift)?;
     let third = tune(Path::new("examples/mlp.onnx"), &TuneOptions { threads: 1, ..options(0) }, &mut other, &mut |_| {})?;
     assert!(third.kernels.iter().all(|k| !k.resumed));
     std::fs::remove_dir_all(&dir)?;
@@ -108,4 +108,32 @@ fn the_memory_store_keeps_the_fastest() {
     assert_eq!(store.best("h"), Some(fast));
     assert_eq!(store.best("other"), None);
     assert_eq!(store.len(), 1);
+}
+
+/// `--backend llvm`: the kernels measured are LLVM's, and the records name LLVM's view of
+/// the host, so an LLVM session uses them and a Cranelift one (another target) does not.
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_records_serve_llvm_sessions_only() -> Result<()> {
+    use atomc::session::{Backend, Options, Session};
+    let dir = std::env::temp_dir().join(format!("atomc-tune-llvm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("records.jsonl");
+    let report = {
+        let mut store = DbStore::open(&path, 1, runtime::CodeGen::Llvm)?;
+        let options = TuneOptions { threads: 1, codegen: runtime::CodeGen::Llvm, ..options(12) };
+        tune(Path::new("examples/mlp.onnx"), &options, &mut store, &mut |_| {})?
+    };
+    assert!(!report.kernels.is_empty() && report.trials > 0);
+    let session = |backend| -> Result<usize> {
+        let mut s = Session::load("examples/mlp.onnx", Options { backend, threads: Some(1), db: Some(path.clone()), ..Options::default() })?;
+        // The shape the tune specialized to (symbolic dims as 1).
+        let x = ir::Tensor::from_vec(vec![1, 64], vec![0.1f32; 64])?;
+        s.run(vec![("x".to_string(), x)])?;
+        Ok(s.tuned_kernels())
+    };
+    assert!(session(Backend::Llvm)? > 0, "an LLVM session uses the LLVM records");
+    assert_eq!(session(Backend::Cranelift)?, 0, "a Cranelift session does not");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }

@@ -157,6 +157,20 @@ impl CodeGen {
         }
     }
 
+    /// Compiles `k` under schedule `s` for the host.
+    pub fn compile(self, k: &Kernel, s: &Schedule) -> Result<Box<dyn NativeKernel>, codegen::Error> {
+        match self {
+            CodeGen::Cranelift => JitKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+            #[cfg(feature = "llvm")]
+            CodeGen::Llvm => codegen::llvm::LlvmKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
+        }
+    }
+
+    /// The host target of this code generator with `threads` cores.
+    pub fn target(self, threads: usize) -> targets::Target {
+        targets::Target { cores: threads.max(1), ..self.host_target() }
+    }
+
     /// The planner without tuning records for this code generator at `threads` threads.
     pub fn planner(self, threads: usize) -> Planner {
         Planner::new(self.host_target(), u32::try_from(threads).unwrap_or(u32::MAX))
@@ -171,7 +185,7 @@ type Pick<'a> = dyn Fn(&Kernel) -> (Schedule, Source) + 'a;
 
 /// The target Cranelift compiles for: the host with 128-bit vectors, `threads` cores.
 pub fn jit_target(threads: usize) -> targets::Target {
-    targets::Target { cores: threads.max(1), ..CodeGen::Cranelift.host_target() }
+    CodeGen::Cranelift.target(threads)
 }
 
 /// Compiles one kernel for the host with `codegen` under the schedule `pick` gives (a
@@ -180,17 +194,11 @@ pub fn jit_target(threads: usize) -> targets::Target {
 /// instead. `None` when the backend does not support the kernel (it then runs on the
 /// kernel evaluator). The only call of the code generators.
 fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize) -> Result<Option<Compiled>, Error> {
-    let compile = |s: &Schedule| -> Result<Box<dyn NativeKernel>, codegen::Error> {
-        match codegen {
-            CodeGen::Cranelift => JitKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
-            #[cfg(feature = "llvm")]
-            CodeGen::Llvm => codegen::llvm::LlvmKernel::compile(k, s).map(|j| Box::new(j) as Box<dyn NativeKernel>),
-        }
-    };
+    let compile = |s: &Schedule| codegen.compile(k, s);
     let (chosen, source) = pick(k);
     let compiled = match compile(&chosen) {
         Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
-            let target = targets::Target { cores: threads.max(1), ..codegen.host_target() };
+            let target = codegen.target(threads);
             let fallback = search::default_schedule(k, &target);
             if fallback == chosen { compile(&chosen).map(|j| (j, source)) } else { compile(&fallback).map(|j| (j, Source::Model)) }
         }
@@ -257,10 +265,16 @@ impl Executable {
         Executable::build(graph, plan, pool, &|k: &Kernel| planner.schedule(k), codegen)
     }
 
-    /// As [`Executable::new`], each kernel compiled by Cranelift with the schedule `pick`
+    /// As [`Executable::new`], each kernel compiled by `codegen` with the schedule `pick`
     /// gives it (the tuner measures candidates this way).
-    pub fn with_schedules(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, pick: &dyn Fn(&Kernel) -> Schedule) -> Result<Executable, Error> {
-        Executable::build(graph, plan, pool, &|k: &Kernel| (pick(k), Source::Model), CodeGen::Cranelift)
+    pub fn with_schedules(
+        graph: Graph,
+        plan: Plan,
+        pool: Arc<ThreadPool>,
+        pick: &dyn Fn(&Kernel) -> Schedule,
+        codegen: CodeGen,
+    ) -> Result<Executable, Error> {
+        Executable::build(graph, plan, pool, &|k: &Kernel| (pick(k), Source::Model), codegen)
     }
 
     fn build(graph: Graph, plan: Plan, pool: Arc<ThreadPool>, pick: &Pick<'_>, codegen: CodeGen) -> Result<Executable, Error> {

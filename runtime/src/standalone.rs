@@ -5,7 +5,7 @@
 use crate::exec::Error;
 use crate::ffi::{self, Ptrs};
 use crate::pool::ThreadPool;
-use codegen::JitKernel;
+use codegen::NativeKernel;
 use ir::DType;
 use ir::kernel::Kernel;
 
@@ -73,7 +73,7 @@ impl KernelBuffers {
 
     /// Runs `jit` (compiled from `k` with some schedule) over its whole parallel range on
     /// `pool`, split as the executable splits it.
-    pub fn run(&mut self, k: &Kernel, jit: &JitKernel, pool: &ThreadPool) -> Result<(), Error> {
+    pub fn run(&mut self, k: &Kernel, jit: &dyn NativeKernel, pool: &ThreadPool) -> Result<(), Error> {
         for (p, buf) in self.table.ptrs.iter_mut().zip(self.data.iter_mut()) {
             *p = buf.as_mut_ptr().cast::<u8>();
         }
