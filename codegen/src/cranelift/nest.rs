@@ -389,7 +389,8 @@ impl<M: Module> Lower<'_, '_, M> {
     /// The flat index of the current reduction point times `scale`.
     fn reduction_row(&mut self, strides: &[i64], scale: i64) -> Value {
         let r = self.k.out_shape.len();
-        let mut acc = self.b.ins().iconst(types::I64, 0);
+        let shift: i64 = strides.iter().enumerate().map(|(i, &st)| self.offsets[r + i] * st * scale).sum();
+        let mut acc = self.b.ins().iconst(types::I64, shift);
         for (i, &st) in strides.iter().enumerate() {
             let x = self.b.use_var(self.axes[r + i]);
             let t = self.b.ins().imul_imm_s(x, st * scale);
@@ -676,12 +677,6 @@ impl<M: Module> Lower<'_, '_, M> {
                 v
             })
             .collect();
-        let mut headers = Vec::new();
-        for a in r..self.axes.len() {
-            let zero = self.b.ins().iconst(types::I64, 0);
-            headers.push(self.open_loop(a, zero));
-        }
-        self.cache.clear();
         let fma = match nest.body {
             Expr::Binary(BinaryFn::Mul, x, y)
                 if self.fma && f == ReduceFn::Sum && d == DType::F32 =>
@@ -690,7 +685,58 @@ impl<M: Module> Lower<'_, '_, M> {
             }
             _ => None,
         };
-        for (&(i, j), &var) in points.iter().zip(&vars) {
+        // The innermost reduction loop of an FMA contraction runs two steps per trip: the
+        // accumulators then alternate registers instead of being copied back each trip
+        // (Cranelift's x64 FMA writes a multiplicand's register).
+        let mut headers = Vec::new();
+        for a in r..self.axes.len() {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            headers.push(self.open_loop(a, zero));
+        }
+        let Some(&header) = headers.last() else {
+            // No reduction axes: one step.
+            self.reduce_step(nest, f, d, points, &vars, fma)?;
+            accs.extend(vars.into_iter().map(|v| (self.b.use_var(v), d)));
+            return Ok(());
+        };
+        let inner = self.axes.len() - 1;
+        let n = self.extents[inner];
+        let unroll: i64 = if fma.is_some() && n >= 4 { 2 } else { 1 };
+        for step in 0..unroll {
+            self.offsets[inner] = step;
+            self.reduce_step(nest, f, d, points, &vars, fma)?;
+        }
+        self.offsets[inner] = 0;
+        let stop = self.b.ins().iconst(types::I64, n - n % unroll);
+        self.close_loop(inner, header, unroll, stop);
+        if n % unroll != 0 {
+            let last = self.b.ins().iconst(types::I64, n - 1);
+            self.b.def_var(self.axes[inner], last);
+            self.reduce_step(nest, f, d, points, &vars, fma)?;
+        }
+        for (i, a) in (r..inner).enumerate().rev() {
+            let stop = self.b.ins().iconst(types::I64, self.extents[a]);
+            self.close_loop(a, headers[i], 1, stop);
+        }
+        for var in vars {
+            accs.push((self.b.use_var(var), d));
+        }
+        Ok(())
+    }
+
+    /// One reduction step of every point of a tile: each accumulator variable combined
+    /// with the body at its point (with `fma` for a Sum of products).
+    fn reduce_step(
+        &mut self,
+        nest: &Nest<'_>,
+        f: ReduceFn,
+        d: DType,
+        points: &[(usize, usize)],
+        vars: &[Variable],
+        fma: Option<(&Expr, &Expr)>,
+    ) -> Result<()> {
+        self.cache.clear();
+        for (&(i, j), &var) in points.iter().zip(vars) {
             self.at(nest, i, j);
             let next = match fma {
                 Some((x, y)) => {
@@ -709,13 +755,6 @@ impl<M: Module> Lower<'_, '_, M> {
             self.b.def_var(var, next);
         }
         self.cache.clear();
-        for (i, a) in (r..self.axes.len()).enumerate().rev() {
-            let stop = self.b.ins().iconst(types::I64, self.extents[a]);
-            self.close_loop(a, headers[i], 1, stop);
-        }
-        for var in vars {
-            accs.push((self.b.use_var(var), d));
-        }
         Ok(())
     }
 }
