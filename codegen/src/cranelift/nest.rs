@@ -32,7 +32,9 @@
 //! reduction loops; each reduction step evaluates the body once per point of the tile with
 //! loads cached by (node, offsets of the axes they depend on), so a load invariant along
 //! the vector axis is read once per row and broadcast, and one invariant along the blocked
-//! axis once per column. A Sum of products accumulates with `fma` when the ISA has it.
+//! axis once per column. A Sum of products accumulates with `fma` when the ISA has it, and
+//! its innermost reduction loop runs two steps per trip (then one more for an odd extent),
+//! so that the accumulators alternate registers instead of being copied back every trip.
 
 use super::scatter::Scatter;
 use super::lower::{LANES, Lower, Packed, Result};
