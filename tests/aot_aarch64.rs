@@ -17,6 +17,8 @@
 #![cfg(feature = "llvm")]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use atomc::aot::{Error as AotError, ObjectBackend};
 use atomc::session::{Backend, Options, Session, random_inputs};
 use ir::infer::InputShapes;
@@ -108,9 +110,9 @@ fn tensor_like(want: &Tensor, b: &[u8]) -> Result<Tensor, String> {
 }
 
 fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String> {
-    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     match tol {
         Tolerance::Relative => {
+            let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
             let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
             let err = g
                 .iter()
@@ -120,23 +122,7 @@ fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<(), String> {
                 return Err(format!("max relative error {:.3e}", err / scale));
             }
         }
-        Tolerance::Elementwise => {
-            let exact = !want.dtype().is_float();
-            for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-                let ok = if exact {
-                    a == b
-                } else if a.is_nan() || b.is_nan() {
-                    a.is_nan() && b.is_nan()
-                } else if a.is_infinite() || b.is_infinite() {
-                    a == b
-                } else {
-                    (a - b).abs() <= 1e-4 + 1e-3 * b.abs()
-                };
-                if !ok {
-                    return Err(format!("element {i}: got {a}, expected {b}"));
-                }
-            }
-        }
+        Tolerance::Elementwise => common::compare_elementwise(got, want)?,
     }
     Ok(())
 }

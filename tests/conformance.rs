@@ -8,6 +8,8 @@
 //! data the target says so and passes, unless `ATOMC_REQUIRE_DATA=1` (set by the test
 //! script and CI), where missing data is a failure.
 
+mod common;
+
 use atomc::session::Backend;
 use ir::{DType, Tensor};
 use prost::Message;
@@ -41,37 +43,6 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Compares one output; `Err` says how it differs.
-fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
-    if got.shape() != want.shape() {
-        return Err(format!("shape {:?}, expected {:?}", got.shape(), want.shape()));
-    }
-    if got.dtype() != want.dtype() {
-        return Err(format!("dtype {}, expected {}", got.dtype(), want.dtype()));
-    }
-    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
-    let exact = !want.dtype().is_float();
-    // 64-bit integers do not survive f64: compare them as integers.
-    let wide = matches!(want.dtype(), DType::I64 | DType::U64).then(|| (got.to_i64_vec(), want.to_i64_vec()));
-    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let ok = if exact {
-            match &wide {
-                Some((gi, wi)) => gi[i] == wi[i],
-                None => a == b,
-            }
-        } else if a.is_nan() || b.is_nan() {
-            a.is_nan() && b.is_nan()
-        } else if a.is_infinite() || b.is_infinite() {
-            a == b
-        } else {
-            (a - b).abs() <= 1e-4 + 1e-3 * b.abs()
-        };
-        if !ok {
-            return Err(format!("element {i}: got {a}, expected {b}"));
-        }
-    }
-    Ok(())
-}
 
 /// Runs one node test; `Ok(true)` when it passed with some node left high-level (a host op
 /// or a data-dependent shape, run by the interpreter).
@@ -107,7 +78,7 @@ fn run_test(dir: &Path, backend: Backend) -> Result<bool, String> {
         return Err(format!("{} outputs, expected {}", got.len(), wants.len()));
     }
     for (k, (a, b)) in got.iter().zip(&wants).enumerate() {
-        compare(a, b).map_err(|e| format!("output {k}: {e}"))?;
+        common::compare_elementwise(a, b).map_err(|e| format!("output {k}: {e}"))?;
     }
     Ok(host_ops)
 }
@@ -156,7 +127,7 @@ fn run_frozen(graph: &ir::Graph, inputs: &[Tensor], wants: &[Tensor], backend: B
     let d = atomc::session::decompose_strict(&specialized).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
     let got = run_atoms(&d, feeds, backend).map_err(|e| format!("with shape-like inputs frozen: {e}"))?;
     for (k, (a, b)) in got.iter().zip(wants).enumerate() {
-        compare(a, b).map_err(|e| format!("with shape-like inputs frozen: output {k}: {e}"))?;
+        common::compare_elementwise(a, b).map_err(|e| format!("with shape-like inputs frozen: output {k}: {e}"))?;
     }
     if has_host_ops(&d) && std::env::var("ATOMC_VERBOSE").is_ok_and(|v| v == "1") {
         let ops: Vec<&str> = d.nodes.iter().filter(|n| !matches!(n.op.kind, ir::OpKind::Atom(_))).map(|n| n.op.kind.name()).collect();
