@@ -44,6 +44,24 @@ struct Nest<'e> {
 type Rows = Option<(String, String)>;
 
 impl Lower<'_> {
+    /// A counter slot per output and reduction axis with its extent (tile offsets 0), the
+    /// output axes live, the store's coefficients checked; returns the number of output
+    /// axes. The entry of both the CPU nest and the GPU thread function.
+    pub(super) fn declare_axes(&mut self) -> Result<usize> {
+        let k = self.k;
+        for &n in k.out_shape.iter().chain(&k.red_shape) {
+            let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
+            self.extents.push(n);
+            let slot = self.slot("i64");
+            self.axes.push(slot);
+            self.offsets.push(0);
+        }
+        let r = k.out_shape.len();
+        self.live = r;
+        self.check_coefs(&k.store)?;
+        Ok(r)
+    }
+
     /// The whole function body: entry, the nest over the share `[begin, end)` (function
     /// arguments `%begin`, `%end`, buffers `%buffers`), error exits.
     pub(super) fn kernel(&mut self, s: &Schedule) -> Result<()> {
@@ -62,16 +80,7 @@ impl Lower<'_> {
             let base = self.ins(format!("load ptr, ptr {p}, align 8"));
             self.bases.push(base);
         }
-        for &n in k.out_shape.iter().chain(&k.red_shape) {
-            let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
-            self.extents.push(n);
-            let slot = self.slot("i64");
-            self.axes.push(slot);
-            self.offsets.push(0);
-        }
-        let r = k.out_shape.len();
-        self.live = r;
-        self.check_coefs(&k.store)?;
+        let r = self.declare_axes()?;
         let done = self.block("done");
         if !self.extents[..r].contains(&0) {
             if r > 0 {

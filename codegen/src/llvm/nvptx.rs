@@ -213,16 +213,7 @@ impl Lower<'_> {
             return Err(self.invalid("reduction axes without a reduction"));
         }
         self.bases = (0..=k.inputs.len()).map(|i| format!("%p{i}")).collect();
-        for &n in k.out_shape.iter().chain(&k.red_shape) {
-            let n = i64::try_from(n).map_err(|_| self.invalid("extent too large"))?;
-            self.extents.push(n);
-            let slot = self.slot("i64");
-            self.axes.push(slot);
-            self.offsets.push(0);
-        }
-        let r = k.out_shape.len();
-        self.live = r;
-        self.check_coefs(&k.store)?;
+        let r = self.declare_axes()?;
         let done = self.block("done");
         let points: i64 = self.extents[..r].iter().product();
         if points > 0 {
