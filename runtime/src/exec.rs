@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Errors of building and running an executable.
@@ -97,15 +98,24 @@ struct Upgrade {
     tuned: bool,
 }
 
-/// The receiving end of a background compile; dropping it asks the compiler thread to stop.
+/// The receiving end of a background compile. Dropping it asks the compiler thread to stop
+/// and waits for it (at most the rest of one kernel's compile): a compiler thread left
+/// running could still be inside LLVM when the process exits and LLVM's global destructors
+/// run, which crashes the process after `main` has returned.
 struct Upgrades {
     arrivals: Receiver<Upgrade>,
     cancel: Arc<AtomicBool>,
+    compiler: Option<JoinHandle<()>>,
 }
 
 impl Drop for Upgrades {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
+        if let Some(compiler) = self.compiler.take() {
+            // A panic on the compiler thread has already been reported there; the kernels it
+            // did not deliver keep their current code.
+            let _ = compiler.join();
+        }
     }
 }
 
@@ -357,7 +367,7 @@ impl Executable {
     /// picks, on a background thread, one kernel at a time in plan order. Each kernel that
     /// compiles replaces its step's kernel at the start of the next run (see
     /// [`Executable::run_into`]); one the code generator refuses keeps its current code. A
-    /// second call replaces the first (whose thread stops after its current kernel).
+    /// second call replaces the first (waiting for its thread to finish its current kernel).
     pub fn upgrade_in_background(&mut self, planner: Arc<Planner>, codegen: CodeGen) -> Result<(), Error> {
         let work: Vec<(usize, Kernel)> = self
             .steps
@@ -373,7 +383,7 @@ impl Executable {
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         let threads = self.pool.threads();
-        std::thread::Builder::new()
+        let compiler = std::thread::Builder::new()
             .name("atomc-upgrade".into())
             .spawn(move || {
                 for (step, k) in work {
@@ -389,7 +399,7 @@ impl Executable {
                 }
             })
             .map_err(|e| internal(format!("cannot start the background compiler thread: {e}")))?;
-        self.upgrades = Some(Upgrades { arrivals, cancel });
+        self.upgrades = Some(Upgrades { arrivals, cancel, compiler: Some(compiler) });
         Ok(())
     }
 
