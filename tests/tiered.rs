@@ -17,7 +17,24 @@ use ir::infer::InputShapes;
 use ir::{Dim, Tensor};
 use runtime::{CodeGen, Executable, ThreadPool};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Held by every test that starts background compiles, so that one test can count the
+/// compiler threads alive in the process without seeing another test's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How many background compiler threads (named `atomc-upgrade`) this process has (Linux).
+fn compiler_threads() -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "atomc-upgrade")
+        .count()
+}
 
 /// The code generator of the second tier.
 const UPGRADE: CodeGen = upgrade_codegen();
@@ -57,6 +74,7 @@ fn assert_close(got: &[Tensor], want: &[Tensor], what: &str) {
 
 #[test]
 fn swapped_kernels_give_the_same_outputs() {
+    let _serial = one_at_a_time();
     for path in models() {
         let what = path.display().to_string();
         let model = ir::onnx::import_file(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -84,22 +102,31 @@ fn swapped_kernels_give_the_same_outputs() {
     }
 }
 
+/// Dropped while its compiler thread is inside a compile (the largest model at hand, so
+/// that the thread is still busy a moment after it starts), the executable waits for that
+/// thread: none may outlive it.
 #[test]
 fn dropping_an_executable_while_it_upgrades_is_safe() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlp.onnx");
+    let _serial = one_at_a_time();
+    let path = models().pop().unwrap();
     let model = ir::onnx::import_file(&path).unwrap();
     let specialized = ir::infer::specialize(&model.graph, &shapes(&model)).unwrap();
     let pool = Arc::new(ThreadPool::new(1).unwrap());
     let mut exec = Executable::from_graph_with(decompose_strict(&specialized).unwrap(), pool, CodeGen::Cranelift).unwrap();
     exec.upgrade_in_background(Arc::new(UPGRADE.planner(1)), UPGRADE).unwrap();
     assert!(exec.is_upgrading());
+    std::thread::sleep(std::time::Duration::from_millis(20));
     drop(exec);
+    // A compiler thread still inside LLVM when the process exits crashes it in LLVM's
+    // global destructors.
+    assert_eq!(compiler_threads(), 0, "{}: the background compiler thread outlived its executable", path.display());
 }
 
 /// `Session` with the `auto` backend: Cranelift kernels at once, LLVM's after the wait.
 #[cfg(feature = "llvm")]
 #[test]
 fn auto_backend_switches_to_llvm_kernels() {
+    let _serial = one_at_a_time();
     use atomc::session::{Backend, Options, Session};
     assert_eq!(Backend::default(), Backend::Auto, "auto is the default with feature llvm");
     for path in models() {
