@@ -116,6 +116,26 @@ fn fma128_peak() -> Option<f64> {
     None
 }
 
+/// `s` with a micro-tile of `mr` rows by `nr` vectors; a cache block of the vector axis
+/// is rounded down to a multiple of the new micro-tile's columns.
+fn with_micro_tile(s: &Schedule, mr: usize, nr: usize) -> Schedule {
+    let mut s = s.clone();
+    for st in &mut s.steps {
+        match st {
+            ScheduleStep::RegisterBlock { factor, .. } => *factor = mr,
+            ScheduleStep::Unroll { factor, .. } => *factor = nr,
+            _ => {}
+        }
+    }
+    let cols = s.tile_columns();
+    for st in &mut s.steps {
+        if let ScheduleStep::Tile { size, .. } = st {
+            *size = (*size / cols).max(1) * cols;
+        }
+    }
+    s
+}
+
 fn main() -> Result<(), codegen::Error> {
     let peak = fma128_peak();
     if let Some(p) = peak {
@@ -140,14 +160,7 @@ fn main() -> Result<(), codegen::Error> {
             for tile in v.split(',') {
                 let mut it = tile.split('x').filter_map(|x| x.parse::<usize>().ok());
                 let (Some(mr), Some(nr)) = (it.next(), it.next()) else { continue };
-                let mut s = def.clone();
-                for st in &mut s.steps {
-                    match st {
-                        ScheduleStep::RegisterBlock { factor, .. } => *factor = mr,
-                        ScheduleStep::Unroll { factor, .. } => *factor = nr,
-                        _ => {}
-                    }
-                }
+                let s = with_micro_tile(&def, mr, nr);
                 let g = measure(&k, &s, flops)?;
                 println!("{name:14} {tile:15} {g:7.2} GFLOP/s   [{s}]");
             }
@@ -180,15 +193,7 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
             for tile in v.split(',') {
                 let mut it = tile.split('x').filter_map(|x| x.parse::<usize>().ok());
                 let (Some(mr), Some(nr)) = (it.next(), it.next()) else { continue };
-                let mut s = def.clone();
-                for st in &mut s.steps {
-                    match st {
-                        ScheduleStep::RegisterBlock { factor, .. } => *factor = mr,
-                        ScheduleStep::Unroll { factor, .. } => *factor = nr,
-                        _ => {}
-                    }
-                }
-                rows.push((format!("llvm {tile}"), s));
+                rows.push((format!("llvm {tile}"), with_micro_tile(&def, mr, nr)));
             }
         }
         for (label, s) in rows {
