@@ -16,7 +16,7 @@ use atomc::session::{decompose_strict, random_inputs};
 use ir::infer::InputShapes;
 use ir::{Dim, Tensor};
 use runtime::{CodeGen, Executable, ThreadPool};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Held by every test that starts background compiles, so that one test can count the
