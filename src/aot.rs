@@ -756,4 +756,42 @@ mod tests {
         assert!(is_c_identifier("mlp"));
         assert!(!is_c_identifier("1x"));
     }
+
+    fn f32s(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    #[test]
+    fn a_host_step_names_the_inputs_its_shape_depends_on() {
+        let g = ir::text::parse(
+            "graph {\n  input %x: f32[1,1,2,2]\n  input %s: f32[4]\n  input %t: f32[4]\n  %u = Add@14 \"add\" (%s, %t)\n  \
+             %y = Resize@13 \"r\" (%x, _, %u)\n  output %y\n}\n",
+        )
+        .unwrap();
+        match build(&g, "m", &InputShapes::new()) {
+            Err(Error::HostStep { node, bind, .. }) => {
+                assert_eq!(node, "r");
+                assert_eq!(bind, ["s", "t"], "both inputs reach the scales through the Add");
+            }
+            other => panic!("expected a host step, got {:?}", other.map(|b| b.kernels)),
+        }
+        let half = f32s(vec![4], vec![0.5, 0.5, 0.75, 0.5]);
+        let bound = bind_inputs(&g, &[("s".into(), half.clone()), ("t".into(), half)]).unwrap();
+        let built = build(&bound, "m", &InputShapes::new()).unwrap();
+        assert_eq!(built.program.inputs.len(), 1);
+        assert_eq!(built.program.outputs[0].shape, [1, 1, 3, 2], "scales 1, 1, 1.5, 1");
+    }
+
+    #[test]
+    fn bound_values_must_agree_on_shared_dims() {
+        let g = ir::text::parse(
+            "graph {\n  input %a: f32[n]\n  input %b: f32[n]\n  %y = Add@14 \"add\" (%a, %b)\n  output %y\n}\n",
+        )
+        .unwrap();
+        let err = bind_inputs(&g, &[("a".into(), f32s(vec![2], vec![0.0; 2])), ("b".into(), f32s(vec![3], vec![0.0; 3]))])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--bind b: dim 'n' is 3 here but 2 in the value bound to 'a'"), "{err}");
+    }
 }
