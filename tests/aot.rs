@@ -102,6 +102,8 @@ fn check_bound(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], bound: &
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).expect("JSON");
     assert!(json["kernels"].as_u64().unwrap() > 0);
     let object_inputs: Vec<&str> = json["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let bound_names: Vec<&str> = json["bound"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(bound_names, bound.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "{name}: the JSON's bound inputs");
 
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/driver.c");
     let exe = dir.join("drv");
