@@ -166,33 +166,35 @@ struct Compiled {
 
 /// Compiles case `c` into `dir/<name>.o`. A host step whose shape depends on inputs
 /// (`AotError::HostStep`'s `bind`) is compiled again with exactly those inputs bound to
-/// the case's values; an error comes with the inputs bound when it happened.
+/// the case's values (and so on while a host step names inputs not bound yet); an error
+/// comes with the inputs bound when it happened.
 fn compile_case(c: &Case, dir: &Path, planner: &search::Planner, backend: &ObjectBackend) -> Result<Compiled, (AotError, Vec<String>)> {
-    let build = |g: &ir::Graph, shapes: &InputShapes| atomc::aot::build_for(g, &c.name, shapes, planner, backend);
     let names: Vec<&str> = c.graph.inputs.iter().map(|i| c.graph.name(i.value)).collect();
-    let (built, compiled) = match build(&c.graph, &c.shapes) {
-        Err(AotError::HostStep { bind, .. }) if !bind.is_empty() => {
-            let values: Vec<(String, Tensor)> = bind
-                .iter()
-                .map(|b| {
-                    let i = names.iter().position(|n| n == b).expect("a bound input is an input of the case");
-                    (b.clone(), c.inputs[i].clone())
-                })
-                .collect();
-            let mut shapes = c.shapes.clone();
-            shapes.retain(|n, _| !bind.contains(n));
-            let rebuilt = atomc::aot::bind_inputs(&c.graph, &values).and_then(|g| build(&g, &shapes));
-            let inputs = (0..names.len()).filter(|&i| !bind.iter().any(|b| b == names[i])).collect();
-            match rebuilt {
-                Ok(b) => (b, Compiled { inputs, bound: bind }),
-                Err(e) => return Err((e, bind)),
+    let mut bound: Vec<String> = Vec::new();
+    loop {
+        let values: Vec<(String, Tensor)> = bound
+            .iter()
+            .map(|b| {
+                let i = names.iter().position(|n| n == b).expect("a bound input is an input of the case");
+                (b.clone(), c.inputs[i].clone())
+            })
+            .collect();
+        let mut shapes = c.shapes.clone();
+        shapes.retain(|n, _| !bound.contains(n));
+        let built = atomc::aot::bind_inputs(&c.graph, &values).and_then(|g| atomc::aot::build_for(&g, &c.name, &shapes, planner, backend));
+        match built {
+            Ok(b) => {
+                std::fs::write(dir.join(format!("{}.o", c.name)), &b.object).expect("write the object");
+                let inputs = (0..names.len()).filter(|&i| !bound.iter().any(|b| b == names[i])).collect();
+                return Ok(Compiled { inputs, bound });
             }
+            Err(AotError::HostStep { bind, .. }) if bind.iter().any(|b| !bound.contains(b)) => {
+                let new: Vec<String> = bind.into_iter().filter(|b| !bound.contains(b)).collect();
+                bound.extend(new);
+            }
+            Err(e) => return Err((e, bound)),
         }
-        Ok(b) => (b, Compiled { inputs: (0..names.len()).collect(), bound: Vec::new() }),
-        Err(e) => return Err((e, Vec::new())),
-    };
-    std::fs::write(dir.join(format!("{}.o", c.name)), &built.object).expect("write the object");
-    Ok(compiled)
+    }
 }
 
 /// Compiles every case for `platform` (on two threads), links them all into one
