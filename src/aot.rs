@@ -12,15 +12,23 @@
 //! with the same C API and header. A model with a host step (an op that is not
 //! decomposed into atoms) or a kernel the code generator cannot compile is refused: the
 //! object must run without atomc.
+//!
+//! Inputs may be bound to values ([`Options::bind`], `--bind NAME=FILE.npy`): each becomes
+//! a constant of the graph before specialization ([`bind_inputs`]) and leaves the C API's
+//! inputs. That is how a model whose shapes depend on input values (a `Resize`'s scales,
+//! a `Range`'s bounds, a `OneHot`'s depth) gets the static shapes its kernels need: the
+//! refusal of such a host step names the inputs to bind ([`Error::HostStep`]).
 
 use crate::session::decompose_strict;
 use codegen::cranelift::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
 use ir::graph::{Dim, Graph, ValueId};
 use ir::infer::InputShapes;
 use ir::partition::Step;
+use ir::{Tensor, shape::fmt_shape};
 use runtime::{Location, MemoryPlan};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Weights and arena slices start at multiples of this many bytes.
 pub const ALIGN: usize = 64;
@@ -42,6 +50,9 @@ pub struct Options {
     /// (`aarch64`, `neoverse-n1`) or `host` (default: the host when the target is the
     /// host's architecture, else the generic `aarch64`).
     pub cpu: Option<String>,
+    /// Inputs bound to values: each becomes a constant before specialization (see
+    /// [`bind_inputs`]); the object's inputs are the others, in the model's order.
+    pub bind: Vec<(String, Tensor)>,
 }
 
 /// The triples `--target` accepts.
@@ -195,9 +206,25 @@ pub enum Error {
     UnknownInput(String, String),
     #[error(
         "node '{node}' ({op}) runs on the host (it was not decomposed into kernels): \
-         ahead-of-time compilation supports models made only of kernels"
+         ahead-of-time compilation supports models made only of kernels{}",
+        bind_hint(.bind)
     )]
-    HostStep { node: String, op: String },
+    HostStep {
+        node: String,
+        op: String,
+        /// The graph inputs its output shape depends on: bound to values
+        /// ([`Options::bind`]), they may let it lower to kernels (empty: none).
+        bind: Vec<String>,
+    },
+    #[error("--bind names '{0}', which is not an input of the model (its inputs: {1})")]
+    UnknownBind(String, String),
+    #[error("--bind {input}: {why}")]
+    BadBind { input: String, why: String },
+    #[error("--bind {input}: {source}")]
+    BindFile {
+        input: String,
+        source: crate::npy::NpyError,
+    },
     #[error("value '{0}' has no static type after specialization")]
     Untyped(String),
     #[error("{0}")]
@@ -210,6 +237,124 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The `HostStep` message's advice to bind the inputs `names` (nothing when empty).
+fn bind_hint(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = names.iter().map(|n| format!("--bind {n}=FILE.npy")).collect();
+    format!("; its output shape depends on the values of input(s) {}: binding them may let it compile ({})",
+        names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "), list.join(" "))
+}
+
+/// Reads a `--bind` spec `NAME=FILE.npy`: the input's name and its value.
+pub fn read_binding(spec: &str) -> Result<(String, Tensor), Error> {
+    let (name, file) = spec.split_once('=').filter(|(n, f)| !n.is_empty() && !f.is_empty()).ok_or_else(|| Error::BadBind {
+        input: spec.to_string(),
+        why: "expected NAME=FILE.npy".into(),
+    })?;
+    let t = crate::npy::read(Path::new(file)).map_err(|source| Error::BindFile { input: name.to_string(), source })?;
+    Ok((name.to_string(), t))
+}
+
+/// `graph` with each input named in `bound` replaced by a constant of its value (and
+/// removed from the inputs). A value must have the input's dtype and rank, its declared
+/// fixed dims, and one size per symbolic dim across the bound inputs; the remaining inputs
+/// take those sizes for the symbols they share.
+pub fn bind_inputs(graph: &Graph, bound: &[(String, Tensor)]) -> Result<Graph, Error> {
+    let mut g = graph.clone();
+    let mut symbols: HashMap<String, (usize, String)> = HashMap::new();
+    for (k, (name, t)) in bound.iter().enumerate() {
+        let bad = |why: String| Error::BadBind { input: name.clone(), why };
+        if bound[..k].iter().any(|(n, _)| n == name) {
+            return Err(bad("the input is bound more than once".into()));
+        }
+        let Some(pos) = g.inputs.iter().position(|i| g.name(i.value) == name) else {
+            let names: Vec<&str> = graph.inputs.iter().map(|i| graph.name(i.value)).collect();
+            return Err(Error::UnknownBind(name.clone(), names.join(", ")));
+        };
+        let input = &g.inputs[pos];
+        let declared = ir::infer::fmt_dims(&input.dims);
+        if t.dtype() != input.dtype {
+            return Err(bad(format!("the value is {} but the model declares the input as {}{declared}", t.dtype(), input.dtype)));
+        }
+        let shape = t.shape();
+        let mismatch = || bad(format!("the value has shape {} but the model declares {declared}", fmt_shape(shape)));
+        if shape.len() != input.dims.len() {
+            return Err(mismatch());
+        }
+        for (d, &n) in input.dims.iter().zip(shape) {
+            match d {
+                Dim::Fixed(m) if *m != n => return Err(mismatch()),
+                Dim::Fixed(_) => {}
+                Dim::Symbol(s) => match symbols.get(s) {
+                    Some((prev, who)) if *prev != n => {
+                        return Err(bad(format!("dim '{s}' is {n} here but {prev} in the value bound to '{who}'")));
+                    }
+                    Some(_) => {}
+                    None => {
+                        symbols.insert(s.clone(), (n, name.clone()));
+                    }
+                },
+            }
+        }
+        let input = g.inputs.remove(pos);
+        g.consts.insert(input.value, Arc::new(t.clone()));
+    }
+    for input in &mut g.inputs {
+        for d in &mut input.dims {
+            if let Dim::Symbol(s) = d
+                && let Some(&(n, _)) = symbols.get(s.as_str())
+            {
+                *d = Dim::Fixed(n);
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// The operands of a host op whose values determine its output shape (so that, constant,
+/// they let the rewrite rules lower it to kernels): a table of the ops with such rules,
+/// else every integer operand after the first.
+fn shape_operands(g: &Graph, node: &ir::graph::Node) -> Vec<ValueId> {
+    let fixed: Option<&[usize]> = match node.op.kind.name() {
+        "Resize" => Some(&[1, 2, 3]),
+        "Upsample" => Some(&[1]),
+        "Range" => Some(&[0, 1, 2]),
+        "OneHot" => Some(&[1]),
+        _ => None,
+    };
+    let operands = node.inputs.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v)));
+    match fixed {
+        Some(at) => operands.filter(|(i, _)| at.contains(i)).map(|(_, v)| v).collect(),
+        None => operands
+            .filter(|&(i, v)| i > 0 && g.value(v).ty.as_ref().is_some_and(|t| t.dtype.is_int()))
+            .map(|(_, v)| v)
+            .collect(),
+    }
+}
+
+/// The graph inputs (by name, in the graph's order) that the values `from` depend on.
+fn input_ancestors(g: &Graph, from: Vec<ValueId>) -> Vec<String> {
+    let producer: HashMap<ValueId, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().flatten().map(move |&v| (v, i)))
+        .collect();
+    let mut seen: HashSet<ValueId> = HashSet::new();
+    let mut stack = from;
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if let Some(&n) = producer.get(&v) {
+            stack.extend(g.nodes[n].inputs.iter().flatten().copied());
+        }
+    }
+    g.inputs.iter().filter(|i| seen.contains(&i.value)).map(|i| g.name(i.value).to_string()).collect()
 }
 
 /// The C identifier made from a file stem: other characters become `_`, a leading digit
@@ -245,8 +390,21 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
     }
     let backend = ObjectBackend::resolve(opts.target.as_deref(), opts.cpu.as_deref())?;
     let model = ir::onnx::import_file(path)?;
+    let graph = bind_inputs(&model.graph, &opts.bind)?;
+    let mut shapes = opts.shapes.clone();
+    for (input, t) in &opts.bind {
+        match shapes.remove(input) {
+            Some(s) if s != t.shape() => {
+                return Err(Error::BadBind {
+                    input: input.clone(),
+                    why: format!("the value has shape {} but --shape gives {}", fmt_shape(t.shape()), fmt_shape(&s)),
+                });
+            }
+            _ => {}
+        }
+    }
     let planner = crate::tuning::with_db(backend.planner(), opts.db.as_deref()).map_err(crate::session::Error::from)?;
-    let built = build_for(&model.graph, &name, &opts.shapes, &planner, &backend)?;
+    let built = build_for(&graph, &name, &shapes, &planner, &backend)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         what: "cannot create",
         path: out_dir.to_path_buf(),
@@ -282,6 +440,11 @@ pub fn compile(path: &Path, out_dir: &Path, opts: &Options) -> Result<Artifacts,
         "object": format!("{name}.o"),
         "header": format!("{name}.h"),
         "inputs": built.program.inputs.iter().map(desc).collect::<Vec<_>>(),
+        "bound": opts.bind.iter().map(|(n, t)| serde_json::json!({
+            "name": n,
+            "dtype": t.dtype().name(),
+            "shape": t.shape(),
+        })).collect::<Vec<_>>(),
         "outputs": built.program.outputs.iter().map(desc).collect::<Vec<_>>(),
         "workspace_bytes": built.program.workspace_bytes,
         "workspace_align": ALIGN,
@@ -477,13 +640,16 @@ pub fn lower_program(graph: &Graph, shapes: &InputShapes) -> Result<Lowered, Err
     Ok(Lowered { kernels, program, weights })
 }
 
-/// The error for host step `node` of `g`.
+/// The error for host step `node` of `g`, naming the inputs its shape depends on.
 fn host_step(g: &Graph, node: usize) -> Error {
-    let (node, op) = g
-        .nodes
-        .get(node)
-        .map_or_else(|| (format!("#{node}"), "?".into()), |n| (n.name.clone(), n.op.kind.name().to_string()));
-    Error::HostStep { node, op }
+    match g.nodes.get(node) {
+        Some(n) => Error::HostStep {
+            node: n.name.clone(),
+            op: n.op.kind.name().to_string(),
+            bind: input_ancestors(g, shape_operands(g, n)),
+        },
+        None => Error::HostStep { node: format!("#{node}"), op: "?".into(), bind: Vec::new() },
+    }
 }
 
 /// The elements of `t`, native endian (bool as one byte 0/1).
@@ -594,5 +760,43 @@ mod tests {
         assert_eq!(c_identifier(""), "model");
         assert!(is_c_identifier("mlp"));
         assert!(!is_c_identifier("1x"));
+    }
+
+    fn f32s(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    #[test]
+    fn a_host_step_names_the_inputs_its_shape_depends_on() {
+        let g = ir::text::parse(
+            "graph {\n  input %x: f32[1,1,2,2]\n  input %s: f32[4]\n  input %t: f32[4]\n  %u = Add@14 \"add\" (%s, %t)\n  \
+             %y = Resize@13 \"r\" (%x, _, %u)\n  output %y\n}\n",
+        )
+        .unwrap();
+        match build(&g, "m", &InputShapes::new()) {
+            Err(Error::HostStep { node, bind, .. }) => {
+                assert_eq!(node, "r");
+                assert_eq!(bind, ["s", "t"], "both inputs reach the scales through the Add");
+            }
+            other => panic!("expected a host step, got {:?}", other.map(|b| b.kernels)),
+        }
+        let half = f32s(vec![4], vec![0.5, 0.5, 0.75, 0.5]);
+        let bound = bind_inputs(&g, &[("s".into(), half.clone()), ("t".into(), half)]).unwrap();
+        let built = build(&bound, "m", &InputShapes::new()).unwrap();
+        assert_eq!(built.program.inputs.len(), 1);
+        assert_eq!(built.program.outputs[0].shape, [1, 1, 3, 2], "scales 1, 1, 1.5, 1");
+    }
+
+    #[test]
+    fn bound_values_must_agree_on_shared_dims() {
+        let g = ir::text::parse(
+            "graph {\n  input %a: f32[n]\n  input %b: f32[n]\n  %y = Add@14 \"add\" (%a, %b)\n  output %y\n}\n",
+        )
+        .unwrap();
+        let err = bind_inputs(&g, &[("a".into(), f32s(vec![2], vec![0.0; 2])), ("b".into(), f32s(vec![3], vec![0.0; 3]))])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--bind b: dim 'n' is 3 here but 2 in the value bound to 'a'"), "{err}");
     }
 }

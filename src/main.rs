@@ -159,6 +159,12 @@ enum Command {
         /// Shape of an input with symbolic dims, e.g. `--shape x=1x64` (required for each).
         #[arg(long = "shape", value_name = "NAME=DIMS")]
         shapes: Vec<String>,
+        /// Bind an input to the value in a `.npy` file (repeatable): it becomes a constant
+        /// of the model and is no input of the object. Binding the inputs that shapes depend
+        /// on (a Resize's scales or sizes, a Range's bounds, a OneHot's depth) lets such ops
+        /// compile to kernels.
+        #[arg(long = "bind", value_name = "NAME=FILE.npy")]
+        binds: Vec<String>,
         /// The C name prefix (default: the model file stem as a C identifier).
         #[arg(long)]
         name: Option<String>,
@@ -222,12 +228,13 @@ fn main() -> std::process::ExitCode {
         Command::Tune { model, trials, deadline, db, threads, shapes, plot, seed, backend } => {
             tune(&model, trials, deadline, db.as_deref(), threads, &shapes, plot.as_deref(), seed, &backend)
         }
-        Command::Compile { model, out_dir, shapes, name, db, target, cpu, gpu } => match (target.as_deref(), gpu) {
+        Command::Compile { model, out_dir, shapes, binds, name, db, target, cpu, gpu } => match (target.as_deref(), gpu) {
+            (Some("nvptx64-nvidia-cuda"), _) if !binds.is_empty() => {
+                Err(anyhow::anyhow!("--bind is not supported with --target nvptx64-nvidia-cuda yet"))
+            }
             (Some("nvptx64-nvidia-cuda"), gpu) => compile_gpu(&model, &out_dir, &shapes, name, gpu),
             (_, Some(_)) => Err(anyhow::anyhow!("--gpu needs --target nvptx64-nvidia-cuda")),
-            (_, None) => {
-                compile(&model, &out_dir, &shapes, atomc::aot::Options { name, shapes: Default::default(), db, target, cpu })
-            }
+            (_, None) => compile(&model, &out_dir, &shapes, &binds, atomc::aot::Options { name, db, target, cpu, ..Default::default() }),
         },
         Command::Targets { calibrate } => list_targets(calibrate),
     };
@@ -536,8 +543,9 @@ fn bench(
     Ok(())
 }
 
-fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], opts: atomc::aot::Options) -> Result<()> {
-    let opts = atomc::aot::Options { shapes: parse_shapes(shape_specs)?, ..opts };
+fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[String], bind_specs: &[String], opts: atomc::aot::Options) -> Result<()> {
+    let bind = bind_specs.iter().map(|s| atomc::aot::read_binding(s)).collect::<Result<Vec<_>, _>>()?;
+    let opts = atomc::aot::Options { shapes: parse_shapes(shape_specs)?, bind, ..opts };
     let a = atomc::aot::compile(path, out_dir, &opts).with_context(|| format!("cannot compile '{}'", path.display()))?;
     print_records_warnings(&a.records_warnings);
     let fmt = |ts: &[codegen::cranelift::TensorDesc]| {
@@ -545,6 +553,9 @@ fn compile(path: &std::path::Path, out_dir: &std::path::Path, shape_specs: &[Str
     };
     println!("compiled {} as '{}': {} kernels, {} bytes of weights, {} bytes of workspace", path.display(), a.name, a.kernels, a.weight_bytes, a.workspace_bytes);
     println!("  inputs:  {}", fmt(&a.inputs));
+    if !bind_specs.is_empty() {
+        println!("  bound:   {}", bind_specs.join(", "));
+    }
     println!("  outputs: {}", fmt(&a.outputs));
     println!("  wrote {}, {}, {}", a.object.display(), a.header.display(), a.json.display());
     if a.tuned_kernels > 0 {

@@ -9,11 +9,20 @@
 //! With feature `llvm` the zoo models are also compiled by LLVM (`--target
 //! x86_64-unknown-linux-gnu`, on an x86-64 host); AArch64 objects are run under qemu by
 //! `tests/aot_aarch64.rs`.
+//!
+//! `--bind NAME=FILE.npy`: a model whose `Resize` takes its scales as an input (a host op,
+//! refused with a hint naming that input) compiles once the scales are bound, and the
+//! object takes the image only.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use atomc::session::{Backend, Options, Session, random_inputs};
+use ir::Tensor;
 use ir::infer::InputShapes;
+use ir::onnx::proto::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+};
+use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,6 +72,13 @@ fn out_dir(name: &str) -> PathBuf {
 /// Compiles `model` with `atomc compile`, runs it through the C driver and compares it
 /// with the interpreter.
 fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], extra: &[&str]) {
+    check_bound(model, name, shapes, &[], extra);
+}
+
+/// [`check`] with the inputs `bound` given as `--bind NAME=FILE.npy`: the object's inputs
+/// are the others (its JSON lists exactly those) and the interpreter runs the model with
+/// the bound values.
+fn check_bound(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], bound: &[(&str, Tensor)], extra: &[&str]) {
     let cc = cc();
     let dir = out_dir(name);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomc"));
@@ -70,6 +86,11 @@ fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], extra: &[&str]
     for (input, dims) in shapes {
         let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
         cmd.arg("--shape").arg(format!("{input}={}", dims.join("x")));
+    }
+    for (input, t) in bound {
+        let file = dir.join(format!("bound_{input}.npy"));
+        atomc::npy::write(&file, t).expect("write a bound value");
+        cmd.arg("--bind").arg(format!("{input}={}", file.display()));
     }
     let out = cmd.output().expect("atomc runs");
     assert!(out.status.success(), "atomc compile failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -80,6 +101,9 @@ fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], extra: &[&str]
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).expect("JSON");
     assert!(json["kernels"].as_u64().unwrap() > 0);
+    let object_inputs: Vec<&str> = json["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let bound_names: Vec<&str> = json["bound"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(bound_names, bound.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "{name}: the JSON's bound inputs");
 
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/driver.c");
     let exe = dir.join("drv");
@@ -97,8 +121,15 @@ fn check(model: &Path, name: &str, shapes: &[(&str, Vec<usize>)], extra: &[&str]
 
     let mut session = Session::load(model, Options { backend: Backend::Interp, threads: None, ..Options::default() }).expect("load");
     let shapes: InputShapes = shapes.iter().map(|(n, d)| (n.to_string(), d.clone())).collect();
-    let inputs = random_inputs(session.model(), &shapes, 7).expect("random inputs");
-    for (i, (_, t)) in inputs.iter().enumerate() {
+    let mut inputs = random_inputs(session.model(), &shapes, 7).expect("random inputs");
+    for (input, t) in &mut inputs {
+        if let Some((_, value)) = bound.iter().find(|(b, _)| b == input) {
+            *t = value.clone();
+        }
+    }
+    let unbound: Vec<&(String, Tensor)> = inputs.iter().filter(|(n, _)| !bound.iter().any(|(b, _)| b == n)).collect();
+    assert_eq!(object_inputs, unbound.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), "{name}: the object's inputs");
+    for (i, (_, t)) in unbound.iter().enumerate() {
         std::fs::write(dir.join(format!("input_{i}.bin")), bytes_of(t)).unwrap();
     }
     let want = session.run(inputs).expect("the interpreter runs");
@@ -257,4 +288,89 @@ fn host_op_is_refused_naming_the_node() {
     let g = ir::text::parse("graph {\n  input %x: f32[n,4]\n  %y = Relu@14 \"r\" (%x)\n  output %y\n}\n").unwrap();
     let msg = atomc::aot::build(&g, "m", &InputShapes::new()).err().expect("a symbolic dim is refused").to_string();
     assert!(msg.contains("'n'") && msg.contains("--shape x="), "{msg}");
+}
+
+/// A tensor value info `name: f32[dims]`.
+fn f32_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension { value: Some(tensor_shape_proto::dimension::Value::DimValue(d)) })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(1), shape: Some(TensorShapeProto { dim }) })),
+        }),
+    }
+}
+
+/// `resize.onnx` in `dir`: `y = Resize(x f32[1,2,3,4], roi omitted, scales f32[4])`
+/// (opset 13, linear), the scales an input: its output shape depends on their values.
+fn resize_model(dir: &Path) -> PathBuf {
+    let node = NodeProto {
+        input: vec!["x".into(), String::new(), "scales".into()],
+        output: vec!["y".into()],
+        name: Some("resize".into()),
+        op_type: Some("Resize".into()),
+        domain: None,
+        attribute: vec![ir::onnx::proto::AttributeProto {
+            name: Some("mode".into()),
+            r#type: Some(ir::onnx::proto::attribute_type::STRING),
+            s: Some(b"linear".to_vec()),
+            ..Default::default()
+        }],
+    };
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto {
+            node: vec![node],
+            name: Some("resize".into()),
+            input: vec![f32_info("x", &[1, 2, 3, 4]), f32_info("scales", &[4])],
+            output: vec![ValueInfoProto { name: Some("y".into()), r#type: None }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.join("resize.onnx");
+    std::fs::write(&path, model.encode_to_vec()).expect("write the model");
+    path
+}
+
+fn scales() -> Tensor {
+    Tensor::from_vec(vec![4], vec![1.0f32, 1.0, 2.0, 1.5]).unwrap()
+}
+
+#[test]
+fn a_resize_with_its_scales_bound_links_and_matches() {
+    let model = resize_model(&out_dir("resize_model"));
+    let err = atomc::aot::compile(&model, &out_dir("resize_refused"), &atomc::aot::Options::default()).expect_err("scales unknown");
+    let msg = err.to_string();
+    assert!(msg.contains("'resize' (Resize)") && msg.contains("--bind scales=FILE.npy"), "{msg}");
+    assert!(matches!(&err, atomc::aot::Error::HostStep { bind, .. } if bind == &["scales"]), "{err:?}");
+    check_bound(&model, "resize_bound", &[], &[("scales", scales())], &[]);
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn a_resize_with_its_scales_bound_links_and_matches_llvm_x86_64() {
+    if cfg!(target_arch = "x86_64") {
+        let model = resize_model(&out_dir("resize_model_llvm"));
+        check_bound(&model, "resize_bound_llvm", &[], &[("scales", scales())], LLVM_X86_64);
+    }
+}
+
+#[test]
+fn bound_inputs_leave_the_api_and_resolve_shared_dims() {
+    let g = ir::text::parse(
+        "graph {\n  input %x: f32[n,4]\n  input %b: f32[n,4]\n  %y = Add@14 \"a\" (%x, %b)\n  output %y\n}\n",
+    )
+    .unwrap();
+    let b = Tensor::from_vec(vec![3, 4], (0..12).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+    let bound = atomc::aot::bind_inputs(&g, &[("b".into(), b)]).expect("binds");
+    assert_eq!(bound.inputs.len(), 1);
+    assert_eq!(bound.inputs[0].dims, vec![ir::Dim::Fixed(3), ir::Dim::Fixed(4)], "n comes from the bound value");
+    let built = atomc::aot::build(&bound, "m", &InputShapes::new()).expect("compiles without --shape");
+    assert_eq!(built.program.inputs.len(), 1);
+    assert_eq!(built.program.inputs[0].shape, vec![3, 4]);
 }

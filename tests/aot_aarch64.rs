@@ -3,7 +3,13 @@
 //! ARMv8-A with NEON) into its own object, all objects of a suite are linked statically
 //! with `tests/aot/batch.c` and a generated table of their entry points by ONE
 //! `aarch64-linux-gnu-gcc` call and run by ONE `qemu-aarch64` process; each output is
-//! compared with the reference interpreter.
+//! compared with the reference interpreter. On an x86-64 host the node suite also runs as
+//! LLVM objects for `x86_64-unknown-linux-gnu` (this CPU), linked by `cc` and run natively.
+//!
+//! A case refused for a host step whose output shape depends on input values (a
+//! `Resize`'s scales, a `Range`'s bounds: [`AotError::HostStep`]'s `bind`) is compiled
+//! again with exactly those inputs bound to the case's values (`atomc::aot::bind_inputs`,
+//! as `atomc compile --bind`); it passes only if the object's outputs match.
 //!
 //! Suites: the float node tests of the conformance allowlist (all inputs and outputs f32;
 //! elementwise rtol 1e-3 / atol 1e-4 like `tests/conformance.rs`), and every zoo and real
@@ -29,10 +35,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const TRIPLE: &str = "aarch64-unknown-linux-gnu";
-const GCC: &str = "aarch64-linux-gnu-gcc";
-const QEMU: &str = "qemu-aarch64";
 const MAX_REL_ERROR: f64 = 1e-4;
+
+/// Where a suite's objects are for, and how they are linked and run.
+struct Platform {
+    triple: &'static str,
+    /// The C compiler that links the batch executable, and its extra flags.
+    cc: &'static str,
+    cc_flags: &'static [&'static str],
+    /// The emulator that runs it with its arguments (`None`: run natively).
+    runner: Option<(&'static str, &'static [&'static str])>,
+}
+
+const AARCH64: Platform = Platform {
+    triple: "aarch64-unknown-linux-gnu",
+    cc: "aarch64-linux-gnu-gcc",
+    cc_flags: &["-static"],
+    runner: Some(("qemu-aarch64", &["-L", "/usr/aarch64-linux-gnu"])),
+};
+
+const X86_64: Platform = Platform { triple: "x86_64-unknown-linux-gnu", cc: "cc", cc_flags: &[], runner: None };
 
 fn require() -> bool {
     std::env::var("ATOMC_REQUIRE_DATA").is_ok_and(|v| v == "1")
@@ -41,7 +63,7 @@ fn require() -> bool {
 /// Whether the cross compiler and qemu run; without them the test is skipped (a failure
 /// with `ATOMC_REQUIRE_DATA=1`).
 fn have_tools() -> bool {
-    for tool in [GCC, QEMU] {
+    for tool in [AARCH64.cc, "qemu-aarch64"] {
         let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
         if !ok {
             assert!(!require(), "`{tool} --version` failed and ATOMC_REQUIRE_DATA=1: install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user");
@@ -77,6 +99,8 @@ struct Case {
 #[derive(Default)]
 struct Outcome {
     passed: Vec<String>,
+    /// The passed cases compiled with inputs bound (`label: inputs`).
+    bound: Vec<String>,
     refused: Vec<(String, String)>,
     failed: Vec<(String, String)>,
 }
@@ -133,18 +157,58 @@ fn is_refusal(e: &AotError) -> bool {
     matches!(e, AotError::HostStep { .. } | AotError::Codegen(codegen::Error::Unsupported { .. }) | AotError::Session(_))
 }
 
-/// Compiles every case (on two threads), links them all into one executable, runs it
-/// once under qemu and checks every output.
-fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
+/// How a case was compiled: the indices of the case's inputs the object takes, and the
+/// names of those bound to constants.
+struct Compiled {
+    inputs: Vec<usize>,
+    bound: Vec<String>,
+}
+
+/// Compiles case `c` into `dir/<name>.o`. A host step whose shape depends on inputs
+/// (`AotError::HostStep`'s `bind`) is compiled again with exactly those inputs bound to
+/// the case's values (and so on while a host step names inputs not bound yet); an error
+/// comes with the inputs bound when it happened.
+fn compile_case(c: &Case, dir: &Path, planner: &search::Planner, backend: &ObjectBackend) -> Result<Compiled, (AotError, Vec<String>)> {
+    let names: Vec<&str> = c.graph.inputs.iter().map(|i| c.graph.name(i.value)).collect();
+    let mut bound: Vec<String> = Vec::new();
+    loop {
+        let values: Vec<(String, Tensor)> = bound
+            .iter()
+            .map(|b| {
+                let i = names.iter().position(|n| n == b).expect("a bound input is an input of the case");
+                (b.clone(), c.inputs[i].clone())
+            })
+            .collect();
+        let mut shapes = c.shapes.clone();
+        shapes.retain(|n, _| !bound.contains(n));
+        let built = atomc::aot::bind_inputs(&c.graph, &values).and_then(|g| atomc::aot::build_for(&g, &c.name, &shapes, planner, backend));
+        match built {
+            Ok(b) => {
+                std::fs::write(dir.join(format!("{}.o", c.name)), &b.object).expect("write the object");
+                let inputs = (0..names.len()).filter(|&i| !bound.iter().any(|b| b == names[i])).collect();
+                return Ok(Compiled { inputs, bound });
+            }
+            Err(AotError::HostStep { bind, .. }) if bind.iter().any(|b| !bound.contains(b)) => {
+                let new: Vec<String> = bind.into_iter().filter(|b| !bound.contains(b)).collect();
+                bound.extend(new);
+            }
+            Err(e) => return Err((e, bound)),
+        }
+    }
+}
+
+/// Compiles every case for `platform` (on two threads), links them all into one
+/// executable, runs it once (under qemu for AArch64) and checks every output.
+fn run_suite(tag: &str, platform: &Platform, cases: Vec<Case>, tol: Tolerance) -> Outcome {
     let start = Instant::now();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-aarch64").join(tag);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the suite directory");
-    let backend = ObjectBackend::resolve(Some(TRIPLE), None).expect("the aarch64 target");
+    let backend = ObjectBackend::resolve(Some(platform.triple), None).expect("the target");
     let planner = backend.planner();
     let mut out = Outcome::default();
 
-    let results: Vec<Result<(), AotError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Compiled, (AotError, Vec<String>)>> = std::thread::scope(|s| {
         let workers = 2;
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -154,12 +218,7 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| i % workers == w)
-                        .map(|(i, c)| {
-                            let r = atomc::aot::build_for(&c.graph, &c.name, &c.shapes, planner, backend).map(|b| {
-                                std::fs::write(dir.join(format!("{}.o", c.name)), &b.object).expect("write the object");
-                            });
-                            (i, r)
-                        })
+                        .map(|(i, c)| (i, compile_case(c, dir, planner, backend)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -173,9 +232,15 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
     let mut built = Vec::new();
     for (c, r) in cases.iter().zip(results) {
         match r {
-            Ok(()) => built.push(c),
-            Err(e) if is_refusal(&e) => out.refused.push((c.label.clone(), e.to_string())),
-            Err(e) => out.failed.push((c.label.clone(), format!("compile: {e}"))),
+            Ok(compiled) => built.push((c, compiled)),
+            Err((e, bound)) => {
+                let with = if bound.is_empty() { String::new() } else { format!("with {} bound: ", bound.join(", ")) };
+                if is_refusal(&e) {
+                    out.refused.push((c.label.clone(), format!("{with}{e}")));
+                } else {
+                    out.failed.push((c.label.clone(), format!("compile: {with}{e}")));
+                }
+            }
         }
     }
     if built.is_empty() {
@@ -183,7 +248,7 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
     }
     let mut table = String::from("#include <stddef.h>\n");
     let mut entries = String::new();
-    for c in &built {
+    for (c, compiled) in &built {
         let n = &c.name;
         let _ = writeln!(
             table,
@@ -196,8 +261,8 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
         );
         let case_dir = dir.join(n);
         std::fs::create_dir_all(&case_dir).expect("create a case directory");
-        for (i, t) in c.inputs.iter().enumerate() {
-            std::fs::write(case_dir.join(format!("input_{i}.bin")), bytes_of(t)).expect("write an input");
+        for (k, &i) in compiled.inputs.iter().enumerate() {
+            std::fs::write(case_dir.join(format!("input_{k}.bin")), bytes_of(&c.inputs[i])).expect("write an input");
         }
     }
     let _ = write!(
@@ -210,23 +275,32 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
     std::fs::write(dir.join("table.c"), table).expect("write table.c");
     let exe = dir.join("batch");
     let link = Instant::now();
-    let status = Command::new(GCC)
-        .args(["-static", "-std=c11", "-O1", "-Wall", "-Werror"])
+    let status = Command::new(platform.cc)
+        .args(platform.cc_flags)
+        .args(["-std=c11", "-O1", "-Wall", "-Werror"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/batch.c"))
         .arg(dir.join("table.c"))
-        .args(built.iter().map(|c| dir.join(format!("{}.o", c.name))))
+        .args(built.iter().map(|(c, _)| dir.join(format!("{}.o", c.name))))
         .args(["-lm", "-o"])
         .arg(&exe)
         .output()
-        .expect("the cross compiler runs");
-    assert!(status.status.success(), "{GCC} failed: {}", String::from_utf8_lossy(&status.stderr));
+        .expect("the C compiler runs");
+    assert!(status.status.success(), "{} failed: {}", platform.cc, String::from_utf8_lossy(&status.stderr));
     let link_s = link.elapsed().as_secs_f64();
     let run = Instant::now();
-    let res = Command::new(QEMU).arg("-L").arg("/usr/aarch64-linux-gnu").arg(&exe).arg(&dir).output().expect("qemu runs");
+    let mut cmd = match platform.runner {
+        Some((runner, args)) => {
+            let mut cmd = Command::new(runner);
+            cmd.args(args).arg(&exe);
+            cmd
+        }
+        None => Command::new(&exe),
+    };
+    let res = cmd.arg(&dir).output().expect("the batch executable runs");
     let run_s = run.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(res.status.success(), "{QEMU} failed ({}): {stdout}{}", res.status, String::from_utf8_lossy(&res.stderr));
-    for c in built {
+    assert!(res.status.success(), "the batch run failed ({}): {stdout}{}", res.status, String::from_utf8_lossy(&res.stderr));
+    for (c, compiled) in built {
         let line = stdout.lines().find(|l| l.split(' ').nth(1) == Some(c.name.as_str()));
         let result = match line {
             Some(l) if l.starts_with("ok ") => check_outputs(&dir.join(&c.name), c, tol),
@@ -234,13 +308,19 @@ fn run_suite(tag: &str, cases: Vec<Case>, tol: Tolerance) -> Outcome {
             None => Err("the batch driver printed nothing for it".into()),
         };
         match result {
-            Ok(()) => out.passed.push(c.label.clone()),
+            Ok(()) => {
+                out.passed.push(c.label.clone());
+                if !compiled.bound.is_empty() {
+                    out.bound.push(format!("{}: {}", c.label, compiled.bound.join(", ")));
+                }
+            }
             Err(e) => out.failed.push((c.label.clone(), e)),
         }
     }
     eprintln!(
-        "{tag}: {} passed, {} refused by AOT, {} failed; compile {compile_s:.1} s, link {link_s:.1} s, qemu {run_s:.1} s",
+        "{tag}: {} passed ({} with bound inputs), {} refused by AOT, {} failed; compile {compile_s:.1} s, link {link_s:.1} s, run {run_s:.1} s",
         out.passed.len(),
+        out.bound.len(),
         out.refused.len(),
         out.failed.len()
     );
@@ -257,6 +337,9 @@ fn check_outputs(dir: &Path, c: &Case, tol: Tolerance) -> Result<(), String> {
 }
 
 fn report(tag: &str, out: &Outcome) {
+    for b in &out.bound {
+        eprintln!("{tag}: passed with bound inputs {b}");
+    }
     for (n, why) in &out.refused {
         eprintln!("{tag}: refused {n}: {why}");
     }
@@ -294,16 +377,14 @@ fn node_case(index: usize, dir: &Path) -> Result<Option<Case>, String> {
     Ok(Some(Case { name: format!("n{index}"), label, graph: g, shapes, inputs, want }))
 }
 
-#[test]
-fn float_node_tests_match_the_interpreter_on_aarch64() {
+/// Runs the float node tests of the allowlist (`ATOMC_NODE_FILTER`: those whose name
+/// contains it) as objects for `platform`, once its tools are known to run.
+fn node_suite(tag: &str, platform: &Platform) {
     let dir = std::env::var_os("ATOMC_ONNX_NODE_TESTS")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cache/onnx-1.22.0/onnx/backend/test/data/node"), PathBuf::from);
     if !dir.is_dir() {
         assert!(!require(), "no ONNX node tests at {} and ATOMC_REQUIRE_DATA=1", dir.display());
         eprintln!("skipped: no ONNX node tests at {} (run scripts/fetch-onnx-node-tests.sh)", dir.display());
-        return;
-    }
-    if !have_tools() {
         return;
     }
     let allow = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/allowlist.txt"))
@@ -323,12 +404,29 @@ fn float_node_tests_match_the_interpreter_on_aarch64() {
         }
     }
     let floats = cases.len();
-    let out = run_suite("node", cases, Tolerance::Elementwise);
+    let out = run_suite(tag, platform, cases, Tolerance::Elementwise);
     eprintln!(
-        "aarch64 node tests: {} of {floats} float tests ({allowed} on the allowlist) match the interpreter",
-        out.passed.len()
+        "{} node tests: {} of {floats} float tests ({allowed} on the allowlist) match the interpreter, {} of them with bound inputs",
+        platform.triple,
+        out.passed.len(),
+        out.bound.len()
     );
-    report("node", &out);
+    report(tag, &out);
+}
+
+#[test]
+fn float_node_tests_match_the_interpreter_on_aarch64() {
+    if have_tools() {
+        node_suite("node", &AARCH64);
+    }
+}
+
+/// The same suite as LLVM objects for this x86-64 CPU, run natively (x86-64 hosts only).
+#[test]
+fn float_node_tests_match_the_interpreter_as_x86_64_llvm_objects() {
+    if cfg!(target_arch = "x86_64") {
+        node_suite("node-x86_64", &X86_64);
+    }
 }
 
 #[test]
@@ -387,7 +485,7 @@ fn models_match_the_interpreter_on_aarch64() {
         });
     }
     let total = cases.len();
-    let out = run_suite("models", cases, Tolerance::Relative);
+    let out = run_suite("models", &AARCH64, cases, Tolerance::Relative);
     eprintln!("aarch64 models: {} of {total} match the interpreter", out.passed.len());
     report("models", &out);
     assert!(out.refused.is_empty(), "every model must compile ahead of time (refusals listed above)");

@@ -175,3 +175,47 @@ fn cli_names_an_input_of_the_wrong_shape_or_dtype() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn cli_compile_bind_errors_name_the_input() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad_bind");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let npy = |file: &str, t: Result<Tensor, ir::Error>| {
+        let path = tmp.join(file);
+        atomc::npy::write(&path, &t.expect("tensor")).expect("write npy");
+        format!("{}", path.display())
+    };
+    let good = npy("good.npy", Tensor::from_vec(vec![2, 64], vec![0f32; 128]));
+    let shape = npy("shape.npy", Tensor::from_vec(vec![2, 63], vec![0f32; 126]));
+    let dtype = npy("dtype.npy", Tensor::from_vec(vec![2, 64], vec![0i64; 128]));
+    let garbage = tmp.join("garbage.npy");
+    std::fs::write(&garbage, b"not an npy file").expect("write");
+    let missing = tmp.join("missing.npy");
+    let bind = |spec: String| vec!["--bind".to_string(), spec];
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (bind(format!("y={good}")), "--bind names 'y', which is not an input of the model (its inputs: x)"),
+        (bind(format!("x={shape}")), "--bind x: the value has shape [2,63] but the model declares [batch,64]"),
+        (bind(format!("x={dtype}")), "--bind x: the value is i64 but the model declares the input as f32[batch,64]"),
+        (bind(format!("x={}", garbage.display())), "--bind x: npy file"),
+        (bind(format!("x={}", missing.display())), "missing.npy"),
+        (bind("x".into()), "--bind x: expected NAME=FILE.npy"),
+        ([bind(format!("x={good}")), bind(format!("x={good}"))].concat(), "--bind x: the input is bound more than once"),
+        (
+            [bind(format!("x={good}")), vec!["--shape".into(), "x=3x64".into()]].concat(),
+            "--bind x: the value has shape [2,64] but --shape gives [3,64]",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_atomc"))
+            .args(["compile", "examples/mlp.onnx", "-o"])
+            .arg(tmp.join("out"))
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("atomc runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
