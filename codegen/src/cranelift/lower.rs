@@ -522,55 +522,67 @@ impl<M: Module> Lower<'_, '_, M> {
         a.range(&self.extents[..self.live])
     }
 
+    /// `a` at the current point (the live axes' counters plus their tile offsets). The
+    /// constant is added last: Cranelift rematerializes an add of a constant in every block
+    /// that uses it, and with the constant first the whole chain of axis terms after it
+    /// would be recomputed inside the innermost loop; last, it is one add that usually
+    /// folds into an addressing mode.
     pub(super) fn affine(&mut self, a: &Affine) -> Result<Value> {
         self.check_coefs(a)?;
-        let shift: i64 = a
-            .coefs
-            .iter()
-            .zip(&self.offsets)
-            .take(self.live)
-            .map(|(c, o)| c * o)
-            .sum();
-        let mut acc = self.b.ins().iconst(types::I64, a.offset + shift);
-        for (ax, &c) in a.coefs.iter().enumerate().take(self.live) {
-            if c == 0 {
+        let constant = a.offset + self.shift(a, 0..self.live);
+        let terms = self.terms(a, 0..self.live, 1);
+        Ok(match terms {
+            None => self.b.ins().iconst(types::I64, constant),
+            Some(t) if constant == 0 => t,
+            Some(t) => self.b.ins().iadd_imm_s(t, constant),
+        })
+    }
+
+    /// `sum(coef * offset)` of `a` over `axes`: the tile offsets' part of its value.
+    fn shift(&self, a: &Affine, axes: std::ops::Range<usize>) -> i64 {
+        a.coefs.iter().zip(&self.offsets).enumerate().filter(|(ax, _)| axes.contains(ax)).map(|(_, (c, o))| c * o).sum()
+    }
+
+    /// `scale * sum(coef * counter)` of `a` over `axes` (`None` when no axis of them has a
+    /// coefficient).
+    fn terms(&mut self, a: &Affine, axes: std::ops::Range<usize>, scale: i64) -> Option<Value> {
+        let mut acc: Option<Value> = None;
+        for (ax, &c) in a.coefs.iter().enumerate() {
+            if c == 0 || !axes.contains(&ax) {
                 continue;
             }
             let i = self.b.use_var(self.axes[ax]);
-            let t = if c == 1 {
-                i
-            } else {
-                self.b.ins().imul_imm_s(i, c)
-            };
-            acc = self.b.ins().iadd(acc, t);
+            let t = if c * scale == 1 { i } else { self.b.ins().imul_imm_s(i, c * scale) };
+            acc = Some(match acc {
+                None => t,
+                Some(x) => self.b.ins().iadd(x, t),
+            });
         }
-        Ok(acc)
+        acc
     }
 
     /// The address of element `index` of input `buf` (of dtype `d`) at the current point,
-    /// as `(base + size * outer) + size * inner`: `inner` sums the terms of the reduction
-    /// axes (inside a reduction), `outer` the rest. The outer part is invariant in the
-    /// reduction loops (Cranelift hoists it) and the inner one, usually `counter * size`,
-    /// folds into an x86 addressing mode, so a load in a reduction step is one instruction.
-    /// For loads whose index is proven in bounds (no run-time check uses the flat index).
+    /// as `((base + size * outer) + size * inner) + size * constant`: `outer` sums the
+    /// counter terms of the output axes, `inner` those of the reduction axes (inside a
+    /// reduction), and the constant holds the offset and every tile and unroll offset. The
+    /// first part is invariant in the reduction loops (Cranelift hoists it), the inner
+    /// terms are shared by the loads of a step that have the same coefficients, and the
+    /// constant folds into the x86 addressing mode as a displacement, so a load in a
+    /// reduction step is one instruction. For loads whose index is proven in bounds (no
+    /// run-time check uses the flat index).
     fn split_address(&mut self, buf: usize, index: &Affine, d: DType) -> Result<Value> {
         self.check_coefs(index)?;
         let r = self.k.out_shape.len().min(self.live);
         let size = d.size() as i64;
-        let outer = Affine { offset: index.offset, coefs: index.coefs.iter().take(r).copied().collect() };
-        let o = self.affine(&outer)?;
-        let mut addr = self.address(buf, o, d);
-        for ax in r..self.live {
-            let c = index.coefs.get(ax).copied().unwrap_or(0);
-            if c == 0 {
-                continue;
-            }
-            let i = self.b.use_var(self.axes[ax]);
-            let shifted = if self.offsets[ax] == 0 { i } else { self.b.ins().iadd_imm_s(i, self.offsets[ax]) };
-            let t = self.b.ins().imul_imm_s(shifted, c * size);
-            addr = self.b.ins().iadd(addr, t);
+        let mut addr = self.bases[buf];
+        if let Some(outer) = self.terms(index, 0..r, size) {
+            addr = self.b.ins().iadd(addr, outer);
         }
-        Ok(addr)
+        if let Some(inner) = self.terms(index, r..self.live, size) {
+            addr = self.b.ins().iadd(addr, inner);
+        }
+        let constant = size * (index.offset + self.shift(index, 0..self.live));
+        Ok(if constant == 0 { addr } else { self.b.ins().iadd_imm_s(addr, constant) })
     }
 
     /// Flags of a load of an input that needs no guard and no bounds check: inputs are not
