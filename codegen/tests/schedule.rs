@@ -267,8 +267,10 @@ fn guarded_vector_loads_at_the_borders() -> R {
 
 #[test]
 fn strided_vector_loads_gather_lanes() -> R {
-    // Stride 2 with and without padding: lanes 2 apart.
-    for (h, w, p) in [(9, 17, 1), (11, 20, 0), (8, 8, 1)] {
+    // Stride 2 with and without padding: lanes 2 apart. With (9, 17, 0) the last vector's
+    // last lane reads the buffer's last element, so the two-vector load (one element
+    // further) must not run there.
+    for (h, w, p) in [(9, 17, 1), (11, 20, 0), (8, 8, 1), (9, 17, 0)] {
         for max in [false, true] {
             let k = window(2, h, w, 2, p, max);
             let mut ins = vec![data(2 * h * w, 7)];

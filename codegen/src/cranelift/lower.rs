@@ -792,10 +792,21 @@ impl<M: Module> Lower<'_, '_, M> {
         })
     }
 
+    /// Lanes 0 and 2 of `lo` then of `hi` (f32x4): one `shufps` on x86.
+    fn even_lanes(&mut self, lo: Value, hi: Value) -> Value {
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let bytes: Vec<u8> = [0u8, 2, 4, 6].iter().flat_map(|&lane| (0..4).map(move |b| lane * 4 + b)).collect();
+        let mask = self.b.func.dfg.immediates.push(bytes.as_slice().into());
+        let (lo, hi) = (self.b.ins().bitcast(types::I8X16, le, lo), self.b.ins().bitcast(types::I8X16, le, hi));
+        let even = self.b.ins().shuffle(lo, hi, mask);
+        self.b.ins().bitcast(types::F32X4, le, even)
+    }
+
     /// An f32x4 load along the vector axis. A load constant along it (index and guards) is
     /// one scalar load, broadcast. Otherwise guards and index are affine in the lane, so
     /// lanes 0 and 3 decide whether every lane is in bounds: then one vector load (index
-    /// coefficient 1) or four scalar loads (strided), else each lane on its own, guarded,
+    /// coefficient 1), two vector loads and a shuffle (coefficient 2) or four scalar loads
+    /// (other strides), else each lane on its own, guarded,
     /// assembled into a vector.
     pub(super) fn vector_load(
         &mut self,
@@ -823,6 +834,15 @@ impl<M: Module> Lower<'_, '_, M> {
         let flags = MemFlagsData::new().with_notrap();
         let mut ok: Option<Value> = None;
         let origin = self.offsets[v];
+        // Stride 2: two whole vectors from the first lane's element, their even lanes
+        // shuffled together. The second vector's last element is one past the last lane's,
+        // so it must be in the buffer too: proven, or checked with the other conditions.
+        let wide = cv == 2 && lanes == 4;
+        if wide && !matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi + 1 < numel as i128) {
+            let idx = self.affine(index)?;
+            let last = self.b.ins().iadd_imm_s(idx, 2 * lanes - 1);
+            ok = Some(self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, last, numel as i64));
+        }
         for lane in [0, lanes - 1] {
             self.offsets[v] = origin + lane;
             let mut conds = Vec::new();
@@ -888,6 +908,11 @@ impl<M: Module> Lower<'_, '_, M> {
         let fast = if cv == 1 {
             let addr = self.address(buf, idx, DType::F32);
             self.b.ins().load(types::F32X4, flags, addr, 0)
+        } else if wide {
+            let addr = self.address(buf, idx, DType::F32);
+            let lo = self.b.ins().load(types::F32X4, flags, addr, 0);
+            let hi = self.b.ins().load(types::F32X4, flags, addr, 16);
+            self.even_lanes(lo, hi)
         } else {
             let mut vec = None;
             for lane in 0..lanes {
