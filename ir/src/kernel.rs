@@ -692,8 +692,10 @@ fn check_expr(k: &Kernel, e: &Expr, dims: &[usize], epilogue: bool, what: &str) 
 
 /// An interval holding every index a guarded load reads over `dims` (`None`: it never
 /// reads). The index is written `residual + Σ λ_g · guard_g` with each λ found greedily;
-/// where the load happens each guard lies in `[0, bound)`, which bounds its part.
-fn load_interval(index: &Affine, guards: &[KGuard], dims: &[usize]) -> Option<(i128, i128)> {
+/// where the load happens each guard lies in `[0, bound)`, which bounds its part. The
+/// verifier checks loads with it; code generators use it to drop bounds checks at the
+/// points where the guards hold.
+pub fn load_interval(index: &Affine, guards: &[KGuard], dims: &[usize]) -> Option<(i128, i128)> {
     let mut gr = Vec::with_capacity(guards.len());
     for g in guards {
         let (glo, ghi) = interval(&g.expr.coefs, g.expr.offset as i128, dims)?;
