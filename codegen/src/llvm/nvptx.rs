@@ -95,6 +95,7 @@ pub fn check(k: &Kernel, s: &Schedule) -> std::result::Result<(), Error> {
 fn thread_function(k: &Kernel, entry: &str) -> Result<(String, BTreeSet<String>)> {
     ir::kernel::verify(k).map_err(|e| Error::InvalidKernel { kernel: k.name.clone(), msg: e.to_string() })?;
     let mut l = Lower::new(k, 1, true);
+    l.device = true;
     l.gpu_point()?;
     let (body, decls) = l.finish();
     if let Some(d) = decls.iter().find(|d| !d.contains("@llvm.")) {

@@ -1,0 +1,484 @@
+//! Device math: what the CPU code gets from host helpers (the reference's Rust or C
+//! library functions), emitted inline as scalar LLVM IR for the GPU, where there are no
+//! host helpers. f64 exp and log follow fdlibm (`e_exp.c`, `e_log.c`: same reduction and
+//! coefficients); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
+//! `vmath.rs`) and round once; fmod is exact, by quotient steps of up to 51 bits with an
+//! exact remainder (`fma`); sin, cos and tan of f32 beyond `|x| > 1e4` reduce by pi/2 with
+//! the bits of 2/pi (Payne-Hanek, 128 bits of 2/pi per argument) and then take `vmath.rs`'s
+//! polynomials. Error bounds, checked against the reference over ranges in
+//! `dmath_tests.rs`:
+//!
+//! | function               | dtype | domain tested                 | test bound |
+//! |------------------------|-------|-------------------------------|------------|
+//! | exp                    | f64   | [-745, 709.7]                 | 1 ulp      |
+//! | log                    | f64   | (0, MAX], subnormals          | 1 ulp      |
+//! | pow                    | f64   | a in [1e-3, 1e3], b in [-40, 40] | 2^-52 (1 + \|b ln a\|) relative; exact for powers of two |
+//! | pow                    | f32   | a in [1e-3, 1e3], b in [-12, 12] | 1 ulp   |
+//! | fmod                   | both  | any finite                    | exact      |
+//! | asin, acos             | f32   | [-1, 1]                       | 3 ulp      |
+//! | asinh, acosh, atanh    | f32   | their domains                 | 1 ulp      |
+//! | sin, cos               | f32   | [1e4, MAX]                    | 2 ulp      |
+//! | tan                    | f32   | [1e4, MAX]                    | 4 ulp      |
+//!
+//! Special values (zeros, infinities, NaN, pow's sign rules) are those of C99.
+
+use super::lower::{Lower, double_literal};
+use super::vmath;
+use ir::atom::{BinaryFn, UnaryFn};
+use ir::dtype::DType;
+
+/// `floor(2/pi * 2^240)`: the first 240 bits of 2/pi after the binary point.
+const TWO_OVER_PI_240: &str = "1124809776187544279507997106716295999256865926021540629657413695461646011";
+
+/// f32 functions without a polynomial in `vmath.rs`, on a scalar `x`.
+pub(super) fn unary32(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> {
+    if l.lanes != 1 {
+        return None;
+    }
+    let mut d = D { l };
+    let x64 = d.ins(format!("fpext float {x} to double"));
+    let one = d.c(1.0);
+    Some(match f {
+        // asin x = atan(x / sqrt((1 - x)(1 + x))); acos x = 2 atan(sqrt((1 - x) / (1 + x))).
+        UnaryFn::Asin | UnaryFn::Acos => {
+            let lo = d.op("fsub", &one, &x64);
+            let hi = d.op("fadd", &one, &x64);
+            let t = if f == UnaryFn::Asin {
+                let p = d.op("fmul", &lo, &hi);
+                let s = d.call("sqrt", &[&p]);
+                d.op("fdiv", &x64, &s)
+            } else {
+                let q = d.op("fdiv", &lo, &hi);
+                d.call("sqrt", &[&q])
+            };
+            let t32 = d.ins(format!("fptrunc double {t} to float"));
+            let a = vmath::emit(d.l, UnaryFn::Atan, &t32)?;
+            if f == UnaryFn::Asin { a } else { d.ins(format!("fmul float {a}, 0x4000000000000000")) }
+        }
+        UnaryFn::Asinh | UnaryFn::Acosh | UnaryFn::Atanh => {
+            let y = match f {
+                // sign(x) log(|x| + sqrt(x^2 + 1))
+                UnaryFn::Asinh => {
+                    let a = d.call("fabs", &[&x64]);
+                    let a2 = d.op("fmul", &a, &a);
+                    let p = d.op("fadd", &a2, &one);
+                    let s = d.call("sqrt", &[&p]);
+                    let t = d.op("fadd", &a, &s);
+                    let y = d.log(&t);
+                    d.call2("copysign", &y, &x64)
+                }
+                // log(x + sqrt((x - 1)(x + 1)))
+                UnaryFn::Acosh => {
+                    let lo = d.op("fsub", &x64, &one);
+                    let hi = d.op("fadd", &x64, &one);
+                    let p = d.op("fmul", &lo, &hi);
+                    let s = d.call("sqrt", &[&p]);
+                    let t = d.op("fadd", &x64, &s);
+                    d.log(&t)
+                }
+                // log((1 + x) / (1 - x)) / 2
+                _ => {
+                    let hi = d.op("fadd", &one, &x64);
+                    let lo = d.op("fsub", &one, &x64);
+                    let q = d.op("fdiv", &hi, &lo);
+                    let y = d.log(&q);
+                    let half = d.c(0.5);
+                    d.op("fmul", &y, &half)
+                }
+            };
+            // Tiny |x|: the result is x (the log of 1 + x loses x's low bits).
+            let a = d.call("fabs", &[&x64]);
+            let tiny = d.c(2f64.powi(-26));
+            let small = d.ins(format!("fcmp olt double {a}, {tiny}"));
+            let y = if f == UnaryFn::Acosh { y } else { d.sel("double", &small, &x64, &y) };
+            d.ins(format!("fptrunc double {y} to float"))
+        }
+        _ => return None,
+    })
+}
+
+/// f64 functions on a scalar `x`.
+pub(super) fn unary64(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> {
+    if l.lanes != 1 {
+        return None;
+    }
+    let mut d = D { l };
+    Some(match f {
+        UnaryFn::Exp => d.exp(x),
+        UnaryFn::Log => d.log(x),
+        _ => return None,
+    })
+}
+
+/// Pow and Fmod of scalars of `dt` (f32 computes in f64 and rounds once).
+pub(super) fn binary(l: &mut Lower<'_>, f: BinaryFn, a: &str, b: &str, dt: DType) -> Option<String> {
+    if l.lanes != 1 || !matches!(f, BinaryFn::Pow | BinaryFn::Fmod) || !matches!(dt, DType::F32 | DType::F64) {
+        return None;
+    }
+    let mut d = D { l };
+    let wide = dt == DType::F32;
+    let (a, b) = if wide {
+        (d.ins(format!("fpext float {a} to double")), d.ins(format!("fpext float {b} to double")))
+    } else {
+        (a.to_string(), b.to_string())
+    };
+    let y = if f == BinaryFn::Pow { d.pow(&a, &b) } else { d.fmod(&a, &b) };
+    Some(if wide { d.ins(format!("fptrunc double {y} to float")) } else { y })
+}
+
+/// `|x| mod pi/2` for an f32 `a = |x|` in `(1e4, MAX]` (else an unused value): the
+/// remainder in `[-pi/4, pi/4]` (an f32) and the quadrant (an i32, mod 4).
+pub(super) fn reduce_pio2(l: &mut Lower<'_>, a: &str) -> (String, String) {
+    let mut d = D { l };
+    // a = M 2^E with a 24-bit M, E = be - 150. The bits of 2/pi before position E - 1
+    // make multiples of 4 (whole turns); the 128 from there give M * V / 2^126 (mod 4),
+    // with 126 fraction bits.
+    let bits = d.ins(format!("bitcast float {a} to i32"));
+    let be = d.ins(format!("lshr i32 {bits}, 23"));
+    let be = d.ins(format!("call i32 @llvm.smax.i32(i32 {be}, i32 140)"));
+    d.l.decls.insert("declare i32 @llvm.smax.i32(i32, i32)".into());
+    let frac = d.ins(format!("and i32 {bits}, 8388607"));
+    let m = d.ins(format!("or i32 {frac}, 8388608"));
+    // V = bits [E - 1, E + 126] of 2/pi: the 240-bit constant shifted by 264 - be.
+    let sh = d.ins(format!("sub i32 264, {be}"));
+    let sh = d.ins(format!("zext i32 {sh} to i256"));
+    let w = d.ins(format!("lshr i256 {TWO_OVER_PI_240}, {sh}"));
+    let v = d.ins(format!("trunc i256 {w} to i128"));
+    let m = d.ins(format!("zext i32 {m} to i128"));
+    let full = d.ins(format!("mul i128 {m}, {v}"));
+    // The nearest quadrant, and the rest as a signed fraction of a quadrant (2^-128 units).
+    let half = 1u128 << 125;
+    let rounded = d.ins(format!("add i128 {full}, {half}"));
+    let q = d.ins(format!("lshr i128 {rounded}, 126"));
+    let q = d.ins(format!("trunc i128 {q} to i32"));
+    let f = d.ins(format!("shl i128 {full}, 2"));
+    let hi = d.ins(format!("ashr i128 {f}, 64"));
+    let hi = d.ins(format!("trunc i128 {hi} to i64"));
+    let lo = d.ins(format!("trunc i128 {f} to i64"));
+    let hi = d.ins(format!("sitofp i64 {hi} to double"));
+    let lo = d.ins(format!("uitofp i64 {lo} to double"));
+    let (s64, s128) = (d.c(2f64.powi(-64)), d.c(2f64.powi(-128)));
+    let lo = d.op("fmul", &lo, &s128);
+    let fr = d.fma(&hi, &s64, &lo);
+    let pio2 = d.c(std::f64::consts::FRAC_PI_2);
+    let r = d.op("fmul", &fr, &pio2);
+    (d.ins(format!("fptrunc double {r} to float")), q)
+}
+
+/// The emitter of scalar f64 code.
+struct D<'l, 'a> {
+    l: &'l mut Lower<'a>,
+}
+
+impl D<'_, '_> {
+    fn ins(&mut self, rhs: impl AsRef<str>) -> String {
+        self.l.ins(rhs)
+    }
+
+    /// An f64 literal.
+    fn c(&self, v: f64) -> String {
+        double_literal(v)
+    }
+
+    /// `op double a, b`.
+    fn op(&mut self, op: &str, a: &str, b: &str) -> String {
+        self.ins(format!("{op} double {a}, {b}"))
+    }
+
+    fn iop(&mut self, op: &str, a: &str, b: &str) -> String {
+        self.ins(format!("{op} i64 {a}, {b}"))
+    }
+
+    /// Unary intrinsic `llvm.<name>.f64`.
+    fn call(&mut self, name: &str, args: &[&str]) -> String {
+        self.l.intrinsic(name, "double", args)
+    }
+
+    fn call2(&mut self, name: &str, a: &str, b: &str) -> String {
+        self.l.intrinsic(name, "double", &[a, b])
+    }
+
+    fn fma(&mut self, a: &str, b: &str, c: &str) -> String {
+        self.l.intrinsic("fma", "double", &[a, b, c])
+    }
+
+    fn cmp(&mut self, cc: &str, a: &str, b: &str) -> String {
+        self.ins(format!("fcmp {cc} double {a}, {b}"))
+    }
+
+    fn sel(&mut self, ty: &str, c: &str, a: &str, b: &str) -> String {
+        self.ins(format!("select i1 {c}, {ty} {a}, {ty} {b}"))
+    }
+
+    fn bits(&mut self, x: &str) -> String {
+        self.ins(format!("bitcast double {x} to i64"))
+    }
+
+    /// `2^n` for an i64 `n` in [-1022, 1023].
+    fn pow2(&mut self, n: &str) -> String {
+        let b = self.iop("add", n, "1023");
+        let b = self.iop("shl", &b, "52");
+        self.ins(format!("bitcast i64 {b} to double"))
+    }
+
+    /// `y * 2^n` for an i64 `n` in [-2044, 2046] (two normal factors).
+    fn scale(&mut self, y: &str, n: &str) -> String {
+        let n1 = self.iop("ashr", n, "1");
+        let n2 = self.iop("sub", n, &n1);
+        let s1 = self.pow2(&n1);
+        let s2 = self.pow2(&n2);
+        let y = self.op("fmul", y, &s1);
+        self.op("fmul", &y, &s2)
+    }
+
+    /// `sum coefs[i] * z^i` by Horner's rule.
+    fn poly(&mut self, z: &str, coefs: &[f64]) -> String {
+        let (last, rest) = coefs.split_last().unwrap_or((&0.0, &[]));
+        let mut acc = self.c(*last);
+        for c in rest.iter().rev() {
+            let cv = self.c(*c);
+            acc = self.fma(&acc, z, &cv);
+        }
+        acc
+    }
+
+    /// fdlibm's exp: `x = k ln2 + r`, `exp(r) = 1 + r + r c / (2 - c)`.
+    fn exp(&mut self, x: &str) -> String {
+        const P: [f64; 5] = [
+            1.666_666_666_666_660_190_37e-1,
+            -2.777_777_777_701_559_338_42e-3,
+            6.613_756_321_437_934_361_17e-5,
+            -1.653_390_220_546_525_153_90e-6,
+            4.138_136_797_057_238_460_39e-8,
+        ];
+        const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+        const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+        // Clamp (NaN compares false and stays): e^-746 < 2^-1075, e^710 > MAX.
+        let (hi_c, lo_c) = (self.c(710.0), self.c(-746.0));
+        let over = self.cmp("ogt", x, &hi_c);
+        let x = self.sel("double", &over, &hi_c, x);
+        let under = self.cmp("olt", &x, &lo_c);
+        let x = self.sel("double", &under, &lo_c, &x);
+        let (inv, magic) = (self.c(std::f64::consts::LOG2_E), self.c(6_755_399_441_055_744.0));
+        let t = self.fma(&x, &inv, &magic);
+        let k = self.op("fsub", &t, &magic);
+        let ki = self.ins(format!("call i64 @llvm.fptosi.sat.i64.f64(double {k})"));
+        self.l.decls.insert("declare i64 @llvm.fptosi.sat.i64.f64(double)".into());
+        let nk = self.ins(format!("fneg double {k}"));
+        let (l2h, l2l) = (self.c(LN2_HI), self.c(LN2_LO));
+        let hi = self.fma(&nk, &l2h, &x);
+        let lo = self.op("fmul", &k, &l2l);
+        let r = self.op("fsub", &hi, &lo);
+        let z = self.op("fmul", &r, &r);
+        let p = self.poly(&z, &P);
+        let zp = self.op("fmul", &z, &p);
+        let c = self.op("fsub", &r, &zp);
+        let rc = self.op("fmul", &r, &c);
+        let two = self.c(2.0);
+        let den = self.op("fsub", &two, &c);
+        let q = self.op("fdiv", &rc, &den);
+        let s = self.op("fsub", &lo, &q);
+        let s = self.op("fsub", &s, &hi);
+        let one = self.c(1.0);
+        let y = self.op("fsub", &one, &s);
+        self.scale(&y, &ki)
+    }
+
+    /// fdlibm's log: `x = 2^k m`, `m` in [sqrt(1/2), sqrt(2)), `log m` from `s = f / (2 + f)`.
+    fn log(&mut self, x: &str) -> String {
+        const LG: [f64; 7] = [
+            6.666_666_666_666_735_130e-1,
+            3.999_999_999_940_941_908e-1,
+            2.857_142_874_366_239_149e-1,
+            2.222_219_843_214_978_396e-1,
+            1.818_357_216_161_805_012e-1,
+            1.531_383_769_920_937_332e-1,
+            1.479_819_860_511_658_591e-1,
+        ];
+        const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+        const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+        // Subnormals: scale by 2^54 and take 54 off the exponent.
+        let min = self.c(f64::MIN_POSITIVE);
+        let tiny = self.cmp("olt", x, &min);
+        let big = self.c(2f64.powi(54));
+        let scaled = self.op("fmul", x, &big);
+        let xs = self.sel("double", &tiny, &scaled, x);
+        let eadj = self.sel("i64", &tiny, "-54", "0");
+        let sqrt_half = std::f64::consts::FRAC_1_SQRT_2.to_bits().cast_signed();
+        let ix = self.bits(&xs);
+        let ix = self.iop("sub", &ix, &sqrt_half.to_string());
+        let e = self.iop("ashr", &ix, "52");
+        let e = self.iop("add", &e, &eadj);
+        let mant = self.iop("and", &ix, "4503599627370495");
+        let mant = self.iop("add", &mant, &sqrt_half.to_string());
+        let m = self.ins(format!("bitcast i64 {mant} to double"));
+        let one = self.c(1.0);
+        let f = self.op("fsub", &m, &one);
+        let two = self.c(2.0);
+        let den = self.op("fadd", &two, &f);
+        let s = self.op("fdiv", &f, &den);
+        let z = self.op("fmul", &s, &s);
+        let q = self.poly(&z, &LG);
+        let r = self.op("fmul", &z, &q);
+        let half = self.c(0.5);
+        let hf = self.op("fmul", &half, &f);
+        let hfsq = self.op("fmul", &hf, &f);
+        let ef = self.ins(format!("sitofp i64 {e} to double"));
+        let lo = self.c(LN2_LO);
+        let elo = self.op("fmul", &ef, &lo);
+        let hr = self.op("fadd", &hfsq, &r);
+        let t = self.fma(&s, &hr, &elo);
+        let t = self.op("fsub", &t, &hfsq);
+        let t = self.op("fadd", &t, &f);
+        let hi = self.c(LN2_HI);
+        let y = self.fma(&ef, &hi, &t);
+        // Special values: log(inf) = inf, log(0) = -inf, log(<0) = NaN, NaN stays.
+        let inf = self.c(f64::INFINITY);
+        let m = self.cmp("oeq", x, &inf);
+        let y = self.sel("double", &m, &inf, &y);
+        let zero = self.c(0.0);
+        let m = self.cmp("oeq", x, &zero);
+        let ninf = self.c(f64::NEG_INFINITY);
+        let y = self.sel("double", &m, &ninf, &y);
+        let m = self.cmp("olt", x, &zero);
+        let nan = self.c(f64::NAN);
+        let y = self.sel("double", &m, &nan, &y);
+        let m = self.cmp("uno", x, x);
+        self.sel("double", &m, x, &y)
+    }
+
+    /// C99 `pow`: `exp(b log|a|)`, exact when `|a|` is a power of two and `b log2|a|` an
+    /// integer, with the sign and special-value rules.
+    fn pow(&mut self, a: &str, b: &str) -> String {
+        let ax = self.call("fabs", &[a]);
+        let l = self.log(&ax);
+        let y = self.op("fmul", b, &l);
+        let m = self.exp(&y);
+        // |a| = 2^k exactly (normal): 2^(b k) when that is an integer.
+        let bits = self.bits(&ax);
+        let mant = self.iop("and", &bits, "4503599627370495");
+        let be = self.iop("lshr", &bits, "52");
+        let is_p2 = self.ins(format!("icmp eq i64 {mant}, 0"));
+        let normal = self.ins(format!("icmp ult i64 {be}, 2047"));
+        let nonzero = self.ins(format!("icmp ugt i64 {be}, 0"));
+        let p2 = self.ins(format!("and i1 {is_p2}, {normal}"));
+        let p2 = self.ins(format!("and i1 {p2}, {nonzero}"));
+        let k = self.iop("sub", &be, "1023");
+        let kf = self.ins(format!("sitofp i64 {k} to double"));
+        let e = self.op("fmul", b, &kf);
+        let ef = self.call("floor", &[&e]);
+        let whole = self.cmp("oeq", &e, &ef);
+        let exact = self.ins(format!("and i1 {p2}, {whole}"));
+        let (lo, hi) = (self.c(-2000.0), self.c(2000.0));
+        let ec = self.call2("maxnum", &ef, &lo);
+        let ec = self.call2("minnum", &ec, &hi);
+        let ei = self.ins(format!("fptosi double {ec} to i64"));
+        let one = self.c(1.0);
+        let p = self.scale(&one, &ei);
+        let m = self.sel("double", &exact, &p, &m);
+        // The sign: negative for a negative (or -0) base and an odd integer exponent;
+        // NaN for a negative base and a non-integer exponent.
+        let bt = self.call("trunc", &[b]);
+        let bint = self.cmp("oeq", &bt, b);
+        let half = self.c(0.5);
+        let h = self.op("fmul", b, &half);
+        let ht = self.call("trunc", &[&h]);
+        let hfrac = self.cmp("une", &ht, &h);
+        let odd = self.ins(format!("and i1 {bint}, {hfrac}"));
+        let abits = self.bits(a);
+        let aneg = self.ins(format!("icmp slt i64 {abits}, 0"));
+        let flip = self.ins(format!("and i1 {aneg}, {odd}"));
+        let nm = self.ins(format!("fneg double {m}"));
+        let m = self.sel("double", &flip, &nm, &m);
+        let zero = self.c(0.0);
+        let below = self.cmp("olt", a, &zero);
+        let frac = self.ins(format!("xor i1 {bint}, true"));
+        let bad = self.ins(format!("and i1 {below}, {frac}"));
+        let nan = self.c(f64::NAN);
+        let m = self.sel("double", &bad, &nan, &m);
+        // pow(+-1, +-inf) = 1, pow(x, 0) = 1 and pow(1, y) = 1, even for NaN.
+        let inf = self.c(f64::INFINITY);
+        let unit = self.cmp("oeq", &ax, &one);
+        let babs = self.call("fabs", &[b]);
+        let binf = self.cmp("oeq", &babs, &inf);
+        let c1 = self.ins(format!("and i1 {unit}, {binf}"));
+        let c2 = self.cmp("oeq", b, &zero);
+        let c3 = self.cmp("oeq", a, &one);
+        let c = self.ins(format!("or i1 {c1}, {c2}"));
+        let c = self.ins(format!("or i1 {c}, {c3}"));
+        self.sel("double", &c, &one, &m)
+    }
+
+    /// The exponent of a positive finite `x` (`floor(log2 x)`, subnormals included).
+    fn exponent(&mut self, x: &str) -> String {
+        let bits = self.bits(x);
+        let be = self.iop("lshr", &bits, "52");
+        let e = self.iop("sub", &be, "1023");
+        let mant = self.iop("and", &bits, "4503599627370495");
+        self.l.decls.insert("declare i64 @llvm.ctlz.i64(i64, i1)".into());
+        let lz = self.ins(format!("call i64 @llvm.ctlz.i64(i64 {mant}, i1 false)"));
+        // A subnormal is mant * 2^-1074: its exponent is 63 - lz - 1074.
+        let sub = self.iop("sub", "-1011", &lz);
+        let is_sub = self.ins(format!("icmp eq i64 {be}, 0"));
+        self.sel("i64", &is_sub, &sub, &e)
+    }
+
+    /// C `fmod` (exact): `|a|` reduced by `|b| 2^k` while it is at least `|b|`, each step
+    /// taking a quotient of under 2^52 and its exact remainder.
+    fn fmod(&mut self, a: &str, b: &str) -> String {
+        let ax = self.call("fabs", &[a]);
+        let bx = self.call("fabs", &[b]);
+        let inf = self.c(f64::INFINITY);
+        let zero = self.c(0.0);
+        // NaN for b = 0, an infinite a or a NaN; a for an infinite b.
+        let a_fin = self.cmp("olt", &ax, &inf);
+        let b_pos = self.cmp("ogt", &bx, &zero);
+        let b_fin = self.cmp("olt", &bx, &inf);
+        let b_inf = self.cmp("oeq", &bx, &inf);
+        let ok = self.ins(format!("and i1 {a_fin}, {b_pos}"));
+        let run = self.ins(format!("and i1 {ok}, {b_fin}"));
+        let one = self.c(1.0);
+        let r0 = self.sel("double", &run, &ax, &zero);
+        let t0 = self.sel("double", &run, &bx, &one);
+        let eb = self.exponent(&t0);
+        let slot = self.l.slot("double");
+        self.l.write("double", &r0, &slot);
+        let (head, body, exit) = (self.l.block("fmod"), self.l.block("fmodstep"), self.l.block("fmoddone"));
+        self.l.jump(&head);
+        self.l.start(&head);
+        let r = self.l.read("double", &slot);
+        let done = self.cmp("olt", &r, &t0);
+        self.l.branch(&done, &exit, &body);
+        self.l.start(&body);
+        let er = self.exponent(&r);
+        let gap = self.iop("sub", &er, &eb);
+        let gap = self.iop("sub", &gap, "51");
+        self.l.decls.insert("declare i64 @llvm.smax.i64(i64, i64)".into());
+        let k = self.ins(format!("call i64 @llvm.smax.i64(i64 {gap}, i64 0)"));
+        let t = self.scale(&t0, &k);
+        let q = self.op("fdiv", &r, &t);
+        let q = self.call("trunc", &[&q]);
+        // q is the quotient or one off: one more step of the exact remainder fixes it.
+        let nq = self.ins(format!("fneg double {q}"));
+        let e0 = self.fma(&nq, &t, &r);
+        let low = self.cmp("oge", &e0, &t);
+        let high = self.cmp("olt", &e0, &zero);
+        let up = self.sel("double", &low, &one, &zero);
+        let q = self.op("fadd", &q, &up);
+        let down = self.sel("double", &high, &one, &zero);
+        let q = self.op("fsub", &q, &down);
+        let nq = self.ins(format!("fneg double {q}"));
+        let rem = self.fma(&nq, &t, &r);
+        self.l.write("double", &rem, &slot);
+        self.l.jump(&head);
+        self.l.start(&exit);
+        let r = self.l.read("double", &slot);
+        let y = self.call2("copysign", &r, a);
+        let y = self.sel("double", &b_inf, a, &y);
+        let nan = self.c(f64::NAN);
+        let y = self.sel("double", &ok, &y, &nan);
+        // A NaN operand gives NaN.
+        let nan_in = self.cmp("uno", a, b);
+        self.sel("double", &nan_in, &nan, &y)
+    }
+}
