@@ -18,6 +18,8 @@
 //! Scatter kernels and other dtypes are an [`Error::Unsupported`].
 
 mod dmath;
+#[cfg(test)]
+mod dmath_tests;
 mod ffi;
 mod helpers64;
 mod lower;

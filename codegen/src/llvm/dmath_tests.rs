@@ -1,0 +1,236 @@
+//! The device math of `dmath.rs` against the reference's functions: elementwise kernels
+//! compiled for the GPU and emulated on the host (`nvptx::emulate`), over ranges and the
+//! special values, with the error bounds documented in `dmath.rs`.
+
+use super::nvptx::emulate;
+use ir::atom::{BinaryFn, UnaryFn};
+use ir::dtype::DType;
+use ir::kernel::{Affine, Body, Buffer, Expr, Kernel};
+use ir::schedule::{Schedule, ScheduleStep};
+
+type R = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn load(buf: usize) -> Expr {
+    Expr::Load { buf, index: Affine { offset: 0, coefs: vec![1] }, guards: vec![], pad: 0.0 }
+}
+
+/// Runs `y[i] = body(x0[i], x1[i], ...)` on the emulated GPU, every value of dtype `d`.
+fn run(body: Expr, d: DType, columns: &[&[f64]]) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let n = columns.first().map_or(0, |c| c.len());
+    let buf = |name: &str| Buffer { name: name.into(), dtype: d, numel: n };
+    let k = Kernel {
+        name: "dmath".into(),
+        inputs: (0..columns.len()).map(|i| buf(&format!("x{i}"))).collect(),
+        output: buf("y"),
+        out_shape: vec![n],
+        red_shape: vec![],
+        store: Affine { offset: 0, coefs: vec![1] },
+        body: Body::Compute { reduce: None, body, epilogue: Expr::Acc },
+    };
+    let j = emulate(&k, &Schedule { steps: vec![ScheduleStep::GpuThreads { block: 64 }] })?;
+    let bytes = |v: &[f64]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|&x| if d == DType::F64 { x.to_ne_bytes().to_vec() } else { (x as f32).to_ne_bytes().to_vec() })
+            .collect()
+    };
+    let data: Vec<Vec<u8>> = columns.iter().map(|c| bytes(c)).collect();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0u8; n * d.size()];
+    j.run(&refs, &mut out)?;
+    Ok(if d == DType::F64 {
+        out.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+    } else {
+        out.chunks_exact(4).map(|c| f64::from(f32::from_ne_bytes(c.try_into().unwrap_or([0; 4])))).collect()
+    })
+}
+
+/// The distance in ulps of f32 (or f64) values: 0 for two NaNs, MAX for one.
+fn ulps(a: f64, b: f64, d: DType) -> u64 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() && b.is_nan() { 0 } else { u64::MAX };
+    }
+    let ord = |x: f64| -> i128 {
+        let (bits, sign, mag) = if d == DType::F64 {
+            let b = x.to_bits();
+            (b, b >> 63, i128::from(b & !(1 << 63)))
+        } else {
+            let b = u64::from((x as f32).to_bits());
+            (b, b >> 31, i128::from(b & 0x7fff_ffff))
+        };
+        let _ = bits;
+        if sign == 1 { -mag } else { mag }
+    };
+    u64::try_from((ord(a) - ord(b)).unsigned_abs()).unwrap_or(u64::MAX)
+}
+
+/// `2^k` for k in [-1074, 1023] (`powi` overflows on the way to the subnormals).
+fn pow2(k: i32) -> f64 {
+    if k < -1000 { 2f64.powi(k + 100) * 2f64.powi(-100) } else { 2f64.powi(k) }
+}
+
+/// A deterministic sequence in [0, 1).
+fn uniform(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+/// `n` values log-spaced over [lo, hi] (both positive).
+fn log_spaced(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
+    uniform(n, seed).into_iter().map(|u| (lo.ln() + u * (hi.ln() - lo.ln())).exp()).collect()
+}
+
+/// The largest ulp distance of `got` from `want`, asserting it is at most `bound`.
+fn check(what: &str, d: DType, inputs: &[&[f64]], got: &[f64], want: impl Fn(usize) -> f64, bound: u64) -> u64 {
+    let mut worst = 0;
+    for (i, g) in got.iter().enumerate() {
+        let w = want(i);
+        let e = ulps(*g, w, d);
+        let args: Vec<f64> = inputs.iter().map(|c| c[i]).collect();
+        assert!(e <= bound, "{what}{args:?}: got {g:e}, want {w:e} ({e} ulp > {bound})");
+        worst = worst.max(e);
+    }
+    eprintln!("{what}: {} points, worst {worst} ulp", got.len());
+    worst
+}
+
+fn unary(f: UnaryFn) -> Expr {
+    Expr::Unary(f, Box::new(load(0)))
+}
+
+fn binary(f: BinaryFn) -> Expr {
+    Expr::Binary(f, Box::new(load(0)), Box::new(load(1)))
+}
+
+/// The f32 values of `v` (so the reference sees what the kernel reads).
+fn f32s(v: Vec<f64>) -> Vec<f64> {
+    v.into_iter().map(|x| f64::from(x as f32)).collect()
+}
+
+const SPECIAL: [f64; 8] = [0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 0.5];
+
+#[test]
+fn f32_inverse_trig_and_hyperbolic_functions_match_the_reference() -> R {
+    let signed = |mut v: Vec<f64>| {
+        let neg: Vec<f64> = v.iter().map(|x| -x).collect();
+        v.extend(neg);
+        v.extend(SPECIAL);
+        f32s(v)
+    };
+    let cases: [(UnaryFn, fn(f32) -> f32, Vec<f64>, u64); 5] = [
+        (UnaryFn::Asin, f32::asin, signed(uniform(20000, 1).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 2)).collect()), 3),
+        (UnaryFn::Acos, f32::acos, signed(uniform(20000, 3).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 4)).collect()), 3),
+        (UnaryFn::Asinh, f32::asinh, signed(log_spaced(20000, 1e-40, 3e38, 5)), 1),
+        (UnaryFn::Acosh, f32::acosh, signed(log_spaced(20000, 1.0, 3e38, 6).into_iter().map(|x| x.max(1.0)).collect()), 1),
+        (UnaryFn::Atanh, f32::atanh, signed(uniform(20000, 7).into_iter().chain(log_spaced(2000, 1e-40, 1.0, 8)).collect()), 1),
+    ];
+    for (f, reference, xs, bound) in cases {
+        let got = run(unary(f), DType::F32, &[&xs])?;
+        check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i] as f32)), bound);
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_sin_cos_and_tan_of_large_arguments_match_the_reference() -> R {
+    let mut xs = log_spaced(20000, 1e4, 3.4e38, 9);
+    xs.extend(log_spaced(2000, 1e-3, 1e4, 10));
+    let neg: Vec<f64> = xs.iter().map(|x| -x).collect();
+    xs.extend(neg);
+    // Close to multiples of pi/2 (the hardest reductions of f32).
+    xs.extend([1.657_999_3e10, 2.017_789e15, 5.0e9, 1.0e5, 3.402_823_5e38, 16_777_216.0, 1.0e4]);
+    xs.extend(SPECIAL);
+    let xs = f32s(xs);
+    let cases: [(UnaryFn, fn(f32) -> f32, u64); 3] = [(UnaryFn::Sin, f32::sin, 2), (UnaryFn::Cos, f32::cos, 2), (UnaryFn::Tan, f32::tan, 4)];
+    for (f, reference, bound) in cases {
+        let got = run(unary(f), DType::F32, &[&xs])?;
+        check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i] as f32)), bound);
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_pow_and_fmod_match_the_reference() -> R {
+    let n = 20000;
+    let mut a = log_spaced(n, 1e-3, 1e3, 11);
+    let mut b: Vec<f64> = uniform(n, 12).into_iter().map(|u| u * 24.0 - 12.0).collect();
+    // Negative bases with integer exponents, and every pair of special values.
+    for (i, u) in uniform(2000, 13).into_iter().enumerate() {
+        a.push(-(u * 10.0));
+        b.push((i % 21) as f64 - 10.0);
+    }
+    let specials = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 3.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1.5, -2.5];
+    for x in specials {
+        for y in specials {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    let (a, b) = (f32s(a), f32s(b));
+    let got = run(binary(BinaryFn::Pow), DType::F32, &[&a, &b])?;
+    check("pow", DType::F32, &[&a, &b], &got, |i| f64::from((a[i] as f32).powf(b[i] as f32)), 1);
+    // fmod: quotients from below 1 to 2^270, signs, and the special values.
+    let m = uniform(n, 14);
+    let e = uniform(n, 15);
+    let mut x: Vec<f64> = m.iter().zip(&e).enumerate().map(|(i, (m, e))| (1.0 + m) * 2f64.powi((e * 250.0) as i32 - 125) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+    let mut y: Vec<f64> = uniform(n, 16).iter().zip(uniform(n, 17)).enumerate().map(|(i, (m, e))| (1.0 + m) * 2f64.powi((e * 250.0) as i32 - 125) * if i % 5 == 0 { -1.0 } else { 1.0 }).collect();
+    y.iter_mut().step_by(7).for_each(|v| *v = 1e-45);
+    for s in specials {
+        for t in specials {
+            x.push(s);
+            y.push(t);
+        }
+    }
+    let (x, y) = (f32s(x), f32s(y));
+    let got = run(binary(BinaryFn::Fmod), DType::F32, &[&x, &y])?;
+    check("fmod", DType::F32, &[&x, &y], &got, |i| f64::from((x[i] as f32) % (y[i] as f32)), 0);
+    Ok(())
+}
+
+#[test]
+fn f64_exp_log_pow_and_fmod_match_the_reference() -> R {
+    let n = 20000;
+    let mut xs: Vec<f64> = uniform(n, 21).into_iter().map(|u| u * 1455.0 - 745.0).collect();
+    xs.extend(SPECIAL);
+    xs.extend([709.78, 709.79, -745.2, -708.5, 1e-300]);
+    let got = run(unary(UnaryFn::Exp), DType::F64, &[&xs])?;
+    check("exp f64", DType::F64, &[&xs], &got, |i| xs[i].exp(), 1);
+    let mut xs = log_spaced(n, 4.9e-324, 1.7e308, 22);
+    xs.extend(SPECIAL);
+    xs.extend([-1.0, 5e-324, f64::MAX, 1.0 + f64::EPSILON, 1.0 - f64::EPSILON]);
+    let got = run(unary(UnaryFn::Log), DType::F64, &[&xs])?;
+    check("log f64", DType::F64, &[&xs], &got, |i| xs[i].ln(), 1);
+    // pow: a relative error of 2^-52 (1 + |b ln a|); powers of two exactly.
+    let mut a = log_spaced(n, 1e-3, 1e3, 23);
+    let mut b: Vec<f64> = uniform(n, 24).into_iter().map(|u| u * 80.0 - 40.0).collect();
+    for k in -1100..1100 {
+        a.push(2.0);
+        b.push(f64::from(k));
+        a.push(0.25);
+        b.push(f64::from(k) / 2.0);
+    }
+    let got = run(binary(BinaryFn::Pow), DType::F64, &[&a, &b])?;
+    let mut worst = 0.0f64;
+    for (i, g) in got.iter().enumerate() {
+        let w = a[i].powf(b[i]);
+        let rel = ((g - w) / w).abs();
+        let bound = f64::EPSILON * (1.0 + (b[i] * a[i].ln()).abs());
+        let exact = a[i].log2().fract() == 0.0 && (b[i] * a[i].log2()).fract() == 0.0;
+        assert!(if exact { *g == w } else { rel <= bound }, "pow({}, {}): got {g:e}, want {w:e}", a[i], b[i]);
+        worst = worst.max(rel / bound);
+    }
+    eprintln!("pow f64: {} points, worst {worst:.3} of the bound", got.len());
+    // fmod: exponents over the whole range, subnormals included.
+    let m = uniform(n, 25);
+    let x: Vec<f64> = m.iter().zip(uniform(n, 26)).map(|(m, e)| (1.0 + m) * pow2((e * 2090.0) as i32 - 1070)).collect();
+    let y: Vec<f64> = uniform(n, 27).iter().zip(uniform(n, 28)).enumerate().map(|(i, (m, e))| (1.0 + m) * pow2((e * 2090.0) as i32 - 1070) * if i % 2 == 0 { -1.0 } else { 1.0 }).collect();
+    let got = run(binary(BinaryFn::Fmod), DType::F64, &[&x, &y])?;
+    check("fmod f64", DType::F64, &[&x, &y], &got, |i| x[i] % y[i], 0);
+    Ok(())
+}
