@@ -86,18 +86,25 @@ fn log_spaced(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
     uniform(n, seed).into_iter().map(|u| (lo.ln() + u * (hi.ln() - lo.ln())).exp()).collect()
 }
 
-/// The largest ulp distance of `got` from `want`, asserting it is at most `bound`.
-fn check(what: &str, d: DType, inputs: &[&[f64]], got: &[f64], want: impl Fn(usize) -> f64, bound: u64) -> u64 {
-    let mut worst = 0;
+/// How many of `got` are more than `bound` ulps from `want` (the first few are printed,
+/// and the worst distance of the others).
+fn check(what: &str, d: DType, inputs: &[&[f64]], got: &[f64], want: impl Fn(usize) -> f64, bound: u64) -> usize {
+    let (mut worst, mut bad) = (0, 0);
     for (i, g) in got.iter().enumerate() {
         let w = want(i);
         let e = ulps(*g, w, d);
-        let args: Vec<f64> = inputs.iter().map(|c| c[i]).collect();
-        assert!(e <= bound, "{what}{args:?}: got {g:e}, want {w:e} ({e} ulp > {bound})");
-        worst = worst.max(e);
+        if e > bound {
+            bad += 1;
+            if bad <= 5 {
+                let args: Vec<f64> = inputs.iter().map(|c| c[i]).collect();
+                eprintln!("{what}{args:?}: got {g:e}, want {w:e} ({e} ulp > {bound})");
+            }
+        } else {
+            worst = worst.max(e);
+        }
     }
-    eprintln!("{what}: {} points, worst {worst} ulp", got.len());
-    worst
+    eprintln!("{what}: {} points, {bad} beyond {bound} ulp, worst of the others {worst} ulp", got.len());
+    bad
 }
 
 fn unary(f: UnaryFn) -> Expr {
@@ -123,17 +130,21 @@ fn f32_inverse_trig_and_hyperbolic_functions_match_the_reference() -> R {
         v.extend(SPECIAL);
         f32s(v)
     };
-    let cases: [(UnaryFn, fn(f32) -> f32, Vec<f64>, u64); 5] = [
-        (UnaryFn::Asin, f32::asin, signed(uniform(20000, 1).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 2)).collect()), 3),
-        (UnaryFn::Acos, f32::acos, signed(uniform(20000, 3).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 4)).collect()), 3),
-        (UnaryFn::Asinh, f32::asinh, signed(log_spaced(20000, 1e-40, 3e38, 5)), 1),
-        (UnaryFn::Acosh, f32::acosh, signed(log_spaced(20000, 1.0, 3e38, 6).into_iter().map(|x| x.max(1.0)).collect()), 1),
-        (UnaryFn::Atanh, f32::atanh, signed(uniform(20000, 7).into_iter().chain(log_spaced(2000, 1e-40, 1.0, 8)).collect()), 1),
+    // Against the f64 functions rounded once: the reference's `f32::acosh` and `f32::atanh`
+    // are themselves up to 23 ulp off (near 1), while these round an f64 result once.
+    let cases: [(UnaryFn, fn(f64) -> f64, Vec<f64>, u64); 5] = [
+        (UnaryFn::Asin, f64::asin, signed(uniform(20000, 1).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 2)).collect()), 3),
+        (UnaryFn::Acos, f64::acos, signed(uniform(20000, 3).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 4)).collect()), 3),
+        (UnaryFn::Asinh, f64::asinh, signed(log_spaced(20000, 1e-40, 3e38, 5)), 1),
+        (UnaryFn::Acosh, f64::acosh, signed(log_spaced(20000, 1.0, 3e38, 6).into_iter().map(|x| x.max(1.0)).collect()), 1),
+        (UnaryFn::Atanh, f64::atanh, signed(uniform(20000, 7).into_iter().chain(log_spaced(2000, 1e-40, 1.0, 8)).collect()), 1),
     ];
+    let mut bad = 0;
     for (f, reference, xs, bound) in cases {
         let got = run(unary(f), DType::F32, &[&xs])?;
-        check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i] as f32)), bound);
+        bad += check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i]) as f32), bound);
     }
+    assert_eq!(bad, 0, "results beyond the bounds");
     Ok(())
 }
 
@@ -148,10 +159,12 @@ fn f32_sin_cos_and_tan_of_large_arguments_match_the_reference() -> R {
     xs.extend(SPECIAL);
     let xs = f32s(xs);
     let cases: [(UnaryFn, fn(f32) -> f32, u64); 3] = [(UnaryFn::Sin, f32::sin, 2), (UnaryFn::Cos, f32::cos, 2), (UnaryFn::Tan, f32::tan, 4)];
+    let mut bad = 0;
     for (f, reference, bound) in cases {
         let got = run(unary(f), DType::F32, &[&xs])?;
-        check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i] as f32)), bound);
+        bad += check(f.name(), DType::F32, &[&xs], &got, |i| f64::from(reference(xs[i] as f32)), bound);
     }
+    assert_eq!(bad, 0, "results beyond the bounds");
     Ok(())
 }
 
@@ -174,7 +187,7 @@ fn f32_pow_and_fmod_match_the_reference() -> R {
     }
     let (a, b) = (f32s(a), f32s(b));
     let got = run(binary(BinaryFn::Pow), DType::F32, &[&a, &b])?;
-    check("pow", DType::F32, &[&a, &b], &got, |i| f64::from((a[i] as f32).powf(b[i] as f32)), 1);
+    let mut bad = check("pow", DType::F32, &[&a, &b], &got, |i| f64::from((a[i] as f32).powf(b[i] as f32)), 1);
     // fmod: quotients from below 1 to 2^270, signs, and the special values.
     let m = uniform(n, 14);
     let e = uniform(n, 15);
@@ -189,7 +202,8 @@ fn f32_pow_and_fmod_match_the_reference() -> R {
     }
     let (x, y) = (f32s(x), f32s(y));
     let got = run(binary(BinaryFn::Fmod), DType::F32, &[&x, &y])?;
-    check("fmod", DType::F32, &[&x, &y], &got, |i| f64::from((x[i] as f32) % (y[i] as f32)), 0);
+    bad += check("fmod", DType::F32, &[&x, &y], &got, |i| f64::from((x[i] as f32) % (y[i] as f32)), 0);
+    assert_eq!(bad, 0, "results beyond the bounds");
     Ok(())
 }
 
@@ -200,12 +214,12 @@ fn f64_exp_log_pow_and_fmod_match_the_reference() -> R {
     xs.extend(SPECIAL);
     xs.extend([709.78, 709.79, -745.2, -708.5, 1e-300]);
     let got = run(unary(UnaryFn::Exp), DType::F64, &[&xs])?;
-    check("exp f64", DType::F64, &[&xs], &got, |i| xs[i].exp(), 1);
+    let mut bad = check("exp f64", DType::F64, &[&xs], &got, |i| xs[i].exp(), 1);
     let mut xs = log_spaced(n, 4.9e-324, 1.7e308, 22);
     xs.extend(SPECIAL);
     xs.extend([-1.0, 5e-324, f64::MAX, 1.0 + f64::EPSILON, 1.0 - f64::EPSILON]);
     let got = run(unary(UnaryFn::Log), DType::F64, &[&xs])?;
-    check("log f64", DType::F64, &[&xs], &got, |i| xs[i].ln(), 1);
+    bad += check("log f64", DType::F64, &[&xs], &got, |i| xs[i].ln(), 1);
     // pow: a relative error of 2^-52 (1 + |b ln a|); powers of two exactly.
     let mut a = log_spaced(n, 1e-3, 1e3, 23);
     let mut b: Vec<f64> = uniform(n, 24).into_iter().map(|u| u * 80.0 - 40.0).collect();
@@ -231,6 +245,7 @@ fn f64_exp_log_pow_and_fmod_match_the_reference() -> R {
     let x: Vec<f64> = m.iter().zip(uniform(n, 26)).map(|(m, e)| (1.0 + m) * pow2((e * 2090.0) as i32 - 1070)).collect();
     let y: Vec<f64> = uniform(n, 27).iter().zip(uniform(n, 28)).enumerate().map(|(i, (m, e))| (1.0 + m) * pow2((e * 2090.0) as i32 - 1070) * if i % 2 == 0 { -1.0 } else { 1.0 }).collect();
     let got = run(binary(BinaryFn::Fmod), DType::F64, &[&x, &y])?;
-    check("fmod f64", DType::F64, &[&x, &y], &got, |i| x[i] % y[i], 0);
+    bad += check("fmod f64", DType::F64, &[&x, &y], &got, |i| x[i] % y[i], 0);
+    assert_eq!(bad, 0, "results beyond the bounds");
     Ok(())
 }
