@@ -1,7 +1,7 @@
 //! Device math: what the CPU code gets from host helpers (the reference's Rust or C
 //! library functions), emitted inline as scalar LLVM IR for the GPU, where there are no
 //! host helpers. f64 exp and log follow fdlibm (`e_exp.c`, `e_log.c`: same reduction and
-//! coefficients); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
+//! coefficients, written as their bits); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
 //! `vmath.rs`) and round once; fmod is exact, by quotient steps of up to 51 bits with an
 //! exact remainder (`fma`); sin, cos and tan of f32 beyond `|x| > 1e4` reduce by pi/2 with
 //! the bits of 2/pi (Payne-Hanek, 128 bits of 2/pi per argument) and then take `vmath.rs`'s
@@ -252,14 +252,14 @@ impl D<'_, '_> {
     /// fdlibm's exp: `x = k ln2 + r`, `exp(r) = 1 + r + r c / (2 - c)`.
     fn exp(&mut self, x: &str) -> String {
         const P: [f64; 5] = [
-            1.666_666_666_666_660_190_37e-1,
-            -2.777_777_777_701_559_338_42e-3,
-            6.613_756_321_437_934_361_17e-5,
-            -1.653_390_220_546_525_153_90e-6,
-            4.138_136_797_057_238_460_39e-8,
+            f64::from_bits(0x3FC5_5555_5555_553E),
+            f64::from_bits(0xBF66_C16C_16BE_BD93),
+            f64::from_bits(0x3F11_566A_AF25_DE2C),
+            f64::from_bits(0xBEBB_BD41_C5D2_6BF1),
+            f64::from_bits(0x3E66_3769_72BE_A4D0),
         ];
-        const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-        const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+        const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+        const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
         // Clamp (NaN compares false and stays): e^-746 < 2^-1075, e^710 > MAX.
         let (hi_c, lo_c) = (self.c(710.0), self.c(-746.0));
         let over = self.cmp("ogt", x, &hi_c);
@@ -294,16 +294,16 @@ impl D<'_, '_> {
     /// fdlibm's log: `x = 2^k m`, `m` in [sqrt(1/2), sqrt(2)), `log m` from `s = f / (2 + f)`.
     fn log(&mut self, x: &str) -> String {
         const LG: [f64; 7] = [
-            6.666_666_666_666_735_130e-1,
-            3.999_999_999_940_941_908e-1,
-            2.857_142_874_366_239_149e-1,
-            2.222_219_843_214_978_396e-1,
-            1.818_357_216_161_805_012e-1,
-            1.531_383_769_920_937_332e-1,
-            1.479_819_860_511_658_591e-1,
+            f64::from_bits(0x3FE5_5555_5555_5593),
+            f64::from_bits(0x3FD9_9999_9997_FA04),
+            f64::from_bits(0x3FD2_4924_9422_9359),
+            f64::from_bits(0x3FCC_71C5_1D8E_78AF),
+            f64::from_bits(0x3FC7_4664_96CB_03DE),
+            f64::from_bits(0x3FC3_9A09_D078_C69F),
+            f64::from_bits(0x3FC2_F112_DF3E_5244),
         ];
-        const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-        const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+        const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+        const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
         // Subnormals: scale by 2^54 and take 54 off the exponent.
         let min = self.c(f64::MIN_POSITIVE);
         let tiny = self.cmp("olt", x, &min);

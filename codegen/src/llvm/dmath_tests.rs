@@ -9,6 +9,9 @@ use ir::kernel::{Affine, Body, Buffer, Expr, Kernel};
 use ir::schedule::{Schedule, ScheduleStep};
 
 type R = std::result::Result<(), Box<dyn std::error::Error>>;
+/// A reference function.
+type F64Fn = fn(f64) -> f64;
+type F32Fn = fn(f32) -> f32;
 
 fn load(buf: usize) -> Expr {
     Expr::Load { buf, index: Affine { offset: 0, coefs: vec![1] }, guards: vec![], pad: 0.0 }
@@ -132,7 +135,7 @@ fn f32_inverse_trig_and_hyperbolic_functions_match_the_reference() -> R {
     };
     // Against the f64 functions rounded once: the reference's `f32::acosh` and `f32::atanh`
     // are themselves up to 23 ulp off (near 1), while these round an f64 result once.
-    let cases: [(UnaryFn, fn(f64) -> f64, Vec<f64>, u64); 5] = [
+    let cases: [(UnaryFn, F64Fn, Vec<f64>, u64); 5] = [
         (UnaryFn::Asin, f64::asin, signed(uniform(20000, 1).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 2)).collect()), 3),
         (UnaryFn::Acos, f64::acos, signed(uniform(20000, 3).into_iter().chain(log_spaced(2000, 1e-30, 1.0, 4)).collect()), 3),
         (UnaryFn::Asinh, f64::asinh, signed(log_spaced(20000, 1e-40, 3e38, 5)), 1),
@@ -158,7 +161,7 @@ fn f32_sin_cos_and_tan_of_large_arguments_match_the_reference() -> R {
     xs.extend([1.657_999_3e10, 2.017_789e15, 5.0e9, 1.0e5, 3.402_823_5e38, 16_777_216.0, 1.0e4]);
     xs.extend(SPECIAL);
     let xs = f32s(xs);
-    let cases: [(UnaryFn, fn(f32) -> f32, u64); 3] = [(UnaryFn::Sin, f32::sin, 2), (UnaryFn::Cos, f32::cos, 2), (UnaryFn::Tan, f32::tan, 4)];
+    let cases: [(UnaryFn, F32Fn, u64); 3] = [(UnaryFn::Sin, f32::sin, 2), (UnaryFn::Cos, f32::cos, 2), (UnaryFn::Tan, f32::tan, 4)];
     let mut bad = 0;
     for (f, reference, bound) in cases {
         let got = run(unary(f), DType::F32, &[&xs])?;
