@@ -38,6 +38,9 @@ pub(super) fn unary32(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
     if l.lanes != 1 {
         return None;
     }
+    if !matches!(f, UnaryFn::Asin | UnaryFn::Acos | UnaryFn::Asinh | UnaryFn::Acosh | UnaryFn::Atanh) {
+        return None;
+    }
     let mut d = D { l };
     let x64 = d.ins(format!("fpext float {x} to double"));
     let one = d.c(1.0);
@@ -58,7 +61,7 @@ pub(super) fn unary32(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
             let a = vmath::emit(d.l, UnaryFn::Atan, &t32)?;
             if f == UnaryFn::Asin { a } else { d.ins(format!("fmul float {a}, 0x4000000000000000")) }
         }
-        UnaryFn::Asinh | UnaryFn::Acosh | UnaryFn::Atanh => {
+        _ => {
             let y = match f {
                 // sign(x) log(|x| + sqrt(x^2 + 1))
                 UnaryFn::Asinh => {
@@ -100,7 +103,6 @@ pub(super) fn unary32(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
             let y = if f == UnaryFn::Acosh { y } else { d.sel("double", &small, &x64, &y) };
             d.ins(format!("fptrunc double {y} to float"))
         }
-        _ => return None,
     })
 }
 

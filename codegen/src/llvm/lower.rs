@@ -1005,7 +1005,7 @@ impl<'a> Lower<'a> {
             |s: &Self| s.unsupported(format!("Binary {} on {d} is not supported by the LLVM backend yet", f.name()));
         let ty = self.ty(d)?;
         if f.is_comparison() {
-            let v = if d.is_float() && scalar(d).is_some() {
+            let v = if matches!(d, DType::F32 | DType::F64) {
                 let cc = match f {
                     BinaryFn::Eq => "oeq",
                     BinaryFn::Lt => "olt",

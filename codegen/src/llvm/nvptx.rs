@@ -12,10 +12,13 @@
 //! computes `gid = ctaid.x * ntid.x + tid.x` and stores a nonzero code to `*err` (an
 //! `i32` the launcher zeroes). `p0..` are the kernel's buffers: its inputs, then its output.
 //!
-//! No host helper exists on the GPU: a kernel whose lowering calls one (the exact
-//! sin/cos/tan of large arguments, `pow`, functions without a polynomial) is an
-//! [`Error::Unsupported`] naming it. The same thread function can be wrapped for the host
-//! ([`emulate`]) so that tests check the GPU mapping's semantics on the CPU.
+//! No host helper exists on the GPU: the lowering runs with `device` set, so the math the
+//! CPU takes from helpers (`pow`, `fmod`, asin and the other functions without a
+//! polynomial, sin/cos/tan of large arguments, f64 exp/log) is emitted inline by
+//! `dmath.rs`; a function with no device form (f64 sin, ...) is an [`Error::Unsupported`],
+//! and a helper call that still reached the module would be one naming it. The same thread
+//! function can be wrapped for the host ([`emulate`]) so that tests check the GPU mapping's
+//! semantics, device math included, on the CPU.
 
 use super::lower::{Lower, Result, memory_type};
 use crate::Error;
