@@ -1,7 +1,9 @@
 //! Device math: what the CPU code gets from host helpers (the reference's Rust or C
 //! library functions), emitted inline as scalar LLVM IR for the GPU, where there are no
-//! host helpers. f64 exp and log follow fdlibm (`e_exp.c`, `e_log.c`: same reduction and
-//! coefficients, written as their bits); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
+//! host helpers. f64 exp, log and atan follow fdlibm (`e_exp.c`, `e_log.c`, `s_atan.c`:
+//! same reduction and coefficients, written as their bits); the other f64 functions are
+//! compositions (`expm1` and `log1p` by the Kahan and Goldberg tricks; f64 sin, cos, tan and
+//! erf have no device form yet); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
 //! `vmath.rs`) and round once; fmod is exact, by quotient steps of up to 51 bits with an
 //! exact remainder (`fma`); sin, cos and tan of f32 beyond `|x| > 1e4` reduce by pi/2 with
 //! the bits of 2/pi (Payne-Hanek, 128 bits of 2/pi per argument) and then take `vmath.rs`'s
@@ -11,6 +13,9 @@
 //! | function               | dtype | domain tested                 | test bound |
 //! |------------------------|-------|-------------------------------|------------|
 //! | exp                    | f64   | [-745, 709.7]                 | 1 ulp      |
+//! | atan, asin, acos       | f64   | [-1e20, 1e20], [-1, 1]        | 2 ulp      |
+//! | sinh, cosh, tanh       | f64   | [-720, 720]                   | 4 ulp      |
+//! | asinh, acosh, atanh    | f64   | their domains                 | 4 ulp      |
 //! | log                    | f64   | (0, MAX], subnormals          | 1 ulp      |
 //! | pow                    | f64   | a in [1e-3, 1e3], b in [-40, 40] | 2^-52 (1 + \|b ln a\|) relative; exact for powers of two |
 //! | pow                    | f32   | a in [1e-3, 1e3], b in [-12, 12] | 1 ulp   |
@@ -115,6 +120,14 @@ pub(super) fn unary64(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
     Some(match f {
         UnaryFn::Exp => d.exp(x),
         UnaryFn::Log => d.log(x),
+        UnaryFn::Atan => d.atan(x),
+        UnaryFn::Asin | UnaryFn::Acos => d.asin_acos(x, f == UnaryFn::Asin),
+        UnaryFn::Sinh => d.sinh(x),
+        UnaryFn::Cosh => d.cosh(x),
+        UnaryFn::Tanh => d.tanh(x),
+        UnaryFn::Asinh => d.asinh(x),
+        UnaryFn::Acosh => d.acosh(x),
+        UnaryFn::Atanh => d.atanh(x),
         _ => return None,
     })
 }
@@ -418,6 +431,230 @@ impl D<'_, '_> {
         let c = self.ins(format!("or i1 {c1}, {c2}"));
         let c = self.ins(format!("or i1 {c}, {c3}"));
         self.sel("double", &c, &one, &m)
+    }
+
+    /// `log(1 + u)` from `log(w)`, `w = 1 + u` rounded (Goldberg: `log(w) u / (w - 1)`).
+    fn log1p(&mut self, u: &str) -> String {
+        let one = self.c(1.0);
+        let w = self.op("fadd", &one, u);
+        let wm1 = self.op("fsub", &w, &one);
+        let l = self.log(&w);
+        let q = self.op("fdiv", u, &wm1);
+        let y = self.op("fmul", &l, &q);
+        let zero = self.c(0.0);
+        let exact = self.cmp("oeq", &wm1, &zero);
+        let y = self.sel("double", &exact, u, &y);
+        let inf = self.c(f64::INFINITY);
+        let big = self.cmp("oeq", u, &inf);
+        self.sel("double", &big, u, &y)
+    }
+
+    /// `exp(x) - 1` from `u = exp(x)` (Kahan: `(u - 1) x / log(u)`).
+    fn expm1(&mut self, x: &str) -> String {
+        let u = self.exp(x);
+        let one = self.c(1.0);
+        let um1 = self.op("fsub", &u, &one);
+        let l = self.log(&u);
+        let q = self.op("fdiv", x, &l);
+        let y = self.op("fmul", &um1, &q);
+        let exact = self.cmp("oeq", &u, &one);
+        let y = self.sel("double", &exact, x, &y);
+        let minus = self.c(-1.0);
+        let low = self.cmp("oeq", &um1, &minus);
+        let y = self.sel("double", &low, &minus, &y);
+        let hi = self.c(700.0);
+        let big = self.cmp("ogt", x, &hi);
+        self.sel("double", &big, &u, &y)
+    }
+
+    /// fdlibm's atan: `|x|` reduced to `[0, 7/16]` around atan(1/2), atan(1), atan(3/2),
+    /// atan(inf), then `t - t^3 P(t^2)`.
+    fn atan(&mut self, x: &str) -> String {
+        const HI: [u64; 4] = [0x3FDD_AC67_0561_BB4F, 0x3FE9_21FB_5444_2D18, 0x3FEF_730B_D281_F69B, 0x3FF9_21FB_5444_2D18];
+        const LO: [u64; 4] = [0x3C7A_2B7F_222F_65E2, 0x3C81_A626_3314_5C07, 0x3C70_0788_7AF0_CBBD, 0x3C91_A626_3314_5C07];
+        const AT: [u64; 11] = [
+            0x3FD5_5555_5555_550D,
+            0xBFC9_9999_9998_EBC4,
+            0x3FC2_4924_9200_83FF,
+            0xBFBC_71C6_FE23_1671,
+            0x3FB7_45CD_C54C_206E,
+            0xBFB3_B0F2_AF74_9A6D,
+            0x3FB1_0D66_A0D0_3D51,
+            0xBFAD_DE2D_52DE_FD9A,
+            0x3FA9_7B4B_2476_0DEB,
+            0xBFA2_B444_2C6A_6C2F,
+            0x3F90_AD3A_E322_DA11,
+        ];
+        let a = self.call("fabs", &[x]);
+        let one = self.c(1.0);
+        // Arguments: [0, 7/16): a; [7/16, 11/16): (2a - 1) / (2 + a); [11/16, 19/16):
+        // (a - 1) / (a + 1); [19/16, 39/16): (a - 1.5) / (1 + 1.5 a); beyond: -1 / a.
+        let (two, m1) = (self.c(2.0), self.c(-1.0));
+        let t0 = self.fma(&two, &a, &m1);
+        let d0 = self.op("fadd", &two, &a);
+        let r0 = self.op("fdiv", &t0, &d0);
+        let t1 = self.op("fsub", &a, &one);
+        let d1 = self.op("fadd", &a, &one);
+        let r1 = self.op("fdiv", &t1, &d1);
+        let h = self.c(1.5);
+        let t2 = self.op("fsub", &a, &h);
+        let d2 = self.fma(&h, &a, &one);
+        let r2 = self.op("fdiv", &t2, &d2);
+        let r3 = self.op("fdiv", &m1, &a);
+        let bounds = [7.0 / 16.0, 11.0 / 16.0, 19.0 / 16.0, 39.0 / 16.0];
+        let mut t = a.clone();
+        let (mut hi, mut lo) = (self.c(0.0), self.c(0.0));
+        for (i, r) in [r0, r1, r2, r3].iter().enumerate() {
+            let b = self.c(bounds[i]);
+            let past = self.cmp("oge", &a, &b);
+            t = self.sel("double", &past, r, &t);
+            let (h, l) = (self.c(f64::from_bits(HI[i])), self.c(f64::from_bits(LO[i])));
+            hi = self.sel("double", &past, &h, &hi);
+            lo = self.sel("double", &past, &l, &lo);
+        }
+        let z = self.op("fmul", &t, &t);
+        let at: Vec<f64> = AT.iter().map(|b| f64::from_bits(*b)).collect();
+        let p = self.poly(&z, &at);
+        // atan(t) = t - t z P(z) with P(z) = at0 - at1 z + ...: t (1 - ...) as fdlibm.
+        let zp = self.op("fmul", &z, &p);
+        let tzp = self.op("fmul", &t, &zp);
+        let c = self.op("fsub", &tzp, &lo);
+        let c = self.op("fsub", &c, &t);
+        let y = self.op("fsub", &hi, &c);
+        let y = self.call2("copysign", &y, x);
+        let nan = self.cmp("uno", x, x);
+        self.sel("double", &nan, x, &y)
+    }
+
+    /// asin x = atan(x / sqrt((1 - x)(1 + x))); acos x = 2 atan(sqrt((1 - x) / (1 + x))).
+    fn asin_acos(&mut self, x: &str, asin: bool) -> String {
+        let one = self.c(1.0);
+        let lo = self.op("fsub", &one, x);
+        let hi = self.op("fadd", &one, x);
+        if asin {
+            let p = self.op("fmul", &lo, &hi);
+            let s = self.call("sqrt", &[&p]);
+            let t = self.op("fdiv", x, &s);
+            self.atan(&t)
+        } else {
+            let q = self.op("fdiv", &lo, &hi);
+            let s = self.call("sqrt", &[&q]);
+            let a = self.atan(&s);
+            self.op("fadd", &a, &a)
+        }
+    }
+
+    /// `exp(|x| / 2)^2 / 2`: `e^|x| / 2` without overflowing before the result does.
+    fn half_exp_big(&mut self, a: &str) -> String {
+        let half = self.c(0.5);
+        let ah = self.op("fmul", a, &half);
+        let h = self.exp(&ah);
+        let hh = self.op("fmul", &h, &half);
+        self.op("fmul", &hh, &h)
+    }
+
+    /// sinh x = sign(x) (E + E / (E + 1)) / 2, `E = expm1(|x|)`; `e^|x| / 2` past 22.
+    fn sinh(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let e = self.expm1(&a);
+        let one = self.c(1.0);
+        let e1 = self.op("fadd", &e, &one);
+        let q = self.op("fdiv", &e, &e1);
+        let s = self.op("fadd", &e, &q);
+        let half = self.c(0.5);
+        let s = self.op("fmul", &s, &half);
+        let big = self.half_exp_big(&a);
+        let cut = self.c(22.0);
+        let past = self.cmp("ogt", &a, &cut);
+        let y = self.sel("double", &past, &big, &s);
+        self.call2("copysign", &y, x)
+    }
+
+    /// cosh x = (e + 1/e) / 2, `e = exp(|x|)`; `e^|x| / 2` past 22.
+    fn cosh(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let e = self.exp(&a);
+        let half = self.c(0.5);
+        let he = self.op("fmul", &e, &half);
+        let q = self.op("fdiv", &half, &e);
+        let s = self.op("fadd", &he, &q);
+        let big = self.half_exp_big(&a);
+        let cut = self.c(22.0);
+        let past = self.cmp("ogt", &a, &cut);
+        self.sel("double", &past, &big, &s)
+    }
+
+    /// tanh x = sign(x) E / (E + 2), `E = expm1(2|x|)`; 1 past 22.
+    fn tanh(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let a2 = self.op("fadd", &a, &a);
+        let e = self.expm1(&a2);
+        let two = self.c(2.0);
+        let d = self.op("fadd", &e, &two);
+        let t = self.op("fdiv", &e, &d);
+        let one = self.c(1.0);
+        let cut = self.c(22.0);
+        let past = self.cmp("ogt", &a, &cut);
+        let y = self.sel("double", &past, &one, &t);
+        self.call2("copysign", &y, x)
+    }
+
+    /// asinh x = sign(x) log1p(a + a^2 / (1 + sqrt(1 + a^2))); log(a) + ln 2 past 2^28.
+    fn asinh(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let one = self.c(1.0);
+        let a2 = self.op("fmul", &a, &a);
+        let p = self.op("fadd", &a2, &one);
+        let s = self.call("sqrt", &[&p]);
+        let d = self.op("fadd", &s, &one);
+        let q = self.op("fdiv", &a2, &d);
+        let u = self.op("fadd", &a, &q);
+        let small = self.log1p(&u);
+        let big = self.log_twice(&a);
+        let cut = self.c(2f64.powi(28));
+        let past = self.cmp("ogt", &a, &cut);
+        let y = self.sel("double", &past, &big, &small);
+        self.call2("copysign", &y, x)
+    }
+
+    /// `log(2 a)` without overflowing `2 a`.
+    fn log_twice(&mut self, a: &str) -> String {
+        let l = self.log(a);
+        let ln2 = self.c(std::f64::consts::LN_2);
+        self.op("fadd", &l, &ln2)
+    }
+
+    /// acosh x = log1p(t + sqrt(2t + t^2)), `t = x - 1`; log(x) + ln 2 past 2^28; NaN
+    /// below 1.
+    fn acosh(&mut self, x: &str) -> String {
+        let one = self.c(1.0);
+        let t = self.op("fsub", x, &one);
+        let two = self.c(2.0);
+        let t2 = self.op("fadd", &t, &two);
+        let p = self.op("fmul", &t, &t2);
+        let s = self.call("sqrt", &[&p]);
+        let u = self.op("fadd", &t, &s);
+        let small = self.log1p(&u);
+        let big = self.log_twice(x);
+        let cut = self.c(2f64.powi(28));
+        let past = self.cmp("ogt", x, &cut);
+        let y = self.sel("double", &past, &big, &small);
+        let below = self.cmp("olt", x, &one);
+        let nan = self.c(f64::NAN);
+        self.sel("double", &below, &nan, &y)
+    }
+
+    /// atanh x = sign(x) log1p(2a / (1 - a)) / 2.
+    fn atanh(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let one = self.c(1.0);
+        let a2 = self.op("fadd", &a, &a);
+        let d = self.op("fsub", &one, &a);
+        let u = self.op("fdiv", &a2, &d);
+        let l = self.log1p(&u);
+        let half = self.c(0.5);
+        let y = self.op("fmul", &l, &half);
+        self.call2("copysign", &y, x)
     }
 
     /// The exponent of a positive finite `x` (`floor(log2 x)`, subnormals included).
