@@ -14,7 +14,7 @@
 //!
 //! No host helper exists on the GPU: the lowering runs with `device` set, so the math the
 //! CPU takes from helpers (`pow`, `fmod`, asin and the other functions without a
-//! polynomial, sin/cos/tan of large arguments, f64 exp/log) is emitted inline by
+//! polynomial, sin/cos/tan of large arguments, most f64 math) is emitted inline by
 //! `dmath.rs`; a function with no device form (f64 sin, ...) is an [`Error::Unsupported`],
 //! and a helper call that still reached the module would be one naming it. The same thread
 //! function can be wrapped for the host ([`emulate`]) so that tests check the GPU mapping's
