@@ -2,8 +2,9 @@
 //! library functions), emitted inline as scalar LLVM IR for the GPU, where there are no
 //! host helpers. f64 exp, log and atan follow fdlibm (`e_exp.c`, `e_log.c`, `s_atan.c`:
 //! same reduction and coefficients, written as their bits); the other f64 functions are
-//! compositions (`expm1` and `log1p` by the Kahan and Goldberg tricks; f64 sin, cos, tan and
-//! erf have no device form yet); the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
+//! compositions (`expm1` and `log1p` by the Kahan and Goldberg tricks); f64 sin, cos and
+//! tan take fdlibm's kernels after a Payne-Hanek reduction (192 bits of 2/pi from a table);
+//! f64 erf has no device form yet; the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
 //! `vmath.rs`) and round once; fmod is exact, by quotient steps of up to 51 bits with an
 //! exact remainder (`fma`); sin, cos and tan of f32 beyond `|x| > 1e4` reduce by pi/2 with
 //! the bits of 2/pi (Payne-Hanek, 128 bits of 2/pi per argument) and then take `vmath.rs`'s
@@ -15,6 +16,8 @@
 //! | exp                    | f64   | [-745, 709.7]                 | 1 ulp      |
 //! | atan, asin, acos       | f64   | [-1e20, 1e20], [-1, 1]        | 2 ulp      |
 //! | sinh, cosh, tanh       | f64   | [-720, 720]                   | 4 ulp      |
+//! | sin, cos               | f64   | [-MAX, MAX]                   | 2 ulp      |
+//! | tan                    | f64   | [-MAX, MAX]                   | 4 ulp      |
 //! | asinh, acosh, atanh    | f64   | their domains                 | 4 ulp      |
 //! | log                    | f64   | (0, MAX], subnormals          | 1 ulp      |
 //! | pow                    | f64   | a in [1e-3, 1e3], b in [-40, 40] | 2^-52 (1 + \|b ln a\|) relative; exact for powers of two |
@@ -128,6 +131,9 @@ pub(super) fn unary64(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
         UnaryFn::Asinh => d.asinh(x),
         UnaryFn::Acosh => d.acosh(x),
         UnaryFn::Atanh => d.atanh(x),
+        UnaryFn::Sin => d.sin_cos_tan(x, Trig::Sin),
+        UnaryFn::Cos => d.sin_cos_tan(x, Trig::Cos),
+        UnaryFn::Tan => d.sin_cos_tan(x, Trig::Tan),
         _ => return None,
     })
 }
@@ -185,6 +191,38 @@ pub(super) fn reduce_pio2(l: &mut Lower<'_>, a: &str) -> (String, String) {
     let pio2 = d.c(std::f64::consts::FRAC_PI_2);
     let r = d.op("fmul", &fr, &pio2);
     (d.ins(format!("fptrunc double {r} to float")), q)
+}
+
+/// The bits of 2/pi after 64 zero bits, for the f64 reduction (its 4-word windows).
+const TWO_OVER_PI_WORDS: [u64; 20] = [
+    0x0000_0000_0000_0000,
+    0xA2F9_836E_4E44_1529,
+    0xFC27_57D1_F534_DDC0,
+    0xDB62_9599_3C43_9041,
+    0xFE51_63AB_DEBB_C561,
+    0xB724_6E3A_424D_D2E0,
+    0x0649_2EEA_09D1_921C,
+    0xFE1D_EB1C_B129_A73E,
+    0xE882_35F5_2EBB_4484,
+    0xE99C_7026_B45F_7E41,
+    0x3991_D639_8353_39F4,
+    0x9C84_5F8B_BDF9_283B,
+    0x1FF8_97FF_DE05_980F,
+    0xEF2F_118B_5A0A_6D1F,
+    0x6D36_7ECF_27CB_09B7,
+    0x4F46_3F66_9E5F_EA2D,
+    0x7527_BAC7_EBE5_F17B,
+    0x3D07_39F7_8A52_92EA,
+    0x6BFB_5FB1_1F8D_5D08,
+    0x5603_3046_FC7B_6BAB,
+];
+
+/// Which of sin, cos, tan.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trig {
+    Sin,
+    Cos,
+    Tan,
 }
 
 /// The emitter of scalar f64 code.
@@ -655,6 +693,124 @@ impl D<'_, '_> {
         let half = self.c(0.5);
         let y = self.op("fmul", &l, &half);
         self.call2("copysign", &y, x)
+    }
+
+    /// `a mod pi/2` for an f64 `a` in `[pi/4, MAX]` (else an unused value): the remainder
+    /// in `[-pi/4, pi/4]` and the quadrant (an i32, mod 4). `a = M 2^E` with a 53-bit `M`;
+    /// 192 bits of 2/pi from position E - 1 (a 4-word window of a table) give
+    /// `M V / 2^190` mod 4, with 190 fraction bits.
+    fn reduce_pio2(&mut self, a: &str) -> (String, String) {
+        let table = "@atomc_two_over_pi";
+        let words: Vec<String> = TWO_OVER_PI_WORDS.iter().map(|w| format!("i64 {}", w.cast_signed())).collect();
+        self.l.decls.insert(format!("{table} = internal unnamed_addr constant [20 x i64] [{}]", words.join(", ")));
+        let bits = self.bits(a);
+        let be = self.iop("lshr", &bits, "52");
+        self.l.decls.insert("declare i64 @llvm.smax.i64(i64, i64)".into());
+        let be = self.ins(format!("call i64 @llvm.smax.i64(i64 {be}, i64 1022)"));
+        let mant = self.iop("and", &bits, "4503599627370495");
+        let m = self.iop("or", &mant, "4503599627370496");
+        // Position E - 1 of 2/pi is bit be - 1013 of the table.
+        let idx = self.iop("sub", &be, "1013");
+        let w = self.iop("lshr", &idx, "6");
+        let sh = self.iop("and", &idx, "63");
+        let mut window = "0".to_string();
+        for i in 0..4 {
+            let wi = self.iop("add", &w, &i.to_string());
+            let ptr = self.ins(format!("getelementptr inbounds [20 x i64], ptr {table}, i64 0, i64 {wi}"));
+            let word = self.ins(format!("load i64, ptr {ptr}, align 8"));
+            let word = self.ins(format!("zext i64 {word} to i256"));
+            let placed = self.ins(format!("shl i256 {word}, {}", 64 * (3 - i)));
+            window = self.ins(format!("or i256 {window}, {placed}"));
+        }
+        let sh = self.ins(format!("zext i64 {sh} to i256"));
+        let v = self.ins(format!("shl i256 {window}, {sh}"));
+        let v = self.ins(format!("lshr i256 {v}, 64"));
+        let v = self.ins(format!("trunc i256 {v} to i192"));
+        let m = self.ins(format!("zext i64 {m} to i192"));
+        let full = self.ins(format!("mul i192 {m}, {v}"));
+        // The nearest quadrant, and the rest as a signed fraction of a quadrant.
+        let bias = self.ins("shl i192 1, 189");
+        let rounded = self.ins(format!("add i192 {full}, {bias}"));
+        let q = self.ins(format!("lshr i192 {rounded}, 190"));
+        let q = self.ins(format!("trunc i192 {q} to i32"));
+        let f = self.ins(format!("shl i192 {full}, 2"));
+        let hi = self.ins(format!("ashr i192 {f}, 128"));
+        let hi = self.ins(format!("trunc i192 {hi} to i64"));
+        let mid = self.ins(format!("lshr i192 {f}, 64"));
+        let mid = self.ins(format!("trunc i192 {mid} to i64"));
+        let hi = self.ins(format!("sitofp i64 {hi} to double"));
+        let mid = self.ins(format!("uitofp i64 {mid} to double"));
+        let (s64, s128) = (self.c(2f64.powi(-64)), self.c(2f64.powi(-128)));
+        let mid = self.op("fmul", &mid, &s128);
+        let fr = self.fma(&hi, &s64, &mid);
+        let pio2 = self.c(std::f64::consts::FRAC_PI_2);
+        (self.op("fmul", &fr, &pio2), q)
+    }
+
+    /// fdlibm's sin, cos and tan kernels on `[-pi/4, pi/4]` after the reduction by pi/2
+    /// (tan is their quotient).
+    fn sin_cos_tan(&mut self, x: &str, which: Trig) -> String {
+        const S: [u64; 6] = [0xBFC5_5555_5555_5549, 0x3F81_1111_1110_F8A6, 0xBF2A_01A0_19C1_61D5, 0x3EC7_1DE3_57B1_FE7D, 0xBE5A_E5E6_8A2B_9CEB, 0x3DE5_D93A_5ACF_D57C];
+        const C: [u64; 6] = [0x3FA5_5555_5555_554C, 0xBF56_C16C_16C1_5177, 0x3EFA_01A0_19CB_1590, 0xBE92_7E4F_809C_52AD, 0x3E21_EE9E_BDB4_B1C4, 0xBDA8_FAE9_BE88_38D4];
+        let a = self.call("fabs", &[x]);
+        let (big_r, big_q) = self.reduce_pio2(&a);
+        let quarter = self.c(std::f64::consts::FRAC_PI_4);
+        let small = self.cmp("olt", &a, &quarter);
+        let r = self.sel("double", &small, &a, &big_r);
+        let q = self.sel("i32", &small, "0", &big_q);
+        let z = self.op("fmul", &r, &r);
+        // sin r = r + r^3 (S1 + z (S2 + ...)).
+        let s: Vec<f64> = S.iter().map(|b| f64::from_bits(*b)).collect();
+        let c: Vec<f64> = C.iter().map(|b| f64::from_bits(*b)).collect();
+        let sp = self.poly(&z, &s[1..]);
+        let s1 = self.c(s[0]);
+        let zs = self.fma(&z, &sp, &s1);
+        let v = self.op("fmul", &z, &r);
+        let sin = self.fma(&v, &zs, &r);
+        // cos r = w + ((1 - w) - z/2 + z^2 (C1 + ...)), w = 1 - z/2.
+        let cp = self.poly(&z, &c);
+        let zc = self.op("fmul", &z, &cp);
+        let half = self.c(0.5);
+        let hz = self.op("fmul", &half, &z);
+        let one = self.c(1.0);
+        let w = self.op("fsub", &one, &hz);
+        let t = self.op("fsub", &one, &w);
+        let t = self.op("fsub", &t, &hz);
+        let zzc = self.op("fmul", &z, &zc);
+        let t = self.op("fadd", &t, &zzc);
+        let cos = self.op("fadd", &w, &t);
+        let q = if which == Trig::Cos { self.ins(format!("add i32 {q}, 1")) } else { q };
+        let odd = self.ins(format!("and i32 {q}, 1"));
+        let even = self.ins(format!("icmp eq i32 {odd}, 0"));
+        let y = match which {
+            Trig::Sin | Trig::Cos => {
+                let y = self.sel("double", &even, &sin, &cos);
+                let neg = self.ins(format!("and i32 {q}, 2"));
+                let neg = self.ins(format!("icmp ne i32 {neg}, 0"));
+                let ny = self.ins(format!("fneg double {y}"));
+                self.sel("double", &neg, &ny, &y)
+            }
+            Trig::Tan => {
+                let n = self.sel("double", &even, &sin, &cos);
+                let d = self.sel("double", &even, &cos, &sin);
+                let y = self.op("fdiv", &n, &d);
+                let ny = self.ins(format!("fneg double {y}"));
+                self.sel("double", &even, &y, &ny)
+            }
+        };
+        let y = if which == Trig::Cos {
+            y
+        } else {
+            let neg = self.ins(format!("fneg double {y}"));
+            let xb = self.bits(x);
+            let xneg = self.ins(format!("icmp slt i64 {xb}, 0"));
+            self.sel("double", &xneg, &neg, &y)
+        };
+        // inf and NaN give NaN.
+        let inf = self.c(f64::INFINITY);
+        let finite = self.cmp("olt", &a, &inf);
+        let nan = self.c(f64::NAN);
+        self.sel("double", &finite, &y, &nan)
     }
 
     /// The exponent of a positive finite `x` (`floor(log2 x)`, subnormals included).

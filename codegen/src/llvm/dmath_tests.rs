@@ -251,6 +251,25 @@ fn f64_inverse_trig_and_hyperbolic_functions_match_the_reference() -> R {
 }
 
 #[test]
+fn f64_sin_cos_and_tan_match_the_reference_over_the_whole_range() -> R {
+    let mut xs = log_spaced(20000, 1e-300, 1e4, 41);
+    xs.extend(log_spaced(20000, 1e4, 1.7e308, 42));
+    let neg: Vec<f64> = xs.iter().map(|x| -x).collect();
+    xs.extend(neg);
+    // Close to multiples of pi/2 (hard reductions), and the specials.
+    xs.extend([6.381_956_970_095_103e299, 5.319_372_648_326_092e255, 1.570_796_326_794_896_6, 3.141_592_653_589_793, 1e22, f64::MAX]);
+    xs.extend(SPECIAL);
+    let cases: [(UnaryFn, F64Fn, u64); 3] = [(UnaryFn::Sin, f64::sin, 2), (UnaryFn::Cos, f64::cos, 2), (UnaryFn::Tan, f64::tan, 4)];
+    let mut bad = 0;
+    for (f, reference, bound) in cases {
+        let got = run(unary(f), DType::F64, &[&xs])?;
+        bad += check(&format!("{} f64", f.name()), DType::F64, &[&xs], &got, |i| reference(xs[i]), bound);
+    }
+    assert_eq!(bad, 0, "results beyond the bounds");
+    Ok(())
+}
+
+#[test]
 fn f64_exp_log_pow_and_fmod_match_the_reference() -> R {
     let n = 20000;
     let mut xs: Vec<f64> = uniform(n, 21).into_iter().map(|u| u * 1455.0 - 745.0).collect();
@@ -308,6 +327,9 @@ fn every_device_function_compiles_to_ptx_that_ptxas_accepts() -> R {
         UnaryFn::Asinh,
         UnaryFn::Acosh,
         UnaryFn::Atanh,
+        UnaryFn::Sin,
+        UnaryFn::Cos,
+        UnaryFn::Tan,
     ];
     let mut kernels = Vec::new();
     for f in f32_unary {
