@@ -4,8 +4,9 @@
 //! same reduction and coefficients, written as their bits); the other f64 functions are
 //! compositions (`expm1` and `log1p` by the Kahan and Goldberg tricks); f64 sin, cos and
 //! tan take fdlibm's kernels after a Payne-Hanek reduction (192 bits of 2/pi from a table);
-//! f64 erf has no device form yet; the f32 functions compute in f64 (or reduce to the f32 atan polynomial of
-//! `vmath.rs`) and round once; fmod is exact, by quotient steps of up to 51 bits with an
+//! f64 erf is its Taylor series below 1.5 and erfc's continued fraction above. The f32
+//! functions compute in f64 (or reduce to the f32 atan polynomial of `vmath.rs`) and round
+//! once; fmod is exact, by quotient steps of up to 51 bits with an
 //! exact remainder (`fma`); sin, cos and tan of f32 beyond `|x| > 1e4` reduce by pi/2 with
 //! the bits of 2/pi (Payne-Hanek, 128 bits of 2/pi per argument) and then take `vmath.rs`'s
 //! polynomials. Error bounds, checked against the reference over ranges in
@@ -18,6 +19,7 @@
 //! | sinh, cosh, tanh       | f64   | [-720, 720]                   | 4 ulp      |
 //! | sin, cos               | f64   | [-MAX, MAX]                   | 2 ulp      |
 //! | tan                    | f64   | [-MAX, MAX]                   | 4 ulp      |
+//! | erf                    | f64   | [-1e300, 1e300]               | 2 ulp      |
 //! | asinh, acosh, atanh    | f64   | their domains                 | 4 ulp      |
 //! | log                    | f64   | (0, MAX], subnormals          | 1 ulp      |
 //! | pow                    | f64   | a in [1e-3, 1e3], b in [-40, 40] | 2^-52 (1 + \|b ln a\|) relative; exact for powers of two |
@@ -134,6 +136,7 @@ pub(super) fn unary64(l: &mut Lower<'_>, f: UnaryFn, x: &str) -> Option<String> 
         UnaryFn::Sin => d.sin_cos_tan(x, Trig::Sin),
         UnaryFn::Cos => d.sin_cos_tan(x, Trig::Cos),
         UnaryFn::Tan => d.sin_cos_tan(x, Trig::Tan),
+        UnaryFn::Erf => d.erf(x),
         _ => return None,
     })
 }
@@ -811,6 +814,52 @@ impl D<'_, '_> {
         let finite = self.cmp("olt", &a, &inf);
         let nan = self.c(f64::NAN);
         self.sel("double", &finite, &y, &nan)
+    }
+
+    /// erf: its Taylor series (34 terms, Horner in x^2) below 1.5; above, `1 - erfc` with
+    /// erfc's continued fraction `e^-x^2 / sqrt(pi) / (x + (1/2) / (x + (2/2) / (x + ...)))`
+    /// (150 levels) and `e^-x^2` from the exact `x^2 = hi + lo`.
+    fn erf(&mut self, x: &str) -> String {
+        let a = self.call("fabs", &[x]);
+        let z = self.op("fmul", &a, &a);
+        let two_over_sqrt_pi = 2.0 / std::f64::consts::PI.sqrt();
+        let mut fact = 1.0f64;
+        let coefs: Vec<f64> = (0..34)
+            .map(|n| {
+                if n > 0 {
+                    fact *= f64::from(n);
+                }
+                let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+                sign * two_over_sqrt_pi / (fact * f64::from(2 * n + 1))
+            })
+            .collect();
+        let p = self.poly(&z, &coefs);
+        let small = self.op("fmul", &a, &p);
+        // erf(6) rounds to 1 (NaN compares false and stays).
+        let six = self.c(6.0);
+        let over = self.cmp("ogt", &a, &six);
+        let a = self.sel("double", &over, &six, &a);
+        let z = self.op("fmul", &a, &a);
+        let mut f = a.clone();
+        for k in (1..=150).rev() {
+            let c = self.c(f64::from(k) / 2.0);
+            let q = self.op("fdiv", &c, &f);
+            f = self.op("fadd", &a, &q);
+        }
+        let nz = self.ins(format!("fneg double {z}"));
+        let lo = self.fma(&a, &a, &nz);
+        let e = self.exp(&nz);
+        let ne = self.ins(format!("fneg double {e}"));
+        let e = self.fma(&ne, &lo, &e);
+        let inv_sqrt_pi = self.c(1.0 / std::f64::consts::PI.sqrt());
+        let e = self.op("fmul", &e, &inv_sqrt_pi);
+        let erfc = self.op("fdiv", &e, &f);
+        let one = self.c(1.0);
+        let large = self.op("fsub", &one, &erfc);
+        let cut = self.c(1.5);
+        let below = self.cmp("olt", &a, &cut);
+        let y = self.sel("double", &below, &small, &large);
+        self.call2("copysign", &y, x)
     }
 
     /// The exponent of a positive finite `x` (`floor(log2 x)`, subnormals included).

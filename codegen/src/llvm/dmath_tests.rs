@@ -228,7 +228,11 @@ fn f64_inverse_trig_and_hyperbolic_functions_match_the_reference() -> R {
         v
     };
     let unit = || signed(uniform(20000, 31).into_iter().chain(log_spaced(2000, 1e-300, 1.0, 32)).collect());
-    let cases: [(UnaryFn, F64Fn, Vec<f64>, u64); 9] = [
+    let mut erf_args: Vec<f64> = uniform(20000, 39).into_iter().map(|u| u * 7.0).collect();
+    erf_args.extend(log_spaced(2000, 1e-300, 1e300, 40));
+    erf_args.extend([1.5, 1.5 - 1e-15, 1.5 + 1e-15, 5.9, 6.0]);
+    let cases: [(UnaryFn, F64Fn, Vec<f64>, u64); 10] = [
+        (UnaryFn::Erf, libm::erf, signed(erf_args), 2),
         (UnaryFn::Atan, f64::atan, signed(log_spaced(20000, 1e-300, 1e20, 33)), 2),
         (UnaryFn::Asin, f64::asin, unit(), 2),
         (UnaryFn::Acos, f64::acos, unit(), 2),
@@ -330,6 +334,7 @@ fn every_device_function_compiles_to_ptx_that_ptxas_accepts() -> R {
         UnaryFn::Sin,
         UnaryFn::Cos,
         UnaryFn::Tan,
+        UnaryFn::Erf,
     ];
     let mut kernels = Vec::new();
     for f in f32_unary {

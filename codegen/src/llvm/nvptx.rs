@@ -15,8 +15,8 @@
 //! No host helper exists on the GPU: the lowering runs with `device` set, so the math the
 //! CPU takes from helpers (`pow`, `fmod`, asin and the other functions without a
 //! polynomial, sin/cos/tan of large arguments, most f64 math) is emitted inline by
-//! `dmath.rs`; a function with no device form (f64 erf) is an [`Error::Unsupported`],
-//! and a helper call that still reached the module would be one naming it. The same thread
+//! `dmath.rs` (every float function of f32 and f64 has a device form); a helper call that
+//! still reached the module would be an [`Error::Unsupported`] naming it. The same thread
 //! function can be wrapped for the host ([`emulate`]) so that tests check the GPU mapping's
 //! semantics, device math included, on the CPU.
 
@@ -639,8 +639,8 @@ mod tests {
     }
 
     #[test]
-    fn math_without_a_device_form_and_cpu_schedules_are_refused() -> R {
-        // asin has a device form (no host helper); erf of an f64 has none yet.
+    fn device_math_compiles_and_unsupported_dtypes_and_cpu_schedules_are_refused() -> R {
+        // asin and f64 erf have device forms (no host helper); f16 is not an LLVM dtype.
         let with = |f: Expr| {
             let mut k = matmul(2, 2, 2);
             if let Body::Compute { epilogue, .. } = &mut k.body {
@@ -653,8 +653,10 @@ mod tests {
         compile_ptx(&[GpuKernel { entry: "k0".into(), kernel: &asin, schedule: &s }], "sm_80")?;
         let wide = Expr::Cast(DType::F64, Box::new(Expr::Acc));
         let erf = with(Expr::Cast(DType::F32, Box::new(Expr::Unary(UnaryFn::Erf, Box::new(wide)))));
-        let e = compile_ptx(&[GpuKernel { entry: "k0".into(), kernel: &erf, schedule: &s }], "sm_80").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("Unary Erf on f64 is not supported"), "{e}");
+        compile_ptx(&[GpuKernel { entry: "k0".into(), kernel: &erf, schedule: &s }], "sm_80")?;
+        let half = with(Expr::Cast(DType::F32, Box::new(Expr::Cast(DType::F16, Box::new(Expr::Acc)))));
+        let e = compile_ptx(&[GpuKernel { entry: "k0".into(), kernel: &half, schedule: &s }], "sm_80").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("dtype f16 is not supported"), "{e}");
         let e = compile_ptx(&[GpuKernel { entry: "k0".into(), kernel: &matmul(2, 2, 2), schedule: &s }], "sm_70").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("unknown GPU 'sm_70'"), "{e}");
         Ok(())
