@@ -424,13 +424,26 @@ impl Emit<'_, '_> {
         for p in PIO2 {
             r = self.maddc(&j, -p, &r);
         }
-        // On the GPU (scalars), `1e4 < |x| < inf` reduces with the bits of 2/pi instead.
+        // On the GPU (scalars), `1e4 < |x| < inf` reduces with the bits of 2/pi instead, on
+        // a cold path.
         let (r, ji) = if self.l.device && self.l.lanes == 1 {
-            let (big_r, big_j) = super::dmath::reduce_pio2(self.l, &a);
             let over = self.fcmpc("ogt", &a, 1e4);
             let finite = self.fcmpc("olt", &a, f32::INFINITY);
             let big = self.l.ins(format!("and i1 {over}, {finite}"));
-            (self.sel(&big, &big_r, &r, false), self.sel(&big, &big_j, &ji, true))
+            let (from, cold, done) = (self.l.block("hot"), self.l.block("cold"), self.l.block("done"));
+            self.l.jump(&from);
+            self.l.start(&from);
+            self.l.emit(format!("br i1 {big}, label %{cold}, label %{done}, !prof !0"));
+            self.l.start(&cold);
+            let (big_r, big_j) = super::dmath::reduce_pio2(self.l, &a);
+            let cold_end = self.l.block("coldend");
+            self.l.jump(&cold_end);
+            self.l.start(&cold_end);
+            self.l.jump(&done);
+            self.l.start(&done);
+            let r = self.l.ins(format!("phi float [ {r}, %{from} ], [ {big_r}, %{cold_end} ]"));
+            let ji = self.l.ins(format!("phi i32 [ {ji}, %{from} ], [ {big_j}, %{cold_end} ]"));
+            (r, ji)
         } else {
             (r, ji)
         };
