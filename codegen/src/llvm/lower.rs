@@ -9,7 +9,7 @@
 //! compute the same values (exactly, but for FMA contraction and the polynomials' shared
 //! few-ulp error).
 
-use super::vmath;
+use super::{dmath, vmath};
 use crate::Error;
 use crate::cranelift::RuntimeError;
 use crate::cranelift::libcalls;
@@ -72,6 +72,9 @@ pub(super) struct Lower<'a> {
     /// one epilogue of a tile): a load shared by several points of the tile is read once.
     pub(super) cache: HashMap<LoadKey, Val>,
     pub(super) cache_on: bool,
+    /// Whether the code runs on a GPU: no host helpers, so the math without a polynomial
+    /// here is computed by [`super::dmath`] (scalars only).
+    pub(super) device: bool,
 }
 
 /// The largest stride along the vector axis that a vector load reads as one wide load and
@@ -82,6 +85,7 @@ const MAX_SHUFFLED_STRIDE: i64 = 4;
 fn scalar(d: DType) -> Option<&'static str> {
     match d {
         DType::F32 => Some("float"),
+        DType::F64 => Some("double"),
         DType::I64 => Some("i64"),
         DType::I32 => Some("i32"),
         DType::Bool => Some("i1"),
@@ -93,6 +97,7 @@ fn scalar(d: DType) -> Option<&'static str> {
 pub(super) fn memory_type(d: DType) -> &'static str {
     match d {
         DType::F32 => "float",
+        DType::F64 => "double",
         DType::I64 => "i64",
         DType::I32 => "i32",
         _ => "i8",
@@ -102,6 +107,11 @@ pub(super) fn memory_type(d: DType) -> &'static str {
 /// An f32 constant as LLVM writes it (the f64 bits of the exactly widened value).
 pub(super) fn float_literal(v: f32) -> String {
     format!("0x{:016X}", f64::from(v).to_bits())
+}
+
+/// An f64 constant as LLVM writes it (its bits).
+pub(super) fn double_literal(v: f64) -> String {
+    format!("0x{:016X}", v.to_bits())
 }
 
 fn is_int(d: DType) -> bool {
@@ -132,6 +142,7 @@ impl<'a> Lower<'a> {
             used_fma: false,
             cache: HashMap::new(),
             cache_on: true,
+            device: false,
         }
     }
 
@@ -230,6 +241,7 @@ impl<'a> Lower<'a> {
         self.scalar_ty(d)?;
         Ok(match d {
             DType::F32 => float_literal(v as f32),
+            DType::F64 => double_literal(v),
             DType::I64 => (v as i64).to_string(),
             DType::I32 => (v as i32).to_string(),
             _ => if v != 0.0 { "true" } else { "false" }.to_string(),
@@ -345,10 +357,10 @@ impl<'a> Lower<'a> {
     /// The identity of reduction `f` over `d` (a scalar literal).
     pub(super) fn identity(&self, f: ReduceFn, d: DType) -> Result<String> {
         let v = match (f, d) {
-            (ReduceFn::Sum, DType::F32 | DType::I64 | DType::I32) => 0.0,
-            (ReduceFn::Prod, DType::F32 | DType::I64 | DType::I32) => 1.0,
-            (ReduceFn::Max, DType::F32) => f64::NEG_INFINITY,
-            (ReduceFn::Min, DType::F32) => f64::INFINITY,
+            (ReduceFn::Sum, DType::F32 | DType::F64 | DType::I64 | DType::I32) => 0.0,
+            (ReduceFn::Prod, DType::F32 | DType::F64 | DType::I64 | DType::I32) => 1.0,
+            (ReduceFn::Max, DType::F32 | DType::F64) => f64::NEG_INFINITY,
+            (ReduceFn::Min, DType::F32 | DType::F64) => f64::INFINITY,
             (ReduceFn::Max, DType::I64) => return Ok(i64::MIN.to_string()),
             (ReduceFn::Min, DType::I64) => return Ok(i64::MAX.to_string()),
             (ReduceFn::Max, DType::I32) => return Ok(i32::MIN.to_string()),
@@ -366,12 +378,12 @@ impl<'a> Lower<'a> {
     pub(super) fn combine(&mut self, f: ReduceFn, d: DType, a: &str, v: &str) -> Result<String> {
         let ty = self.ty(d)?;
         Ok(match (f, d) {
-            (ReduceFn::Sum, DType::F32) => self.ins(format!("fadd {ty} {a}, {v}")),
-            (ReduceFn::Prod, DType::F32) => self.ins(format!("fmul {ty} {a}, {v}")),
+            (ReduceFn::Sum, DType::F32 | DType::F64) => self.ins(format!("fadd {ty} {a}, {v}")),
+            (ReduceFn::Prod, DType::F32 | DType::F64) => self.ins(format!("fmul {ty} {a}, {v}")),
             (ReduceFn::Sum, DType::I64 | DType::I32) => self.ins(format!("add {ty} {a}, {v}")),
             (ReduceFn::Prod, DType::I64 | DType::I32) => self.ins(format!("mul {ty} {a}, {v}")),
             // `if v > a || v.is_nan() { v } else { a }`, as the reference.
-            (ReduceFn::Max | ReduceFn::Min, DType::F32) => {
+            (ReduceFn::Max | ReduceFn::Min, DType::F32 | DType::F64) => {
                 let cc = if f == ReduceFn::Max { "ogt" } else { "olt" };
                 let better = self.ins(format!("fcmp {cc} {ty} {v}, {a}"));
                 let nan = self.ins(format!("fcmp uno {ty} {v}, {v}"));
@@ -400,6 +412,7 @@ impl<'a> Lower<'a> {
         let max = f == ReduceFn::ArgMax;
         let init = match d {
             DType::F32 => float_literal(if max { f32::NEG_INFINITY } else { f32::INFINITY }),
+            DType::F64 => double_literal(if max { f64::NEG_INFINITY } else { f64::INFINITY }),
             DType::I64 => if max { i64::MIN } else { i64::MAX }.to_string(),
             DType::I32 => if max { i32::MIN } else { i32::MAX }.to_string(),
             _ => {
@@ -416,11 +429,11 @@ impl<'a> Lower<'a> {
         let h = self.open_loop(r, "0");
         let (v, _) = self.expr(body)?;
         let cur = self.read(ty, &best);
-        let better = if d == DType::F32 {
+        let better = if d.is_float() {
             let cc = if max { "ogt" } else { "olt" };
-            let ord = self.ins(format!("fcmp {cc} float {v}, {cur}"));
-            let v_nan = self.ins(format!("fcmp uno float {v}, {v}"));
-            let cur_num = self.ins(format!("fcmp ord float {cur}, {cur}"));
+            let ord = self.ins(format!("fcmp {cc} {ty} {v}, {cur}"));
+            let v_nan = self.ins(format!("fcmp uno {ty} {v}, {v}"));
+            let cur_num = self.ins(format!("fcmp ord {ty} {cur}, {cur}"));
             let t = self.ins(format!("or i1 {ord}, {v_nan}"));
             self.ins(format!("and i1 {t}, {cur_num}"))
         } else {
@@ -563,10 +576,33 @@ impl<'a> Lower<'a> {
 
     /// Calls the f32 helper `name` (a Rust function of the reference, mapped into the JIT).
     pub(super) fn call(&mut self, name: &str, args: &[&str]) -> String {
-        let params = vec!["float"; args.len()].join(", ");
-        self.decls.insert(format!("declare float @{name}({params})"));
-        let list: Vec<String> = args.iter().map(|a| format!("float {a}")).collect();
-        self.ins(format!("call float @{name}({})", list.join(", ")))
+        self.call_typed(name, "float", args)
+    }
+
+    /// Calls the helper `name` on scalars of LLVM type `ty` (`float`, `double`).
+    pub(super) fn call_typed(&mut self, name: &str, ty: &str, args: &[&str]) -> String {
+        let params = vec![ty; args.len()].join(", ");
+        self.decls.insert(format!("declare {ty} @{name}({params})"));
+        let list: Vec<String> = args.iter().map(|a| format!("{ty} {a}")).collect();
+        self.ins(format!("call {ty} @{name}({})", list.join(", ")))
+    }
+
+    /// Scalar float constant `v` of dtype `d` (f32 or f64) at the current lanes.
+    fn fconst(&mut self, v: f64, d: DType) -> String {
+        if d == DType::F64 {
+            self.splat_scalar(&double_literal(v), "double")
+        } else {
+            self.splat_scalar(&float_literal(v as f32), "float")
+        }
+    }
+
+    /// A unary function without an inline form on the CPU: the reference's, via a helper.
+    fn unary_helper(&mut self, f: UnaryFn, x: &str, d: DType) -> Option<String> {
+        let (name, ty) = match d {
+            DType::F64 => (super::helpers64::unary(f)?, "double"),
+            _ => (libcalls::unary(f)?, "float"),
+        };
+        (self.lanes == 1).then(|| self.call_typed(name, ty, &[x]))
     }
 
     /// The key under which a load is cached: its node, the lanes, and the tile offsets of
@@ -901,12 +937,12 @@ impl<'a> Lower<'a> {
             |s: &Self| s.unsupported(format!("Unary {} on {d} is not supported by the LLVM backend yet", f.name()));
         let ty = self.ty(d)?;
         let v = match d {
-            DType::F32 => match f {
+            DType::F32 | DType::F64 => match f {
                 UnaryFn::Neg => self.ins(format!("fneg {ty} {x}")),
                 UnaryFn::Abs => self.intrinsic("fabs", &ty, &[x]),
                 UnaryFn::Sqrt => self.intrinsic("sqrt", &ty, &[x]),
                 UnaryFn::Recip => {
-                    let one = self.splat_scalar(&float_literal(1.0), "float");
+                    let one = self.fconst(1.0, d);
                     self.ins(format!("fdiv {ty} {one}, {x}"))
                 }
                 UnaryFn::Floor => self.intrinsic("floor", &ty, &[x]),
@@ -915,23 +951,28 @@ impl<'a> Lower<'a> {
                 UnaryFn::IsNaN => return Ok((self.ins(format!("fcmp uno {ty} {x}, {x}")), DType::Bool)),
                 UnaryFn::Sign => {
                     // `v > 0 ? 1 : v < 0 ? -1 : v` (keeps -0 and NaN).
-                    let zero = self.splat_scalar(&float_literal(0.0), "float");
-                    let one = self.splat_scalar(&float_literal(1.0), "float");
-                    let minus = self.splat_scalar(&float_literal(-1.0), "float");
+                    let zero = self.fconst(0.0, d);
+                    let one = self.fconst(1.0, d);
+                    let minus = self.fconst(-1.0, d);
                     let gt = self.ins(format!("fcmp ogt {ty} {x}, {zero}"));
                     let lt = self.ins(format!("fcmp olt {ty} {x}, {zero}"));
                     let inner = self.pick(&lt, &minus, x, d)?;
                     self.pick(&gt, &one, &inner, d)?
                 }
+                _ if d == DType::F64 => {
+                    let v = if self.device { dmath::unary64(self, f, x) } else { self.unary_helper(f, x, d) };
+                    v.ok_or_else(|| unsupported(self))?
+                }
                 _ => match vmath::emit(self, f, x) {
-                    Some(v) if matches!(f, UnaryFn::Sin | UnaryFn::Cos | UnaryFn::Tan) => {
+                    // On the GPU the polynomial reduces large arguments itself.
+                    Some(v) if matches!(f, UnaryFn::Sin | UnaryFn::Cos | UnaryFn::Tan) && !self.device => {
                         self.large_argument_fallback(f, x, &v)?
                     }
                     Some(v) => v,
-                    None => match libcalls::unary(f) {
-                        Some(name) if self.lanes == 1 => self.call(name, &[x]),
-                        _ => return Err(unsupported(self)),
-                    },
+                    None => {
+                        let v = if self.device { dmath::unary32(self, f, x) } else { self.unary_helper(f, x, d) };
+                        v.ok_or_else(|| unsupported(self))?
+                    }
                 },
             },
             DType::I64 | DType::I32 => match f {
@@ -964,7 +1005,7 @@ impl<'a> Lower<'a> {
             |s: &Self| s.unsupported(format!("Binary {} on {d} is not supported by the LLVM backend yet", f.name()));
         let ty = self.ty(d)?;
         if f.is_comparison() {
-            let v = if d == DType::F32 {
+            let v = if matches!(d, DType::F32 | DType::F64) {
                 let cc = match f {
                     BinaryFn::Eq => "oeq",
                     BinaryFn::Lt => "olt",
@@ -988,7 +1029,7 @@ impl<'a> Lower<'a> {
             return Ok((v, DType::Bool));
         }
         let v = match d {
-            DType::F32 => match f {
+            DType::F32 | DType::F64 => match f {
                 BinaryFn::Add => self.ins(format!("fadd {ty} {a}, {b}")),
                 BinaryFn::Sub => self.ins(format!("fsub {ty} {a}, {b}")),
                 BinaryFn::Mul => self.ins(format!("fmul {ty} {a}, {b}")),
@@ -1003,10 +1044,14 @@ impl<'a> Lower<'a> {
                     let take = self.ins(format!("or {cty} {nan}, {ord}"));
                     self.pick(&take, a, b, d)?
                 }
-                _ => match libcalls::binary(f) {
-                    Some(name) if self.lanes == 1 => self.call(name, &[a, b]),
-                    _ => return Err(unsupported(self)),
-                },
+                _ if self.device => dmath::binary(self, f, a, b, d).ok_or_else(|| unsupported(self))?,
+                _ => {
+                    let helper = if d == DType::F64 { super::helpers64::binary(f) } else { libcalls::binary(f) };
+                    match helper {
+                        Some(name) if self.lanes == 1 => self.call_typed(name, &ty, &[a, b]),
+                        _ => return Err(unsupported(self)),
+                    }
+                }
             },
             DType::I64 | DType::I32 => match f {
                 BinaryFn::Add => self.ins(format!("add {ty} {a}, {b}")),
@@ -1066,17 +1111,21 @@ impl<'a> Lower<'a> {
         let ft = self.ty(from)?;
         Ok(match (from, to) {
             _ if from == to => x.to_string(),
-            (DType::F32, DType::I64 | DType::I32) => {
+            (DType::F32 | DType::F64, DType::I64 | DType::I32) => {
                 let s = self.scalar_ty(to)?;
-                self.decls.insert(format!("declare {s} @llvm.fptosi.sat.{s}.f32(float)"));
-                self.ins(format!("call {s} @llvm.fptosi.sat.{s}.f32(float {x})"))
+                let (fs, fm) = if from == DType::F64 { ("double", "f64") } else { ("float", "f32") };
+                self.decls.insert(format!("declare {s} @llvm.fptosi.sat.{s}.{fm}({fs})"));
+                self.ins(format!("call {s} @llvm.fptosi.sat.{s}.{fm}({fs} {x})"))
             }
             (DType::F32, DType::Bool) => self.ins(format!("fcmp une {ft} {x}, {}", float_literal(0.0))),
-            (DType::I64 | DType::I32, DType::F32) => self.ins(format!("sitofp {ft} {x} to {tt}")),
+            (DType::F64, DType::Bool) => self.ins(format!("fcmp une {ft} {x}, {}", double_literal(0.0))),
+            (DType::F32, DType::F64) => self.ins(format!("fpext {ft} {x} to {tt}")),
+            (DType::F64, DType::F32) => self.ins(format!("fptrunc {ft} {x} to {tt}")),
+            (DType::I64 | DType::I32, DType::F32 | DType::F64) => self.ins(format!("sitofp {ft} {x} to {tt}")),
             (DType::I64, DType::I32) => self.ins(format!("trunc {ft} {x} to {tt}")),
             (DType::I32, DType::I64) => self.ins(format!("sext {ft} {x} to {tt}")),
             (DType::I64 | DType::I32, DType::Bool) => self.ins(format!("icmp ne {ft} {x}, 0")),
-            (DType::Bool, DType::F32) => self.ins(format!("uitofp {ft} {x} to {tt}")),
+            (DType::Bool, DType::F32 | DType::F64) => self.ins(format!("uitofp {ft} {x} to {tt}")),
             (DType::Bool, _) => self.ins(format!("zext {ft} {x} to {tt}")),
             _ => return Err(self.unsupported(format!("Cast {from} to {to} is not supported by the LLVM backend yet"))),
         })
@@ -1086,7 +1135,11 @@ impl<'a> Lower<'a> {
 /// The overloaded-intrinsic suffix of an LLVM type: `float` -> `f32`, `<16 x float>` ->
 /// `v16f32`, `i64` -> `i64`.
 fn mangle(ty: &str) -> String {
-    let elem = |s: &str| if s == "float" { "f32".to_string() } else { s.to_string() };
+    let elem = |s: &str| match s {
+        "float" => "f32".to_string(),
+        "double" => "f64".to_string(),
+        _ => s.to_string(),
+    };
     match ty.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
         Some(inner) => {
             let (n, s) = inner.split_once(" x ").unwrap_or(("1", inner));

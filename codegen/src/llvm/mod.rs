@@ -17,7 +17,11 @@
 //! loads, gathers, select, casts, reductions Sum, Prod, Max, Min, ArgMax, ArgMin);
 //! Scatter kernels and other dtypes are an [`Error::Unsupported`].
 
+mod dmath;
+#[cfg(test)]
+mod dmath_tests;
 mod ffi;
+mod helpers64;
 mod lower;
 mod nest;
 pub mod nvptx;
@@ -202,7 +206,7 @@ fn jit(kernel: &str, text: &str, machine: &TargetMachine, passes: &str, level: O
         let ee = module
             .create_jit_execution_engine(level)
             .map_err(|e| internal(format!("creating the JIT: {}", e.to_string_lossy())))?;
-        for h in libcalls::all() {
+        for h in libcalls::all().into_iter().chain(helpers64::all()) {
             if let Some(f) = module.get_function(h.name) {
                 ee.add_global_mapping(&f, h.addr as usize);
             }

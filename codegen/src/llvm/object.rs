@@ -103,7 +103,7 @@ pub fn compile_object(
     }
     run_fn(&mut text, name, &extents, program, !weights.is_empty(), plain).map_err(bad)?;
     describe(&mut text, name, program, plain);
-    for h in libcalls::all() {
+    for h in libcalls::all().into_iter().chain(super::helpers64::all()) {
         if let Some(c) = h.name.strip_prefix("atomc_").filter(|_| h.name != "atomc_modf") {
             text = text.replace(&format!("@{}(", h.name), &format!("@{c}("));
         }

@@ -1,6 +1,6 @@
 //! Tests of the LLVM backend against the kernel evaluator (`Kernel::eval`): contractions
 //! under the host's default schedule (16-lane vectors, register blocking, tails), guarded
-//! vector loads, integer, bool and cast semantics, reductions, run-time errors; and the
+//! vector loads, integer, bool, f64 and cast semantics, reductions, run-time errors; and the
 //! polynomial transcendentals' error against an f64 reference (same bounds as the
 //! Cranelift backend's) and their bits against the Cranelift backend's.
 
@@ -43,6 +43,7 @@ fn bytes(t: &Tensor) -> Vec<u8> {
     for v in t.to_f64_vec() {
         match t.dtype() {
             DType::F32 => out.extend((v as f32).to_ne_bytes()),
+            DType::F64 => out.extend(v.to_ne_bytes()),
             DType::I64 => out.extend((v as i64).to_ne_bytes()),
             DType::I32 => out.extend((v as i32).to_ne_bytes()),
             _ => out.push(u8::from(v != 0.0)),
@@ -54,6 +55,7 @@ fn bytes(t: &Tensor) -> Vec<u8> {
 fn from_bytes(d: DType, b: &[u8]) -> Vec<f64> {
     match d {
         DType::F32 => b.chunks_exact(4).map(|c| f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        DType::F64 => b.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
         DType::I64 => b.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
         DType::I32 => b.chunks_exact(4).map(|c| f64::from(i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect(),
         _ => b.iter().map(|&x| f64::from(x)).collect(),
@@ -279,6 +281,59 @@ fn integer_bool_and_cast_semantics_match_the_evaluator() -> R {
     for (n, (dt, e)) in cases.into_iter().enumerate() {
         let k = elementwise(&format!("case{n}"), bufs(), dt, 8, e);
         check(&k, &Schedule::naive(), &inputs, 0.0)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn f64_kernels_match_the_evaluator_exactly() -> R {
+    let xs = vec![1.5f64, -2.5, f64::NAN, 1e300, -1e-310, 0.0, -0.0, 7.25, 3.0, -1.0];
+    let ys = vec![0.5f64, 2.0, 3.0, -7.0, 1e-300, -0.0, 2.5, -3.0, 0.0, f64::INFINITY];
+    let n = xs.len();
+    let inputs = [Tensor::from_vec(vec![n], xs)?, Tensor::from_vec(vec![n], ys)?, f32s(n, 3)];
+    let x = || load(0, aff(0, &[1]));
+    let y = || load(1, aff(0, &[1]));
+    let f = || load(2, aff(0, &[1]));
+    let c = |v: f64| Expr::Const { value: v, dtype: DType::F64 };
+    let bufs = || vec![buf("x", DType::F64, n), buf("y", DType::F64, n), buf("f", DType::F32, n)];
+    let cases: Vec<(DType, Expr)> = vec![
+        (DType::F64, bin(BinaryFn::Add, bin(BinaryFn::Mul, x(), y()), c(0.1))),
+        (DType::F64, bin(BinaryFn::Div, x(), y())),
+        (DType::F64, bin(BinaryFn::Max, x(), y())),
+        (DType::F64, bin(BinaryFn::Fmod, x(), y())),
+        (DType::F64, bin(BinaryFn::Pow, un(UnaryFn::Abs, x()), y())),
+        (DType::F64, un(UnaryFn::Log, un(UnaryFn::Abs, x()))),
+        (DType::F64, un(UnaryFn::Exp, y())),
+        (DType::F64, un(UnaryFn::Erf, x())),
+        (DType::F64, un(UnaryFn::Floor, x())),
+        (DType::F64, un(UnaryFn::Round, x())),
+        (DType::F64, un(UnaryFn::Sign, x())),
+        (DType::F64, Expr::Select(Box::new(bin(BinaryFn::Lt, x(), y())), Box::new(x()), Box::new(un(UnaryFn::Neg, y())))),
+        (DType::F64, Expr::Cast(DType::F64, Box::new(f()))),
+        (DType::F32, Expr::Cast(DType::F32, Box::new(x()))),
+        (DType::I64, Expr::Cast(DType::I64, Box::new(x()))),
+        (DType::Bool, Expr::Cast(DType::Bool, Box::new(y()))),
+        (DType::F64, Expr::Cast(DType::F64, Box::new(Expr::Axis(0)))),
+    ];
+    for (i, (dt, e)) in cases.into_iter().enumerate() {
+        let k = elementwise(&format!("f64_{i}"), bufs(), dt, n, e);
+        check(&k, &Schedule::naive(), &inputs, 0.0)?;
+    }
+    let (m, r) = (3usize, 7usize);
+    let mut v: Vec<f64> = (0..m * r).map(|i| ((i * 5) % 9) as f64 - 4.0).collect();
+    v[4] = f64::NAN;
+    let x = Tensor::from_vec(vec![m * r], v)?;
+    for (f, out) in [(ReduceFn::Sum, DType::F64), (ReduceFn::Prod, DType::F64), (ReduceFn::Max, DType::F64), (ReduceFn::Min, DType::F64), (ReduceFn::ArgMax, DType::I64)] {
+        let k = Kernel {
+            name: format!("reduce64_{}", f.name()),
+            inputs: vec![buf("x", DType::F64, m * r)],
+            output: buf("out", out, m),
+            out_shape: vec![m],
+            red_shape: vec![r],
+            store: aff(0, &[1]),
+            body: Body::Compute { reduce: Some(f), body: load(0, aff(0, &[r as i64, 1])), epilogue: Expr::Acc },
+        };
+        check(&k, &Schedule::naive(), std::slice::from_ref(&x), 0.0)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! | cosh     | [-90, 90]     | 2 ulp      |
 //!
 //! sin, cos and tan beyond `|x| > 1e4` go to the reference's function on a cold path
-//! (`lower.rs`). The operations are plain IEEE `fadd`/`fmul`/`fdiv` without fast-math
+//! (`lower.rs`) on the CPU; on the GPU they reduce with the bits of 2/pi (`dmath.rs`). The operations are plain IEEE `fadd`/`fmul`/`fdiv` without fast-math
 //! flags, so LLVM keeps their rounding; `madd` is `llvm.fma` when the target has FMA.
 
 use super::lower::{Lower, float_literal};
@@ -420,10 +420,33 @@ impl Emit<'_, '_> {
         let magic = self.f(MAGIC);
         let t = self.maddc(&a, TWO_OVER_PI, &magic);
         let (j, ji) = self.round(&t);
-        let mut r = a;
+        let mut r = a.clone();
         for p in PIO2 {
             r = self.maddc(&j, -p, &r);
         }
+        // On the GPU (scalars), `1e4 < |x| < inf` reduces with the bits of 2/pi instead, on
+        // a cold path.
+        let (r, ji) = if self.l.device && self.l.lanes == 1 {
+            let over = self.fcmpc("ogt", &a, 1e4);
+            let finite = self.fcmpc("olt", &a, f32::INFINITY);
+            let big = self.l.ins(format!("and i1 {over}, {finite}"));
+            let (from, cold, done) = (self.l.block("hot"), self.l.block("cold"), self.l.block("done"));
+            self.l.jump(&from);
+            self.l.start(&from);
+            self.l.emit(format!("br i1 {big}, label %{cold}, label %{done}, !prof !0"));
+            self.l.start(&cold);
+            let (big_r, big_j) = super::dmath::reduce_pio2(self.l, &a);
+            let cold_end = self.l.block("coldend");
+            self.l.jump(&cold_end);
+            self.l.start(&cold_end);
+            self.l.jump(&done);
+            self.l.start(&done);
+            let r = self.l.ins(format!("phi float [ {r}, %{from} ], [ {big_r}, %{cold_end} ]"));
+            let ji = self.l.ins(format!("phi i32 [ {ji}, %{from} ], [ {big_j}, %{cold_end} ]"));
+            (r, ji)
+        } else {
+            (r, ji)
+        };
         let z = self.mul(&r, &r);
         // sin(r) = r + r^3 S(z).
         let s = self.poly(&z, &SIN_S);
