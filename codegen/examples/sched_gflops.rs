@@ -3,7 +3,8 @@
 //! measured 128-bit (f32x4) FMA peak of one core. Run with
 //! `cargo run --release -p codegen --example sched_gflops`; with `--features llvm` the LLVM
 //! backend's rows follow (its default schedule uses the host's full vector width, 16 f32
-//! lanes with AVX-512).
+//! lanes with AVX-512), as ratios of the calibrated FMA peak at that width.
+//! `LLVM_TILES=6x4,8x3` adds LLVM rows with other micro-tiles (rows x vectors).
 
 use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
@@ -165,6 +166,12 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
     use codegen::llvm::{HostTarget, LlvmKernel};
     let lanes = HostTarget::detect().map_or(4, HostTarget::f32_lanes);
     let t = targets::Target::host().with_vector_bits(32 * lanes as u32);
+    // The calibrated FMA peak at the LLVM vector width (what `atomc targets --calibrate`
+    // measures).
+    let peak = targets::calibrate().gflops_at(32 * lanes as u32);
+    if let Some(p) = peak {
+        println!("f32x{lanes} FMA peak (1 core, calibrated) {p:7.2} GFLOP/s");
+    }
     let measure = |k: &Kernel, s: &Schedule, flops: f64| -> Result<f64, codegen::Error> {
         let j = LlvmKernel::compile(k, s)?;
         time(|i, o| j.run(i, o), k, flops)
@@ -185,6 +192,8 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
                     match st {
                         ScheduleStep::RegisterBlock { factor, .. } => *factor = mr,
                         ScheduleStep::Unroll { factor, .. } => *factor = nr,
+                        // Cache blocks hold whole micro-panels of the new width.
+                        ScheduleStep::Tile { size, .. } => *size = (*size / (lanes * nr)).max(1) * lanes * nr,
                         _ => {}
                     }
                 }
@@ -193,7 +202,8 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
         }
         for (label, s) in rows {
             let g = measure(&k, &s, flops)?;
-            println!("{name:14} {label:15} {g:7.2} GFLOP/s   [{s}]");
+            let ratio = peak.map_or(String::new(), |p| format!("{:4.2} of peak", g / p));
+            println!("{name:14} {label:15} {g:7.2} GFLOP/s {ratio}  [{s}]");
         }
     }
     Ok(())
