@@ -15,7 +15,8 @@
 //! registers spill. The output is covered by full tiles and the row, vector and scalar
 //! tails the code generator emits. The working set (every buffer's bytes, plus the re-reads
 //! of a large operand once per row block that does not index it) moves at the bandwidth of
-//! the smallest cache level holding it; DRAM's is the target's `bandwidth_gbs`.
+//! the smallest cache level holding it; DRAM's is the target's `bandwidth_gbs`. A `Pack`
+//! costs its copy (once per cache block) and saves those re-reads.
 //! Calibration: the target's peak FLOP/s (calibrated when measured), FMA units, vector
 //! width and registers, cache sizes and DRAM bandwidth; the cache bandwidths below are
 //! those of a current x86-64 or Arm server core.
@@ -211,7 +212,10 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         .filter(|&a| Some(a) != vec_axis && Some(a) != block.map(|b| b.0))
         .map(|a| k.out_shape[a] as f64)
         .product();
-    let compute_cycles = outer * (per_outer + 2.0);
+    // A `Pack` copies the shared operand's values once per cache block: every reduction
+    // point x every column, about 16 bytes per cycle (a vector load, a store).
+    let pack_cycles = if s.pack().is_some() { red * n_vec as f64 * 4.0 / 16.0 } else { 0.0 };
+    let compute_cycles = outer * (per_outer + pack_cycles + 2.0);
 
     // Parallel split.
     let extent_units = s.parallel_extent(k).max(1);
@@ -221,11 +225,12 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let unflatten = per_share * UNFLATTEN_CYCLES * s.parallel_axes() as f64;
     let compute_s = (compute_cycles / n_shares as f64 * imbalance + unflatten) / hz;
 
-    // Memory: every buffer once, plus a large operand re-read per row block.
+    // Memory: every buffer once, plus a large operand re-read per row block (but for a
+    // packed one, which the row blocks re-read from its cache-sized scratch).
     let mut bytes: f64 = k.inputs.iter().chain([&k.output]).map(|b| (b.numel * b.dtype.size()) as f64).sum();
     let blocks = if block.is_some() { (n_block as f64 / rows as f64).ceil() } else { n_block.max(1) as f64 };
     for u in &loads {
-        if !u.per_row && u.bytes > l2_bytes {
+        if !u.per_row && u.bytes > l2_bytes && s.pack().is_none() {
             bytes += u.bytes * (blocks - 1.0).max(0.0) / (if block.is_some() { 1.0 } else { 4.0 });
         }
     }

@@ -5,7 +5,7 @@
 //! for f in [begin, end):                      // the parallel range: the first P output
 //!     (i0, .., iP-1) = unflatten(f)           // axes (a blocked axis counts its blocks)
 //!     for the other output axes (in order, but the blocked and the vector axis):
-//!         for rows of the blocked axis, MR at a time, then one at a time:
+//!         for rows of the blocked axis, MR at a time, then the rest (< MR) at once:
 //!             for columns of the vector axis, NR vectors at a time:
 //!                 tile(rows, columns)
 //!             tile(rows, the rest: up to NR vectors, the last one partial)
@@ -414,10 +414,21 @@ impl Lower<'_> {
                 };
                 let slot = self.axes[b].clone();
                 self.write("i64", &lo, &slot);
-                if mr > 1 {
-                    self.for_range(&slot, None, &hi, mr as i64, &mut |l| l.columns(nest, mr))?;
+                self.for_range(&slot, None, &hi, mr as i64, &mut |l| l.columns(nest, mr))?;
+                // The rows left are those of the axis's last block (a share is whole blocks),
+                // n % MR of them: one shorter tile.
+                let rest = (self.extents[b] % mr as i64) as usize;
+                if rest > 0 {
+                    let row = self.read("i64", &slot);
+                    let more = self.ins(format!("icmp slt i64 {row}, {hi}"));
+                    let (tail, after) = (self.block("rowtail"), self.block("rows"));
+                    self.branch(&more, &tail, &after);
+                    self.start(&tail);
+                    self.columns(nest, rest)?;
+                    self.jump(&after);
+                    self.start(&after);
                 }
-                self.for_range(&slot, None, &hi, 1, &mut |l| l.columns(nest, 1))
+                Ok(())
             }
         }
     }
