@@ -3,7 +3,8 @@
 //! measured 128-bit (f32x4) FMA peak of one core. Run with
 //! `cargo run --release -p codegen --example sched_gflops`; with `--features llvm` the LLVM
 //! backend's rows follow (its default schedule uses the host's full vector width, 16 f32
-//! lanes with AVX-512).
+//! lanes with AVX-512), as ratios of the calibrated FMA peak at that width.
+//! `LLVM_TILES=6x4,8x3` adds LLVM rows with other micro-tiles (rows x vectors).
 
 use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
@@ -61,17 +62,21 @@ fn measure(k: &Kernel, s: &Schedule, flops: f64) -> Result<f64, codegen::Error> 
     time(|i, o| j.run(i, o), k, flops)
 }
 
-/// The best of three runs of `run` on `k`'s buffers, as GFLOP/s.
+/// The best of at least three runs of `run` on `k`'s buffers (more, up to half a second in
+/// all, for fast ones: the best run is the one least disturbed by other load), as GFLOP/s.
 fn time(run: impl Fn(&[&[u8]], &mut [u8]) -> Result<(), codegen::Error>, k: &Kernel, flops: f64) -> Result<f64, codegen::Error> {
     let ins: Vec<Vec<u8>> = k.inputs.iter().map(|b| (0..b.numel).flat_map(|i| ((i % 7) as f32 * 0.1).to_ne_bytes()).collect()).collect();
     let refs: Vec<&[u8]> = ins.iter().map(Vec::as_slice).collect();
     let mut out = vec![0u8; k.output.numel * 4];
     run(&refs, &mut out)?;
     let mut best = f64::MAX;
-    for _ in 0..3 {
+    let start = Instant::now();
+    let mut runs = 0;
+    while runs < 3 || (runs < 100 && start.elapsed().as_secs_f64() < 0.5) {
         let t = Instant::now();
         run(&refs, &mut out)?;
         best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
     }
     Ok(flops / best / 1e9)
 }
@@ -178,6 +183,12 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
     use codegen::llvm::{HostTarget, LlvmKernel};
     let lanes = HostTarget::detect().map_or(4, HostTarget::f32_lanes);
     let t = targets::Target::host().with_vector_bits(32 * lanes as u32);
+    // The calibrated FMA peak at the LLVM vector width (what `atomc targets --calibrate`
+    // measures).
+    let peak = targets::calibrate().gflops_at(32 * lanes as u32);
+    if let Some(p) = peak {
+        println!("f32x{lanes} FMA peak (1 core, calibrated) {p:7.2} GFLOP/s");
+    }
     let measure = |k: &Kernel, s: &Schedule, flops: f64| -> Result<f64, codegen::Error> {
         let j = LlvmKernel::compile(k, s)?;
         time(|i, o| j.run(i, o), k, flops)
@@ -198,7 +209,8 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
         }
         for (label, s) in rows {
             let g = measure(&k, &s, flops)?;
-            println!("{name:14} {label:15} {g:7.2} GFLOP/s   [{s}]");
+            let ratio = peak.map_or(String::new(), |p| format!("{:4.2} of peak", g / p));
+            println!("{name:14} {label:15} {g:7.2} GFLOP/s {ratio}  [{s}]");
         }
     }
     Ok(())

@@ -10,12 +10,16 @@
 //! points costs, per reduction step, the larger of its arithmetic (vector instructions over
 //! the target's FMA units) and its loads (two load ports; a load invariant along the
 //! blocked axis is read once per tile, one invariant along the vector axis is a broadcast;
-//! guarded loads check, strided vector loads gather lane by lane), and at least the FMA
+//! guarded loads check, strided vector loads gather lane by lane but with masked tails
+//! (LLVM) a stride of 2 to 4 is a wide load and a shuffle, and a packed load reads its
+//! contiguous scratch), and at least the FMA
 //! latency (one accumulator chain per tile element); accumulators beyond the vector
 //! registers spill. The output is covered by full tiles and the row, vector and scalar
-//! tails the code generator emits. The working set (every buffer's bytes, plus the re-reads
+//! tails the code generator emits (LLVM: the rows past the last whole tile are one shorter
+//! tile). The working set (every buffer's bytes, plus the re-reads
 //! of a large operand once per row block that does not index it) moves at the bandwidth of
-//! the smallest cache level holding it; DRAM's is the target's `bandwidth_gbs`.
+//! the smallest cache level holding it; DRAM's is the target's `bandwidth_gbs`. A `Pack`
+//! costs its copy (once per cache block) and saves those re-reads.
 //! Calibration: the target's peak FLOP/s (calibrated when measured), FMA units, vector
 //! width and registers, cache sizes and DRAM bandwidth; the cache bandwidths below are
 //! those of a current x86-64 or Arm server core.
@@ -55,6 +59,8 @@ const UNFLATTEN_CYCLES: f64 = 25.0;
 /// allocator (of [`VECTOR_REGISTERS`]: a 4 x 3 tile, 16 live vectors, measured slower than
 /// 4 x 2).
 const ALLOCATABLE_REGISTERS: f64 = VECTOR_REGISTERS as f64 - 3.0;
+/// Issue cycles of the bound checks of one guarded vector load with masked tails.
+const GUARD_CYCLES: f64 = 1.5;
 /// Bookkeeping of one tile (loop counters, stores' addresses), in cycles.
 const TILE_CYCLES: f64 = 4.0;
 
@@ -111,9 +117,14 @@ struct LoadUse {
     per_row: bool,
     /// Varies along the vectorized axis: one vector per column; else a broadcast.
     per_col: bool,
-    /// A vector load that is not contiguous (stride other than 1): lane by lane.
+    /// A vector load that is not contiguous (stride other than 1): lane by lane, or with
+    /// masked tails (LLVM) one wide load and a shuffle for a stride of 2 to 4.
     strided: bool,
+    /// The stride along the vectorized axis.
+    stride: i64,
     guarded: bool,
+    /// The input it reads (`None`: a gather).
+    buf: Option<usize>,
     /// Bytes of the buffer it reads.
     bytes: f64,
 }
@@ -149,6 +160,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let mut epi_loads = Vec::new();
     collect_load_uses(epilogue, k, block.map(|b| b.0), vec_axis, &mut epi_loads);
     let contraction = class == KernelClass::Contraction;
+    let masked = crate::masks_tails(t);
 
     // Cycles of one tile of `rows` x `cols` vectors of `lanes` points, whole reduction.
     let tile = |rows: f64, cols: f64, lanes: usize| -> f64 {
@@ -156,8 +168,14 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let l = lanes as f64;
         let load_cost = |u: &LoadUse| -> f64 {
             let n = (if u.per_row { rows } else { 1.0 }) * (if u.per_col { cols } else { 1.0 });
+            // The packed load reads the scratch: contiguous, guards resolved by the pack.
+            if vector && u.buf.is_some() && u.buf == s.pack() {
+                return n;
+            }
             let each = if !vector {
                 1.0
+            } else if u.per_col && u.strided && masked && (2..=4).contains(&u.stride) {
+                u.stride as f64 + 1.0
             } else if u.per_col && u.strided {
                 l + 1.0
             } else if u.per_col {
@@ -168,6 +186,17 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
             n * (each + if u.guarded { if vector { 3.0 } else { 2.0 } } else { 0.0 })
         };
         let load_cycles: f64 = loads.iter().map(load_cost).sum::<f64>() / LOAD_PORTS;
+        // With masked tails (LLVM) a guarded vector load's checks (index arithmetic on
+        // both end lanes, a branch) issue beside the FMAs rather than hiding under them.
+        let guard_cycles: f64 = if masked && vector {
+            loads
+                .iter()
+                .filter(|u| u.guarded && !(u.buf.is_some() && u.buf == s.pack()))
+                .map(|u| (if u.per_row { rows } else { 1.0 }) * (if u.per_col { cols } else { 1.0 }) * GUARD_CYCLES)
+                .sum()
+        } else {
+            0.0
+        };
         let elems = rows * cols;
         let per_elem_arith = if contraction {
             1.0
@@ -178,7 +207,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let latency = if has_reduce { FMA_LATENCY } else { 0.0 };
         let regs = elems + cols + 1.0;
         let spill = (regs - allocatable).max(0.0) * 3.0;
-        let step = arith.max(load_cycles).max(latency) + spill + 1.0;
+        let step = arith.max(load_cycles).max(latency) + guard_cycles + spill + 1.0;
         let epi: f64 = elems * (arith_cycles(epilogue, l) + 1.0) + epi_loads.iter().map(load_cost).sum::<f64>();
         red * step + epi + TILE_CYCLES
     };
@@ -186,11 +215,16 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     // Cover the output with tiles and tails.
     let extent = |a: Option<usize>| a.map_or(1, |a| k.out_shape[a]);
     let (rows, n_block) = block.map_or((1, 1), |(a, f)| (f, extent(Some(a))));
-    let row_groups = [(n_block / rows, rows as f64), (n_block % rows, 1.0)];
+    // The rows past the last whole tile: one shorter tile (LLVM), or one at a time.
+    let row_groups = if masked {
+        [(n_block / rows, rows as f64), (usize::from(n_block % rows > 0), (n_block % rows) as f64)]
+    } else {
+        [(n_block / rows, rows as f64), (n_block % rows, 1.0)]
+    };
     let n_vec = extent(vec_axis);
     let width = cols * lanes;
     let col_groups: Vec<(usize, f64, usize)> = if vec_axis.is_some() {
-        if crate::masks_tails(t) {
+        if masked {
             let rest = n_vec % width;
             vec![(n_vec / width, cols as f64, lanes), (usize::from(rest > 0), rest.div_ceil(lanes) as f64, lanes)]
         } else {
@@ -211,7 +245,10 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         .filter(|&a| Some(a) != vec_axis && Some(a) != block.map(|b| b.0))
         .map(|a| k.out_shape[a] as f64)
         .product();
-    let compute_cycles = outer * (per_outer + 2.0);
+    // A `Pack` copies the shared operand's values once per cache block: every reduction
+    // point x every column, about 16 bytes per cycle (a vector load, a store).
+    let pack_cycles = if s.pack().is_some() { red * n_vec as f64 * 4.0 / 16.0 } else { 0.0 };
+    let compute_cycles = outer * (per_outer + pack_cycles + 2.0);
 
     // Parallel split.
     let extent_units = s.parallel_extent(k).max(1);
@@ -221,11 +258,12 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let unflatten = per_share * UNFLATTEN_CYCLES * s.parallel_axes() as f64;
     let compute_s = (compute_cycles / n_shares as f64 * imbalance + unflatten) / hz;
 
-    // Memory: every buffer once, plus a large operand re-read per row block.
+    // Memory: every buffer once, plus a large operand re-read per row block (but for a
+    // packed one, which the row blocks re-read from its cache-sized scratch).
     let mut bytes: f64 = k.inputs.iter().chain([&k.output]).map(|b| (b.numel * b.dtype.size()) as f64).sum();
     let blocks = if block.is_some() { (n_block as f64 / rows as f64).ceil() } else { n_block.max(1) as f64 };
     for u in &loads {
-        if !u.per_row && u.bytes > l2_bytes {
+        if !u.per_row && u.bytes > l2_bytes && s.pack().is_none() {
             bytes += u.bytes * (blocks - 1.0).max(0.0) / (if block.is_some() { 1.0 } else { 4.0 });
         }
     }
@@ -250,14 +288,15 @@ fn collect_load_uses(e: &Expr, k: &Kernel, block: Option<usize>, vec_axis: Optio
         Expr::Load { buf, index, guards, .. } => {
             let per_row = nonzero(&index.coefs, block) || guards.iter().any(|g| nonzero(&g.expr.coefs, block));
             let per_col = nonzero(&index.coefs, vec_axis) || guards.iter().any(|g| nonzero(&g.expr.coefs, vec_axis));
-            let strided = vec_axis.is_some_and(|a| index.coefs.get(a).is_some_and(|&x| x != 0 && x != 1));
+            let stride = vec_axis.and_then(|a| index.coefs.get(a).copied()).unwrap_or(0);
+            let strided = stride != 0 && stride != 1;
             let bytes = k.inputs.get(*buf).map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
-            out.push(LoadUse { per_row, per_col, strided, guarded: !guards.is_empty(), bytes });
+            out.push(LoadUse { per_row, per_col, strided, stride, guarded: !guards.is_empty(), buf: Some(*buf), bytes });
         }
         Expr::Gather { buf, index, pos, .. } => {
             let per_row = nonzero(&index.coefs, block);
             let bytes = k.inputs.get(*buf).map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
-            out.push(LoadUse { per_row, per_col: vec_axis.is_some(), strided: true, guarded: true, bytes });
+            out.push(LoadUse { per_row, per_col: vec_axis.is_some(), strided: true, stride: 0, guarded: true, buf: None, bytes });
             collect_load_uses(pos, k, block, vec_axis, out);
         }
         Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => {}

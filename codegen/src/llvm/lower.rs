@@ -75,6 +75,27 @@ pub(super) struct Lower<'a> {
     /// Whether the code runs on a GPU: no host helpers, so the math without a polynomial
     /// here is computed by [`super::dmath`] (scalars only).
     pub(super) device: bool,
+    /// The packed operand of a `Pack` schedule, while the nest has one.
+    pub(super) packed: Option<Packed>,
+    /// The columns `[start, stop)` (i64 values) of the current cache block of the vector
+    /// axis (`Tile`).
+    pub(super) block_columns: Option<(String, String)>,
+}
+
+/// A load whose values each cache block of the vector axis copies into a scratch first
+/// (`Pack`), in micro-panels that a micro-tile reads with unit stride.
+pub(super) struct Packed {
+    /// The load node (its address): the body's only read of the packed input.
+    pub(super) node: usize,
+    /// The scratch (a `ptr` alloca of the block's floats).
+    pub(super) scratch: String,
+    /// Row-major strides of the reduction axes (their flat index is the panel row).
+    pub(super) red_strides: Vec<i64>,
+    /// Columns of a micro-panel: the micro-tile's lanes x unroll.
+    pub(super) width: i64,
+    /// The current micro-panel's address at reduction point 0 and the tile's first
+    /// column while a micro-tile reads the scratch; `None` while the block is packed.
+    pub(super) panel: Option<String>,
 }
 
 /// The largest stride along the vector axis that a vector load reads as one wide load and
@@ -143,6 +164,8 @@ impl<'a> Lower<'a> {
             cache: HashMap::new(),
             cache_on: true,
             device: false,
+            packed: None,
+            block_columns: None,
         }
     }
 
@@ -860,7 +883,10 @@ impl<'a> Lower<'a> {
                 {
                     return Ok(v.clone());
                 }
-                let v = self.load_expr(e)?;
+                let v = match &self.packed {
+                    Some(p) if p.node == std::ptr::from_ref(e) as usize && p.panel.is_some() => self.packed_load()?,
+                    _ => self.load_expr(e)?,
+                };
                 if self.cache_on {
                     self.cache.insert(key, v.clone());
                 }

@@ -5,25 +5,48 @@
 //! for f in [begin, end):                      // the parallel range: the first P output
 //!     (i0, .., iP-1) = unflatten(f)           // axes (a blocked axis counts its blocks)
 //!     for the other output axes (in order, but the blocked and the vector axis):
-//!         for rows of the blocked axis, MR at a time, then one at a time:
+//!         for rows of the blocked axis, MR at a time, then the rest (< MR) at once:
 //!             for columns of the vector axis, NR vectors at a time:
 //!                 tile(rows, columns)
 //!             tile(rows, the rest: up to NR vectors, the last one partial)
 //! ```
 //!
+//! With a `Tile` of the vector axis (cache blocks of NC columns) the block loop runs
+//! outside the parallel range, so that one call over `[begin, end)` runs all the rows of
+//! its share against one block of the shared operand, packed once (`Pack`):
+//!
+//! ```text
+//! for the other output axes (in order, but the parallel, blocked and vector ones):
+//!     for each block [j0, j1) of NC columns:
+//!         pack(j0, j1)                        // with `Pack`: the packed load's values
+//!         for f in [begin, end): unflatten(f); rows and columns in [j0, j1) as above
+//! ```
+//!
+//! `Pack` copies what the body's load of the packed input reads for the block (every
+//! reduction point x the block's columns, guards, padding and masked tails resolved by the
+//! ordinary vector load) into a stack scratch (an `alloca`, 64-byte aligned) in
+//! micro-panels of W = lanes x NR columns: element (reduction point r, column j0 + c) lives
+//! at `(c / W) * R * W + r * W + c % W` (R reduction points), so a micro-tile reads NR
+//! aligned vectors per reduction step from one contiguous stream. NC is a multiple of W
+//! (`Schedule::validate`), so only the last block has a partial panel, at a column known
+//! at compile time; its vectors are written whole (lanes past the axis hold the masked
+//! load's zeros) and the micro-tile's masked store drops them.
+//!
 //! A tile is unroll-and-jam: its MR x NR accumulators stay in registers through the
-//! reduction loops; each reduction step evaluates the body once per point of the tile with
-//! loads cached by (node, offsets of the axes they depend on). Vectors have the schedule's
-//! lanes (16 f32 with AVX-512); the partial vector at the end of the vector axis (also the
-//! whole axis when it is shorter than a vector) runs with its lanes past the end masked
-//! (`llvm.masked.load`/`store`), never on scalars. A Sum of products accumulates with `llvm.fma` when the
-//! target has FMA.
+//! reduction loops (a BLIS-style register micro-kernel: with AVX-512's 32 registers the
+//! search's tiles reach 24 accumulators, e.g. 6 x 64 f32); each reduction step evaluates
+//! the body once per point of the tile with loads cached by (node, offsets of the axes
+//! they depend on), so the operand shared along the vector axis is one broadcast per row.
+//! Vectors have the schedule's lanes (16 f32 with AVX-512); the partial vector at the end
+//! of the vector axis (also the whole axis when it is shorter than a vector) runs with its
+//! lanes past the end masked (`llvm.masked.load`/`store`), never on scalars. A Sum of
+//! products accumulates with `llvm.fma` when the target has FMA.
 
-use super::lower::{Lower, Result, Val, memory_type};
+use super::lower::{Lower, Packed, Result, Val, memory_type};
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Body, Expr};
-use ir::schedule::Schedule;
+use ir::schedule::{PACK_LIMIT_BYTES, Schedule};
 
 /// The schedule as the nest applies it.
 struct Nest<'e> {
@@ -38,6 +61,12 @@ struct Nest<'e> {
     unroll: usize,
     /// Output axes looped over one by one inside the parallel range, outermost first.
     loops: Vec<usize>,
+    /// Columns per cache block of the vector axis (`Tile`), when it applies.
+    block_columns: Option<i64>,
+    /// Output axes looped over outside the cache blocks (those of `loops` when tiled).
+    outer: Vec<usize>,
+    /// The load whose values each cache block packs (`Pack`).
+    packed_load: Option<&'e Expr>,
 }
 
 /// The rows `[lo, hi)` of the blocked axis a share covers (i64 values).
@@ -94,7 +123,15 @@ impl Lower<'_> {
             let go = self.block("go");
             self.branch(&any, &go, &done);
             self.start(&go);
-            if nest.parallel == 0 {
+            // Axes the nest sets only inside the parallel range may be read (with extent
+            // 1) by a pack that runs before it.
+            for a in 0..r {
+                let slot = self.axes[a].clone();
+                self.write("i64", "0", &slot);
+            }
+            if let Some(nc) = nest.block_columns {
+                self.blocks(&nest, 0, nc)?;
+            } else if nest.parallel == 0 {
                 self.inner(&nest, 0, &None)?;
             } else {
                 let f = self.slot("i64");
@@ -135,8 +172,198 @@ impl Lower<'_> {
             _ => 1,
         };
         let parallel = s.parallel_axes();
-        let loops = (parallel..r).filter(|&a| Some(a) != self.vec_axis && Some(a) != block.map(|b| b.0)).collect();
-        Ok(Nest { reduce, body, epilogue, parallel, block, unroll, loops })
+        let mut loops: Vec<usize> = (parallel..r).filter(|&a| Some(a) != self.vec_axis && Some(a) != block.map(|b| b.0)).collect();
+        let block_columns = match (s.tile(), self.vec_axis) {
+            (Some((_, size)), Some(_)) => Some(i64::try_from(size).map_err(|_| self.invalid("tile too large"))?),
+            _ => None,
+        };
+        let width = self.vector_lanes * unroll as i64;
+        if let Some(nc) = block_columns
+            && (nc <= 0 || nc % width != 0)
+        {
+            return Err(self.invalid(format!("cache blocks of {nc} columns, not a multiple of the {width} of a micro-tile")));
+        }
+        let outer = if block_columns.is_some() { std::mem::take(&mut loops) } else { Vec::new() };
+        let packed_load = match (s.pack(), block_columns) {
+            (Some(input), Some(_)) => Some(self.pack_scratch(s, input, body, width)?),
+            _ => None,
+        };
+        Ok(Nest { reduce, body, epilogue, parallel, block, unroll, loops, block_columns, outer, packed_load })
+    }
+
+    /// The scratch of a `Pack` of `input` (micro-panels `width` columns wide) and the load
+    /// of `body` it replaces.
+    fn pack_scratch<'e>(&mut self, s: &Schedule, input: usize, body: &'e Expr, width: i64) -> Result<&'e Expr> {
+        let node = find_load(body, input).ok_or_else(|| self.invalid(format!("pack({input}): the body does not load it")))?;
+        let bytes = s.pack_bytes(self.k);
+        if bytes == 0 || bytes > PACK_LIMIT_BYTES {
+            return Err(self.unsupported(format!("a pack scratch of {bytes} bytes")));
+        }
+        let scratch = self.slot(&format!("[{} x float]", bytes / 4));
+        let red = &self.k.red_shape;
+        let mut red_strides = vec![1i64; red.len()];
+        for a in (0..red.len().saturating_sub(1)).rev() {
+            red_strides[a] = red_strides[a + 1] * red[a + 1] as i64;
+        }
+        self.packed = Some(Packed { node: std::ptr::from_ref(node) as usize, scratch, red_strides, width, panel: None });
+        Ok(node)
+    }
+
+    /// With a `Tile`: the loops over `nest.outer` from `depth` on, then the cache blocks of
+    /// `nc` columns, each packed (with `Pack`) and then run over the share `[begin, end)`.
+    fn blocks(&mut self, nest: &Nest<'_>, depth: usize, nc: i64) -> Result<()> {
+        if let Some(&a) = nest.outer.get(depth) {
+            let slot = self.axes[a].clone();
+            let n = self.extents[a].to_string();
+            return self.for_range(&slot, Some("0"), &n, 1, &mut |l| l.blocks(nest, depth + 1, nc));
+        }
+        let v = self.vec_axis.ok_or_else(|| self.invalid("cache blocks without a vector axis"))?;
+        let n = self.extents[v];
+        let j0 = self.slot("i64");
+        // Whole blocks: the last one, short, ends at n.
+        let stop = ((n + nc - 1) / nc * nc).to_string();
+        self.for_range(&j0, Some("0"), &stop, nc, &mut |l| {
+            let start = l.read("i64", &j0);
+            let top = l.ins(format!("add i64 {start}, {nc}"));
+            let stop = l.intrinsic("smin", "i64", &[&top, &n.to_string()]);
+            l.block_columns = Some((start.clone(), stop.clone()));
+            if let Some(load) = nest.packed_load {
+                l.pack(load, &start, &stop)?;
+            }
+            if nest.parallel == 0 {
+                return l.inner(nest, 0, &None);
+            }
+            let f = l.slot("i64");
+            l.for_range(&f, Some("%begin"), "%end", 1, &mut |l| {
+                let rows = l.unflatten(nest, &f);
+                l.inner(nest, 0, &rows)
+            })
+        })?;
+        self.block_columns = None;
+        Ok(())
+    }
+
+    /// Copies the values of `load` for the columns `[start, stop)` of the vector axis and
+    /// every reduction point into the scratch, in micro-panel order: reduction-major, whole
+    /// panels of W columns a vector at a time, then (in the last block) the partial panel.
+    fn pack(&mut self, load: &Expr, start: &str, stop: &str) -> Result<()> {
+        let r = self.k.out_shape.len();
+        let v = self.vec_axis.ok_or_else(|| self.invalid("a pack without a vector axis"))?;
+        let (scratch, width, strides) = match &mut self.packed {
+            Some(p) => {
+                p.panel = None;
+                (p.scratch.clone(), p.width, p.red_strides.clone())
+            }
+            None => return Err(self.invalid("a pack without a scratch")),
+        };
+        if self.extents[r..].contains(&0) {
+            return Ok(());
+        }
+        let depth: i64 = self.extents[r..].iter().product();
+        self.live = self.axes.len();
+        let cache_on = std::mem::replace(&mut self.cache_on, false);
+        let mut headers = Vec::new();
+        for a in r..self.axes.len() {
+            headers.push(self.open_loop(a, "0"));
+        }
+        let row = self.reduction_row(&strides, width);
+        let slot = self.axes[v].clone();
+        let lanes = self.vector_lanes;
+        let rest = self.extents[v] % width;
+        let res = (|| {
+            // Vectors `0..count` (the last with `last` valid lanes) of the panel at the
+            // current column: element (row, c) at (c - start) * depth + row * W + c % W.
+            let panel = |l: &mut Self, count: i64, last: i64| -> Result<()> {
+                let c = l.read("i64", &slot);
+                let rel = l.ins(format!("sub i64 {c}, {start}"));
+                let at = l.ins(format!("mul i64 {rel}, {depth}"));
+                let at = l.ins(format!("add i64 {at}, {row}"));
+                l.lanes = lanes;
+                for q in 0..count {
+                    l.offsets[v] = q * lanes;
+                    l.valid = if q + 1 == count { last } else { lanes };
+                    let (x, _) = l.expr(load)?;
+                    let to = l.ins(format!("add i64 {at}, {}", q * lanes));
+                    let addr = l.ins(format!("getelementptr inbounds float, ptr {scratch}, i64 {to}"));
+                    l.emit(format!("store <{lanes} x float> {x}, ptr {addr}, align {}", (lanes * 4).min(64)));
+                }
+                l.offsets[v] = 0;
+                l.lanes = 1;
+                l.valid = 1;
+                Ok(())
+            };
+            self.for_range(&slot, Some(start), stop, width, &mut |l| panel(l, width / lanes, lanes))?;
+            if rest > 0 {
+                // Only the last block ends with the partial panel.
+                let c = self.read("i64", &slot);
+                let more = self.ins(format!("icmp slt i64 {c}, {stop}"));
+                let (tail, after) = (self.block("packtail"), self.block("packed"));
+                self.branch(&more, &tail, &after);
+                self.start(&tail);
+                let vectors = (rest + lanes - 1) / lanes;
+                panel(self, vectors, rest - (vectors - 1) * lanes)?;
+                self.jump(&after);
+                self.start(&after);
+            }
+            Ok(())
+        })();
+        self.cache_on = cache_on;
+        res?;
+        for (i, a) in (r..self.axes.len()).enumerate().rev() {
+            let end = self.extents[a];
+            self.close_loop(a, &headers[i], 1, end);
+        }
+        self.live = r;
+        Ok(())
+    }
+
+    /// The flat index of the current reduction point times `scale` (an i64 value).
+    fn reduction_row(&mut self, strides: &[i64], scale: i64) -> String {
+        let r = self.k.out_shape.len();
+        let shift: i64 = strides.iter().enumerate().map(|(i, &st)| self.offsets[r + i] * st * scale).sum();
+        let mut acc = shift.to_string();
+        for (i, &st) in strides.iter().enumerate() {
+            let slot = self.axes[r + i].clone();
+            let x = self.read("i64", &slot);
+            let t = self.ins(format!("mul i64 {x}, {}", st * scale));
+            acc = self.ins(format!("add i64 {acc}, {t}"));
+        }
+        acc
+    }
+
+    /// The packed load at the current point of a micro-tile: `lanes` consecutive floats of
+    /// the current panel's row (vectors of the tile are W-aligned in the panel, so aligned
+    /// to their size in the 64-byte aligned scratch).
+    pub(super) fn packed_load(&mut self) -> Result<Val> {
+        let (panel, width, strides) = match &self.packed {
+            Some(Packed { panel: Some(p), width, red_strides, .. }) => (p.clone(), *width, red_strides.clone()),
+            _ => return Err(self.invalid("a packed load outside a micro-tile")),
+        };
+        let v = self.vec_axis.ok_or_else(|| self.invalid("a packed load without a vector axis"))?;
+        let row = self.reduction_row(&strides, width);
+        let at = self.ins(format!("add i64 {row}, {}", self.offsets[v]));
+        let addr = self.ins(format!("getelementptr inbounds float, ptr {panel}, i64 {at}"));
+        let ty = self.shaped("float");
+        let align = (self.lanes * 4).min(64);
+        Ok((self.ins(format!("load {ty}, ptr {addr}, align {align}")), DType::F32))
+    }
+
+    /// Points the packed loads of the micro-tile that starts at the current column at its
+    /// panel (the column is W-aligned in the block).
+    fn aim_panel(&mut self) {
+        let (Some(p), Some((start, _)), Some(v)) = (&self.packed, &self.block_columns, self.vec_axis) else {
+            return;
+        };
+        let (scratch, start) = (p.scratch.clone(), start.clone());
+        let depth: i64 = self.extents[self.k.out_shape.len()..].iter().product();
+        let slot = self.axes[v].clone();
+        let c = self.read("i64", &slot);
+        let rel = self.ins(format!("sub i64 {c}, {start}"));
+        let at = self.ins(format!("mul i64 {rel}, {depth}"));
+        let addr = self.ins(format!("getelementptr inbounds float, ptr {scratch}, i64 {at}"));
+        if let Some(p) = &mut self.packed {
+            p.panel = Some(addr);
+        }
     }
 
     /// Sets the parallel axes from the flat index in slot `f`; for a blocked parallel axis,
@@ -187,10 +414,21 @@ impl Lower<'_> {
                 };
                 let slot = self.axes[b].clone();
                 self.write("i64", &lo, &slot);
-                if mr > 1 {
-                    self.for_range(&slot, None, &hi, mr as i64, &mut |l| l.columns(nest, mr))?;
+                self.for_range(&slot, None, &hi, mr as i64, &mut |l| l.columns(nest, mr))?;
+                // The rows left are those of the axis's last block (a share is whole blocks),
+                // n % MR of them: one shorter tile.
+                let rest = (self.extents[b] % mr as i64) as usize;
+                if rest > 0 {
+                    let row = self.read("i64", &slot);
+                    let more = self.ins(format!("icmp slt i64 {row}, {hi}"));
+                    let (tail, after) = (self.block("rowtail"), self.block("rows"));
+                    self.branch(&more, &tail, &after);
+                    self.start(&tail);
+                    self.columns(nest, rest)?;
+                    self.jump(&after);
+                    self.start(&after);
                 }
-                self.for_range(&slot, None, &hi, 1, &mut |l| l.columns(nest, 1))
+                Ok(())
             }
         }
     }
@@ -205,16 +443,33 @@ impl Lower<'_> {
         let slot = self.axes[v].clone();
         let n = self.extents[v];
         let lanes = self.vector_lanes;
-        self.write("i64", "0", &slot);
+        let (start, end) = self.block_columns.clone().unwrap_or_else(|| ("0".to_string(), n.to_string()));
+        self.write("i64", &start, &slot);
         self.vectorized = true;
         let cols = nest.unroll;
         let width = lanes * cols as i64;
-        self.for_range(&slot, None, &n.to_string(), width, &mut |l| l.tile(nest, rows, cols, lanes, lanes))?;
+        self.for_range(&slot, None, &end, width, &mut |l| {
+            l.aim_panel();
+            l.tile(nest, rows, cols, lanes, lanes)
+        })?;
+        // Blocks hold whole micro-tiles (`Schedule::validate`): the rest is the end of the
+        // axis, in the last block only.
         let rest = n % width;
         if rest > 0 {
             let vectors = (rest + lanes - 1) / lanes;
             let last = rest - (vectors - 1) * lanes;
+            let after = self.block("cols");
+            if self.block_columns.is_some() {
+                let c = self.read("i64", &slot);
+                let more = self.ins(format!("icmp slt i64 {c}, {end}"));
+                let tail = self.block("coltail");
+                self.branch(&more, &tail, &after);
+                self.start(&tail);
+            }
+            self.aim_panel();
             self.tile(nest, rows, vectors as usize, lanes, last)?;
+            self.jump(&after);
+            self.start(&after);
         }
         Ok(())
     }
@@ -376,5 +631,16 @@ impl Lower<'_> {
             accs.push((self.read(&ty, &slot), d));
         }
         Ok(())
+    }
+}
+
+/// The first load of input `input` in `e`.
+fn find_load(e: &Expr, input: usize) -> Option<&Expr> {
+    match e {
+        Expr::Load { buf, .. } => (*buf == input).then_some(e),
+        Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => None,
+        Expr::Gather { pos, .. } | Expr::Unary(_, pos) | Expr::Cast(_, pos) => find_load(pos, input),
+        Expr::Binary(_, a, b) => find_load(a, input).or_else(|| find_load(b, input)),
+        Expr::Select(c, a, b) => find_load(c, input).or_else(|| find_load(a, input)).or_else(|| find_load(b, input)),
     }
 }

@@ -138,6 +138,75 @@ fn matmul_under_register_blocked_wide_vector_schedules_matches_the_evaluator() -
     Ok(())
 }
 
+/// The BLIS-style schedules: 6 x NR micro-tiles over cache blocks of the columns with the
+/// shared operand packed (`Tile` + `Pack`), ragged everywhere: rows past the last whole
+/// micro-tile, columns past the last whole panel (a partial panel with a partial vector,
+/// in the last block only), blocks of one and of several panels, more than one block.
+#[test]
+fn tiled_packed_matmul_with_ragged_tails_matches_the_evaluator() -> R {
+    let lanes = host_lanes();
+    for &(m, kk, n) in &[(1, 1, 1), (37, 29, 41), (13, 64, 3 * lanes + 5), (8, 3, 8 * lanes), (6, 17, 2 * lanes - 1)] {
+        let k = matmul(m, kk, n);
+        let inputs = [f32s(m * kk, 1), f32s(kk * n, 2)];
+        for (rows, nr, panels) in [(6, 4, 1), (6, 2, 3), (8, 3, 2), (3, 1, 1)] {
+            let s = schedule(vec![
+                ScheduleStep::Parallel { axes: 1 },
+                ScheduleStep::Vectorize { axis: 1, lanes },
+                ScheduleStep::RegisterBlock { axis: 0, factor: rows },
+                ScheduleStep::Unroll { axis: 1, factor: nr },
+                ScheduleStep::Tile { axis: 1, size: lanes * nr * panels },
+                ScheduleStep::Pack { input: 1 },
+            ]);
+            s.validate(&k)?;
+            let m = lower_module(&k, &s, HostTarget::detect()?, "")?;
+            assert!(m.text.contains(&format!("alloca [{} x float]", kk * lanes * nr * panels)), "no pack scratch with {s}");
+            check(&k, &s, &inputs, 1e-5)?;
+        }
+    }
+    Ok(())
+}
+
+/// A padded 3x3 convolution (`y[co, h, w] = sum x[ci, h+kh-1, w+kw-1] * wt[co, ci, kh, kw]`)
+/// blocked over output channels with the input window packed per cache block of `w`:
+/// the pack resolves the guards (zero padding at both borders) and the row loop over `h`
+/// runs outside the blocks.
+#[test]
+fn packed_padded_convolution_matches_the_evaluator() -> R {
+    let lanes = host_lanes();
+    for &(c, h, w) in &[(5, 4, 2 * lanes + 3), (8, 3, lanes - 1)] {
+        let (c_, h_, w_) = (c as i64, h as i64, w as i64);
+        let guards = vec![
+            KGuard { expr: aff(-1, &[0, 0, 1, 0, 0, 1, 0]), bound: h_ },
+            KGuard { expr: aff(-1, &[0, 0, 0, 1, 0, 0, 1]), bound: w_ },
+        ];
+        let x = Expr::Load { buf: 0, index: aff(-w_ - 1, &[c_ * h_ * w_, 0, w_, 1, h_ * w_, w_, 1]), guards, pad: 0.0 };
+        let wt = load(1, aff(0, &[0, c_ * 9, 0, 0, 9, 3, 1]));
+        let k = Kernel {
+            name: "conv".into(),
+            inputs: vec![buf("x", DType::F32, c * h * w), buf("w", DType::F32, c * c * 9)],
+            output: buf("y", DType::F32, c * h * w),
+            out_shape: vec![1, c, h, w],
+            red_shape: vec![c, 3, 3],
+            store: aff(0, &[c_ * h_ * w_, h_ * w_, w_, 1]),
+            body: Body::Compute { reduce: Some(ReduceFn::Sum), body: bin(BinaryFn::Mul, x, wt), epilogue: Expr::Acc },
+        };
+        let inputs = [f32s(c * h * w, 7), f32s(c * c * 9, 8)];
+        for nr in [1, 2] {
+            let s = schedule(vec![
+                ScheduleStep::Parallel { axes: 1 },
+                ScheduleStep::Vectorize { axis: 3, lanes },
+                ScheduleStep::RegisterBlock { axis: 1, factor: 6 },
+                ScheduleStep::Unroll { axis: 3, factor: nr },
+                ScheduleStep::Tile { axis: 3, size: lanes * nr },
+                ScheduleStep::Pack { input: 0 },
+            ]);
+            s.validate(&k)?;
+            check(&k, &s, &inputs, 1e-5)?;
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn the_module_has_wide_vectors_fma_and_the_host_attributes() -> R {
     let host = HostTarget::detect()?;
