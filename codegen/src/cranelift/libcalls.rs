@@ -2,7 +2,7 @@
 //! functions the reference interpreter uses (`f32::exp`, `libm::erff`, ...), so JIT and
 //! reference agree bit for bit. (Vectorized polynomial versions come later.)
 
-use ir::atom::{BinaryFn, UnaryFn};
+use ir::atom::BinaryFn;
 
 /// A unary f32 helper: its symbol and address.
 pub(crate) struct Helper {
@@ -11,28 +11,34 @@ pub(crate) struct Helper {
     pub arity: usize,
 }
 
+/// Defines, in the module that invokes it, one `extern "C"` helper per unary function on
+/// one element type (`$t`), `unary(f)` (the helper's name) and `unary_all()` (every helper
+/// with its address): for the f32 helpers here and the LLVM backend's f64 ones.
 macro_rules! unary_helpers {
-    ($($f:ident => $name:ident: $body:expr),* $(,)?) => {
+    ($t:ty; $($f:ident => $name:ident: $body:expr),* $(,)?) => {
         $(
-            extern "C" fn $name(x: f32) -> f32 {
-                let f: fn(f32) -> f32 = $body;
+            extern "C" fn $name(x: $t) -> $t {
+                let f: fn($t) -> $t = $body;
                 f(x)
             }
         )*
-        /// The helper computing `f` on f32, if there is one.
-        pub(crate) fn unary(f: UnaryFn) -> Option<&'static str> {
+        #[doc = concat!("The helper computing `f` on ", stringify!($t), ", if there is one.")]
+        pub(crate) fn unary(f: ir::atom::UnaryFn) -> Option<&'static str> {
             match f {
-                $(UnaryFn::$f => Some(stringify!($name)),)*
+                $(ir::atom::UnaryFn::$f => Some(stringify!($name)),)*
                 _ => None,
             }
         }
-        fn unary_all() -> Vec<Helper> {
-            vec![$(Helper { name: stringify!($name), addr: $name as *const u8, arity: 1 }),*]
+        fn unary_all() -> Vec<$crate::cranelift::libcalls::Helper> {
+            vec![$($crate::cranelift::libcalls::Helper { name: stringify!($name), addr: $name as *const u8, arity: 1 }),*]
         }
     };
 }
+#[cfg_attr(not(feature = "llvm"), allow(unused_imports))] // used by llvm/helpers64.rs
+pub(crate) use unary_helpers;
 
 unary_helpers! {
+    f32;
     Exp => atomc_expf: f32::exp,
     Log => atomc_logf: f32::ln,
     Sin => atomc_sinf: f32::sin,

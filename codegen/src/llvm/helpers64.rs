@@ -4,31 +4,11 @@
 //! `cranelift/libcalls.rs`, an object file calls the C library's function instead
 //! (`atomc_exp` -> `exp`). The GPU has no host helpers: `dmath.rs` computes these there.
 
-use crate::cranelift::libcalls::Helper;
-use ir::atom::{BinaryFn, UnaryFn};
-
-macro_rules! unary_helpers {
-    ($($f:ident => $name:ident: $body:expr),* $(,)?) => {
-        $(
-            extern "C" fn $name(x: f64) -> f64 {
-                let f: fn(f64) -> f64 = $body;
-                f(x)
-            }
-        )*
-        /// The helper computing `f` on f64, if there is one.
-        pub(super) fn unary(f: UnaryFn) -> Option<&'static str> {
-            match f {
-                $(UnaryFn::$f => Some(stringify!($name)),)*
-                _ => None,
-            }
-        }
-        fn unary_all() -> Vec<Helper> {
-            vec![$(Helper { name: stringify!($name), addr: $name as *const u8, arity: 1 }),*]
-        }
-    };
-}
+use crate::cranelift::libcalls::{Helper, unary_helpers};
+use ir::atom::BinaryFn;
 
 unary_helpers! {
+    f64;
     Exp => atomc_exp: f64::exp,
     Log => atomc_log: f64::ln,
     Sin => atomc_sin: f64::sin,
