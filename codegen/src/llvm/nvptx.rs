@@ -447,60 +447,14 @@ static PTXAS_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llvm::tests::{R, aff, buf, bytes, f32s, from_bytes, load, matmul};
     use ir::atom::UnaryFn;
-    use ir::kernel::{Affine, Buffer, KGuard};
+    use ir::kernel::KGuard;
     use ir::schedule::ScheduleStep;
     use ir::tensor::Tensor;
 
-    type R = std::result::Result<(), Box<dyn std::error::Error>>;
-
-    fn buf(name: &str, dtype: DType, numel: usize) -> Buffer {
-        Buffer { name: name.into(), dtype, numel }
-    }
-
-    fn aff(offset: i64, coefs: &[i64]) -> Affine {
-        Affine { offset, coefs: coefs.to_vec() }
-    }
-
-    fn load(buf: usize, index: Affine) -> Expr {
-        Expr::Load { buf, index, guards: vec![], pad: 0.0 }
-    }
-
-    fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
-        Expr::Binary(f, Box::new(a), Box::new(b))
-    }
-
     fn gpu(block: usize) -> Schedule {
         Schedule { steps: vec![ScheduleStep::GpuThreads { block }] }
-    }
-
-    fn f32s(n: usize, seed: u64) -> Tensor {
-        let v: Vec<f32> = (0..n as u64).map(|i| ((i * 37 + seed * 11) % 23) as f32 * 0.25 - 2.5).collect();
-        Tensor::from_vec(vec![n], v).unwrap_or_else(|_| Tensor::scalar(0.0f32))
-    }
-
-    fn bytes(t: &Tensor) -> Vec<u8> {
-        t.to_f64_vec().into_iter().flat_map(|v| match t.dtype() {
-            DType::I64 => (v as i64).to_ne_bytes().to_vec(),
-            _ => (v as f32).to_ne_bytes().to_vec(),
-        }).collect()
-    }
-
-    /// `c = tanh(a @ b)` (a Sum of products: FMA).
-    fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
-        Kernel {
-            name: "mm".into(),
-            inputs: vec![buf("a", DType::F32, m * kk), buf("b", DType::F32, kk * n)],
-            output: buf("c", DType::F32, m * n),
-            out_shape: vec![m, n],
-            red_shape: vec![kk],
-            store: aff(0, &[n as i64, 1]),
-            body: Body::Compute {
-                reduce: Some(ReduceFn::Sum),
-                body: bin(BinaryFn::Mul, load(0, aff(0, &[kk as i64, 0, 1])), load(1, aff(0, &[0, 1, n as i64]))),
-                epilogue: Expr::Unary(UnaryFn::Tanh, Box::new(Expr::Acc)),
-            },
-        }
     }
 
     /// The max of a padded window `x[i + j - 1]`, `j < 3` (padding -inf... here 0).
@@ -558,10 +512,7 @@ mod tests {
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         let mut out = vec![0u8; k.output.numel * k.output.dtype.size()];
         j.run(&refs, &mut out)?;
-        let got: Vec<f64> = match k.output.dtype {
-            DType::I64 => out.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
-            _ => out.chunks_exact(4).map(|c| f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-        };
+        let got = from_bytes(k.output.dtype, &out);
         let trefs: Vec<&Tensor> = inputs.iter().collect();
         let want = k.eval(&trefs)?.to_f64_vec();
         assert_eq!(got.len(), want.len());

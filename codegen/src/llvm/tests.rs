@@ -12,21 +12,21 @@ use ir::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
 use ir::schedule::{Schedule, ScheduleStep};
 use ir::tensor::Tensor;
 
-type R = Result<(), Box<dyn std::error::Error>>;
+pub(super) type R = Result<(), Box<dyn std::error::Error>>;
 
-fn buf(name: &str, dtype: DType, numel: usize) -> Buffer {
+pub(super) fn buf(name: &str, dtype: DType, numel: usize) -> Buffer {
     Buffer { name: name.into(), dtype, numel }
 }
 
-fn aff(offset: i64, coefs: &[i64]) -> Affine {
+pub(super) fn aff(offset: i64, coefs: &[i64]) -> Affine {
     Affine { offset, coefs: coefs.to_vec() }
 }
 
-fn load(buf: usize, index: Affine) -> Expr {
+pub(super) fn load(buf: usize, index: Affine) -> Expr {
     Expr::Load { buf, index, guards: vec![], pad: 0.0 }
 }
 
-fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
+pub(super) fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
     Expr::Binary(f, Box::new(a), Box::new(b))
 }
 
@@ -38,7 +38,7 @@ fn host_lanes() -> usize {
     HostTarget::detect().map_or(4, HostTarget::f32_lanes)
 }
 
-fn bytes(t: &Tensor) -> Vec<u8> {
+pub(super) fn bytes(t: &Tensor) -> Vec<u8> {
     let mut out = Vec::new();
     for v in t.to_f64_vec() {
         match t.dtype() {
@@ -52,7 +52,7 @@ fn bytes(t: &Tensor) -> Vec<u8> {
     out
 }
 
-fn from_bytes(d: DType, b: &[u8]) -> Vec<f64> {
+pub(super) fn from_bytes(d: DType, b: &[u8]) -> Vec<f64> {
     match d {
         DType::F32 => b.chunks_exact(4).map(|c| f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect(),
         DType::F64 => b.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
@@ -86,12 +86,12 @@ fn check(k: &Kernel, s: &Schedule, inputs: &[Tensor], tol: f64) -> R {
     Ok(())
 }
 
-fn f32s(n: usize, seed: u64) -> Tensor {
+pub(super) fn f32s(n: usize, seed: u64) -> Tensor {
     let v: Vec<f32> = (0..n as u64).map(|i| ((i * 37 + seed * 11) % 23) as f32 * 0.25 - 2.5).collect();
     Tensor::from_vec(vec![n], v).unwrap_or_else(|_| Tensor::scalar(0.0f32))
 }
 
-fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
+pub(super) fn matmul(m: usize, kk: usize, n: usize) -> Kernel {
     Kernel {
         name: "mm".into(),
         inputs: vec![buf("a", DType::F32, m * kk), buf("b", DType::F32, kk * n)],
