@@ -72,7 +72,24 @@ struct Nest<'e> {
 /// The rows `[lo, hi)` of the blocked axis a share covers (i64 values).
 type Rows = Option<(String, String)>;
 
-impl Lower<'_> {
+impl<'a> Lower<'a> {
+    /// The kernel's reduction, body and epilogue, after checking that every buffer has an
+    /// element type this backend handles and that it is a compute kernel (`on` says where a
+    /// Scatter kernel is not supported, e.g. "on the GPU").
+    pub(super) fn compute_body(&self, on: &str) -> Result<(&'a Option<ReduceFn>, &'a Expr, &'a Expr)> {
+        let k = self.k;
+        for b in k.inputs.iter().chain([&k.output]) {
+            self.scalar_ty(b.dtype)?;
+        }
+        let Body::Compute { reduce, body, epilogue } = &k.body else {
+            return Err(self.unsupported(format!("Scatter kernels are not supported {on} yet")));
+        };
+        if reduce.is_none() && !k.red_shape.is_empty() {
+            return Err(self.invalid("reduction axes without a reduction"));
+        }
+        Ok((reduce, body, epilogue))
+    }
+
     /// A counter slot per output and reduction axis with its extent (tile offsets 0), the
     /// output axes live, the store's coefficients checked; returns the number of output
     /// axes. The entry of both the CPU nest and the GPU thread function.
@@ -95,15 +112,7 @@ impl Lower<'_> {
     /// arguments `%begin`, `%end`, buffers `%buffers`), error exits.
     pub(super) fn kernel(&mut self, s: &Schedule) -> Result<()> {
         let k = self.k;
-        for b in k.inputs.iter().chain([&k.output]) {
-            self.scalar_ty(b.dtype)?;
-        }
-        let Body::Compute { reduce, body, epilogue } = &k.body else {
-            return Err(self.unsupported("Scatter kernels are not supported by the LLVM backend yet"));
-        };
-        if reduce.is_none() && !k.red_shape.is_empty() {
-            return Err(self.invalid("reduction axes without a reduction"));
-        }
+        let (reduce, body, epilogue) = self.compute_body("by the LLVM backend")?;
         for i in 0..=k.inputs.len() {
             let p = self.ins(format!("getelementptr inbounds ptr, ptr %buffers, i64 {i}"));
             let base = self.ins(format!("load ptr, ptr {p}, align 8"));

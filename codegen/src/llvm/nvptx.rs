@@ -29,7 +29,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
-use ir::kernel::{Body, Expr, Kernel};
+use ir::kernel::{Expr, Kernel};
 use ir::schedule::Schedule;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -207,15 +207,7 @@ impl Lower<'_> {
     /// The body of the thread function: output point `%gid` (see the module docs).
     fn gpu_point(&mut self) -> Result<()> {
         let k = self.k;
-        for b in k.inputs.iter().chain([&k.output]) {
-            self.scalar_ty(b.dtype)?;
-        }
-        let Body::Compute { reduce, body, epilogue } = &k.body else {
-            return Err(self.unsupported("Scatter kernels are not supported on the GPU yet"));
-        };
-        if reduce.is_none() && !k.red_shape.is_empty() {
-            return Err(self.invalid("reduction axes without a reduction"));
-        }
+        let (reduce, body, epilogue) = self.compute_body("on the GPU")?;
         self.bases = (0..=k.inputs.len()).map(|i| format!("%p{i}")).collect();
         let r = self.declare_axes()?;
         let done = self.block("done");
@@ -449,7 +441,7 @@ mod tests {
     use super::*;
     use crate::llvm::tests::{R, aff, buf, bytes, f32s, from_bytes, load, matmul};
     use ir::atom::UnaryFn;
-    use ir::kernel::KGuard;
+    use ir::kernel::{Body, KGuard};
     use ir::schedule::ScheduleStep;
     use ir::tensor::Tensor;
 
