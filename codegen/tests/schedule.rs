@@ -324,7 +324,8 @@ fn parallel_shares_of_blocked_and_flattened_axes() -> R {
 fn illegal_schedules_are_errors() {
     let k = matmul(4, 4, 8);
     for steps in [
-        vec![ScheduleStep::Vectorize { axis: 0, lanes: 4 }],
+        vec![ScheduleStep::Vectorize { axis: 0, lanes: 3 }],
+        vec![ScheduleStep::Reorder { order: vec![0, 0] }],
         vec![ScheduleStep::Parallel { axes: 3 }],
         vec![ScheduleStep::RegisterBlock { axis: 0, factor: 0 }],
         vec![ScheduleStep::Unroll { axis: 1, factor: 2 }],
@@ -483,6 +484,36 @@ proptest! {
         let k = matmul(m, kk, n);
         let ins = [data(m * kk, 9), data(kk * n, 10), data(n, 11)];
         let s = tiled(gemm(p, mr, nr), 1, panels, pack.then_some(1));
+        check(&k, &s, &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+
+    /// The output channels as the vector axis: a padded 3x3 conv reordered to
+    /// `(oh, ow, co)`, pixels of a row blocked, rows parallel, the weights packed once per
+    /// block of channels, and each vector of channels stored lane by lane (the output is
+    /// not contiguous along them).
+    #[test]
+    fn channel_vectorized_conv_equals_reference(
+        ci in 1usize..4, co in 1usize..14, h in 3usize..9, w in 3usize..12,
+        stride in 1usize..3, pad in 0usize..2,
+        mr in 1usize..7, nr in 1usize..4, panels in 1usize..3, p in 0usize..2, pack in any::<bool>(),
+    ) {
+        let k = conv(ci, co, h, w, stride, pad);
+        let (oh, ow) = ((h + 2 * pad - 3) / stride + 1, (w + 2 * pad - 3) / stride + 1);
+        prop_assume!(oh > 0 && ow > 0);
+        let ins = [data(ci * h * w, 15), data(co * ci * 9, 16), data(co, 17)];
+        let mut steps = vec![
+            ScheduleStep::Reorder { order: vec![1, 2, 0] },
+            ScheduleStep::Parallel { axes: p },
+            ScheduleStep::Vectorize { axis: 2, lanes: 4 },
+            ScheduleStep::RegisterBlock { axis: 1, factor: mr },
+            ScheduleStep::Unroll { axis: 2, factor: nr },
+        ];
+        if pack {
+            steps.push(ScheduleStep::Tile { axis: 2, size: 4 * nr * panels });
+            steps.push(ScheduleStep::Pack { input: 1 });
+        }
+        let s = Schedule { steps };
+        s.validate(&k).map_err(|e| TestCaseError::fail(e.to_string()))?;
         check(&k, &s, &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
 

@@ -127,6 +127,70 @@ impl Kernel {
         if buf < self.inputs.len() { self.inputs.get(buf) } else if buf == self.inputs.len() { Some(&self.output) } else { None }
     }
 
+    /// The same kernel with its output axes in another order: axis `j` of the result is
+    /// axis `order[j]` of `self` (`order` a permutation of `0..R`; the reduction axes keep
+    /// their place). Every index, guard, store and [`Expr::Axis`] is renumbered, so the
+    /// result computes the same output buffer, point for point.
+    pub fn reorder_out_axes(&self, order: &[usize]) -> Kernel {
+        let r = self.out_shape.len();
+        // `to[a]`: where old axis `a` goes.
+        let mut to: Vec<usize> = (0..r).collect();
+        for (j, &a) in order.iter().enumerate() {
+            if let Some(t) = to.get_mut(a) {
+                *t = j;
+            }
+        }
+        let affine = |x: &Affine| {
+            let mut coefs: Vec<i64> = order.iter().map(|&a| x.coefs.get(a).copied().unwrap_or(0)).collect();
+            coefs.extend(x.coefs.iter().skip(r));
+            Affine { offset: x.offset, coefs }
+        };
+        fn expr(e: &Expr, affine: &dyn Fn(&Affine) -> Affine, to: &[usize]) -> Expr {
+            let rec = |x: &Expr| Box::new(expr(x, affine, to));
+            match e {
+                Expr::Load { buf, index, guards, pad } => Expr::Load {
+                    buf: *buf,
+                    index: affine(index),
+                    guards: guards.iter().map(|g| KGuard { expr: affine(&g.expr), bound: g.bound }).collect(),
+                    pad: *pad,
+                },
+                Expr::Gather { buf, index, stride, extent, pos } => {
+                    Expr::Gather { buf: *buf, index: affine(index), stride: *stride, extent: *extent, pos: rec(pos) }
+                }
+                Expr::Const { value, dtype } => Expr::Const { value: *value, dtype: *dtype },
+                Expr::Axis(a) => Expr::Axis(to.get(*a).copied().unwrap_or(*a)),
+                Expr::Unary(f, x) => Expr::Unary(*f, rec(x)),
+                Expr::Binary(f, a, b) => Expr::Binary(*f, rec(a), rec(b)),
+                Expr::Select(c, a, b) => Expr::Select(rec(c), rec(a), rec(b)),
+                Expr::Cast(d, x) => Expr::Cast(*d, rec(x)),
+                Expr::Acc => Expr::Acc,
+            }
+        }
+        let body = match &self.body {
+            Body::Compute { reduce, body, epilogue } => {
+                Body::Compute { reduce: *reduce, body: expr(body, &affine, &to), epilogue: expr(epilogue, &affine, &to) }
+            }
+            Body::Scatter { data, mode, index, stride, extent, pos, value } => Body::Scatter {
+                data: *data,
+                mode: *mode,
+                index: affine(index),
+                stride: *stride,
+                extent: *extent,
+                pos: expr(pos, &affine, &to),
+                value: expr(value, &affine, &to),
+            },
+        };
+        Kernel {
+            name: self.name.clone(),
+            inputs: self.inputs.clone(),
+            output: self.output.clone(),
+            out_shape: order.iter().filter_map(|&a| self.out_shape.get(a).copied()).collect(),
+            red_shape: self.red_shape.clone(),
+            store: affine(&self.store),
+            body,
+        }
+    }
+
     fn input_buffer(&self, buf: usize) -> Result<&Buffer> {
         self.inputs.get(buf).ok_or_else(|| {
             self.err(format!("reads buffer {buf}, but it has {} input buffers", self.inputs.len()))
@@ -1051,6 +1115,40 @@ mod tests {
         let Body::Compute { reduce, body, epilogue } = &k.body else { unreachable!() };
         let y = k.eval_compute(&[], *reduce, body, epilogue, 2)?;
         assert_eq!(y.slice::<i64>()?, &[0, 10, 20, 30, 1, 11, 21, 31, 2, 12, 22, 32]);
+        Ok(())
+    }
+
+    #[test]
+    fn reordered_axes_compute_the_same_buffer() -> Result<()> {
+        // A padded window (guards over output and reduction axes) and an iota written
+        // transposed (Axis values): every order of the output axes gives the same output.
+        let x = seq(&[5, 6], |i| (i as f64 * 0.37).sin())?;
+        let w = window_kernel(5, 6, 3, 2, 1);
+        let want = w.eval(&[&x])?;
+        let t = w.reorder_out_axes(&[1, 0]);
+        verify(&t)?;
+        assert_eq!(t.out_shape, vec![w.out_shape[1], w.out_shape[0]]);
+        assert_eq!(t.eval(&[&x])?, want);
+        let iota = Kernel {
+            name: "iota".into(),
+            inputs: vec![],
+            output: buf("y", DType::I64, 24),
+            out_shape: vec![2, 3, 4],
+            red_shape: vec![],
+            store: aff(0, &[1, 2, 6]),
+            body: Body::Compute {
+                reduce: None,
+                body: bin(BinaryFn::Add, bin(BinaryFn::Mul, Expr::Axis(0), Expr::Const { value: 100.0, dtype: DType::I64 }),
+                    bin(BinaryFn::Add, bin(BinaryFn::Mul, Expr::Axis(1), Expr::Const { value: 10.0, dtype: DType::I64 }), Expr::Axis(2))),
+                epilogue: Expr::Acc,
+            },
+        };
+        let want = iota.eval(&[])?;
+        for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
+            let t = iota.reorder_out_axes(&order);
+            verify(&t)?;
+            assert_eq!(t.eval(&[])?, want, "order {order:?}");
+        }
         Ok(())
     }
 

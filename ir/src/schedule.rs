@@ -4,7 +4,8 @@
 //! that `search` chooses schedules and `codegen` applies them without depending on each
 //! other. [`Schedule::validate`] rejects an illegal step with an error, never a panic.
 //!
-//! Steps: [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
+//! Steps: [`ScheduleStep::Reorder`] (the order of the output axes, which every other step
+//! names), [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
 //! [`ScheduleStep::RegisterBlock`] and [`ScheduleStep::Unroll`] shape the micro-tile and
 //! the parallel range; [`ScheduleStep::Tile`] (cache blocks of the vector axis, looped
 //! outside the rows) and [`ScheduleStep::Pack`] (one operand's cache block copied into a
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::atom::ReduceFn;
 use crate::dtype::DType;
 use crate::kernel::{Body, Expr, KGuard, Kernel};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The version of what a schedule means: bump it when codegen applies an existing step
@@ -28,12 +30,18 @@ pub const SCHEDULE_FORMAT: u32 = 1;
 /// One step of a schedule. Axes are output axes of the kernel (`i0` .. `i{R-1}`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ScheduleStep {
+    /// The output axes in a new order: axis `j` of the reordered kernel is axis `order[j]`
+    /// of the kernel. Every other step names axes of the reordered kernel (see
+    /// [`Schedule::shaped`]), so e.g. a conv's output channels can become the innermost
+    /// axis, vectorized, with the pixels blocked into rows and parallel.
+    Reorder { order: Vec<usize> },
     /// The first `axes` output axes, flattened row-major, form the parallel range that
     /// threads split (a register-blocked axis among them counts its blocks, not its
     /// points). `axes = 0`: the kernel runs whole.
     Parallel { axes: usize },
-    /// Run output axis `axis` on vectors of `lanes` consecutive points (the output must be
-    /// contiguous along it); the points left over run one by one.
+    /// Run output axis `axis` on vectors of `lanes` consecutive points; the points left
+    /// over run one by one. Where the output is not contiguous along `axis`, each vector is
+    /// stored lane by lane.
     Vectorize { axis: usize, lanes: usize },
     /// Unroll-and-jam output axis `axis` by `factor`: a micro-tile of `factor` rows keeps its
     /// accumulators in registers through the reduction, and loads that do not depend on the
@@ -80,6 +88,35 @@ impl Schedule {
     /// The schedule that runs the loop nest as written: scalar, whole, one point at a time.
     pub fn naive() -> Schedule {
         Schedule::default()
+    }
+
+    /// The order of the output axes ([`ScheduleStep::Reorder`]).
+    pub fn reorder(&self) -> Option<&[usize]> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::Reorder { order } => Some(order.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The kernel the other steps shape: `k` with its output axes reordered, or `k` itself
+    /// without a [`ScheduleStep::Reorder`]. Errors when the order is not a permutation of
+    /// `k`'s output axes.
+    pub fn shaped<'k>(&self, k: &'k Kernel) -> Result<Cow<'k, Kernel>> {
+        match self.reorder() {
+            None => Ok(Cow::Borrowed(k)),
+            Some(order) => {
+                let r = k.out_shape.len();
+                let mut seen = vec![false; r];
+                let permutation = order.len() == r && order.iter().all(|&a| a < r && !std::mem::replace(&mut seen[a], true));
+                if !permutation {
+                    return Err(Error::InvalidModel(format!(
+                        "kernel '{}': schedule '{self}': {order:?} is not an order of its {r} output axes",
+                        k.name
+                    )));
+                }
+                Ok(Cow::Owned(k.reorder_out_axes(order)))
+            }
+        }
     }
 
     /// How many leading output axes form the parallel range (0 without a `Parallel` step).
@@ -159,7 +196,11 @@ impl Schedule {
     /// its blocks (rounded up). 1 when nothing is parallel.
     pub fn parallel_extent(&self, k: &Kernel) -> usize {
         let block = self.register_block();
-        k.out_shape
+        let shape: Vec<usize> = match self.reorder() {
+            Some(order) => order.iter().filter_map(|&a| k.out_shape.get(a).copied()).collect(),
+            None => k.out_shape.clone(),
+        };
+        shape
             .iter()
             .take(self.parallel_axes())
             .enumerate()
@@ -170,18 +211,21 @@ impl Schedule {
             .product::<usize>()
     }
 
-    /// Checks every step against `k`: axes are output axes, factors and lanes positive, at
-    /// most one step of each kind, a vectorized axis stored contiguously and not parallel,
+    /// Checks every step against `k` (reordered by a [`ScheduleStep::Reorder`], which must
+    /// be a permutation): axes are output axes, factors and lanes positive, at
+    /// most one step of each kind, a vectorized axis stored (not broadcast) and not parallel,
     /// an unrolled axis vectorized, a blocked axis not the vectorized one; a Scatter kernel
     /// takes no step (its points run in order); a tiled axis vectorized, its size a
     /// multiple of the micro-tile's columns; a packed input as [`ScheduleStep::Pack`] says;
     /// a GPU mapping alone, with 1 to [`GPU_MAX_BLOCK`] threads per block.
     pub fn validate(&self, k: &Kernel) -> Result<()> {
+        let k = &*self.shaped(k)?;
         let r = k.out_shape.len();
         let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
-        let mut seen = [false; 7];
+        let mut seen = [false; 8];
         for s in &self.steps {
             let kind = match s {
+                ScheduleStep::Reorder { .. } => 7,
                 ScheduleStep::Parallel { .. } => 0,
                 ScheduleStep::Vectorize { .. } => 1,
                 ScheduleStep::RegisterBlock { .. } => 2,
@@ -197,6 +241,7 @@ impl Schedule {
                 return Err(err(format!("{s} on a scatter kernel, whose points run in order")));
             }
             match *s {
+                ScheduleStep::Reorder { .. } => {}
                 ScheduleStep::Parallel { axes } => {
                     if axes > r {
                         return Err(err(format!("{s}: the kernel has {r} output axes")));
@@ -232,8 +277,8 @@ impl Schedule {
             if !lanes.is_power_of_two() {
                 return Err(err(format!("{lanes} lanes is not a power of two")));
             }
-            if k.store.coefs.get(axis).copied() != Some(1) {
-                return Err(err(format!("vectorizes i{axis}, along which the output is not contiguous")));
+            if k.store.coefs.get(axis).copied().unwrap_or(0) == 0 {
+                return Err(err(format!("vectorizes i{axis}, along which the output does not advance")));
             }
             if axis < p {
                 return Err(err(format!("vectorizes i{axis}, which is a parallel axis")));
@@ -308,6 +353,13 @@ impl Schedule {
 impl fmt::Display for ScheduleStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ScheduleStep::Reorder { order } => {
+                write!(f, "reorder(")?;
+                for (i, a) in order.iter().enumerate() {
+                    write!(f, "{}i{a}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
             ScheduleStep::Parallel { axes } => write!(f, "parallel({axes})"),
             ScheduleStep::Vectorize { axis, lanes } => write!(f, "vectorize(i{axis}, {lanes})"),
             ScheduleStep::RegisterBlock { axis, factor } => write!(f, "register_block(i{axis}, {factor})"),
@@ -412,6 +464,9 @@ mod tests {
         s.steps.truncate(4);
         assert_eq!(s.to_string(), "parallel(1); vectorize(i1, 4); register_block(i0, 4); unroll(i1, 3)");
         assert_eq!(s.parallel_extent(&k), 3);
+        let t = Schedule { steps: vec![ScheduleStep::Reorder { order: vec![1, 0] }, ScheduleStep::Parallel { axes: 1 }] };
+        assert_eq!(t.parallel_extent(&k), 9);
+        assert_eq!(t.to_string(), "reorder(i1, i0); parallel(1)");
         assert_eq!(Schedule::naive().to_string(), "naive");
         assert_eq!(Schedule::naive().parallel_extent(&k), 1);
         Schedule::naive().validate(&k)?;
@@ -426,7 +481,12 @@ mod tests {
         assert!(msg(vec![Parallel { axes: 3 }]).contains("2 output axes"));
         assert!(msg(vec![Vectorize { axis: 2, lanes: 4 }]).contains("not an output axis"));
         assert!(msg(vec![Vectorize { axis: 1, lanes: 3 }]).contains("power of two"));
-        assert!(msg(vec![Vectorize { axis: 0, lanes: 4 }]).contains("not contiguous"));
+        assert_eq!(msg(vec![Vectorize { axis: 0, lanes: 4 }]), "", "a strided vector axis is stored lane by lane");
+        assert_eq!(msg(vec![Reorder { order: vec![1, 0] }, Parallel { axes: 1 }, Vectorize { axis: 1, lanes: 4 }]), "");
+        assert!(msg(vec![Reorder { order: vec![1, 1] }]).contains("not an order of its 2 output axes"));
+        assert!(msg(vec![Reorder { order: vec![0] }]).contains("not an order"));
+        assert!(msg(vec![Reorder { order: vec![1, 0] }, Vectorize { axis: 1, lanes: 4 }, Tile { axis: 1, size: 4 }, Pack { input: 1 }])
+            .contains("does not vary along i1"), "the packed load is checked on the reordered kernel");
         assert!(msg(vec![RegisterBlock { axis: 0, factor: 0 }]).contains("factor of 0"));
         assert!(msg(vec![Unroll { axis: 1, factor: 2 }]).contains("not the vectorized axis"));
         assert!(msg(vec![Vectorize { axis: 1, lanes: 4 }, RegisterBlock { axis: 1, factor: 2 }]).contains("is the vectorized axis"));

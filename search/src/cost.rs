@@ -141,9 +141,14 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let points: usize = k.out_shape.iter().product();
         return CALL_S + points as f64 * 10.0 / hz + k.output.numel as f64 * 4.0 / (L2_BYTES_PER_CYCLE * hz);
     };
+    // The kernel as the other steps see it (a `Reorder` permutes its output axes).
+    let Ok(shaped) = s.shaped(k) else {
+        return f64::INFINITY;
+    };
+    let k = &*shaped;
     let class = crate::space::classify(k);
     let r = k.out_shape.len();
-    let vec = s.vectorize().filter(|&(a, _)| a < r && is_plain_f32(k) && k.store.coefs.get(a) == Some(&1));
+    let vec = s.vectorize().filter(|&(a, _)| a < r && is_plain_f32(k) && k.store.coefs.get(a).is_some_and(|&c| c != 0));
     let lanes = vec.map_or(1, |v| v.1.max(1));
     let vec_axis = vec.map(|v| v.0);
     let block = s.register_block().filter(|&(a, f)| a < r && f > 0 && Some(a) != vec_axis);
@@ -153,6 +158,9 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     };
     let red: f64 = k.red_shape.iter().product::<usize>() as f64;
     let has_reduce = reduce.is_some();
+    // A vector the output is not contiguous along is stored lane by lane (an extract and a
+    // store per lane).
+    let lane_stores = vec_axis.is_some_and(|a| k.store.coefs.get(a) != Some(&1));
 
     // Loads of the body per reduction step, and of the epilogue per point.
     let mut loads = Vec::new();
@@ -208,7 +216,8 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let regs = elems + cols + 1.0;
         let spill = (regs - allocatable).max(0.0) * 3.0;
         let step = arith.max(load_cycles).max(latency) + guard_cycles + spill + 1.0;
-        let epi: f64 = elems * (arith_cycles(epilogue, l) + 1.0) + epi_loads.iter().map(load_cost).sum::<f64>();
+        let store = if vector && lane_stores { l } else { 1.0 };
+        let epi: f64 = elems * (arith_cycles(epilogue, l) + store) + epi_loads.iter().map(load_cost).sum::<f64>();
         red * step + epi + TILE_CYCLES
     };
 
@@ -246,9 +255,20 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         .map(|a| k.out_shape[a] as f64)
         .product();
     // A `Pack` copies the shared operand's values once per cache block: every reduction
-    // point x every column, about 16 bytes per cycle (a vector load, a store).
-    let pack_cycles = if s.pack().is_some() { red * n_vec as f64 * 4.0 / 16.0 } else { 0.0 };
-    let compute_cycles = outer * (per_outer + pack_cycles + 2.0);
+    // point x every column, about 16 bytes per cycle (a vector load, a store; lane by
+    // lane for a strided load). Each share packs its own copy, once per point of the
+    // output axes looped outside the blocks (neither parallel, blocked nor vectorized).
+    let pack_strided = vec_axis.is_some_and(|a| {
+        let mut uses = Vec::new();
+        collect_load_uses(body, k, None, Some(a), &mut uses);
+        uses.iter().any(|u| u.buf.is_some() && u.buf == s.pack() && u.strided)
+    });
+    let pack_cycles = if s.pack().is_some() { red * n_vec as f64 * 4.0 / if pack_strided { 4.0 } else { 16.0 } } else { 0.0 };
+    let packs: f64 = (s.parallel_axes()..r)
+        .filter(|&a| Some(a) != vec_axis && Some(a) != block.map(|b| b.0))
+        .map(|a| k.out_shape[a] as f64)
+        .product();
+    let compute_cycles = outer * (per_outer + 2.0);
 
     // Parallel split.
     let extent_units = s.parallel_extent(k).max(1);
@@ -256,7 +276,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let per_share = extent_units.div_ceil(n_shares) as f64;
     let imbalance = per_share * n_shares as f64 / extent_units as f64;
     let unflatten = per_share * UNFLATTEN_CYCLES * s.parallel_axes() as f64;
-    let compute_s = (compute_cycles / n_shares as f64 * imbalance + unflatten) / hz;
+    let compute_s = (compute_cycles / n_shares as f64 * imbalance + packs * pack_cycles + unflatten) / hz;
 
     // Memory: every buffer once, plus a large operand re-read per row block (but for a
     // packed one, which the row blocks re-read from its cache-sized scratch).

@@ -9,7 +9,14 @@
 //!   output is contiguous along it);
 //! - `block`: the register-blocked axis and rows of a contraction's micro-tile (axes along
 //!   which a load is shared by the rows);
-//! - `unroll`: vectors per row of the micro-tile.
+//! - `unroll`: vectors per row of the micro-tile;
+//! - `pack`: cache blocks of the vector axis with the operand the rows share packed;
+//! - `reorder`: a contraction whose output is strided along a long axis that its weights
+//!   vary along (a conv's output channels) may instead move that axis innermost and
+//!   vectorize it ([`ScheduleStep::Reorder`]): the pixels become the rows of the
+//!   micro-tile, the input pixel is a broadcast, the weights are packed once, and each
+//!   vector of channels is stored lane by lane. The other knobs then apply to the
+//!   reordered kernel (its own space, [`Space::reordered`]).
 //!
 //! Classes ([`KernelClass`]): a contraction (Sum of products) has every knob; a reduction
 //! and an elementwise kernel have `parallel`, `vectorize` and a small `unroll`; a gather
@@ -113,6 +120,9 @@ pub struct Point {
     /// Cache blocks of the vector axis with the operand the rows share packed (`Tile` +
     /// `Pack`, sized as `default_schedule` sizes them).
     pub pack: bool,
+    /// The other knobs apply to the kernel with its output axes reordered
+    /// ([`Space::reordered`]).
+    pub reorder: bool,
 }
 
 /// The candidate space of one kernel on one target.
@@ -133,12 +143,32 @@ pub struct Space {
     masked: bool,
     /// The kernel and target, for contractions that may pack an operand (`Point::pack`).
     packable: Option<Box<(Kernel, Target)>>,
+    /// The order of the output axes that `Point::reorder` applies and the space of the
+    /// reordered kernel.
+    reordered: Option<Box<(Vec<usize>, Space)>>,
 }
 
 impl Space {
     /// The template of `k`'s class, instantiated for `k` and `t` (`t.vector_bits` gives the
     /// f32 lanes).
     pub fn of(k: &Kernel, t: &Target) -> Space {
+        let mut space = Space::plain(k, t);
+        if let Some(order) = channel_order(k, t) {
+            let alt = Space::plain(&k.reorder_out_axes(&order), t);
+            if alt.vec_axis.is_some() {
+                space.reordered = Some(Box::new((order, alt)));
+            }
+        }
+        space
+    }
+
+    /// The order of the output axes and the space that `Point::reorder` selects.
+    pub fn reordered(&self) -> Option<(&[usize], &Space)> {
+        self.reordered.as_ref().map(|b| (b.0.as_slice(), &b.1))
+    }
+
+    /// The template of `k` in its own axis order.
+    fn plain(k: &Kernel, t: &Target) -> Space {
         let class = classify(k);
         let r = k.out_shape.len();
         let lanes = k.out_shape.last().map_or(1, |&n| crate::vector_lanes(t, n));
@@ -155,6 +185,7 @@ impl Space {
             registers,
             masked,
             packable: None,
+            reordered: None,
         };
         if class == KernelClass::Fixed {
             return space;
@@ -190,7 +221,7 @@ impl Space {
     pub fn points(&self) -> Vec<Point> {
         let mut out = Vec::new();
         if self.class == KernelClass::Fixed {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false });
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false });
             return out;
         }
         let mut blocks = vec![None];
@@ -210,7 +241,7 @@ impl Space {
                         if vectorize && rows * unroll + unroll + 1 > self.registers {
                             continue;
                         }
-                        let plain = Point { parallel, vectorize, block, unroll, pack: false };
+                        let plain = Point { parallel, vectorize, block, unroll, pack: false, reorder: false };
                         let packed = Point { pack: true, ..plain };
                         out.push(plain);
                         if vectorize && block.is_some() && self.packs(&packed) {
@@ -219,6 +250,10 @@ impl Space {
                     }
                 }
             }
+        }
+        if let Some((_, alt)) = self.reordered() {
+            // Only vectorized points: the reorder is for the vector axis.
+            out.extend(alt.points().into_iter().filter(|p| p.vectorize).map(|p| Point { reorder: true, ..p }));
         }
         out
     }
@@ -247,6 +282,13 @@ impl Space {
 
     /// The schedule of a point.
     pub fn schedule(&self, p: &Point) -> Schedule {
+        if p.reorder
+            && let Some((order, alt)) = self.reordered()
+        {
+            let mut s = alt.schedule(&Point { reorder: false, ..*p });
+            s.steps.insert(0, ScheduleStep::Reorder { order: order.to_vec() });
+            return s;
+        }
         let mut steps = Vec::new();
         if p.parallel > 0 {
             steps.push(ScheduleStep::Parallel { axes: p.parallel });
@@ -281,6 +323,7 @@ impl Space {
             block: s.register_block(),
             unroll: s.unroll().map_or(1, |u| u.1),
             pack: s.pack().is_some(),
+            reorder: s.reorder().is_some(),
         };
         (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
     }
@@ -290,7 +333,14 @@ impl Space {
         self.points()
             .into_iter()
             .filter(|q| {
-                let differ = [q.parallel != p.parallel, q.vectorize != p.vectorize, q.block != p.block, q.unroll != p.unroll, q.pack != p.pack];
+                let differ = [
+                    q.parallel != p.parallel,
+                    q.vectorize != p.vectorize,
+                    q.block != p.block,
+                    q.unroll != p.unroll,
+                    q.pack != p.pack,
+                    q.reorder != p.reorder,
+                ];
                 differ.iter().filter(|&&d| d).count() == 1
             })
             .collect()
@@ -309,6 +359,32 @@ impl Space {
             None => self.candidates().into_iter().next().unwrap_or_default(),
         }
     }
+}
+
+/// The output order that makes a contraction's channel axis innermost: the longest
+/// output axis but the last along which the output is strided, at least a vector long,
+/// that some load of the body varies along (the weights) and some other does not (the
+/// input pixel, broadcast across the channels) while varying along the last axis. The
+/// other axes keep their order. `None` when no axis qualifies.
+fn channel_order(k: &Kernel, t: &Target) -> Option<Vec<usize>> {
+    let Body::Compute { body, .. } = &k.body else { return None };
+    let r = k.out_shape.len();
+    if classify(k) != KernelClass::Contraction || r < 2 {
+        return None;
+    }
+    let mut loads = Vec::new();
+    collect_loads(body, &mut loads);
+    let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
+        coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
+    };
+    let last = r - 1;
+    let c = (0..last)
+        .filter(|&a| k.store.coefs.get(a).is_some_and(|&c| c != 0))
+        .filter(|&a| crate::vectorizes(t, k.out_shape[a], crate::vector_lanes(t, k.out_shape[a])))
+        .filter(|&a| loads.iter().any(|(c, g)| uses(c, g, a)))
+        .filter(|&a| loads.iter().any(|(c, g)| !uses(c, g, a) && uses(c, g, last)))
+        .max_by_key(|&a| (k.out_shape[a], std::cmp::Reverse(a)))?;
+    Some((0..r).filter(|&a| a != c).chain([c]).collect())
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ fn the_planner_uses_only_matching_valid_records() -> anyhow::Result<()> {
     assert_eq!(p.schedule(&k), (heuristic.clone(), Source::Model));
 
     // A record whose schedule does not validate for the kernel is passed over.
-    let invalid = Schedule { steps: vec![ScheduleStep::Vectorize { axis: 0, lanes: 4 }] };
+    let invalid = Schedule { steps: vec![ScheduleStep::Vectorize { axis: 0, lanes: 3 }] };
     assert!(invalid.validate(&k).is_err());
     let p = planner_with(vec![record(invalid.clone(), 1.0)])?;
     assert_eq!(p.schedule(&k), (heuristic, Source::Model));

@@ -57,10 +57,14 @@ pub(crate) fn define<M: Module>(
         kernel: k.name.clone(),
         msg,
     };
-    schedule.validate(k).map_err(|e| Error::InvalidKernel {
+    let invalid = |e: ir::Error| Error::InvalidKernel {
         kernel: k.name.clone(),
         msg: e.to_string(),
-    })?;
+    };
+    schedule.validate(k).map_err(invalid)?;
+    // The kernel as the schedule's other steps see it (its output axes reordered).
+    let shaped = schedule.shaped(k).map_err(invalid)?;
+    let k = &*shaped;
     let fma = isa_has_fma(module);
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
@@ -243,7 +247,8 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// Whether the point computation can run on f32x4 along output axis `axis`: every value
-    /// is f32, the functions have vector forms, and the output is contiguous along it.
+    /// is f32, the functions have vector forms, and the output advances along it (where it
+    /// is not contiguous, vectors are stored lane by lane).
     /// Loads may be guarded or strided along it (the border lanes fall back to scalars).
     pub(super) fn vectorizable(
         &self,
@@ -252,7 +257,7 @@ impl<M: Module> Lower<'_, '_, M> {
         body: &Expr,
         epilogue: &Expr,
     ) -> bool {
-        if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis) != Some(&1) {
+        if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis).is_none_or(|&c| c == 0) {
             return false;
         }
         if !matches!(

@@ -638,9 +638,18 @@ impl<M: Module> Lower<'_, '_, M> {
             }
             let idx = self.affine(&self.k.store)?;
             let addr = self.address(self.k.inputs.len(), idx, d);
-            self.b
-                .ins()
-                .store(MemFlagsData::new().with_notrap(), v, addr, 0);
+            let flags = MemFlagsData::new().with_notrap();
+            let stride = self.vec_axis.and_then(|a| self.k.store.coefs.get(a)).copied().unwrap_or(1);
+            if self.lanes > 1 && stride != 1 {
+                // Not contiguous along the vector axis: lane by lane.
+                for lane in 0..self.lanes {
+                    let x = self.b.ins().extractlane(v, lane as u8);
+                    let at = i32::try_from(lane * stride * 4).map_err(|_| self.invalid("output stride too large"))?;
+                    self.b.ins().store(flags, x, addr, at);
+                }
+            } else {
+                self.b.ins().store(flags, v, addr, 0);
+            }
         }
         self.cache.clear();
         self.offsets.iter_mut().for_each(|o| *o = 0);

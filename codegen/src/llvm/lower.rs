@@ -305,7 +305,7 @@ impl<'a> Lower<'a> {
     /// value is f32, the functions have vector forms, and the output is contiguous along
     /// it. Loads may be guarded or strided along it (the border lanes are masked).
     pub(super) fn vectorizable(&self, axis: usize, reduce: Option<&ReduceFn>, body: &Expr, epilogue: &Expr) -> bool {
-        if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis) != Some(&1) {
+        if self.k.output.dtype != DType::F32 || self.k.store.coefs.get(axis).is_none_or(|&c| c == 0) {
             return false;
         }
         if !matches!(reduce, None | Some(ReduceFn::Sum | ReduceFn::Max | ReduceFn::Min)) {

@@ -163,8 +163,10 @@ pub(crate) const PARAMS: &str = "(ptr noalias nocapture readonly %buffers, i64 %
 
 /// Lowers `k` (verified) with schedule `s` (validated here) to one function for `target`.
 pub(crate) fn lower_function(k: &Kernel, s: &Schedule, target: &HostTarget) -> Result<Function, Error> {
-    s.validate(k).map_err(|e| Error::InvalidKernel { kernel: k.name.clone(), msg: e.to_string() })?;
-    let mut l = lower::Lower::new(k, 1, target.has_fma());
+    let invalid = |e: ir::Error| Error::InvalidKernel { kernel: k.name.clone(), msg: e.to_string() };
+    s.validate(k).map_err(invalid)?;
+    let shaped = s.shaped(k).map_err(invalid)?;
+    let mut l = lower::Lower::new(&shaped, 1, target.has_fma());
     l.kernel(s)?;
     let (vectorized, fma, lanes) = (l.vectorized, l.used_fma, l.vector_lanes);
     let (body, decls) = l.finish();

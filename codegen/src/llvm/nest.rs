@@ -564,9 +564,18 @@ impl<'a> Lower<'a> {
             }
             let idx = self.affine(&self.k.store)?;
             let addr = self.address(out, &idx, d);
+            let stride = self.vec_axis.and_then(|a| self.k.store.coefs.get(a)).copied().unwrap_or(1);
             if d == DType::Bool {
                 let byte = self.ins(format!("zext i1 {v} to i8"));
                 self.emit(format!("store i8 {byte}, ptr {addr}, align 1"));
+            } else if self.lanes > 1 && stride != 1 {
+                // Not contiguous along the vector axis: the valid lanes one by one.
+                let (ty, n) = (memory_type(d), self.lanes);
+                for lane in 0..self.valid {
+                    let x = self.ins(format!("extractelement <{n} x {ty}> {v}, i64 {lane}"));
+                    let at = self.ins(format!("getelementptr inbounds {ty}, ptr {addr}, i64 {}", lane * stride));
+                    self.emit(format!("store {ty} {x}, ptr {at}, align {}", d.size()));
+                }
             } else if let Some(mask) = self.valid_mask() {
                 let (ty, n) = (self.shaped(memory_type(d)), self.lanes);
                 self.decls.insert(format!("declare void @llvm.masked.store.v{n}f32.p0({ty}, ptr, i32 immarg, <{n} x i1>)"));

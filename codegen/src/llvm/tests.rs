@@ -191,6 +191,21 @@ fn packed_padded_convolution_matches_the_evaluator() -> R {
             body: Body::Compute { reduce: Some(ReduceFn::Sum), body: bin(BinaryFn::Mul, x, wt), epilogue: Expr::Acc },
         };
         let inputs = [f32s(c * h * w, 7), f32s(c * c * 9, 8)];
+        // The channels as the vector axis: (n, h, w, c), the weights packed, each vector
+        // of channels stored lane by lane (masked at the end of the axis).
+        for (nr, rows) in [(1, 6), (2, 3)] {
+            let s = schedule(vec![
+                ScheduleStep::Reorder { order: vec![0, 2, 3, 1] },
+                ScheduleStep::Parallel { axes: 2 },
+                ScheduleStep::Vectorize { axis: 3, lanes: 4 },
+                ScheduleStep::RegisterBlock { axis: 2, factor: rows },
+                ScheduleStep::Unroll { axis: 3, factor: nr },
+                ScheduleStep::Tile { axis: 3, size: 4 * nr },
+                ScheduleStep::Pack { input: 1 },
+            ]);
+            s.validate(&k)?;
+            check(&k, &s, &inputs, 1e-5)?;
+        }
         for nr in [1, 2] {
             let s = schedule(vec![
                 ScheduleStep::Parallel { axes: 1 },
