@@ -152,9 +152,9 @@ impl Space {
     /// The template of `k`'s class, instantiated for `k` and `t` (`t.vector_bits` gives the
     /// f32 lanes).
     pub fn of(k: &Kernel, t: &Target) -> Space {
-        let mut space = Space::plain(k, t);
+        let mut space = Space::plain(k, t, false);
         if let Some(order) = channel_order(k, t) {
-            let alt = Space::plain(&k.reorder_out_axes(&order), t);
+            let alt = Space::plain(&k.reorder_out_axes(&order), t, true);
             if alt.vec_axis.is_some() {
                 space.reordered = Some(Box::new((order, alt)));
             }
@@ -167,8 +167,9 @@ impl Space {
         self.reordered.as_ref().map(|b| (b.0.as_slice(), &b.1))
     }
 
-    /// The template of `k` in its own axis order.
-    fn plain(k: &Kernel, t: &Target) -> Space {
+    /// The template of `k` in its own axis order; with `strided`, the vector axis may be one
+    /// the output is not contiguous along.
+    fn plain(k: &Kernel, t: &Target, strided: bool) -> Space {
         let class = classify(k);
         let r = k.out_shape.len();
         let lanes = k.out_shape.last().map_or(1, |&n| crate::vector_lanes(t, n));
@@ -194,7 +195,7 @@ impl Space {
         space.vec_axis = (lanes > 1
             && class != KernelClass::Gather
             && is_plain_f32(k)
-            && k.store.coefs.get(last) == Some(&1)
+            && k.store.coefs.get(last).is_some_and(|&c| c == 1 || (strided && c != 0))
             && crate::vectorizes(t, k.out_shape[last], lanes))
             .then_some(last);
         space.max_parallel = space.vec_axis.unwrap_or(last).min(last);
@@ -417,6 +418,21 @@ mod tests {
         // An integer kernel is never vectorized.
         assert!(Space::of(&integer(8, 8), &target(2)).candidates().iter().all(|s| s.vectorize().is_none()));
         Ok(())
+    }
+
+    #[test]
+    fn a_conv_may_vectorize_its_channels() {
+        // (n, c, h, w) -> (n, h, w, c): the weights vary along c, the input pixel does not.
+        let k = conv3x3(16, 8, 12);
+        let space = Space::of(&k, &target(2));
+        assert_eq!(space.reordered().map(|(o, _)| o.to_vec()), Some(vec![0, 2, 3, 1]));
+        let channels: Vec<Schedule> = space.candidates().into_iter().filter(|s| s.reorder().is_some()).collect();
+        assert!(channels.iter().any(|s| s.vectorize() == Some((3, 4)) && s.pack() == Some(1)), "{channels:?}");
+        for s in &channels {
+            assert_eq!(space.point_of(s).map(|p| p.reorder), Some(true), "{s}");
+        }
+        // A depthwise conv's input varies along its channels too: nothing to broadcast.
+        assert!(Space::of(&depthwise(16, 8, 12), &target(2)).reordered().is_none());
     }
 
     #[test]
