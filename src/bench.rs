@@ -98,6 +98,8 @@ pub struct StepReport {
     pub kind: String,
     /// A compiled kernel whose schedule came from a tuning record.
     pub tuned: bool,
+    /// A compiled kernel's schedule (empty for other steps).
+    pub schedule: String,
     /// Mean time per run.
     pub ms: f64,
     /// Percent of the summed step times.
@@ -158,7 +160,14 @@ pub fn bench(path: &Path, options: &BenchOptions) -> Result<BenchReport, Error> 
         .profile()
         .unwrap_or_default()
         .into_iter()
-        .map(|t| StepReport { name: t.name, kind: t.kind.to_string(), tuned: t.tuned, ms: ms(t.total) / n as f64, percent: 0.0 })
+        .map(|t| StepReport {
+            name: t.name,
+            kind: t.kind.to_string(),
+            tuned: t.tuned,
+            schedule: t.schedule.unwrap_or_default(),
+            ms: ms(t.total) / n as f64,
+            percent: 0.0,
+        })
         .collect();
     let sum: f64 = profile.iter().map(|p| p.ms).sum();
     for p in &mut profile {
@@ -272,7 +281,7 @@ impl std::fmt::Display for BenchReport {
             writeln!(f, "steps, slowest first (mean per run; * schedule from a tuning record):")?;
             for p in &self.profile {
                 let mark = if p.tuned { "*" } else { " " };
-                writeln!(f, "  {:>9.4} ms {:>5.1}%  {:<9}{mark} {}", p.ms, p.percent, p.kind, p.name)?;
+                writeln!(f, "  {:>9.4} ms {:>5.1}%  {:<9}{mark} {:<32} {}", p.ms, p.percent, p.kind, p.name, p.schedule)?;
             }
         }
         Ok(())

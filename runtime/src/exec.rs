@@ -60,7 +60,7 @@ enum Io {
 enum Exec {
     /// A compiled kernel on its pointer table; `patches` are the slots set per run.
     /// `tuned`: its schedule came from a tuning record.
-    Jit { kernel: Box<dyn NativeKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize, tuned: bool },
+    Jit { kernel: Box<dyn NativeKernel>, table: Ptrs, patches: Vec<(usize, Io)>, extent: usize, grain: usize, tuned: bool, schedule: String },
     /// A kernel on the reference evaluator (plan step `step`).
     Eval { step: usize },
     /// Graph node `node` on the interpreter.
@@ -96,6 +96,7 @@ struct Upgrade {
     kernel: Box<dyn NativeKernel>,
     grain: usize,
     tuned: bool,
+    schedule: String,
 }
 
 /// The receiving end of a background compile. Dropping it asks the compiler thread to stop
@@ -128,6 +129,8 @@ pub struct StepTime {
     pub kind: &'static str,
     /// A compiled kernel whose schedule came from a tuning record.
     pub tuned: bool,
+    /// A compiled kernel's schedule.
+    pub schedule: Option<String>,
     pub total: Duration,
 }
 
@@ -187,8 +190,8 @@ impl CodeGen {
     }
 }
 
-/// A compiled kernel and where its schedule came from.
-type Compiled = (Box<dyn NativeKernel>, Source);
+/// A compiled kernel, where its schedule came from, and the schedule.
+type Compiled = (Box<dyn NativeKernel>, Source, Schedule);
 
 /// How a kernel's schedule is chosen, and where it came from.
 type Pick<'a> = dyn Fn(&Kernel) -> (Schedule, Source) + 'a;
@@ -210,9 +213,13 @@ fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize)
         Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
             let target = codegen.target(threads);
             let fallback = search::default_schedule(k, &target);
-            if fallback == chosen { compile(&chosen).map(|j| (j, source)) } else { compile(&fallback).map(|j| (j, Source::Model)) }
+            if fallback == chosen {
+                compile(&chosen).map(|j| (j, source, chosen))
+            } else {
+                compile(&fallback).map(|j| (j, Source::Model, fallback))
+            }
         }
-        other => other.map(|j| (j, source)),
+        other => other.map(|j| (j, source, chosen)),
     };
     match compiled {
         Ok(j) => Ok(Some(j)),
@@ -298,7 +305,7 @@ impl Executable {
                 Step::Host { node } => Exec::Host { node: *node },
                 Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, pick, codegen, threads)? {
                     None => Exec::Eval { step: i },
-                    Some((jit, source)) => {
+                    Some((jit, source, schedule)) => {
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
                         let mut patches = Vec::new();
                         for (slot, &v) in inputs.iter().chain([output]).enumerate() {
@@ -340,7 +347,7 @@ impl Executable {
                         }
                         let extent = jit.parallel_extent();
                         let grain = search::cost::share_grain(kernel, extent);
-                        Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record() }
+                        Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record(), schedule: schedule.to_string() }
                     }
                 },
             });
@@ -390,9 +397,10 @@ impl Executable {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    if let Ok(Some((kernel, source))) = compile_kernel(&k, &|k: &Kernel| planner.schedule(k), codegen, threads) {
+                    if let Ok(Some((kernel, source, schedule))) = compile_kernel(&k, &|k: &Kernel| planner.schedule(k), codegen, threads) {
                         let grain = search::cost::share_grain(&k, kernel.parallel_extent());
-                        if send.send(Upgrade { step, kernel, grain, tuned: source.is_record() }).is_err() {
+                        let upgrade = Upgrade { step, kernel, grain, tuned: source.is_record(), schedule: schedule.to_string() };
+                        if send.send(upgrade).is_err() {
                             return;
                         }
                     }
@@ -436,13 +444,14 @@ impl Executable {
     }
 
     fn swap_in(&mut self, u: Upgrade) {
-        if let Some(Exec::Jit { kernel, extent, grain, tuned, .. }) = self.steps.get_mut(u.step)
+        if let Some(Exec::Jit { kernel, extent, grain, tuned, schedule, .. }) = self.steps.get_mut(u.step)
             && kernel.inputs().len() == u.kernel.inputs().len()
         {
             *extent = u.kernel.parallel_extent();
             *kernel = u.kernel;
             *grain = u.grain;
             *tuned = u.tuned;
+            *schedule = u.schedule;
             self.upgraded += 1;
         }
     }
@@ -559,7 +568,11 @@ impl Executable {
                         Step::Host { node } => self.graph.nodes.get(*node).map_or_else(String::new, |n| n.name.clone()),
                     };
                     let tuned = matches!(exec, Exec::Jit { tuned: true, .. });
-                    StepTime { name, kind, tuned, total }
+                    let schedule = match exec {
+                        Exec::Jit { schedule, .. } => Some(schedule.clone()),
+                        _ => None,
+                    };
+                    StepTime { name, kind, tuned, schedule, total }
                 })
                 .collect(),
         )
