@@ -14,7 +14,8 @@
 //! - `reorder`: a contraction whose output is strided along a long axis that its weights
 //!   vary along (a conv's output channels) may instead move that axis innermost and
 //!   vectorize it ([`ScheduleStep::Reorder`]): the pixels become the rows of the
-//!   micro-tile, the input pixel is a broadcast, the weights are packed once, and each
+//!   micro-tile, the input pixel is a broadcast, the weights are packed once (reordered
+//!   points always pack), and each
 //!   vector of channels is stored lane by lane. The other knobs then apply to the
 //!   reordered kernel (its own space, [`Space::reordered`]).
 //!
@@ -253,8 +254,9 @@ impl Space {
             }
         }
         if let Some((_, alt)) = self.reordered() {
-            // Only vectorized points: the reorder is for the vector axis.
-            out.extend(alt.points().into_iter().filter(|p| p.vectorize).map(|p| Point { reorder: true, ..p }));
+            // Only packed points: the reorder is for the vector axis, along which the
+            // weights are strided (unpacked, every vector of them is a gather).
+            out.extend(alt.points().into_iter().filter(|p| p.vectorize && p.pack).map(|p| Point { reorder: true, ..p }));
         }
         out
     }
