@@ -4,7 +4,10 @@
 //! `cargo run --release -p codegen --example sched_gflops`; with `--features llvm` the LLVM
 //! backend's rows follow (its default schedule uses the host's full vector width, 16 f32
 //! lanes with AVX-512), as ratios of the calibrated FMA peak at that width.
-//! `LLVM_TILES=6x4,8x3` adds LLVM rows with other micro-tiles (rows x vectors).
+//! `LLVM_TILES=6x4,8x3` adds LLVM rows with other micro-tiles (rows x vectors);
+//! `LLVM_CHANNELS=1:8x2,2:5x2` adds LLVM rows of a 3x3 conv 32->32 over 8x8 (`CONV=c,h,w`
+//! sizes it) with the output channels as the vector axis, packed, the pixels of axis
+//! `1` (rows) or `2` (columns) of the reordered kernel `(n, h, w, c)` blocked.
 
 use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
@@ -211,6 +214,35 @@ fn llvm_rows(n: usize, (c, h, w): (usize, usize, usize)) -> Result<(), codegen::
             let g = measure(&k, &s, flops)?;
             let ratio = peak.map_or(String::new(), |p| format!("{:4.2} of peak", g / p));
             println!("{name:14} {label:15} {g:7.2} GFLOP/s {ratio}  [{s}]");
+        }
+    }
+    if let Ok(v) = std::env::var("LLVM_CHANNELS") {
+        let dims: Vec<usize> = std::env::var("CONV").unwrap_or_default().split(',').filter_map(|x| x.parse().ok()).collect();
+        let (c, h, w) = match dims[..] {
+            [c, h, w] => (c, h, w),
+            _ => (32, 8, 8),
+        };
+        let k = conv(c, h, w);
+        let flops = 2.0 * (c * h * w * c * 9) as f64;
+        let plain = search::default_schedule(&k, &t);
+        let g = measure(&k, &plain, flops)?;
+        println!("conv3x3_{c}_{h} llvm default {g:7.2} GFLOP/s  [{plain}]");
+        for item in v.split(',') {
+            let nums: Vec<usize> = item.split([':', 'x']).filter_map(|x| x.parse().ok()).collect();
+            let [axis, mr, nr] = nums[..] else { continue };
+            let s = Schedule {
+                steps: vec![
+                    ScheduleStep::Reorder { order: vec![0, 2, 3, 1] },
+                    ScheduleStep::Parallel { axes: 3 },
+                    ScheduleStep::Vectorize { axis: 3, lanes },
+                    ScheduleStep::RegisterBlock { axis, factor: mr },
+                    ScheduleStep::Unroll { axis: 3, factor: nr },
+                    ScheduleStep::Tile { axis: 3, size: lanes * nr },
+                    ScheduleStep::Pack { input: 1 },
+                ],
+            };
+            let g = measure(&k, &s, flops)?;
+            println!("conv3x3_{c}_{h} llvm channels {item:8} {g:7.2} GFLOP/s  [{s}]");
         }
     }
     Ok(())

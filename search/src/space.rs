@@ -256,7 +256,16 @@ impl Space {
         if let Some((_, alt)) = self.reordered() {
             // Only packed points: the reorder is for the vector axis, along which the
             // weights are strided (unpacked, every vector of them is a gather).
-            out.extend(alt.points().into_iter().filter(|p| p.vectorize && p.pack).map(|p| Point { reorder: true, ..p }));
+            // Rows along the axis next to the channels (the pixels of an image row, which
+            // the kernel's own order had innermost): measured faster than rows along the
+            // image's height (LLVM, 3x3 conv 32->32 over 8x8: 101 against 70 GFLOP/s).
+            let row_axis = alt.out_shape.len().checked_sub(2);
+            out.extend(
+                alt.points()
+                    .into_iter()
+                    .filter(|p| p.vectorize && p.pack && p.block.map(|b| b.0) == row_axis)
+                    .map(|p| Point { reorder: true, ..p }),
+            );
         }
         out
     }
