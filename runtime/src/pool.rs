@@ -5,7 +5,8 @@
 //! thread (contiguous rows, so each thread streams its own part of the output), started
 //! thousands of times per second for small kernels. The pool dispatches by bumping a
 //! generation counter under one mutex and waking workers that spin briefly before they
-//! park on a condition variable, with no heap allocation per dispatch (no boxed job: the
+//! park on a condition variable (and the dispatcher, waiting for the shares, is notified
+//! only when it parked), with no heap allocation per dispatch (no boxed job: the
 //! job is a borrowed closure) -- the zero-allocation runs of `tests/alloc.rs` depend on
 //! it. Rayon's `join`/`scope` allocate job frames per spawn and split adaptively by work
 //! stealing, which is what we do not want here. With one thread everything runs inline.
@@ -41,6 +42,10 @@ struct Shared {
     pending: AtomicUsize,
     done: Mutex<()>,
     done_cv: Condvar,
+    /// The dispatcher is parked on `done_cv` (or about to be): only then does the worker
+    /// that finishes the last share lock `done` and notify, a system call that would
+    /// otherwise delay its return to spinning for the next dispatch.
+    dispatcher_parked: AtomicBool,
     /// A worker's share panicked.
     panicked: AtomicBool,
 }
@@ -74,6 +79,7 @@ impl ThreadPool {
             pending: AtomicUsize::new(0),
             done: Mutex::new(()),
             done_cv: Condvar::new(),
+            dispatcher_parked: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
         });
         let mut pool = ThreadPool { shared, workers: Vec::new(), dispatch: Mutex::new(()) };
@@ -159,10 +165,15 @@ impl Drop for WaitGuard<'_> {
                 continue;
             }
             let g = lock(&sh.done);
-            if sh.pending.load(Ordering::Acquire) == 0 {
+            // Sequentially consistent with the worker's decrement and check: either it
+            // sees the flag (and notifies under `done`) or this sees the count at 0.
+            sh.dispatcher_parked.store(true, Ordering::SeqCst);
+            if sh.pending.load(Ordering::SeqCst) == 0 {
+                sh.dispatcher_parked.store(false, Ordering::Relaxed);
                 break;
             }
             drop(sh.done_cv.wait(g).unwrap_or_else(PoisonError::into_inner));
+            sh.dispatcher_parked.store(false, Ordering::Relaxed);
         }
         lock(&sh.state).job = None;
     }
@@ -200,7 +211,7 @@ fn worker(sh: &Shared, index: usize) {
                 sh.panicked.store(true, Ordering::Release);
             }
         }
-        if sh.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if sh.pending.fetch_sub(1, Ordering::SeqCst) == 1 && sh.dispatcher_parked.load(Ordering::SeqCst) {
             let _g = lock(&sh.done);
             sh.done_cv.notify_one();
         }
