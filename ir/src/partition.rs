@@ -256,7 +256,8 @@ impl<'g> Part<'g> {
             let Some(v) = g.nodes[i].outputs.first().copied().flatten() else { continue };
             match atom {
                 Atom::Unary(_) | Atom::Binary(_) | Atom::Select | Atom::Cast(_) | Atom::Gather { .. } => {
-                    if p.consumers[v.index()].len() > 1 {
+                    // (A value an earlier anchor's epilogue absorbed is computed there.)
+                    if p.consumers[v.index()].len() > 1 && !p.absorbed[v.index()] {
                         p.root[v.index()] = true;
                     }
                 }
@@ -266,22 +267,12 @@ impl<'g> Part<'g> {
                         p.materialize_reused_operands(i, v)?;
                     }
                     let mut cur = v;
-                    loop {
-                        if p.root[cur.index()] || p.consumers[cur.index()].len() != 1 {
-                            break;
-                        }
-                        let c = p.consumers[cur.index()][0];
-                        let next_ok = match &p.atoms[c] {
-                            Some(a) if is_elementwise(a) => true,
-                            Some(Atom::View(vm)) => vm.is_identity(p.numel(cur)?),
-                            _ => false,
-                        };
-                        let Some(next) = g.nodes[c].outputs.first().copied().flatten() else { break };
-                        // A value in (or ending) another anchor's chain stays there.
-                        if !next_ok || p.absorbed[next.index()] || p.chain_anchor[next.index()].is_some() {
-                            break;
-                        }
+                    while !p.root[cur.index()] {
+                        let Some((next, inner)) = p.chain_step(cur)? else { break };
                         p.absorbed[cur.index()] = true;
+                        for u in inner {
+                            p.absorbed[u.index()] = true;
+                        }
                         cur = next;
                     }
                     p.root[cur.index()] = true;
@@ -291,6 +282,55 @@ impl<'g> Part<'g> {
             }
         }
         Ok(p)
+    }
+
+    /// The next link of an anchor's epilogue chain after value `cur`: the output of its
+    /// one consumer, elementwise (or an identity view); or, where `cur` has several
+    /// elementwise consumers, a diamond: one of them (the merge) reads `cur` and the
+    /// outputs of all the others, each of which has the merge as its only consumer, as
+    /// `Select(x < 0, 0, x)` (a clip) or `x * sigmoid(x)` (SiLU) read `x` twice. Returns
+    /// the merge's output and the diamond's inner values. `None` where the chain ends:
+    /// another consumer, or a next value that is (or ends) another anchor's chain.
+    fn chain_step(&self, cur: ValueId) -> Result<Option<(ValueId, Vec<ValueId>)>> {
+        let out = |c: usize| self.g.nodes[c].outputs.first().copied().flatten();
+        let elementwise = |c: usize| self.atoms[c].as_ref().is_some_and(is_elementwise) && self.g.nodes[c].outputs.len() == 1;
+        let free = |v: ValueId| !self.absorbed[v.index()] && self.chain_anchor[v.index()].is_none();
+        let consumers = &self.consumers[cur.index()];
+        let (next, inner) = match consumers[..] {
+            [c] => {
+                let ok = match &self.atoms[c] {
+                    Some(a) if is_elementwise(a) => true,
+                    Some(Atom::View(vm)) => vm.is_identity(self.numel(cur)?),
+                    _ => false,
+                };
+                match out(c) {
+                    Some(next) if ok => (next, Vec::new()),
+                    _ => return Ok(None),
+                }
+            }
+            [] => return Ok(None),
+            _ => {
+                if !consumers.iter().all(|&c| elementwise(c)) {
+                    return Ok(None);
+                }
+                // The inner nodes' outputs are read once, by the merge.
+                let only_reader = |c: usize| {
+                    out(c).filter(|u| !self.root[u.index()] && free(*u)).and_then(|u| match self.consumers[u.index()][..] {
+                        [m] => Some((u, m)),
+                        _ => None,
+                    })
+                };
+                let Some(&merge) = consumers.iter().find(|&&m| consumers.iter().all(|&c| c == m || only_reader(c).is_some_and(|(_, r)| r == m))) else {
+                    return Ok(None);
+                };
+                let inner: Vec<ValueId> = consumers.iter().filter(|&&c| c != merge).filter_map(|&c| only_reader(c).map(|(u, _)| u)).collect();
+                match out(merge) {
+                    Some(next) => (next, inner),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(free(next).then_some((next, inner)))
     }
 
     /// A MatMul reads each element of its left operand once per output column and each
@@ -960,6 +1000,37 @@ mod tests {
         assert_eq!(*reduce, Some(crate::atom::ReduceFn::Sum));
         assert!(matches!(epilogue, Expr::Binary(BinaryFn::Max, _, _)), "{epilogue:?}");
         assert_eq!(ks[0].red_shape, vec![4]);
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn clip_and_silu_diamonds_join_the_epilogue() {
+        // y = mm; c = y < 0; r = c ? 0 : y (a clip reads y twice); s = r * exp(r) (as SiLU
+        // reads its input twice).
+        let text = |extra: &str| {
+            format!(
+                r#"graph {{
+  input %x: f32[3,4]
+  input %w: f32[4,5]
+  %y: f32[3,5] = atom.MatMul@0 "mm" (%x, %w)
+  const %zero: f32[] = [0.0]
+  %zz: f32[3,5] = atom.View@0 "zz" {{shape=[3, 5], strides=[0, 0]}} (%zero)
+  %c: bool[3,5] = atom.Binary@0 "lt" {{fn="Lt"}} (%y, %zz)
+  %r: f32[3,5] = atom.Select@0 "clip" (%c, %zz, %y)
+  %g: f32[3,5] = atom.Unary@0 "e" {{fn="Exp"}} (%r)
+  %s: f32[3,5] = atom.Binary@0 "silu" {{fn="Mul"}} (%r, %g)
+  {extra}
+}}"#
+            )
+        };
+        let g = graph(&text("output %s"));
+        let plan = partition(&g).unwrap();
+        assert_eq!(kernels(&plan).len(), 1, "{plan:#?}");
+        check(&g, &plan);
+        // A diamond member read outside the diamond ends the chain there.
+        let g = graph(&text("output %s\n  output %c"));
+        let plan = partition(&g).unwrap();
+        assert!(kernels(&plan).len() > 1, "{plan:#?}");
         check(&g, &plan);
     }
 
