@@ -63,6 +63,10 @@ struct Splits {
     factors: Vec<Vec<usize>>,
 }
 
+/// The longest path of elementwise nodes from a value to the node that joins it again that
+/// an anchor's epilogue absorbs (a decomposed sigmoid is four).
+const MAX_DIAMOND_PATH: usize = 8;
+
 /// The most splits tried per kernel (each one adds a loop axis).
 const MAX_SPLITS: usize = 16;
 
@@ -288,7 +292,8 @@ impl<'g> Part<'g> {
     /// one consumer, elementwise (or an identity view); or, where `cur` has several
     /// elementwise consumers, a diamond: one of them (the merge) reads `cur` and the
     /// outputs of all the others, each of which has the merge as its only consumer, as
-    /// `Select(x < 0, 0, x)` (a clip) or `x * sigmoid(x)` (SiLU) read `x` twice. Returns
+    /// `Select(x < 0, 0, x)` (a clip) or `x * sigmoid(x)` (SiLU: `sigmoid` a path of
+    /// [`MAX_DIAMOND_PATH`] nodes at most) read `x` twice. Returns
     /// the merge's output and the diamond's inner values. `None` where the chain ends:
     /// another consumer, or a next value that is (or ends) another anchor's chain.
     fn chain_step(&self, cur: ValueId) -> Result<Option<(ValueId, Vec<ValueId>)>> {
@@ -313,17 +318,30 @@ impl<'g> Part<'g> {
                 if !consumers.iter().all(|&c| elementwise(c)) {
                     return Ok(None);
                 }
-                // The inner nodes' outputs are read once, by the merge.
-                let only_reader = |c: usize| {
-                    out(c).filter(|u| !self.root[u.index()] && free(*u)).and_then(|u| match self.consumers[u.index()][..] {
-                        [m] => Some((u, m)),
-                        _ => None,
-                    })
+                // From another consumer `c`, a path of elementwise nodes whose outputs are
+                // each read once, the last by the merge: the values on it.
+                let path = |c: usize, merge: usize| -> Option<Vec<ValueId>> {
+                    let (mut node, mut values) = (c, Vec::new());
+                    for _ in 0..MAX_DIAMOND_PATH {
+                        let u = out(node).filter(|u| elementwise(node) && !self.root[u.index()] && free(*u))?;
+                        values.push(u);
+                        match self.consumers[u.index()][..] {
+                            [n] if n == merge => return Some(values),
+                            [n] => node = n,
+                            _ => return None,
+                        }
+                    }
+                    None
                 };
-                let Some(&merge) = consumers.iter().find(|&&m| consumers.iter().all(|&c| c == m || only_reader(c).is_some_and(|(_, r)| r == m))) else {
+                let Some((merge, inner)) = consumers.iter().find_map(|&m| {
+                    let mut inner = Vec::new();
+                    for &c in consumers.iter().filter(|&&c| c != m) {
+                        inner.extend(path(c, m)?);
+                    }
+                    Some((m, inner))
+                }) else {
                     return Ok(None);
                 };
-                let inner: Vec<ValueId> = consumers.iter().filter(|&&c| c != merge).filter_map(|&c| only_reader(c).map(|(u, _)| u)).collect();
                 match out(merge) {
                     Some(next) => (next, inner),
                     None => return Ok(None),
@@ -1005,8 +1023,8 @@ mod tests {
 
     #[test]
     fn clip_and_silu_diamonds_join_the_epilogue() {
-        // y = mm; c = y < 0; r = c ? 0 : y (a clip reads y twice); s = r * exp(r) (as SiLU
-        // reads its input twice).
+        // y = mm; c = y < 0; r = c ? 0 : y (a clip reads y twice); s = r * recip(exp(-r))
+        // (a path of three nodes, as SiLU's sigmoid, then r again).
         let text = |extra: &str| {
             format!(
                 r#"graph {{
@@ -1017,7 +1035,9 @@ mod tests {
   %zz: f32[3,5] = atom.View@0 "zz" {{shape=[3, 5], strides=[0, 0]}} (%zero)
   %c: bool[3,5] = atom.Binary@0 "lt" {{fn="Lt"}} (%y, %zz)
   %r: f32[3,5] = atom.Select@0 "clip" (%c, %zz, %y)
-  %g: f32[3,5] = atom.Unary@0 "e" {{fn="Exp"}} (%r)
+  %n: f32[3,5] = atom.Unary@0 "neg" {{fn="Neg"}} (%r)
+  %e: f32[3,5] = atom.Unary@0 "exp" {{fn="Exp"}} (%n)
+  %g: f32[3,5] = atom.Unary@0 "recip" {{fn="Recip"}} (%e)
   %s: f32[3,5] = atom.Binary@0 "silu" {{fn="Mul"}} (%r, %g)
   {extra}
 }}"#
