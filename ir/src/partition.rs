@@ -13,7 +13,9 @@
 //! several rows): that computation is materialized once instead of recomputed per read.
 //! A Reduce or MatMul anchors a kernel: its input
 //! expression is the fused prologue, and a chain of single-consumer elementwise atoms (and
-//! reshapes) after it is the epilogue. Scatter is its own kernel. Graph outputs, values
+//! reshapes) after it is the epilogue, diamonds included: a value read by several
+//! elementwise nodes that join again (a clip's Select reads `x` and `x < 0`; SiLU's Mul
+//! reads `x` and `sigmoid(x)`) joins the epilogue with the whole diamond. Scatter is its own kernel. Graph outputs, values
 //! read by host steps and elementwise values with several consumers are materialized
 //! (row-major).
 
