@@ -326,7 +326,7 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
         t.trials += 1;
         trials += 1;
         let old = t.best.1;
-        if let Some((seconds, runs)) = try_candidate(t, &candidate, &pool, options)? {
+        if let Some((seconds, _)) = try_candidate(t, &candidate, &pool, options)? {
             let pos = t.measured.partition_point(|m| m.0 <= seconds);
             t.measured.insert(pos, (seconds, candidate.clone()));
             if seconds < old && let Some((seconds, runs)) = confirm(t, &candidate, &pool, options)? {
