@@ -304,15 +304,8 @@ impl<'a> Lower<'a> {
             self.for_range(&slot, Some(start), stop, width, &mut |l| panel(l, width / lanes, lanes))?;
             if rest > 0 {
                 // Only the last block ends with the partial panel.
-                let c = self.read("i64", &slot);
-                let more = self.ins(format!("icmp slt i64 {c}, {stop}"));
-                let (tail, after) = (self.block("packtail"), self.block("packed"));
-                self.branch(&more, &tail, &after);
-                self.start(&tail);
                 let vectors = (rest + lanes - 1) / lanes;
-                panel(self, vectors, rest - (vectors - 1) * lanes)?;
-                self.jump(&after);
-                self.start(&after);
+                self.if_before(&slot, stop, "packtail", &mut |l| panel(l, vectors, rest - (vectors - 1) * lanes))?;
             }
             Ok(())
         })();
@@ -428,14 +421,7 @@ impl<'a> Lower<'a> {
                 // n % MR of them: one shorter tile.
                 let rest = (self.extents[b] % mr as i64) as usize;
                 if rest > 0 {
-                    let row = self.read("i64", &slot);
-                    let more = self.ins(format!("icmp slt i64 {row}, {hi}"));
-                    let (tail, after) = (self.block("rowtail"), self.block("rows"));
-                    self.branch(&more, &tail, &after);
-                    self.start(&tail);
-                    self.columns(nest, rest)?;
-                    self.jump(&after);
-                    self.start(&after);
+                    self.if_before(&slot, &hi, "rowtail", &mut |l| l.columns(nest, rest))?;
                 }
                 Ok(())
             }
@@ -467,19 +453,31 @@ impl<'a> Lower<'a> {
         if rest > 0 {
             let vectors = (rest + lanes - 1) / lanes;
             let last = rest - (vectors - 1) * lanes;
-            let after = self.block("cols");
+            let mut tail = |l: &mut Self| {
+                l.aim_panel();
+                l.tile(nest, rows, vectors as usize, lanes, last)
+            };
+            // Without cache blocks the axis always ends with the rest.
             if self.block_columns.is_some() {
-                let c = self.read("i64", &slot);
-                let more = self.ins(format!("icmp slt i64 {c}, {end}"));
-                let tail = self.block("coltail");
-                self.branch(&more, &tail, &after);
-                self.start(&tail);
+                self.if_before(&slot, &end, "coltail", &mut tail)?;
+            } else {
+                tail(self)?;
             }
-            self.aim_panel();
-            self.tile(nest, rows, vectors as usize, lanes, last)?;
-            self.jump(&after);
-            self.start(&after);
         }
+        Ok(())
+    }
+
+    /// `if counter < end { body }` on the counter in `slot`: a tail that only the last
+    /// cache block (or the last share) has.
+    fn if_before(&mut self, slot: &str, end: &str, stem: &str, body: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let c = self.read("i64", slot);
+        let more = self.ins(format!("icmp slt i64 {c}, {end}"));
+        let (tail, after) = (self.block(stem), self.block("join"));
+        self.branch(&more, &tail, &after);
+        self.start(&tail);
+        body(self)?;
+        self.jump(&after);
+        self.start(&after);
         Ok(())
     }
 
