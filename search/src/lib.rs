@@ -114,14 +114,11 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
     if contraction && f32_only {
         let mut loads = Vec::new();
         collect_loads(body, &mut loads);
-        let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
-            coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
-        };
         let score = |a: usize| -> usize {
             loads
                 .iter()
-                .filter(|(c, g)| !uses(c, g, a))
-                .map(|(c, g)| if vec_axis.is_some_and(|v| uses(c, g, v)) { 2 } else { 1 })
+                .filter(|(c, g)| !varies_along(c, g, a))
+                .map(|(c, g)| if vec_axis.is_some_and(|v| varies_along(c, g, v)) { 2 } else { 1 })
                 .sum()
         };
         block = (0..r)
@@ -251,6 +248,12 @@ pub(crate) fn plain_f32(e: &Expr) -> bool {
         Expr::Binary(f, a, b) => !f.is_comparison() && plain_f32(a) && plain_f32(b),
         Expr::Gather { .. } | Expr::Axis(_) | Expr::Cast(..) => false,
     }
+}
+
+/// Whether a load with index coefficients `coefs` and guard coefficients `guards` (as
+/// [`collect_loads`] gives them) varies along axis `a`.
+pub(crate) fn varies_along(coefs: &[i64], guards: &[&[i64]], a: usize) -> bool {
+    coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
 }
 
 /// The index and guard coefficients of every load of `e`.

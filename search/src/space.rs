@@ -25,7 +25,7 @@
 //! (cache tiles, packing) are new knobs of [`Point`] and new loops in
 //! [`Space::points`], each with its range in [`Space::of`].
 
-use crate::{collect_loads, plain_f32};
+use crate::{collect_loads, plain_f32, varies_along};
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Body, Expr, Kernel};
@@ -205,12 +205,9 @@ impl Space {
         {
             let mut loads = Vec::new();
             collect_loads(body, &mut loads);
-            let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
-                coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
-            };
             space.block_axes = (0..r)
                 .filter(|&a| Some(a) != space.vec_axis && k.out_shape[a] >= 2)
-                .filter(|&a| loads.iter().any(|(c, g)| !uses(c, g, a)))
+                .filter(|&a| loads.iter().any(|(c, g)| !varies_along(c, g, a)))
                 .collect();
             if space.vec_axis.is_some() && !space.block_axes.is_empty() {
                 space.packable = Some(Box::new((k.clone(), t.clone())));
@@ -386,15 +383,12 @@ fn channel_order(k: &Kernel, t: &Target) -> Option<Vec<usize>> {
     }
     let mut loads = Vec::new();
     collect_loads(body, &mut loads);
-    let uses = |coefs: &[i64], guards: &[&[i64]], a: usize| {
-        coefs.get(a).is_some_and(|&c| c != 0) || guards.iter().any(|g| g.get(a).is_some_and(|&c| c != 0))
-    };
     let last = r - 1;
     let c = (0..last)
         .filter(|&a| k.store.coefs.get(a).is_some_and(|&c| c != 0))
         .filter(|&a| crate::vectorizes(t, k.out_shape[a], crate::vector_lanes(t, k.out_shape[a])))
-        .filter(|&a| loads.iter().any(|(c, g)| uses(c, g, a)))
-        .filter(|&a| loads.iter().any(|(c, g)| !uses(c, g, a) && uses(c, g, last)))
+        .filter(|&a| loads.iter().any(|(c, g)| varies_along(c, g, a)))
+        .filter(|&a| loads.iter().any(|(c, g)| !varies_along(c, g, a) && varies_along(c, g, last)))
         .max_by_key(|&a| (k.out_shape[a], std::cmp::Reverse(a)))?;
     Some((0..r).filter(|&a| a != c).chain([c]).collect())
 }
