@@ -258,11 +258,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     // point x every column, about 16 bytes per cycle (a vector load, a store; lane by
     // lane for a strided load). Each share packs its own copy, once per point of the
     // output axes looped outside the blocks (neither parallel, blocked nor vectorized).
-    let pack_strided = vec_axis.is_some_and(|a| {
-        let mut uses = Vec::new();
-        collect_load_uses(body, k, None, Some(a), &mut uses);
-        uses.iter().any(|u| u.buf.is_some() && u.buf == s.pack() && u.strided)
-    });
+    let pack_strided = loads.iter().any(|u| u.buf.is_some() && u.buf == s.pack() && u.strided);
     let pack_cycles = if s.pack().is_some() { red * n_vec as f64 * 4.0 / if pack_strided { 4.0 } else { 16.0 } } else { 0.0 };
     let packs: f64 = (s.parallel_axes()..r)
         .filter(|&a| Some(a) != vec_axis && Some(a) != block.map(|b| b.0))
@@ -366,19 +362,21 @@ pub fn best_by_model(k: &Kernel, t: &Target) -> Schedule {
     }
     let fallback = default_schedule(k, t);
     let baseline = predict(k, &fallback, t);
-    let fastest = |reordered: bool| {
-        Space::of(k, t)
-            .candidates()
-            .into_iter()
-            .filter(|s| s.reorder().is_some() == reordered)
-            .map(|s| (predict(k, &s, t), s))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-    };
-    let pick = match fastest(false) {
+    // The fastest predicted candidate in the kernel's own axis order, and reordered.
+    let mut plain: Option<(f64, Schedule)> = None;
+    let mut reordered: Option<(f64, Schedule)> = None;
+    for s in Space::of(k, t).candidates() {
+        let time = predict(k, &s, t);
+        let slot = if s.reorder().is_some() { &mut reordered } else { &mut plain };
+        if slot.as_ref().is_none_or(|b| time.total_cmp(&b.0).is_lt()) {
+            *slot = Some((time, s));
+        }
+    }
+    let pick = match plain {
         Some((time, s)) if time * SWITCH_GAIN < baseline => (time, s),
         _ => (baseline, fallback),
     };
-    match fastest(true) {
+    match reordered {
         Some((time, s)) if time * REORDER_GAIN < pick.0 => s,
         _ => pick.1,
     }
