@@ -60,6 +60,8 @@ echo "== preparing zoo and real models with ONNX Runtime references"
 "$VENV/bin/python" tools/models/prepare_all.py "$CACHE/models"
 
 echo "== cargo test"
+# A fresh machine gains nothing from incremental caches; they cost gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export ATOMC_REQUIRE_DATA=1 ATOMC_CACHE="$CACHE"
 export ATOMC_ONNX_NODE_TESTS="$CACHE/onnx-1.22.0/onnx/backend/test/data/node"
 export ATOMC_MODELS="$CACHE/models"
