@@ -36,6 +36,7 @@ pub mod partition;
 pub mod schedule;
 pub mod op;
 pub mod ops;
+pub mod padding;
 pub mod shape;
 pub mod stats;
 pub mod tensor;

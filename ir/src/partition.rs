@@ -17,7 +17,9 @@
 //! elementwise nodes that join again (a clip's Select reads `x` and `x < 0`; SiLU's Mul
 //! reads `x` and `sigmoid(x)`) joins the epilogue with the whole diamond. Scatter is its own kernel. Graph outputs, values
 //! read by host steps and elementwise values with several consumers are materialized
-//! (row-major).
+//! (row-major), and so is a padded tensor read through unguarded windows
+//! ([`crate::padding`] splits a conv's padded window into the two): a copy that tests the
+//! guards once per element, so that the contraction's hot loop tests none.
 
 use crate::atom::{Atom, BinaryFn, ViewMap, row_major};
 use crate::dtype::DType;
@@ -283,6 +285,17 @@ impl<'g> Part<'g> {
                     }
                     p.root[cur.index()] = true;
                     p.chain_anchor[cur.index()] = Some(i);
+                }
+                Atom::View(vm) if !vm.guards.is_empty() => {
+                    // A padded tensor read through unguarded windows (see `crate::padding`)
+                    // is materialized once, so the windows read it without guards.
+                    let numel = |s: &[usize]| s.iter().product::<usize>();
+                    let windowed = p.consumers[v.index()].iter().all(|&c| {
+                        matches!(&p.atoms[c], Some(Atom::View(w)) if w.guards.is_empty() && numel(&w.shape) > numel(&vm.shape))
+                    });
+                    if windowed && !p.consumers[v.index()].is_empty() {
+                        p.root[v.index()] = true;
+                    }
                 }
                 Atom::View(_) | Atom::Const(_) => {}
             }
@@ -1129,6 +1142,43 @@ mod tests {
         );
         let plan = partition(&g).unwrap();
         assert!(kernels(&plan).iter().all(|k| k.name != "pad"), "{plan:#?}");
+        check(&g, &plan);
+    }
+
+    /// The number of guarded loads in `e`.
+    fn guarded_loads(e: &Expr) -> usize {
+        match e {
+            Expr::Load { guards, .. } => usize::from(!guards.is_empty()),
+            Expr::Gather { pos, .. } => guarded_loads(pos),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => guarded_loads(a),
+            Expr::Binary(_, a, b) => guarded_loads(a) + guarded_loads(b),
+            Expr::Select(c, a, b) => guarded_loads(c) + guarded_loads(a) + guarded_loads(b),
+            Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => 0,
+        }
+    }
+
+    #[test]
+    fn a_split_padded_window_is_read_without_guards() {
+        // A 3x3 pad-1 conv window over x [1, 2, 5, 6]: split, the padded x [2, 7, 8] is a
+        // kernel of its own and the MatMul reads it without a guard.
+        let mut g = graph(
+            r#"graph {
+  input %x: f32[1,2,5,6]
+  input %w: f32[4,18]
+  %win: f32[2,3,3,5,6] = atom.View@0 "win" {shape=[2, 3, 3, 5, 6], strides=[30, 6, 1, 6, 1], offset=-7, guards=[-1, 5, 0, 1, 0, 1, 0, -1, 6, 0, 0, 1, 0, 1], pad=0.0} (%x)
+  %col: f32[18,30] = atom.View@0 "col" {shape=[18, 30], strides=[30, 1]} (%win)
+  %y: f32[4,30] = atom.MatMul@0 "mm" (%w, %col)
+  output %y
+}"#,
+        );
+        assert_eq!(crate::padding::materialize_padded_windows(&mut g).unwrap(), 1);
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        assert_eq!(ks.len(), 2, "{plan:#?}");
+        assert_eq!(ks[0].name, "win.pad");
+        assert_eq!(ks[0].output.numel, 2 * 7 * 8);
+        let Body::Compute { body, .. } = &ks[1].body else { panic!("not a compute kernel") };
+        assert_eq!(guarded_loads(body), 0, "{:#?}", ks[1]);
         check(&g, &plan);
     }
 

@@ -122,7 +122,8 @@ pub fn decompose(graph: &Graph, opts: &Options) -> Result<Decomposed> {
     let boundary: std::collections::HashSet<Id> = value_class.values().map(|&c| eg.find(c)).collect();
     let ex = extract::extract(&eg, &roots, &opts.target, &boundary);
     let extract_time = t.elapsed();
-    let built = build::build(graph, &eg, &value_class, &ex)?;
+    let mut built = build::build(graph, &eg, &value_class, &ex)?;
+    ir::padding::materialize_padded_windows(&mut built.graph)?;
     let high_level = built.high_level.clone();
     let provenance = explain::provenance(graph, &eg, &value_class, &ex);
     let report = Report {
