@@ -6,7 +6,7 @@
 Usage (with the venv that has onnxruntime and numpy):
     target/cache/venv/bin/python benches/compare.py [MODEL.onnx ...] [--threads 1,2]
         [--atomc PATH] [--backend B] [--quick] [--json OUT] [--timeout S]
-        [--warmup-ms MS] [--min-runs N] [--min-time-ms MS]
+        [--warmup-ms MS] [--min-runs N] [--min-time-ms MS] [--rounds N]
 
 Models default to every .onnx under target/cache/models/zoo and target/cache/models/real
 (the cache root can be moved with ATOMC_MODELS). For each model and thread count, atomc
@@ -15,7 +15,9 @@ Runtime (intra_op_num_threads=N, inter_op_num_threads=1, sequential execution, d
 graph optimizations) run back to back on the same input shapes: symbolic dims are 1 except
 for the models in SHAPES (those of tools/models/prepare_all.py). Both follow the same policy:
 one first run, warm-up for --warmup-ms, then at least --min-runs runs and --min-time-ms in
-total; the table shows medians. OpenVINO (f32 inference precision, N threads) joins when
+total; the table shows medians. With --rounds N, atomc and the runtimes take turns N times
+per row and the table shows the median of the N round medians (the JSON keeps each), so that
+a burst of load on a shared machine hits one round of each rather than one side. OpenVINO (f32 inference precision, N threads) joins when
 `import openvino` works. A failing atomc or runtime puts "error: <first line>" in its cell
 and the script goes on.
 """
@@ -177,6 +179,18 @@ def bench_openvino(ov, model, threads, shapes, policy):
         return {"error": first_line(str(e))}
 
 
+def combine(rounds):
+    """One result from several rounds: the median of their medians, all runs counted."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    out = dict(rounds[0])
+    out["round_medians_ms"] = [r["median_ms"] for r in rounds]
+    out["median_ms"] = quantile(sorted(out["round_medians_ms"]), 0.5)
+    out["runs"] = sum(r["runs"] for r in rounds)
+    return out
+
+
 def cell(r, key, fmt="{:.3f}", error=None):
     if "error" in r:
         return error or r["error"]
@@ -200,6 +214,7 @@ def main():
     ap.add_argument("--warmup-ms", type=int, default=200)
     ap.add_argument("--min-runs", type=int, default=20)
     ap.add_argument("--min-time-ms", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=1, help="turns atomc and the runtimes take per row (default 1)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per atomc bench (default 600)")
     args = ap.parse_args()
     policy = {"warmup_ms": args.warmup_ms, "min_runs": args.min_runs, "min_time_ms": args.min_time_ms}
@@ -230,10 +245,15 @@ def main():
         for n in threads:
             row = {"model": os.path.splitext(os.path.basename(model))[0], "path": model, "threads": n,
                    "shapes": shapes}
-            row["atomc"] = bench_atomc(args, model, n, shapes, policy)
-            row["ort"] = bench_ort(model, n, shapes, policy)
-            if ov:
-                row["openvino"] = bench_openvino(ov, model, n, shapes, policy)
+            turns = {"atomc": [], "ort": [], "openvino": []}
+            for _ in range(max(1, args.rounds)):
+                turns["atomc"].append(bench_atomc(args, model, n, shapes, policy))
+                turns["ort"].append(bench_ort(model, n, shapes, policy))
+                if ov:
+                    turns["openvino"].append(bench_openvino(ov, model, n, shapes, policy))
+            for side, results in turns.items():
+                if results:
+                    row[side] = combine(results)
             rows.append(row)
             print(f"{row['model']} x{n}: atomc {cell(row['atomc'], 'median_ms', '{:.3f} ms')}, "
                   f"ORT {cell(row['ort'], 'median_ms', '{:.3f} ms')}", file=sys.stderr)
@@ -242,7 +262,8 @@ def main():
     print(f"atomc backend {', '.join(backends) or args.backend or '?'}, onnxruntime {ort.__version__}"
           + (f", openvino {ov.__version__}" if ov else "")
           + f"; each: first run, warm-up {policy['warmup_ms']} ms, then >= {policy['min_runs']} runs and "
-          f">= {policy['min_time_ms']} ms; medians in ms\n")
+          f">= {policy['min_time_ms']} ms; "
+          + (f"median of {args.rounds} round medians, in ms\n" if args.rounds > 1 else "medians in ms\n"))
     head = ["model", "threads", "atomc median ms", "ORT median ms", "atomc/ORT"]
     if ov:
         head += ["OpenVINO ms", "atomc/OV"]

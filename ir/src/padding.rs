@@ -105,7 +105,7 @@ impl Form {
 /// smaller than the window (materializing it would cost what it saves).
 pub fn split_padding(vm: &ViewMap, dims: &[usize]) -> Option<(ViewMap, ViewMap)> {
     let m = vm.guards.len();
-    if m == 0 || m > dims.len() || m > 4 {
+    if m == 0 || m > dims.len() || m > 4 || dims.contains(&0) || vm.shape.contains(&0) {
         return None;
     }
     let rho = row_major(dims);
