@@ -754,6 +754,17 @@ fn check_expr(k: &Kernel, e: &Expr, dims: &[usize], epilogue: bool, what: &str) 
     Ok(())
 }
 
+/// Whether a load with (non-empty) `guards` stays inside a buffer of `numel` elements
+/// wherever its guards hold, over `k`'s whole iteration space (see [`load_interval`]):
+/// then it needs no bounds check of its own.
+pub fn guarded_in_bounds(k: &Kernel, index: &Affine, guards: &[KGuard], numel: usize) -> bool {
+    if guards.is_empty() {
+        return false;
+    }
+    let dims: Vec<usize> = k.out_shape.iter().chain(&k.red_shape).copied().collect();
+    matches!(load_interval(index, guards, &dims), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
+}
+
 /// An interval holding every index a guarded load reads over `dims` (`None`: it never
 /// reads). The index is written `residual + Σ λ_g · guard_g` with each λ found greedily;
 /// where the load happens each guard lies in `[0, bound)`, which bounds its part. The

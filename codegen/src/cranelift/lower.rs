@@ -787,7 +787,7 @@ impl<M: Module> Lower<'_, '_, M> {
             None => (idx, self.range(index)),
             Some(c) => {
                 // Index 0 (in the buffer: it is not empty) where a guard fails.
-                let range = self.guarded_in_bounds(index, guards, numel).then_some((0, numel as i128 - 1));
+                let range = ir::kernel::guarded_in_bounds(self.k, index, guards, numel).then_some((0, numel as i128 - 1));
                 let zero = self.b.ins().iconst(types::I64, 0);
                 (self.b.ins().select(c, idx, zero), range)
             }
@@ -797,17 +797,6 @@ impl<M: Module> Lower<'_, '_, M> {
             None => (v, d),
             Some(c) => (self.b.ins().select(c, v, padv), d),
         })
-    }
-
-    /// Whether `index` lies in a buffer of `numel` elements wherever its (non-empty)
-    /// `guards` hold, over the kernel's whole iteration space: then a guarded load needs no
-    /// bounds check of its own.
-    fn guarded_in_bounds(&self, index: &Affine, guards: &[KGuard], numel: usize) -> bool {
-        if guards.is_empty() {
-            return false;
-        }
-        let dims: Vec<usize> = self.k.out_shape.iter().chain(&self.k.red_shape).copied().collect();
-        matches!(ir::kernel::load_interval(index, guards, &dims), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
     }
 
     /// Lanes 0 and 2 of `lo` then of `hi` (f32x4): one `shufps` on x86.
@@ -849,7 +838,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let numel = self.k.inputs[buf].numel;
         // Where lanes 0 and 3 pass the guards every lane does (both are affine in the lane).
         let in_bounds = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
-            || self.guarded_in_bounds(index, guards, numel);
+            || ir::kernel::guarded_in_bounds(self.k, index, guards, numel);
         let flags = MemFlagsData::new().with_notrap();
         let mut ok: Option<Value> = None;
         let origin = self.offsets[v];

@@ -664,7 +664,11 @@ impl<'a> Lower<'a> {
         let idx = self.affine(index)?;
         let (idx, range) = match &cond {
             None => (idx, self.range(index)),
-            Some(c) => (self.ins(format!("select i1 {c}, i64 {idx}, i64 0")), None),
+            // Where the guards fail the index is 0; where they hold, within their interval.
+            Some(c) => {
+                let range = ir::kernel::guarded_in_bounds(self.k, index, guards, numel).then_some((0, numel as i128 - 1));
+                (self.ins(format!("select i1 {c}, i64 {idx}, i64 0")), range)
+            }
         };
         let v = self.load(*buf, &idx, range)?;
         Ok(match cond {
@@ -712,13 +716,24 @@ impl<'a> Lower<'a> {
             let c = match self.range(&g.expr) {
                 Some((lo, hi)) if lo >= 0 && hi < i128::from(g.bound) => continue,
                 Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => "zeroinitializer".to_string(),
-                _ => {
+                range => {
                     let x = self.affine(&g.expr)?;
                     let step = g.expr.coefs.get(v).copied().unwrap_or(0);
-                    let xs = self.lane_affine(&x, step);
                     let n = self.lanes;
-                    let bound = self.splat_scalar(&g.bound.to_string(), "i64");
-                    self.ins(format!("icmp ult <{n} x i64> {xs}, {bound}"))
+                    // In i32 lanes (twice as many per register) where the guard's values
+                    // fit; lanes past the end may wrap, but they are masked off anyway.
+                    let narrow = matches!(range, Some((lo, hi)) if lo > -(1 << 30) && hi < (1 << 30))
+                        && step.abs() < (1 << 20)
+                        && g.bound < (1 << 30);
+                    let ty = if narrow { "i32" } else { "i64" };
+                    let x = if narrow { self.ins(format!("trunc i64 {x} to i32")) } else { x };
+                    let mut xs = self.splat_scalar(&x, ty);
+                    if step != 0 {
+                        let items: Vec<String> = (0..n).map(|l| format!("{ty} {}", l * step)).collect();
+                        xs = self.ins(format!("add <{n} x {ty}> {xs}, <{}>", items.join(", ")));
+                    }
+                    let bound = self.splat_scalar(&g.bound.to_string(), ty);
+                    self.ins(format!("icmp ult <{n} x {ty}> {xs}, {bound}"))
                 }
             };
             mask = self.and_mask(mask, Some(c));
@@ -751,7 +766,8 @@ impl<'a> Lower<'a> {
             _ => 0.0,
         };
         let numel = self.k.inputs[buf].numel;
-        let in_bounds = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128);
+        let in_bounds = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
+            || ir::kernel::guarded_in_bounds(self.k, index, guards, numel);
         let mut ok: Option<String> = None;
         let origin = self.offsets[v];
         for lane in [0, self.valid - 1] {
