@@ -1157,38 +1157,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_split_padded_window_is_read_without_guards() {
-        // A 3x3 pad-1 conv window over x [1, 2, 5, 6]: split, the padded x [2, 7, 8] is a
-        // kernel of its own and the MatMul reads it without a guard.
-        let mut g = graph(
-            r#"graph {
-  input %x: f32[1,2,5,6]
-  input %w: f32[4,18]
-  %win: f32[2,3,3,5,6] = atom.View@0 "win" {shape=[2, 3, 3, 5, 6], strides=[30, 6, 1, 6, 1], offset=-7, guards=[-1, 5, 0, 1, 0, 1, 0, -1, 6, 0, 0, 1, 0, 1], pad=0.0} (%x)
-  %col: f32[18,30] = atom.View@0 "col" {shape=[18, 30], strides=[30, 1]} (%win)
-  %y: f32[4,30] = atom.MatMul@0 "mm" (%w, %col)
-  output %y
-}"#,
-        );
-        assert_eq!(crate::padding::materialize_padded_windows(&mut g).unwrap(), 1);
-        let plan = partition(&g).unwrap();
-        let ks = kernels(&plan);
-        assert_eq!(ks.len(), 2, "{plan:#?}");
-        assert_eq!(ks[0].name, "win.pad");
-        assert_eq!(ks[0].output.numel, 2 * 7 * 8);
-        let Body::Compute { body, .. } = &ks[1].body else { panic!("not a compute kernel") };
-        assert_eq!(guarded_loads(body), 0, "{:#?}", ks[1]);
-        check(&g, &plan);
-    }
-
-    #[test]
-    fn im2col_window_merged_for_a_matmul_splits_the_kernel_axes() {
-        // A 3x3 stride-2 pad-1 conv of x [1, 2, 6, 6] by w [4, 2*3*3]: the window [2, 3, 3,
-        // 3, 3] read as [18, 9] cannot compose over the merged axes; the kernel loops over
-        // [4, 3, 3] outputs and [2, 3, 3] reductions instead of copying the window.
-        let g = graph(
-            r#"graph {
+    /// A 3x3 stride-2 pad-1 conv of x [1, 2, 6, 6] by w [4, 2*3*3]: the padded window
+    /// [2, 3, 3, 3, 3] read as [18, 9] by a MatMul, then a Neg.
+    const STRIDED_CONV: &str = r#"graph {
   input %x: f32[1,2,6,6]
   input %w: f32[4,18]
   %win: f32[2,3,3,3,3] = atom.View@0 "win" {shape=[2, 3, 3, 3, 3], strides=[36, 6, 1, 12, 2], offset=-7, guards=[-1, 6, 0, 1, 0, 2, 0, -1, 6, 0, 0, 1, 0, 2], pad=0.0} (%x)
@@ -1196,8 +1167,29 @@ mod tests {
   %y: f32[4,9] = atom.MatMul@0 "mm" (%w, %col)
   %r: f32[4,9] = atom.Unary@0 "neg" {fn="Neg"} (%y)
   output %r
-}"#,
-        );
+}"#;
+
+    #[test]
+    fn a_split_padded_window_is_read_without_guards() {
+        // Split, the padded x [2, 7, 7] (the window never reaches a high border) is a
+        // kernel of its own and the MatMul reads it without a guard.
+        let mut g = graph(STRIDED_CONV);
+        assert_eq!(crate::padding::materialize_padded_windows(&mut g).unwrap(), 1);
+        let plan = partition(&g).unwrap();
+        let ks = kernels(&plan);
+        assert_eq!(ks.len(), 2, "{plan:#?}");
+        assert_eq!(ks[0].name, "win.pad");
+        assert_eq!(ks[0].output.numel, 2 * 7 * 7);
+        let Body::Compute { body, .. } = &ks[1].body else { panic!("not a compute kernel") };
+        assert_eq!(guarded_loads(body), 0, "{:#?}", ks[1]);
+        check(&g, &plan);
+    }
+
+    #[test]
+    fn im2col_window_merged_for_a_matmul_splits_the_kernel_axes() {
+        // The window read as [18, 9] cannot compose over the merged axes; the kernel loops
+        // over [4, 3, 3] outputs and [2, 3, 3] reductions instead of copying the window.
+        let g = graph(STRIDED_CONV);
         let plan = partition(&g).unwrap();
         let ks = kernels(&plan);
         assert_eq!(ks.len(), 1, "{plan:#?}");
