@@ -13,6 +13,7 @@
 
 use crate::atom::{Atom, Guard, ViewMap, row_major};
 use crate::error::Result;
+use crate::kernel::Affine;
 use crate::graph::{Graph, Node, ValueId, ValueType};
 
 /// Splits every padded window of `g` (see the module doc) and returns how many it split.
@@ -64,38 +65,17 @@ fn padded_window(g: &Graph, i: usize) -> Result<Option<(ViewMap, ViewMap, ValueI
     Ok(split_padding(&vm, &dims).map(|(p, w)| (p, w, input)))
 }
 
-/// An affine form over a view's axes: `offset + Σ coefs[d]·i[d]`.
-#[derive(Clone, Debug, PartialEq)]
-struct Form {
-    offset: i64,
-    coefs: Vec<i64>,
+/// `a + k·b`, `None` on overflow.
+fn add_scaled(a: &Affine, k: i64, b: &Affine) -> Option<Affine> {
+    let coefs: Option<Vec<i64>> = a.coefs.iter().zip(&b.coefs).map(|(x, y)| x.checked_add(k.checked_mul(*y)?)).collect();
+    Some(Affine { offset: a.offset.checked_add(k.checked_mul(b.offset)?)?, coefs: coefs? })
 }
 
-impl Form {
-    fn of_guard(g: &Guard) -> Form {
-        Form { offset: g.offset, coefs: g.coefs.clone() }
-    }
-
-    /// `self + k·other`.
-    fn add_scaled(&self, k: i64, other: &Form) -> Option<Form> {
-        let coefs: Option<Vec<i64>> =
-            self.coefs.iter().zip(&other.coefs).map(|(a, b)| a.checked_add(k.checked_mul(*b)?)).collect();
-        Some(Form { offset: self.offset.checked_add(k.checked_mul(other.offset)?)?, coefs: coefs? })
-    }
-
-    /// The least and greatest value over the box `0 <= i[d] < shape[d]`.
-    fn range(&self, shape: &[usize]) -> Option<(i64, i64)> {
-        let (mut lo, mut hi) = (self.offset, self.offset);
-        for (&c, &n) in self.coefs.iter().zip(shape) {
-            let span = c.checked_mul(i64::try_from(n).ok()?.checked_sub(1)?)?;
-            if span < 0 {
-                lo = lo.checked_add(span)?;
-            } else {
-                hi = hi.checked_add(span)?;
-            }
-        }
-        Some((lo, hi))
-    }
+/// The least and greatest value of `a` over the box `0 <= i[d] < shape[d]`.
+fn range(a: &Affine, shape: &[usize]) -> Option<(i64, i64)> {
+    let extents: Vec<i64> = shape.iter().map(|&n| i64::try_from(n).ok()).collect::<Option<_>>()?;
+    let (lo, hi) = a.range(&extents)?;
+    Some((i64::try_from(lo).ok()?, i64::try_from(hi).ok()?))
 }
 
 /// Splits padded window `vm` over an input of shape `dims` into (the padded tensor as a
@@ -109,8 +89,8 @@ pub fn split_padding(vm: &ViewMap, dims: &[usize]) -> Option<(ViewMap, ViewMap)>
         return None;
     }
     let rho = row_major(dims);
-    let index = Form { offset: vm.offset, coefs: vm.strides.clone() };
-    let guards: Vec<Form> = vm.guards.iter().map(Form::of_guard).collect();
+    let index = Affine { offset: vm.offset, coefs: vm.strides.clone() };
+    let guards: Vec<Affine> = vm.guards.iter().map(|g| Affine { offset: g.offset, coefs: g.coefs.clone() }).collect();
     // Each guard is the coordinate of a distinct input dim whose extent is its bound;
     // try each such assignment (m <= 4 guards, a handful of candidates).
     let mut assignment = vec![0usize; m];
@@ -122,8 +102,8 @@ fn assign(
     vm: &ViewMap,
     dims: &[usize],
     rho: &[i64],
-    index: &Form,
-    guards: &[Form],
+    index: &Affine,
+    guards: &[Affine],
     assignment: &mut Vec<usize>,
     j: usize,
 ) -> Option<(ViewMap, ViewMap)> {
@@ -146,21 +126,21 @@ fn split_with(
     vm: &ViewMap,
     dims: &[usize],
     rho: &[i64],
-    index: &Form,
-    guards: &[Form],
+    index: &Affine,
+    guards: &[Affine],
     assignment: &[usize],
 ) -> Option<(ViewMap, ViewMap)> {
     let rank = dims.len();
     let axes = vm.shape.len();
     // The coordinate of every input dim as a form over the view's axes: the guards give
     // the guarded ones; the rest of the index splits over the others, outermost first.
-    let mut coord: Vec<Option<Form>> = vec![None; rank];
+    let mut coord: Vec<Option<Affine>> = vec![None; rank];
     let mut residual = index.clone();
     for (g, &k) in guards.iter().zip(assignment) {
-        residual = residual.add_scaled(-rho[k], g)?;
+        residual = add_scaled(&residual, -rho[k], g)?;
         coord[k] = Some(g.clone());
     }
-    let zero = Form { offset: 0, coefs: vec![0; axes] };
+    let zero = Affine { offset: 0, coefs: vec![0; axes] };
     let free: Vec<usize> = (0..rank).filter(|k| coord[*k].is_none()).collect();
     for &k in &free {
         coord[k] = Some(zero.clone());
@@ -183,11 +163,11 @@ fn split_with(
     if off != 0 {
         return None;
     }
-    let coord: Vec<Form> = coord.into_iter().collect::<Option<_>>()?;
+    let coord: Vec<Affine> = coord.into_iter().collect::<Option<_>>()?;
     // The coordinates must rebuild the index exactly, and the free ones stay in range.
-    let mut rebuilt = Form { offset: 0, coefs: vec![0; axes] };
+    let mut rebuilt = Affine { offset: 0, coefs: vec![0; axes] };
     for (k, f) in coord.iter().enumerate() {
-        rebuilt = rebuilt.add_scaled(rho[k], f)?;
+        rebuilt = add_scaled(&rebuilt, rho[k], f)?;
     }
     if rebuilt != *index {
         return None;
@@ -195,7 +175,7 @@ fn split_with(
     let mut lo = vec![0i64; rank];
     let mut padded = dims.to_vec();
     for k in 0..rank {
-        let (min, max) = coord[k].range(&vm.shape)?;
+        let (min, max) = range(&coord[k], &vm.shape)?;
         let n = dims[k] as i64;
         if assignment.contains(&k) {
             lo[k] = (-min).max(0);
@@ -227,10 +207,10 @@ fn split_with(
     let pad = ViewMap { shape: padded.clone(), strides: rho.to_vec(), offset: pad_offset, guards: pad_guards, pad: vm.pad };
     // The window reads padded[coord + lo], unguarded.
     let rho_p = row_major(&padded);
-    let mut window = Form { offset: 0, coefs: vec![0; axes] };
+    let mut window = Affine { offset: 0, coefs: vec![0; axes] };
     for k in 0..rank {
-        let shifted = Form { offset: coord[k].offset.checked_add(lo[k])?, coefs: coord[k].coefs.clone() };
-        window = window.add_scaled(rho_p[k], &shifted)?;
+        let shifted = Affine { offset: coord[k].offset.checked_add(lo[k])?, coefs: coord[k].coefs.clone() };
+        window = add_scaled(&window, rho_p[k], &shifted)?;
     }
     let window = ViewMap { shape: vm.shape.clone(), strides: window.coefs, offset: window.offset, guards: vec![], pad: 0.0 };
     pad.check().ok()?;

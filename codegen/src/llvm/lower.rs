@@ -685,15 +685,15 @@ impl<'a> Lower<'a> {
         })
     }
 
-    /// `<lanes x i64>` of `x + lane * step` for every lane (`x` an i64).
-    fn lane_affine(&mut self, x: &str, step: i64) -> String {
+    /// `<lanes x ty>` of `x + lane * step` for every lane (`x` a `ty`, an integer type).
+    fn lane_affine(&mut self, x: &str, step: i64, ty: &str) -> String {
         let n = self.lanes;
-        let base = self.splat_scalar(x, "i64");
+        let base = self.splat_scalar(x, ty);
         if step == 0 {
             return base;
         }
-        let items: Vec<String> = (0..n).map(|l| format!("i64 {}", l * step)).collect();
-        self.ins(format!("add <{n} x i64> {base}, <{}>", items.join(", ")))
+        let items: Vec<String> = (0..n).map(|l| format!("{ty} {}", l * step)).collect();
+        self.ins(format!("add <{n} x {ty}> {base}, <{}>", items.join(", ")))
     }
 
     /// `a and b` of two optional masks of the current lanes (`None`: every lane).
@@ -721,17 +721,13 @@ impl<'a> Lower<'a> {
                     let step = g.expr.coefs.get(v).copied().unwrap_or(0);
                     let n = self.lanes;
                     // In i32 lanes (twice as many per register) where the guard's values
-                    // fit; lanes past the end may wrap, but they are masked off anyway.
+                    // fit: |x| < 2^30 and lanes·|step| < 2^26, so no lane wraps.
                     let narrow = matches!(range, Some((lo, hi)) if lo > -(1 << 30) && hi < (1 << 30))
                         && step.abs() < (1 << 20)
                         && g.bound < (1 << 30);
                     let ty = if narrow { "i32" } else { "i64" };
                     let x = if narrow { self.ins(format!("trunc i64 {x} to i32")) } else { x };
-                    let mut xs = self.splat_scalar(&x, ty);
-                    if step != 0 {
-                        let items: Vec<String> = (0..n).map(|l| format!("{ty} {}", l * step)).collect();
-                        xs = self.ins(format!("add <{n} x {ty}> {xs}, <{}>", items.join(", ")));
-                    }
+                    let xs = self.lane_affine(&x, step, ty);
                     let bound = self.splat_scalar(&g.bound.to_string(), ty);
                     self.ins(format!("icmp ult <{n} x {ty}> {xs}, {bound}"))
                 }
@@ -801,7 +797,7 @@ impl<'a> Lower<'a> {
             let mask = self.and_mask(guard, valid.clone());
             let mask = mask.unwrap_or_else(|| format!("<{}>", vec!["i1 true"; n as usize].join(", ")));
             let idx = self.affine(index)?;
-            let idxs = self.lane_affine(&idx, cv);
+            let idxs = self.lane_affine(&idx, cv, "i64");
             if !in_bounds {
                 let limit = self.splat_scalar(&numel.to_string(), "i64");
                 let out = self.ins(format!("icmp uge <{n} x i64> {idxs}, {limit}"));
