@@ -233,7 +233,9 @@ pub struct TuneReport {
     pub model_before_ms: f64,
     pub model_after_ms: f64,
     pub trials: usize,
-    /// After each trial: (trials so far, the model's estimated latency in ms).
+    /// After each trial: (trials so far, the lowest estimate of the model's latency in ms
+    /// so far). An estimate can rise when a best is timed again (its first timing was
+    /// biased low); the curve keeps the best-so-far, so it never rises.
     pub curve: Vec<(usize, f64)>,
     /// Improvements recorded during the search (first measurements not counted).
     pub recorded: usize,
@@ -341,7 +343,8 @@ pub fn tune(path: &Path, options: &TuneOptions, store: &mut dyn Store, progress:
             t.potential *= 0.8;
         }
         let model_s = estimate(&tunings);
-        curve.push((trials, model_s * 1e3));
+        let lowest = curve.last().map_or(f64::INFINITY, |c| c.1);
+        curve.push((trials, lowest.min(model_s * 1e3)));
         let t = &tunings[i];
         progress(&Progress {
             kernel: i + 1,
@@ -510,6 +513,10 @@ fn confirm(t: &mut Tuning, candidate: &Schedule, pool: &ThreadPool, options: &Tu
     match try_candidate(t, &incumbent, pool, options)? {
         Some((best, _)) if best <= again => {
             t.best.1 = best;
+            if t.best.0 == t.untuned {
+                // The same schedule as the untuned one: the report compares like with like.
+                t.before_s = best;
+            }
             Ok(None)
         }
         _ => Ok(Some((again, runs))),
