@@ -351,6 +351,34 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.switch_to_block(exit);
     }
 
+    /// Opens a loop over `axis` from `start` while it is below `end`, tested at the top, so
+    /// the values a trip computes leave only through the back edge: the code after the loop
+    /// reads the header's parameters. (With the test at the bottom, the last value of each
+    /// accumulator would have two uses, and Cranelift sinks no load into an instruction
+    /// whose result is used twice, nor into anything that feeds one.) Returns the header
+    /// and the exit block, for [`Self::close_while`].
+    pub(super) fn open_while(&mut self, axis: usize, start: Value, end: Value) -> (Block, Block) {
+        self.b.def_var(self.axes[axis], start);
+        let header = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let i = self.b.use_var(self.axes[axis]);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        let (body, exit) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        (header, exit)
+    }
+
+    /// Ends a loop opened by [`Self::open_while`]: steps `axis` and continues after it.
+    pub(super) fn close_while(&mut self, axis: usize, (header, exit): (Block, Block), step: i64) {
+        let i = self.b.use_var(self.axes[axis]);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.def_var(self.axes[axis], next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+    }
+
     /// Branches to an error return when `bad` is nonzero.
     pub(super) fn check(&mut self, bad: Value, e: RuntimeError) {
         let err = match self.err_blocks.iter().find(|(x, _)| *x == e) {
@@ -588,6 +616,29 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         let constant = size * (index.offset + self.shift(index, 0..self.live));
         Ok(if constant == 0 { addr } else { self.b.ins().iadd_imm_s(addr, constant) })
+    }
+
+    /// An f32x4 broadcast of an unguarded, in-bounds load that is constant along the vector
+    /// axis, loaded afresh for its one use (not through the load cache), so Cranelift folds
+    /// the load into `vbroadcastss`, and its x64 FMA, which writes its first multiplicand's
+    /// register, overwrites a register nothing else reads (no copy). `None` for any other
+    /// expression, and for the packed operand (it is read from its panel).
+    pub(super) fn fresh_broadcast(&mut self, e: &Expr) -> Result<Option<Value>> {
+        let Expr::Load { buf, index, guards, .. } = e else { return Ok(None) };
+        let Some(v) = self.vec_axis else { return Ok(None) };
+        let packed = matches!(&self.packed, Some(p) if p.node == std::ptr::from_ref(e) as usize);
+        if self.lanes != 4
+            || packed
+            || !guards.is_empty()
+            || index.coefs.get(v).copied().unwrap_or(0) != 0
+            || self.k.inputs[*buf].dtype != DType::F32
+            || !matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < self.k.inputs[*buf].numel as i128)
+        {
+            return Ok(None);
+        }
+        let addr = self.split_address(*buf, index, DType::F32)?;
+        let x = self.b.ins().load(types::F32, Self::free_load_flags(), addr, 0);
+        Ok(Some(self.b.ins().splat(types::F32X4, x)))
     }
 
     /// Flags of a load of an input that needs no guard and no bounds check: inputs are not

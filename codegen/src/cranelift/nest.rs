@@ -47,6 +47,9 @@ use ir::dtype::DType;
 use ir::kernel::{Body, Expr};
 use ir::schedule::{PACK_LIMIT_BYTES, Schedule};
 
+/// The shortest innermost reduction loop of an FMA contraction that is tested at the top.
+const TOP_TESTED_MIN: i64 = 8;
+
 /// The schedule as the nest applies it.
 struct Nest<'e> {
     reduce: Option<ReduceFn>,
@@ -698,32 +701,43 @@ impl<M: Module> Lower<'_, '_, M> {
         };
         // The innermost reduction loop of an FMA contraction runs two steps per trip: the
         // accumulators then alternate registers instead of being copied back each trip
-        // (Cranelift's x64 FMA writes a multiplicand's register).
+        // (Cranelift's x64 FMA writes a multiplicand's register). A long one is tested at
+        // the top (see `open_while`), so Cranelift folds the loads of a step into the FMAs
+        // and broadcasts using them; the other loops are tested at the bottom, one branch
+        // per trip.
         let mut headers = Vec::new();
-        for a in r..self.axes.len() {
+        for a in r..self.axes.len().saturating_sub(1) {
             let zero = self.b.ins().iconst(types::I64, 0);
             headers.push(self.open_loop(a, zero));
         }
-        let Some(&header) = headers.last() else {
+        if self.axes.len() == r {
             // No reduction axes: one step.
-            self.reduce_step(nest, f, d, points, &vars, fma)?;
+            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, false)))?;
             accs.extend(vars.into_iter().map(|v| (self.b.use_var(v), d)));
             return Ok(());
-        };
+        }
         let inner = self.axes.len() - 1;
         let n = self.extents[inner];
         let unroll: i64 = if fma.is_some() && n >= 4 { 2 } else { 1 };
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let end = self.b.ins().iconst(types::I64, n - n % unroll);
+        // Tested at the top only where it runs many trips (a short loop, such as a conv
+        // window's row, pays for the extra branch and measured slower).
+        let top_tested = n >= TOP_TESTED_MIN;
+        let inner_loop = if top_tested { Ok(self.open_while(inner, zero, end)) } else { Err(self.open_loop(inner, zero)) };
         for step in 0..unroll {
             self.offsets[inner] = step;
-            self.reduce_step(nest, f, d, points, &vars, fma)?;
+            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, top_tested)))?;
         }
         self.offsets[inner] = 0;
-        let stop = self.b.ins().iconst(types::I64, n - n % unroll);
-        self.close_loop(inner, header, unroll, stop);
+        match inner_loop {
+            Ok(l) => self.close_while(inner, l, unroll),
+            Err(header) => self.close_loop(inner, header, unroll, end),
+        }
         if n % unroll != 0 {
             let last = self.b.ins().iconst(types::I64, n - 1);
             self.b.def_var(self.axes[inner], last);
-            self.reduce_step(nest, f, d, points, &vars, fma)?;
+            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, false)))?;
         }
         for (i, a) in (r..inner).enumerate().rev() {
             let stop = self.b.ins().iconst(types::I64, self.extents[a]);
@@ -736,7 +750,8 @@ impl<M: Module> Lower<'_, '_, M> {
     }
 
     /// One reduction step of every point of a tile: each accumulator variable combined
-    /// with the body at its point (with `fma` for a Sum of products).
+    /// with the body at its point (with `fma` for a Sum of products, its operands, and
+    /// whether Cranelift can fold their loads: the step's values are used once).
     fn reduce_step(
         &mut self,
         nest: &Nest<'_>,
@@ -744,15 +759,26 @@ impl<M: Module> Lower<'_, '_, M> {
         d: DType,
         points: &[(usize, usize)],
         vars: &[Variable],
-        fma: Option<(&Expr, &Expr)>,
+        fma: Option<((&Expr, &Expr), bool)>,
     ) -> Result<()> {
         self.cache.clear();
+        // With one column, a broadcast operand has one use per step: loaded afresh there
+        // (`fresh_broadcast`, where the load folds), it costs no register copy. Shared by
+        // several columns, it is loaded once and copied (Cranelift's x64 FMA writes a
+        // multiplicand's register).
+        let one_column = points.iter().all(|p| p.1 == 0);
         for (&(i, j), &var) in points.iter().zip(vars) {
             self.at(nest, i, j);
             let next = match fma {
-                Some((x, y)) => {
-                    let (x, _) = self.expr(x)?;
-                    let (y, _) = self.expr(y)?;
+                Some(((x, y), folds)) => {
+                    let fresh = folds && one_column;
+                    let (x, y) = if let Some(bx) = if fresh { self.fresh_broadcast(x)? } else { None } {
+                        (bx, self.expr(y)?.0)
+                    } else if let Some(by) = if fresh { self.fresh_broadcast(y)? } else { None } {
+                        (by, self.expr(x)?.0)
+                    } else {
+                        (self.expr(x)?.0, self.expr(y)?.0)
+                    };
                     let a = self.b.use_var(var);
                     self.used_fma = true;
                     self.b.ins().fma(x, y, a)
