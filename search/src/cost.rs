@@ -59,6 +59,11 @@ const UNFLATTEN_CYCLES: f64 = 25.0;
 /// allocator (of [`VECTOR_REGISTERS`]: a 4 x 3 tile, 16 live vectors, measured slower than
 /// 4 x 2).
 const ALLOCATABLE_REGISTERS: f64 = VECTOR_REGISTERS as f64 - 3.0;
+/// A load whose step along the innermost reduction axis is a multiple of this many bytes
+/// maps every step to one L1 set.
+const SET_CONFLICT_STRIDE_BYTES: i64 = 4096;
+/// Extra load-port cycles of such a load (it reads from L2).
+const SET_CONFLICT_CYCLES: f64 = 4.0;
 /// Issue cycles of the bound checks of one guarded vector load with masked tails.
 const GUARD_CYCLES: f64 = 1.5;
 /// Bookkeeping of one tile (loop counters, stores' addresses), in cycles.
@@ -127,6 +132,10 @@ struct LoadUse {
     buf: Option<usize>,
     /// Bytes of the buffer it reads.
     bytes: f64,
+    /// Its stride along the innermost reduction axis is a multiple of 4 KiB: the steps'
+    /// lines share one L1 set and evict each other (a B[k, n] broadcast of a GEMM
+    /// reordered to vectorize rows), so each step reads from L2.
+    set_conflict: bool,
 }
 
 /// The predicted seconds of `k` under `s` on `t`, with `t.cores` threads.
@@ -136,7 +145,8 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let hz = (t.peak_flops() / (t.fma_units.max(1) as f64 * t_lanes * 2.0)).max(1e8);
     let cache = |bytes: usize, default: f64| if bytes > 0 { bytes as f64 } else { default };
     let (l1_bytes, l2_bytes, l3_bytes) = (cache(t.l1_bytes, L1_BYTES), cache(t.l2_bytes, L2_BYTES), cache(t.l3_bytes, L3_BYTES));
-    let allocatable = if t.vector_registers > 0 { t.vector_registers as f64 - 3.0 } else { ALLOCATABLE_REGISTERS };
+    // Cranelift allocates 16 vector registers whatever the target has; LLVM every one.
+    let allocatable = if crate::masks_tails(t) && t.vector_registers > 0 { t.vector_registers as f64 - 3.0 } else { ALLOCATABLE_REGISTERS };
     let Body::Compute { reduce, body, epilogue } = &k.body else {
         let points: usize = k.out_shape.iter().product();
         return CALL_S + points as f64 * 10.0 / hz + k.output.numel as f64 * 4.0 / (L2_BYTES_PER_CYCLE * hz);
@@ -191,7 +201,8 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
             } else {
                 1.5
             };
-            n * (each + if u.guarded { if vector { 3.0 } else { 2.0 } } else { 0.0 })
+            let conflict = if u.set_conflict { SET_CONFLICT_CYCLES } else { 0.0 };
+            n * (each + conflict + if u.guarded { if vector { 3.0 } else { 2.0 } } else { 0.0 })
         };
         let load_cycles: f64 = loads.iter().map(load_cost).sum::<f64>() / LOAD_PORTS;
         // With masked tails (LLVM) a guarded vector load's checks (index arithmetic on
@@ -307,12 +318,16 @@ fn collect_load_uses(e: &Expr, k: &Kernel, block: Option<usize>, vec_axis: Optio
             let stride = vec_axis.and_then(|a| index.coefs.get(a).copied()).unwrap_or(0);
             let strided = stride != 0 && stride != 1;
             let bytes = k.inputs.get(*buf).map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
-            out.push(LoadUse { per_row, per_col, strided, stride, guarded: !guards.is_empty(), buf: Some(*buf), bytes });
+            let size = k.inputs.get(*buf).map_or(4, |b| b.dtype.size()) as i64;
+            let inner = (k.out_shape.len() + k.red_shape.len()).checked_sub(1).filter(|_| !k.red_shape.is_empty());
+            let step_bytes = inner.and_then(|a| index.coefs.get(a)).map_or(0, |&c| (c * size).abs());
+            let set_conflict = step_bytes != 0 && step_bytes % SET_CONFLICT_STRIDE_BYTES == 0 && bytes > L1_BYTES;
+            out.push(LoadUse { per_row, per_col, strided, stride, guarded: !guards.is_empty(), buf: Some(*buf), bytes, set_conflict });
         }
         Expr::Gather { buf, index, pos, .. } => {
             let per_row = nonzero(&index.coefs, block);
             let bytes = k.inputs.get(*buf).map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
-            out.push(LoadUse { per_row, per_col: vec_axis.is_some(), strided: true, stride: 0, guarded: true, buf: None, bytes });
+            out.push(LoadUse { per_row, per_col: vec_axis.is_some(), strided: true, stride: 0, guarded: true, buf: None, bytes, set_conflict: false });
             collect_load_uses(pos, k, block, vec_axis, out);
         }
         Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => {}
