@@ -618,6 +618,14 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(if constant == 0 { addr } else { self.b.ins().iadd_imm_s(addr, constant) })
     }
 
+    /// Whether `e` is a load that is constant along the vector axis (index and guards): one
+    /// scalar, broadcast.
+    pub(super) fn is_broadcast(&self, e: &Expr) -> bool {
+        let (Expr::Load { index, guards, .. }, Some(v)) = (e, self.vec_axis) else { return false };
+        let along = |c: &[i64]| c.get(v).copied().unwrap_or(0) != 0;
+        !along(&index.coefs) && !guards.iter().any(|g| along(&g.expr.coefs))
+    }
+
     /// An f32x4 broadcast of an unguarded, in-bounds load that is constant along the vector
     /// axis, loaded afresh for its one use (not through the load cache), so Cranelift folds
     /// the load into `vbroadcastss`, and its x64 FMA, which writes its first multiplicand's

@@ -705,15 +705,71 @@ impl<M: Module> Lower<'_, '_, M> {
         // the top (see `open_while`), so Cranelift folds the loads of a step into the FMAs
         // and broadcasts using them; the other loops are tested at the bottom, one branch
         // per trip.
+        // Reduction axes that every load reads as one flat axis (a packed conv: the panel is
+        // flat, the weights contiguous along (ci, kh, kw)) run as one loop: the innermost
+        // axis counts the flat index, the others stay 0.
+        let saved = self.extents.clone();
+        if self.axes.len() > r + 1 && self.reads_flat_reduction(nest.body, r) {
+            let last = self.axes.len() - 1;
+            self.extents[last] = self.extents[r..].iter().product();
+            self.extents[r..last].fill(1);
+        }
+        let done = self.reduce_loops(nest, f, d, points, &vars, fma);
+        self.extents = saved;
+        done?;
+        for var in vars {
+            accs.push((self.b.use_var(var), d));
+        }
+        Ok(())
+    }
+
+    /// Whether every load of `e` (but the packed one, whose panel is flat) reads the
+    /// reduction axes `r..` as one flat axis: each axis's coefficient (of the index and
+    /// of every guard) is the next one's times its extent.
+    fn reads_flat_reduction(&self, e: &Expr, r: usize) -> bool {
+        let flat = |c: &[i64]| {
+            let at = |a: usize| c.get(a).copied().unwrap_or(0);
+            (r..self.axes.len() - 1).all(|a| at(a) == at(a + 1) * self.extents[a + 1])
+        };
+        match e {
+            Expr::Load { index, guards, .. } => {
+                let packed = matches!(&self.packed, Some(p) if p.node == std::ptr::from_ref(e) as usize);
+                packed || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs)))
+            }
+            Expr::Gather { .. } => false,
+            Expr::Axis(a) => *a < r,
+            Expr::Const { .. } | Expr::Acc => true,
+            Expr::Unary(_, x) | Expr::Cast(_, x) => self.reads_flat_reduction(x, r),
+            Expr::Binary(_, x, y) => self.reads_flat_reduction(x, r) && self.reads_flat_reduction(y, r),
+            Expr::Select(c, x, y) => [c, x, y].iter().all(|x| self.reads_flat_reduction(x, r)),
+        }
+    }
+
+    /// The reduction loops of [`Self::reduce_tile`] (a reduction axis of extent 1 has no
+    /// loop).
+    fn reduce_loops(
+        &mut self,
+        nest: &Nest<'_>,
+        f: ReduceFn,
+        d: DType,
+        points: &[(usize, usize)],
+        vars: &[Variable],
+        fma: Option<(&Expr, &Expr)>,
+    ) -> Result<()> {
+        let r = self.k.out_shape.len();
         let mut headers = Vec::new();
         for a in r..self.axes.len().saturating_sub(1) {
             let zero = self.b.ins().iconst(types::I64, 0);
-            headers.push(self.open_loop(a, zero));
+            if self.extents[a] == 1 {
+                self.b.def_var(self.axes[a], zero);
+                headers.push(None);
+            } else {
+                headers.push(Some(self.open_loop(a, zero)));
+            }
         }
         if self.axes.len() == r {
             // No reduction axes: one step.
-            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, false)))?;
-            accs.extend(vars.into_iter().map(|v| (self.b.use_var(v), d)));
+            self.reduce_step(nest, f, d, points, vars, fma.map(|m| (m, false)))?;
             return Ok(());
         }
         let inner = self.axes.len() - 1;
@@ -740,11 +796,10 @@ impl<M: Module> Lower<'_, '_, M> {
             self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, false)))?;
         }
         for (i, a) in (r..inner).enumerate().rev() {
-            let stop = self.b.ins().iconst(types::I64, self.extents[a]);
-            self.close_loop(a, headers[i], 1, stop);
-        }
-        for var in vars {
-            accs.push((self.b.use_var(var), d));
+            if let Some(header) = headers[i] {
+                let stop = self.b.ins().iconst(types::I64, self.extents[a]);
+                self.close_loop(a, header, 1, stop);
+            }
         }
         Ok(())
     }
@@ -771,6 +826,9 @@ impl<M: Module> Lower<'_, '_, M> {
             self.at(nest, i, j);
             let next = match fma {
                 Some(((x, y), folds)) => {
+                    // The FMA writes its first operand's register: a broadcast, used by the
+                    // row's columns, costs fewer copies than a vector, used by every row.
+                    let (x, y) = if self.is_broadcast(y) && !self.is_broadcast(x) { (y, x) } else { (x, y) };
                     let fresh = folds && one_column;
                     let (x, y) = if let Some(bx) = if fresh { self.fresh_broadcast(x)? } else { None } {
                         (bx, self.expr(y)?.0)
