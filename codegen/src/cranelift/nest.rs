@@ -50,6 +50,15 @@ use ir::schedule::{PACK_LIMIT_BYTES, Schedule};
 /// The shortest innermost reduction loop of an FMA contraction that is tested at the top.
 const TOP_TESTED_MIN: i64 = 8;
 
+/// A micro-tile's accumulation: the reduction, the accumulators' type, the tile's points
+/// and their accumulator variables.
+struct Accumulation<'a> {
+    f: ReduceFn,
+    d: DType,
+    points: &'a [(usize, usize)],
+    vars: &'a [Variable],
+}
+
 /// The schedule as the nest applies it.
 struct Nest<'e> {
     reduce: Option<ReduceFn>,
@@ -714,7 +723,7 @@ impl<M: Module> Lower<'_, '_, M> {
             self.extents[last] = self.extents[r..].iter().product();
             self.extents[r..last].fill(1);
         }
-        let done = self.reduce_loops(nest, f, d, points, &vars, fma);
+        let done = self.reduce_loops(nest, &Accumulation { f, d, points, vars: &vars }, fma);
         self.extents = saved;
         done?;
         for var in vars {
@@ -747,15 +756,7 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The reduction loops of [`Self::reduce_tile`] (a reduction axis of extent 1 has no
     /// loop).
-    fn reduce_loops(
-        &mut self,
-        nest: &Nest<'_>,
-        f: ReduceFn,
-        d: DType,
-        points: &[(usize, usize)],
-        vars: &[Variable],
-        fma: Option<(&Expr, &Expr)>,
-    ) -> Result<()> {
+    fn reduce_loops(&mut self, nest: &Nest<'_>, acc: &Accumulation<'_>, fma: Option<(&Expr, &Expr)>) -> Result<()> {
         let r = self.k.out_shape.len();
         let mut headers = Vec::new();
         for a in r..self.axes.len().saturating_sub(1) {
@@ -769,7 +770,7 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         if self.axes.len() == r {
             // No reduction axes: one step.
-            self.reduce_step(nest, f, d, points, vars, fma.map(|m| (m, false)))?;
+            self.reduce_step(nest, acc, fma.map(|m| (m, false)))?;
             return Ok(());
         }
         let inner = self.axes.len() - 1;
@@ -783,7 +784,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let inner_loop = if top_tested { Ok(self.open_while(inner, zero, end)) } else { Err(self.open_loop(inner, zero)) };
         for step in 0..unroll {
             self.offsets[inner] = step;
-            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, top_tested)))?;
+            self.reduce_step(nest, acc, fma.map(|m| (m, top_tested)))?;
         }
         self.offsets[inner] = 0;
         match inner_loop {
@@ -793,7 +794,7 @@ impl<M: Module> Lower<'_, '_, M> {
         if n % unroll != 0 {
             let last = self.b.ins().iconst(types::I64, n - 1);
             self.b.def_var(self.axes[inner], last);
-            self.reduce_step(nest, f, d, points, &vars, fma.map(|m| (m, false)))?;
+            self.reduce_step(nest, acc, fma.map(|m| (m, false)))?;
         }
         for (i, a) in (r..inner).enumerate().rev() {
             if let Some(header) = headers[i] {
@@ -807,15 +808,8 @@ impl<M: Module> Lower<'_, '_, M> {
     /// One reduction step of every point of a tile: each accumulator variable combined
     /// with the body at its point (with `fma` for a Sum of products, its operands, and
     /// whether Cranelift can fold their loads: the step's values are used once).
-    fn reduce_step(
-        &mut self,
-        nest: &Nest<'_>,
-        f: ReduceFn,
-        d: DType,
-        points: &[(usize, usize)],
-        vars: &[Variable],
-        fma: Option<((&Expr, &Expr), bool)>,
-    ) -> Result<()> {
+    fn reduce_step(&mut self, nest: &Nest<'_>, acc: &Accumulation<'_>, fma: Option<((&Expr, &Expr), bool)>) -> Result<()> {
+        let Accumulation { f, d, points, vars } = *acc;
         self.cache.clear();
         // With one column, a broadcast operand has one use per step: loaded afresh there
         // (`fresh_broadcast`, where the load folds), it costs no register copy. Shared by
