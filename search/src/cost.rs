@@ -64,6 +64,8 @@ const ALLOCATABLE_REGISTERS: f64 = VECTOR_REGISTERS as f64 - 3.0;
 const SET_CONFLICT_STRIDE_BYTES: i64 = 4096;
 /// Extra load-port cycles of such a load (it reads from L2).
 const SET_CONFLICT_CYCLES: f64 = 4.0;
+/// Issue cycles of a register copy (a Cranelift FMA's shared operand).
+const COPY_CYCLES: f64 = 0.25;
 /// Issue cycles of the bound checks of one guarded vector load with masked tails.
 const GUARD_CYCLES: f64 = 1.5;
 /// Bookkeeping of one tile (loop counters, stores' addresses), in cycles.
@@ -167,6 +169,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         _ => 1,
     };
     let red: f64 = k.red_shape.iter().product::<usize>() as f64;
+    let inner_red = k.red_shape.last().copied().unwrap_or(0);
     let has_reduce = reduce.is_some();
     // A vector the output is not contiguous along is stored lane by lane (an extract and a
     // store per lane).
@@ -184,6 +187,12 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let tile = |rows: f64, cols: f64, lanes: usize| -> f64 {
         let vector = lanes > 1;
         let l = lanes as f64;
+        // Cranelift's FMA writes its broadcast operand's register: with several columns each
+        // FMA but the row's last copies it first; with one column over a long (or packed,
+        // flat) reduction each FMA broadcasts afresh from memory, one load.
+        let cranelift_fma = !masked && vector && contraction;
+        let fresh_broadcasts = cranelift_fma && cols == 1.0 && (inner_red >= 8 || s.pack().is_some());
+        let copies = if cranelift_fma { rows * (cols - 1.0).max(0.0) * COPY_CYCLES } else { 0.0 };
         let load_cost = |u: &LoadUse| -> f64 {
             let n = (if u.per_row { rows } else { 1.0 }) * (if u.per_col { cols } else { 1.0 });
             // The packed load reads the scratch: contiguous, guards resolved by the pack.
@@ -196,7 +205,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
                 u.stride as f64 + 1.0
             } else if u.per_col && u.strided {
                 l + 1.0
-            } else if u.per_col {
+            } else if u.per_col || (fresh_broadcasts && !u.guarded) {
                 1.0
             } else {
                 1.5
@@ -226,7 +235,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         let latency = if has_reduce { FMA_LATENCY } else { 0.0 };
         let regs = elems + cols + 1.0;
         let spill = (regs - allocatable).max(0.0) * 3.0;
-        let step = arith.max(load_cycles).max(latency) + guard_cycles + spill + 1.0;
+        let step = arith.max(load_cycles).max(latency) + guard_cycles + spill + copies + 1.0;
         let store = if vector && lane_stores { l } else { 1.0 };
         let epi: f64 = elems * (arith_cycles(epilogue, l) + store) + epi_loads.iter().map(load_cost).sum::<f64>();
         red * step + epi + TILE_CYCLES
