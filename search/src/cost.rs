@@ -326,9 +326,10 @@ fn collect_load_uses(e: &Expr, k: &Kernel, block: Option<usize>, vec_axis: Optio
             let per_col = nonzero(&index.coefs, vec_axis) || guards.iter().any(|g| nonzero(&g.expr.coefs, vec_axis));
             let stride = vec_axis.and_then(|a| index.coefs.get(a).copied()).unwrap_or(0);
             let strided = stride != 0 && stride != 1;
-            let bytes = k.inputs.get(*buf).map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
-            let size = k.inputs.get(*buf).map_or(4, |b| b.dtype.size()) as i64;
-            let inner = (k.out_shape.len() + k.red_shape.len()).checked_sub(1).filter(|_| !k.red_shape.is_empty());
+            let input = k.inputs.get(*buf);
+            let bytes = input.map_or(0.0, |b| (b.numel * b.dtype.size()) as f64);
+            let size = input.map_or(4, |b| b.dtype.size()) as i64;
+            let inner = k.red_shape.len().checked_sub(1).map(|i| k.out_shape.len() + i);
             let step_bytes = inner.and_then(|a| index.coefs.get(a)).map_or(0, |&c| (c * size).abs());
             let set_conflict = step_bytes != 0 && step_bytes % SET_CONFLICT_STRIDE_BYTES == 0 && bytes > L1_BYTES;
             out.push(LoadUse { per_row, per_col, strided, stride, guarded: !guards.is_empty(), buf: Some(*buf), bytes, set_conflict });

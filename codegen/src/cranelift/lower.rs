@@ -618,6 +618,17 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(if constant == 0 { addr } else { self.b.ins().iadd_imm_s(addr, constant) })
     }
 
+    /// Whether `e` is the load node of the packed input (read from its scratch).
+    pub(super) fn is_packed(&self, e: &Expr) -> bool {
+        matches!(&self.packed, Some(p) if p.node == std::ptr::from_ref(e) as usize)
+    }
+
+    /// Whether every value `index` takes over the live axes lies in a buffer of `numel`
+    /// elements.
+    fn in_buffer(&self, index: &Affine, numel: usize) -> bool {
+        matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
+    }
+
     /// Whether `e` is a load that is constant along the vector axis (index and guards): one
     /// scalar, broadcast.
     pub(super) fn is_broadcast(&self, e: &Expr) -> bool {
@@ -633,14 +644,13 @@ impl<M: Module> Lower<'_, '_, M> {
     /// expression, and for the packed operand (it is read from its panel).
     pub(super) fn fresh_broadcast(&mut self, e: &Expr) -> Result<Option<Value>> {
         let Expr::Load { buf, index, guards, .. } = e else { return Ok(None) };
-        let Some(v) = self.vec_axis else { return Ok(None) };
-        let packed = matches!(&self.packed, Some(p) if p.node == std::ptr::from_ref(e) as usize);
+        let input = &self.k.inputs[*buf];
         if self.lanes != 4
-            || packed
+            || !self.is_broadcast(e)
+            || self.is_packed(e)
             || !guards.is_empty()
-            || index.coefs.get(v).copied().unwrap_or(0) != 0
-            || self.k.inputs[*buf].dtype != DType::F32
-            || !matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < self.k.inputs[*buf].numel as i128)
+            || input.dtype != DType::F32
+            || !self.in_buffer(index, input.numel)
         {
             return Ok(None);
         }
@@ -835,7 +845,7 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         if cond.is_none()
             && d != DType::Bool
-            && matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
+            && self.in_buffer(index, numel)
         {
             let ty = self.ty(d)?;
             let addr = self.split_address(*buf, index, d)?;
@@ -885,9 +895,8 @@ impl<M: Module> Lower<'_, '_, M> {
         let v = self
             .vec_axis
             .ok_or_else(|| self.invalid("a vector load without a vector axis"))?;
-        let coef = |a: &Affine| a.coefs.get(v).copied().unwrap_or(0);
-        let cv = coef(index);
-        if cv == 0 && guards.iter().all(|g| coef(&g.expr) == 0) {
+        let cv = index.coefs.get(v).copied().unwrap_or(0);
+        if self.is_broadcast(e) {
             self.lanes = 1;
             let scalar = self.expr(e);
             self.lanes = lanes;
@@ -896,7 +905,7 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         let numel = self.k.inputs[buf].numel;
         // Where lanes 0 and 3 pass the guards every lane does (both are affine in the lane).
-        let in_bounds = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < numel as i128)
+        let in_bounds = self.in_buffer(index, numel)
             || ir::kernel::guarded_in_bounds(self.k, index, guards, numel);
         let flags = MemFlagsData::new().with_notrap();
         let mut ok: Option<Value> = None;
@@ -1012,12 +1021,8 @@ impl<M: Module> Lower<'_, '_, M> {
                 {
                     return Ok(v);
                 }
-                let v = match &self.packed {
-                    Some(p) if p.node == std::ptr::from_ref(e) as usize && p.panel.is_some() => {
-                        self.packed_load()?
-                    }
-                    _ => self.load_expr(e)?,
-                };
+                let reads_panel = self.is_packed(e) && self.packed.as_ref().is_some_and(|p| p.panel.is_some());
+                let v = if reads_panel { self.packed_load()? } else { self.load_expr(e)? };
                 if self.cache_on {
                     self.cache.insert(key, v);
                 }

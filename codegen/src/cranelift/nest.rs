@@ -708,12 +708,6 @@ impl<M: Module> Lower<'_, '_, M> {
             }
             _ => None,
         };
-        // The innermost reduction loop of an FMA contraction runs two steps per trip: the
-        // accumulators then alternate registers instead of being copied back each trip
-        // (Cranelift's x64 FMA writes a multiplicand's register). A long one is tested at
-        // the top (see `open_while`), so Cranelift folds the loads of a step into the FMAs
-        // and broadcasts using them; the other loops are tested at the bottom, one branch
-        // per trip.
         // Reduction axes that every load reads as one flat axis (a packed conv: the panel is
         // flat, the weights contiguous along (ci, kh, kw)) run as one loop: the innermost
         // axis counts the flat index, the others stay 0.
@@ -742,8 +736,7 @@ impl<M: Module> Lower<'_, '_, M> {
         };
         match e {
             Expr::Load { index, guards, .. } => {
-                let packed = matches!(&self.packed, Some(p) if p.node == std::ptr::from_ref(e) as usize);
-                packed || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs)))
+                self.is_packed(e) || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs)))
             }
             Expr::Gather { .. } => false,
             Expr::Axis(a) => *a < r,
@@ -773,6 +766,12 @@ impl<M: Module> Lower<'_, '_, M> {
             self.reduce_step(nest, acc, fma.map(|m| (m, false)))?;
             return Ok(());
         }
+        // The innermost reduction loop of an FMA contraction runs two steps per trip: the
+        // accumulators then alternate registers instead of being copied back each trip
+        // (Cranelift's x64 FMA writes a multiplicand's register). A long one is tested at
+        // the top (see `open_while`), so Cranelift folds the loads of a step into the FMAs
+        // and broadcasts using them; the other loops are tested at the bottom, one branch
+        // per trip.
         let inner = self.axes.len() - 1;
         let n = self.extents[inner];
         let unroll: i64 = if fma.is_some() && n >= 4 { 2 } else { 1 };
@@ -823,14 +822,12 @@ impl<M: Module> Lower<'_, '_, M> {
                     // The FMA writes its first operand's register: a broadcast, used by the
                     // row's columns, costs fewer copies than a vector, used by every row.
                     let (x, y) = if self.is_broadcast(y) && !self.is_broadcast(x) { (y, x) } else { (x, y) };
-                    let fresh = folds && one_column;
-                    let (x, y) = if let Some(bx) = if fresh { self.fresh_broadcast(x)? } else { None } {
-                        (bx, self.expr(y)?.0)
-                    } else if let Some(by) = if fresh { self.fresh_broadcast(y)? } else { None } {
-                        (by, self.expr(x)?.0)
-                    } else {
-                        (self.expr(x)?.0, self.expr(y)?.0)
+                    let fresh = if folds && one_column { self.fresh_broadcast(x)? } else { None };
+                    let x = match fresh {
+                        Some(x) => x,
+                        None => self.expr(x)?.0,
                     };
+                    let (y, _) = self.expr(y)?;
                     let a = self.b.use_var(var);
                     self.used_fma = true;
                     self.b.ins().fma(x, y, a)
