@@ -9,7 +9,8 @@
 //!    seeded data, and timed (see [`measure`]). The heuristic `search::default_schedule`'s
 //!    output is the reference every new best is checked against before it is accepted,
 //!    and a new best must win a second, back-to-back timing against the old one.
-//! 3. Search: the space is ranked by the cost model and the top few are measured; then
+//! 3. Search: the space is ranked by the cost model and the top few are measured, with
+//!    the best two of each axis order (the kernel's own, and reordered); then
 //!    evolution: a mutation of one of the best measured schedules. The budget (trials
 //!    and/or a deadline) goes, trial by trial, to the kernel with the largest expected gain
 //!    (its share of the model's time x its remaining headroom, first the model's predicted
@@ -60,6 +61,8 @@ pub struct TuneOptions {
 pub const DEFAULT_TRIALS: usize = 100;
 /// Candidates from the cost model's ranking measured first for each kernel.
 const TOP_CANDIDATES: usize = 6;
+/// Candidates of each axis order (plain, reordered) measured first for each kernel.
+const FAMILY_CANDIDATES: usize = 2;
 /// Relative tolerance of the check that a tuned kernel computes what the default does.
 const TOLERANCE: f32 = 1e-3;
 
@@ -459,7 +462,20 @@ fn start_tuning(
     let predicted_best = ranked.first().map_or(predicted_now, |r| r.0);
     let margin = if t.space.class == KernelClass::Contraction { 0.3 } else { 0.15 };
     t.potential = (1.0 - predicted_best / predicted_now.max(1e-12)).max(0.0) + margin;
-    t.queue = ranked.into_iter().take(TOP_CANDIDATES).map(|r| r.1).rev().collect();
+    // The model's top few, then the best few of each axis order (the kernel's own, and
+    // reordered to vectorize its channels) not among them: mutation changes one knob, and
+    // a reordered point blocks other axes than a plain one, so the search seldom crosses
+    // between the two, and the model ranks across them least surely.
+    let mut queue: Vec<Schedule> = ranked.iter().take(TOP_CANDIDATES).map(|r| r.1.clone()).collect();
+    for reordered in [false, true] {
+        for (_, s) in ranked.iter().filter(|r| r.1.reorder().is_some() == reordered).take(FAMILY_CANDIDATES) {
+            if !queue.contains(s) {
+                queue.push(s.clone());
+            }
+        }
+    }
+    queue.reverse();
+    t.queue = queue;
     Ok(Some(t))
 }
 

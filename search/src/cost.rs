@@ -149,15 +149,21 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let (l1_bytes, l2_bytes, l3_bytes) = (cache(t.l1_bytes, L1_BYTES), cache(t.l2_bytes, L2_BYTES), cache(t.l3_bytes, L3_BYTES));
     // Cranelift allocates 16 vector registers whatever the target has; LLVM every one.
     let allocatable = if crate::masks_tails(t) && t.vector_registers > 0 { t.vector_registers as f64 - 3.0 } else { ALLOCATABLE_REGISTERS };
-    let Body::Compute { reduce, body, epilogue } = &k.body else {
+    if !matches!(k.body, Body::Compute { .. }) {
         let points: usize = k.out_shape.iter().product();
         return CALL_S + points as f64 * 10.0 / hz + k.output.numel as f64 * 4.0 / (L2_BYTES_PER_CYCLE * hz);
-    };
-    // The kernel as the other steps see it (a `Reorder` permutes its output axes).
+    }
+    // The kernel as the other steps see it (a `Reorder` permutes its output axes, the
+    // loads' index maps with them).
     let Ok(shaped) = s.shaped(k) else {
         return f64::INFINITY;
     };
+    // The schedule's parallel extent is that of the kernel as given (it applies the order).
+    let extent_units = s.parallel_extent(k).max(1);
     let k = &*shaped;
+    let Body::Compute { reduce, body, epilogue } = &k.body else {
+        return f64::INFINITY;
+    };
     let class = crate::space::classify(k);
     let r = k.out_shape.len();
     let vec = s.vectorize().filter(|&(a, _)| a < r && is_plain_f32(k) && k.store.coefs.get(a).is_some_and(|&c| c != 0));
@@ -287,7 +293,6 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let compute_cycles = outer * (per_outer + 2.0);
 
     // Parallel split.
-    let extent_units = s.parallel_extent(k).max(1);
     let n_shares = if s.parallel_axes() == 0 { 1 } else { shares(k, extent_units, t.cores) };
     let per_share = extent_units.div_ceil(n_shares) as f64;
     let imbalance = per_share * n_shares as f64 / extent_units as f64;
@@ -526,6 +531,23 @@ mod tests {
                 let p = predict(&k, &c, &t4);
                 assert!(p.is_finite() && p > 0.0, "{c}: {p}");
             }
+        }
+    }
+
+    #[test]
+    fn a_reordered_schedule_is_priced_on_the_reordered_kernel() {
+        // Every reordered candidate costs what the rest of its steps cost on the kernel
+        // with its output axes in that order: the loads are read in the new order too (a
+        // conv's weights become the vectors, its input pixel the broadcast).
+        let t = target(1);
+        let k = conv3x3(16, 12, 12);
+        let reordered: Vec<Schedule> = Space::of(&k, &t).candidates().into_iter().filter(|c| c.reorder().is_some()).collect();
+        assert!(!reordered.is_empty());
+        for c in reordered {
+            let order = c.reorder().map(<[usize]>::to_vec).unwrap_or_default();
+            let rest = s(c.steps.iter().filter(|st| !matches!(st, Reorder { .. })).cloned().collect());
+            let (whole, parts) = (predict(&k, &c, &t), predict(&k.reorder_out_axes(&order), &rest, &t));
+            assert!((whole - parts).abs() <= 1e-12 * whole, "{c}: {whole} vs {parts}");
         }
     }
 
