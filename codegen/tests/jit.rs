@@ -815,6 +815,14 @@ fn arg_max_and_min_take_the_first_extremum_and_nan_wins() -> R {
             "{}",
             f.name()
         );
+        // Rows blocked by 3 (one whole block and a tail row): the same positions.
+        let blocked = ir::schedule::Schedule {
+            steps: vec![ir::schedule::ScheduleStep::RegisterBlock { axis: 0, factor: 3 }],
+        };
+        let j = JitKernel::compile(&mk(f), &blocked)?;
+        let mut out = vec![0u8; 4 * 8];
+        j.run(&[&f32b(&x)], &mut out)?;
+        assert_eq!(to_i64(&out), want[0].to_i64_vec(), "{} blocked", f.name());
     }
     Ok(())
 }

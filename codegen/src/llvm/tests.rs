@@ -446,6 +446,10 @@ fn reductions_and_arg_reductions_match_the_evaluator() -> R {
             body: Body::Compute { reduce: Some(f), body: load(0, aff(0, &[n as i64, 1])), epilogue: Expr::Acc },
         };
         check(&k, &schedule(vec![ScheduleStep::Parallel { axes: 1 }]), std::slice::from_ref(&x), 1e-6)?;
+        // Blocked rows: independent accumulators, with a row tail (5 rows by 2 and by 3).
+        for factor in [2, 3] {
+            check(&k, &schedule(vec![ScheduleStep::RegisterBlock { axis: 0, factor }]), std::slice::from_ref(&x), 1e-6)?;
+        }
     }
     Ok(())
 }
