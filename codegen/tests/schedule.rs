@@ -446,6 +446,25 @@ fn packed_blocks_of_gemm_and_conv_match() -> R {
     Ok(())
 }
 
+/// Every candidate of a conv's space that runs the input channels innermost
+/// (`reduce_order`), plain, packed and reordered to vectorize the channels, at strides 1
+/// and 2, matches the reference.
+#[test]
+fn conv_candidates_with_the_channels_innermost_match() -> R {
+    let t = targets::Target::host().with_vector_bits(128);
+    for stride in [1, 2] {
+        let k = conv(6, 9, 11, 14, stride, 1);
+        let ins = [data(6 * 11 * 14, 4), data(9 * 6 * 9, 5), data(9, 6)];
+        let ordered: Vec<Schedule> = search::Space::of(&k, &t).candidates().into_iter().filter(|s| s.reduce_order().is_some()).collect();
+        assert!(ordered.iter().any(|s| s.reorder().is_some()) && ordered.iter().any(|s| s.pack().is_some()));
+        for s in &ordered {
+            assert_eq!(s.reduce_order(), Some(&[1, 2, 0][..]), "{s}");
+            check(&k, s, &ins)?;
+        }
+    }
+    Ok(())
+}
+
 /// A packed schedule with parallel shares writes what one whole run writes.
 #[test]
 #[allow(unsafe_code)]

@@ -133,16 +133,35 @@ impl Kernel {
     /// result computes the same output buffer, point for point.
     pub fn reorder_out_axes(&self, order: &[usize]) -> Kernel {
         let r = self.out_shape.len();
+        let all: Vec<usize> = order.iter().copied().chain(r..r + self.red_shape.len()).collect();
+        Kernel { out_shape: order.iter().filter_map(|&a| self.out_shape.get(a).copied()).collect(), ..self.permute_axes(&all) }
+    }
+
+    /// The same kernel with its reduction axes in another order: reduction axis `j` of the
+    /// result is reduction axis `order[j]` of `self` (`order` a permutation of
+    /// `0..red_shape.len()`). Every index and guard is renumbered, so the result computes
+    /// the same sums (in another order: the same up to rounding).
+    pub fn reorder_red_axes(&self, order: &[usize]) -> Kernel {
+        let r = self.out_shape.len();
+        let all: Vec<usize> = (0..r).chain(order.iter().map(|&a| r + a)).collect();
+        Kernel { red_shape: order.iter().filter_map(|&a| self.red_shape.get(a).copied()).collect(), ..self.permute_axes(&all) }
+    }
+
+    /// Indices, guards, store and [`Expr::Axis`] renumbered so that axis `j` (output axes,
+    /// then reduction axes) is axis `perm[j]` of `self`; the shapes are left as they are.
+    fn permute_axes(&self, perm: &[usize]) -> Kernel {
         // `to[a]`: where old axis `a` goes.
-        let mut to: Vec<usize> = (0..r).collect();
-        for (j, &a) in order.iter().enumerate() {
+        let mut to: Vec<usize> = (0..perm.len()).collect();
+        for (j, &a) in perm.iter().enumerate() {
             if let Some(t) = to.get_mut(a) {
                 *t = j;
             }
         }
+        // An index over the output axes only (a store, an epilogue load) keeps that length.
+        let r = self.out_shape.len();
         let affine = |x: &Affine| {
-            let mut coefs: Vec<i64> = order.iter().map(|&a| x.coefs.get(a).copied().unwrap_or(0)).collect();
-            coefs.extend(x.coefs.iter().skip(r));
+            let len = if x.coefs.len() > r { perm.len() } else { r };
+            let coefs: Vec<i64> = perm.iter().take(len).map(|&a| x.coefs.get(a).copied().unwrap_or(0)).collect();
             Affine { offset: x.offset, coefs }
         };
         fn expr(e: &Expr, affine: &dyn Fn(&Affine) -> Affine, to: &[usize]) -> Expr {
@@ -184,7 +203,7 @@ impl Kernel {
             name: self.name.clone(),
             inputs: self.inputs.clone(),
             output: self.output.clone(),
-            out_shape: order.iter().filter_map(|&a| self.out_shape.get(a).copied()).collect(),
+            out_shape: self.out_shape.clone(),
             red_shape: self.red_shape.clone(),
             store: affine(&self.store),
             body,
@@ -1157,6 +1176,41 @@ mod tests {
         let want = iota.eval(&[])?;
         for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
             let t = iota.reorder_out_axes(&order);
+            verify(&t)?;
+            assert_eq!(t.eval(&[])?, want, "order {order:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reordered_reduction_axes_compute_the_same_sums() -> Result<()> {
+        // The padded window's two reduction axes (guards over both) swapped, and a sum over
+        // three axes with an Axis term in every order: the same values up to rounding.
+        let x = seq(&[5, 6], |i| (i as f64 * 0.37).sin())?;
+        let w = window_kernel(5, 6, 3, 2, 1);
+        let want = w.eval(&[&x])?.to_f64_vec();
+        let t = w.reorder_red_axes(&[1, 0]);
+        verify(&t)?;
+        assert_eq!(t.red_shape, vec![w.red_shape[1], w.red_shape[0]]);
+        let got = t.eval(&[&x])?.to_f64_vec();
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?} vs {want:?}");
+        let sum = Kernel {
+            name: "sum3".into(),
+            inputs: vec![],
+            output: buf("y", DType::I64, 2),
+            out_shape: vec![2],
+            red_shape: vec![2, 3, 4],
+            store: aff(0, &[1]),
+            body: Body::Compute {
+                reduce: Some(ReduceFn::Sum),
+                body: bin(BinaryFn::Add, bin(BinaryFn::Mul, Expr::Axis(0), Expr::Axis(1)),
+                    bin(BinaryFn::Mul, Expr::Axis(2), bin(BinaryFn::Add, Expr::Axis(3), Expr::Const { value: 10.0, dtype: DType::I64 }))),
+                epilogue: Expr::Acc,
+            },
+        };
+        let want = sum.eval(&[])?;
+        for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
+            let t = sum.reorder_red_axes(&order);
             verify(&t)?;
             assert_eq!(t.eval(&[])?, want, "order {order:?}");
         }

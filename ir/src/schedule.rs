@@ -5,7 +5,8 @@
 //! other. [`Schedule::validate`] rejects an illegal step with an error, never a panic.
 //!
 //! Steps: [`ScheduleStep::Reorder`] (the order of the output axes, which every other step
-//! names), [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
+//! names) and [`ScheduleStep::ReduceOrder`] (the order of the reduction loops),
+//! [`ScheduleStep::Parallel`], [`ScheduleStep::Vectorize`],
 //! [`ScheduleStep::RegisterBlock`] and [`ScheduleStep::Unroll`] shape the micro-tile and
 //! the parallel range; [`ScheduleStep::Tile`] (cache blocks of the vector axis, looped
 //! outside the rows) and [`ScheduleStep::Pack`] (one operand's cache block copied into a
@@ -35,6 +36,10 @@ pub enum ScheduleStep {
     /// [`Schedule::shaped`]), so e.g. a conv's output channels can become the innermost
     /// axis, vectorized, with the pixels blocked into rows and parallel.
     Reorder { order: Vec<usize> },
+    /// The reduction axes in a new order: reduction axis `j` of the shaped kernel is
+    /// reduction axis `order[j]` of the kernel (e.g. a conv's input channels innermost,
+    /// one long loop, rather than a window's 3-step row). Sums then add in another order.
+    ReduceOrder { order: Vec<usize> },
     /// The first `axes` output axes, flattened row-major, form the parallel range that
     /// threads split (a register-blocked axis among them counts its blocks, not its
     /// points). `axes = 0`: the kernel runs whole.
@@ -98,25 +103,37 @@ impl Schedule {
         })
     }
 
-    /// The kernel the other steps shape: `k` with its output axes reordered, or `k` itself
-    /// without a [`ScheduleStep::Reorder`]. Errors when the order is not a permutation of
-    /// `k`'s output axes.
+    /// The order of the reduction axes ([`ScheduleStep::ReduceOrder`]).
+    pub fn reduce_order(&self) -> Option<&[usize]> {
+        self.steps.iter().find_map(|s| match s {
+            ScheduleStep::ReduceOrder { order } => Some(order.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The kernel the other steps shape: `k` with its output axes reordered by a
+    /// [`ScheduleStep::Reorder`] and its reduction axes by a [`ScheduleStep::ReduceOrder`],
+    /// or `k` itself without either. Errors when an order is not a permutation of the
+    /// axes it orders.
     pub fn shaped<'k>(&self, k: &'k Kernel) -> Result<Cow<'k, Kernel>> {
-        match self.reorder() {
-            None => Ok(Cow::Borrowed(k)),
-            Some(order) => {
-                let r = k.out_shape.len();
-                let mut seen = vec![false; r];
-                let permutation = order.len() == r && order.iter().all(|&a| a < r && !std::mem::replace(&mut seen[a], true));
-                if !permutation {
-                    return Err(Error::InvalidModel(format!(
-                        "kernel '{}': schedule '{self}': {order:?} is not an order of its {r} output axes",
-                        k.name
-                    )));
-                }
-                Ok(Cow::Owned(k.reorder_out_axes(order)))
+        let check = |order: &[usize], n: usize, what: &str| {
+            let mut seen = vec![false; n];
+            if order.len() == n && order.iter().all(|&a| a < n && !std::mem::replace(&mut seen[a], true)) {
+                Ok(())
+            } else {
+                Err(Error::InvalidModel(format!("kernel '{}': schedule '{self}': {order:?} is not an order of its {n} {what} axes", k.name)))
             }
+        };
+        let mut shaped = Cow::Borrowed(k);
+        if let Some(order) = self.reorder() {
+            check(order, k.out_shape.len(), "output")?;
+            shaped = Cow::Owned(shaped.reorder_out_axes(order));
         }
+        if let Some(order) = self.reduce_order() {
+            check(order, k.red_shape.len(), "reduction")?;
+            shaped = Cow::Owned(shaped.reorder_red_axes(order));
+        }
+        Ok(shaped)
     }
 
     /// How many leading output axes form the parallel range (0 without a `Parallel` step).
@@ -222,9 +239,10 @@ impl Schedule {
         let k = &*self.shaped(k)?;
         let r = k.out_shape.len();
         let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
-        let mut seen = [false; 8];
+        let mut seen = [false; 9];
         for s in &self.steps {
             let kind = match s {
+                ScheduleStep::ReduceOrder { .. } => 8,
                 ScheduleStep::Reorder { .. } => 7,
                 ScheduleStep::Parallel { .. } => 0,
                 ScheduleStep::Vectorize { .. } => 1,
@@ -241,7 +259,7 @@ impl Schedule {
                 return Err(err(format!("{s} on a scatter kernel, whose points run in order")));
             }
             match *s {
-                ScheduleStep::Reorder { .. } => {}
+                ScheduleStep::Reorder { .. } | ScheduleStep::ReduceOrder { .. } => {}
                 ScheduleStep::Parallel { axes } => {
                     if axes > r {
                         return Err(err(format!("{s}: the kernel has {r} output axes")));
@@ -357,6 +375,13 @@ impl fmt::Display for ScheduleStep {
                 write!(f, "reorder(")?;
                 for (i, a) in order.iter().enumerate() {
                     write!(f, "{}i{a}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
+            ScheduleStep::ReduceOrder { order } => {
+                write!(f, "reduce_order(")?;
+                for (i, a) in order.iter().enumerate() {
+                    write!(f, "{}r{a}", if i > 0 { ", " } else { "" })?;
                 }
                 write!(f, ")")
             }
@@ -485,6 +510,10 @@ mod tests {
         assert_eq!(msg(vec![Reorder { order: vec![1, 0] }, Parallel { axes: 1 }, Vectorize { axis: 1, lanes: 4 }]), "");
         assert!(msg(vec![Reorder { order: vec![1, 1] }]).contains("not an order of its 2 output axes"));
         assert!(msg(vec![Reorder { order: vec![0] }]).contains("not an order"));
+        assert_eq!(msg(vec![ReduceOrder { order: vec![0] }]), "");
+        assert!(msg(vec![ReduceOrder { order: vec![1] }]).contains("not an order of its 1 reduction axes"));
+        assert!(msg(vec![ReduceOrder { order: vec![0] }, ReduceOrder { order: vec![0] }]).contains("second step of its kind"));
+        assert_eq!(Schedule { steps: vec![ReduceOrder { order: vec![2, 0, 1] }] }.to_string(), "reduce_order(r2, r0, r1)");
         assert!(msg(vec![Reorder { order: vec![1, 0] }, Vectorize { axis: 1, lanes: 4 }, Tile { axis: 1, size: 4 }, Pack { input: 1 }])
             .contains("does not vary along i1"), "the packed load is checked on the reordered kernel");
         assert!(msg(vec![RegisterBlock { axis: 0, factor: 0 }]).contains("factor of 0"));

@@ -126,6 +126,8 @@ pub struct Point {
     /// The other knobs apply to the kernel with its output axes reordered
     /// ([`Space::reordered`]).
     pub reorder: bool,
+    /// The reduction runs in [`Space`]'s reduction order (its longest axis innermost).
+    pub red_order: bool,
 }
 
 /// The candidate space of one kernel on one target.
@@ -149,6 +151,10 @@ pub struct Space {
     /// The order of the output axes that `Point::reorder` applies and the space of the
     /// reordered kernel.
     reordered: Option<Box<(Vec<usize>, Space)>>,
+    /// The order of the reduction axes that `Point::red_order` applies: a contraction's
+    /// longest reduction axis moved innermost (a conv's input channels: one long loop
+    /// instead of a window row of 3 steps, measured 1.2x faster on Cranelift).
+    red_order: Option<Vec<usize>>,
 }
 
 impl Space {
@@ -190,6 +196,7 @@ impl Space {
             masked,
             packable: None,
             reordered: None,
+            red_order: None,
         };
         if class == KernelClass::Fixed {
             return space;
@@ -214,6 +221,14 @@ impl Space {
             if space.vec_axis.is_some() && !space.block_axes.is_empty() {
                 space.packable = Some(Box::new((k.clone(), t.clone())));
             }
+            let n = k.red_shape.len();
+            if let Some(longest) = (0..n).rev().max_by_key(|&a| k.red_shape[a])
+                && n >= 2
+                && longest != n - 1
+                && k.red_shape[longest] > k.red_shape[n - 1]
+            {
+                space.red_order = Some((0..n).filter(|&a| a != longest).chain([longest]).collect());
+            }
         } else if class == KernelClass::Reduction {
             // Rows of a reduction share no load, but each row is an accumulator chain of its
             // own: several hide the combine's latency (a max pool over a 10-wide map is one
@@ -225,11 +240,22 @@ impl Space {
         space
     }
 
-    /// Every candidate point, in a fixed order.
+    /// Every candidate point, in a fixed order: each point of the kernel's own reduction
+    /// order, then (where the space has one) each in [`Space`]'s reduction order.
     pub fn points(&self) -> Vec<Point> {
+        let base = self.base_points();
+        if self.red_order.is_none() {
+            return base;
+        }
+        let ordered: Vec<Point> = base.iter().map(|p| Point { red_order: true, ..*p }).collect();
+        base.into_iter().chain(ordered).collect()
+    }
+
+    /// The points in the kernel's own reduction order.
+    fn base_points(&self) -> Vec<Point> {
         let mut out = Vec::new();
         if self.class == KernelClass::Fixed {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false });
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false });
             return out;
         }
         let mut blocks = vec![None];
@@ -249,7 +275,7 @@ impl Space {
                         if vectorize && rows * unroll + unroll + 1 > self.registers {
                             continue;
                         }
-                        let plain = Point { parallel, vectorize, block, unroll, pack: false, reorder: false };
+                        let plain = Point { parallel, vectorize, block, unroll, pack: false, reorder: false, red_order: false };
                         let packed = Point { pack: true, ..plain };
                         out.push(plain);
                         if vectorize && block.is_some() && self.packs(&packed) {
@@ -267,7 +293,7 @@ impl Space {
             // image's height (LLVM, 3x3 conv 32->32 over 8x8: 101 against 70 GFLOP/s).
             let row_axis = alt.out_shape.len().checked_sub(2);
             out.extend(
-                alt.points()
+                alt.base_points()
                     .into_iter()
                     .filter(|p| p.vectorize && p.pack && p.block.map(|b| b.0) == row_axis)
                     .map(|p| Point { reorder: true, ..p }),
@@ -308,6 +334,11 @@ impl Space {
             return s;
         }
         let mut steps = Vec::new();
+        if p.red_order
+            && let Some(order) = &self.red_order
+        {
+            steps.push(ScheduleStep::ReduceOrder { order: order.clone() });
+        }
         if p.parallel > 0 {
             steps.push(ScheduleStep::Parallel { axes: p.parallel });
         }
@@ -342,6 +373,7 @@ impl Space {
             unroll: s.unroll().map_or(1, |u| u.1),
             pack: s.pack().is_some(),
             reorder: s.reorder().is_some(),
+            red_order: s.reduce_order().is_some(),
         };
         (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
     }
@@ -358,6 +390,7 @@ impl Space {
                     q.unroll != p.unroll,
                     q.pack != p.pack,
                     q.reorder != p.reorder,
+                    q.red_order != p.red_order,
                 ];
                 differ.iter().filter(|&&d| d).count() == 1
             })

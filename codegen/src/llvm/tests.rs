@@ -218,6 +218,31 @@ fn packed_padded_convolution_matches_the_evaluator() -> R {
             s.validate(&k)?;
             check(&k, &s, &inputs, 1e-5)?;
         }
+        // The input channels innermost, packed, reordered to vectorize the channels, and
+        // plain.
+        for packed in [false, true] {
+            let mut steps = vec![
+                ScheduleStep::ReduceOrder { order: vec![1, 2, 0] },
+                ScheduleStep::Vectorize { axis: 3, lanes },
+                ScheduleStep::RegisterBlock { axis: 1, factor: 3 },
+            ];
+            if packed {
+                steps.extend([ScheduleStep::Tile { axis: 3, size: lanes }, ScheduleStep::Pack { input: 0 }]);
+            }
+            let s = schedule(steps);
+            s.validate(&k)?;
+            check(&k, &s, &inputs, 1e-5)?;
+        }
+        let s = schedule(vec![
+            ScheduleStep::Reorder { order: vec![0, 2, 3, 1] },
+            ScheduleStep::ReduceOrder { order: vec![2, 1, 0] },
+            ScheduleStep::Vectorize { axis: 3, lanes: 4 },
+            ScheduleStep::RegisterBlock { axis: 2, factor: 3 },
+            ScheduleStep::Tile { axis: 3, size: 4 },
+            ScheduleStep::Pack { input: 1 },
+        ]);
+        s.validate(&k)?;
+        check(&k, &s, &inputs, 1e-5)?;
     }
     Ok(())
 }
