@@ -147,6 +147,27 @@ impl Kernel {
         Kernel { red_shape: order.iter().filter_map(|&a| self.red_shape.get(a).copied()).collect(), ..self.permute_axes(&all) }
     }
 
+    /// Whether every load of `e` (but those `packed` says are read from a packed panel,
+    /// which is flat) reads the reduction axes as one flat axis: each reduction axis's
+    /// coefficient (of the index and of every guard) is the next one's times its extent.
+    /// The Cranelift nest then runs them as one loop, and the cost model prices it so.
+    pub fn reads_reduction_flat(&self, e: &Expr, packed: &dyn Fn(&Expr) -> bool) -> bool {
+        let r = self.out_shape.len();
+        let flat = |c: &[i64]| {
+            let at = |a: usize| c.get(a).copied().unwrap_or(0);
+            (1..self.red_shape.len()).all(|i| at(r + i - 1) == at(r + i) * self.red_shape[i] as i64)
+        };
+        match e {
+            Expr::Load { index, guards, .. } => packed(e) || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs))),
+            Expr::Gather { .. } => false,
+            Expr::Axis(a) => *a < r,
+            Expr::Const { .. } | Expr::Acc => true,
+            Expr::Unary(_, x) | Expr::Cast(_, x) => self.reads_reduction_flat(x, packed),
+            Expr::Binary(_, x, y) => self.reads_reduction_flat(x, packed) && self.reads_reduction_flat(y, packed),
+            Expr::Select(c, x, y) => [c, x, y].iter().all(|x| self.reads_reduction_flat(x, packed)),
+        }
+    }
+
     /// Indices, guards, store and [`Expr::Axis`] renumbered so that axis `j` (output axes,
     /// then reduction axes) is axis `perm[j]` of `self`; the shapes are left as they are.
     fn permute_axes(&self, perm: &[usize]) -> Kernel {

@@ -180,7 +180,8 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let red: f64 = k.red_shape.iter().product::<usize>() as f64;
     // The innermost reduction loop as the Cranelift nest runs it: the reduction axes as one
     // flat loop where every load but the packed one reads them flat, else the last axis.
-    let inner_red = if reads_flat_reduction(body, k, s.pack()) {
+    let packed = |e: &Expr| matches!(e, Expr::Load { buf, .. } if Some(*buf) == s.pack());
+    let inner_red = if k.reads_reduction_flat(body, &packed) {
         k.red_shape.iter().product::<usize>()
     } else {
         k.red_shape.last().copied().unwrap_or(0)
@@ -334,27 +335,6 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
     let memory_s = bytes / bandwidth;
     let fork = if n_shares > 1 { FORK_JOIN_S } else { 0.0 };
     compute_s + memory_s + fork + CALL_S
-}
-
-/// Whether every load of `e` but the packed input's reads `k`'s reduction axes as one flat
-/// axis (each axis's coefficient the next one's times its extent), as the Cranelift nest
-/// then runs them as one loop.
-fn reads_flat_reduction(e: &Expr, k: &Kernel, packed: Option<usize>) -> bool {
-    let r = k.out_shape.len();
-    let n = k.red_shape.len();
-    let flat = |c: &[i64]| {
-        let at = |a: usize| c.get(a).copied().unwrap_or(0);
-        (r..(r + n).saturating_sub(1)).all(|a| at(a) == at(a + 1) * k.red_shape[a + 1 - r] as i64)
-    };
-    match e {
-        Expr::Load { buf, index, guards, .. } => Some(*buf) == packed || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs))),
-        Expr::Gather { .. } => false,
-        Expr::Axis(a) => *a < r,
-        Expr::Const { .. } | Expr::Acc => true,
-        Expr::Unary(_, x) | Expr::Cast(_, x) => reads_flat_reduction(x, k, packed),
-        Expr::Binary(_, a, b) => reads_flat_reduction(a, k, packed) && reads_flat_reduction(b, k, packed),
-        Expr::Select(c, a, b) => [c, a, b].iter().all(|x| reads_flat_reduction(x, k, packed)),
-    }
 }
 
 fn collect_load_uses(e: &Expr, k: &Kernel, block: Option<usize>, vec_axis: Option<usize>, out: &mut Vec<LoadUse>) {

@@ -712,7 +712,7 @@ impl<M: Module> Lower<'_, '_, M> {
         // flat, the weights contiguous along (ci, kh, kw)) run as one loop: the innermost
         // axis counts the flat index, the others stay 0.
         let saved = self.extents.clone();
-        if self.axes.len() > r + 1 && self.reads_flat_reduction(nest.body, r) {
+        if self.axes.len() > r + 1 && self.k.reads_reduction_flat(nest.body, &|e| self.is_packed(e)) {
             let last = self.axes.len() - 1;
             self.extents[last] = self.extents[r..].iter().product();
             self.extents[r..last].fill(1);
@@ -724,27 +724,6 @@ impl<M: Module> Lower<'_, '_, M> {
             accs.push((self.b.use_var(var), d));
         }
         Ok(())
-    }
-
-    /// Whether every load of `e` (but the packed one, whose panel is flat) reads the
-    /// reduction axes `r..` as one flat axis: each axis's coefficient (of the index and
-    /// of every guard) is the next one's times its extent.
-    fn reads_flat_reduction(&self, e: &Expr, r: usize) -> bool {
-        let flat = |c: &[i64]| {
-            let at = |a: usize| c.get(a).copied().unwrap_or(0);
-            (r..self.axes.len() - 1).all(|a| at(a) == at(a + 1) * self.extents[a + 1])
-        };
-        match e {
-            Expr::Load { index, guards, .. } => {
-                self.is_packed(e) || (flat(&index.coefs) && guards.iter().all(|g| flat(&g.expr.coefs)))
-            }
-            Expr::Gather { .. } => false,
-            Expr::Axis(a) => *a < r,
-            Expr::Const { .. } | Expr::Acc => true,
-            Expr::Unary(_, x) | Expr::Cast(_, x) => self.reads_flat_reduction(x, r),
-            Expr::Binary(_, x, y) => self.reads_flat_reduction(x, r) && self.reads_flat_reduction(y, r),
-            Expr::Select(c, x, y) => [c, x, y].iter().all(|x| self.reads_flat_reduction(x, r)),
-        }
     }
 
     /// The reduction loops of [`Self::reduce_tile`] (a reduction axis of extent 1 has no
