@@ -7,6 +7,7 @@ use codegen::JitKernel;
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Affine, Body, Buffer, Expr, KGuard, Kernel};
+use ir::schedule::{Schedule, ScheduleStep};
 use proptest::prelude::*;
 
 fn buf(name: &str, numel: usize) -> Buffer {
@@ -153,6 +154,59 @@ proptest! {
         jit.run(&[&f32b(&a), &f32b(&b)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(bits(&out), bits(&f32b(&want)));
         prop_assert_eq!(bits(&out), reference(&k, &[&a, &b])?);
+    }
+
+    /// A pad-like copy `y[c, r, j] = x[c, r - pr, s*j + off]` where both indices are in
+    /// the input, else the pad value: wide rows, so the nest runs the columns where the
+    /// column guard holds (for strides 1, 2 and -1) without it and the rows where the row
+    /// guard fails as whole pad vectors. Several schedules, compared bit for bit with the
+    /// reference.
+    #[test]
+    fn guarded_columns_split(
+        chans in 1usize..3,
+        rows in 1usize..6,
+        cols in 1usize..30,
+        in_rows in 1usize..5,
+        in_cols in 1usize..24,
+        pr in 0i64..3,
+        stride in prop::sample::select(vec![1i64, 2, -1]),
+        off in -4i64..8,
+        unroll in 1usize..4,
+        parallel in 0usize..3,
+        seed in vals(2 * 4 * 24),
+    ) {
+        let numel = chans * in_rows * in_cols;
+        let x: Vec<f32> = seed[..numel].to_vec();
+        let (ir_, ic) = (in_rows as i64, in_cols as i64);
+        let row = KGuard { expr: Affine { offset: -pr, coefs: vec![0, 1, 0] }, bound: ir_ };
+        let col = KGuard { expr: Affine { offset: off, coefs: vec![0, 0, stride] }, bound: ic };
+        let load = Expr::Load {
+            buf: 0,
+            index: Affine { offset: -pr * ic + off, coefs: vec![ir_ * ic, ic, stride] },
+            guards: vec![row, col],
+            pad: -1.5,
+        };
+        let shape = vec![chans, rows, cols];
+        let k = Kernel {
+            name: "pad".into(),
+            inputs: vec![buf("x", numel)],
+            output: buf("y", chans * rows * cols),
+            out_shape: shape.clone(),
+            red_shape: vec![],
+            store: Affine { offset: 0, coefs: row_major(&shape) },
+            body: Body::Compute { reduce: None, body: load, epilogue: Expr::Acc },
+        };
+        let want = reference(&k, &[&x])?;
+        let mut steps = vec![ScheduleStep::Parallel { axes: parallel }, ScheduleStep::Vectorize { axis: 2, lanes: 4 }];
+        if unroll > 1 {
+            steps.push(ScheduleStep::Unroll { axis: 2, factor: unroll });
+        }
+        for s in [Schedule { steps }, search::default_schedule(&k, &targets::Target::host().with_vector_bits(128))] {
+            let jit = JitKernel::compile(&k, &s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
+            let mut out = vec![0u8; chans * rows * cols * 4];
+            jit.run(&[&f32b(&x)], &mut out).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
+            prop_assert_eq!(bits(&out), want.clone(), "schedule {}", s);
+        }
     }
 
     /// `c = a @ b` (+ bias through the epilogue), summed in k order.

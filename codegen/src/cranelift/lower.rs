@@ -119,6 +119,7 @@ pub(crate) fn define<M: Module>(
             cache_on: true,
             packed: None,
             block_columns: None,
+            span: None,
         };
         l.kernel(schedule)?;
         vectorized = l.vectorized;
@@ -178,6 +179,9 @@ pub(super) struct Lower<'a, 'b, M: Module> {
     pub(super) packed: Option<Packed>,
     /// The columns `[start, end)` of the current cache block of the vector axis.
     pub(super) block_columns: Option<(Value, Value)>,
+    /// `(axis, lo, hi)`: while the nest runs a column segment, the vector axis stays in
+    /// `[lo, hi)` there, and guards and bounds are proven over that span.
+    pub(super) span: Option<(usize, i64, i64)>,
 }
 
 /// A load whose values a cache block copies into a scratch first (`Pack`).
@@ -348,6 +352,8 @@ impl<M: Module> Lower<'_, '_, M> {
         let more = self.b.ins().icmp(IntCC::SignedLessThan, next, end);
         let exit = self.b.create_block();
         self.b.ins().brif(more, header, &[], exit, &[]);
+        self.b.seal_block(header);
+        self.b.seal_block(exit);
         self.b.switch_to_block(exit);
     }
 
@@ -366,6 +372,8 @@ impl<M: Module> Lower<'_, '_, M> {
         let more = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
         let (body, exit) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.seal_block(body);
+        self.b.seal_block(exit);
         self.b.switch_to_block(body);
         (header, exit)
     }
@@ -376,6 +384,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(self.axes[axis], next);
         self.b.ins().jump(header, &[]);
+        self.b.seal_block(header);
         self.b.switch_to_block(exit);
     }
 
@@ -392,6 +401,7 @@ impl<M: Module> Lower<'_, '_, M> {
         };
         let cont = self.b.create_block();
         self.b.ins().brif(bad, err, &[], cont, &[]);
+        self.b.seal_block(cont);
         self.b.switch_to_block(cont);
     }
 
@@ -552,7 +562,15 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
     pub(super) fn range(&self, a: &Affine) -> Option<(i128, i128)> {
-        a.range(&self.extents[..self.live])
+        match self.span {
+            Some((v, lo, hi)) if v < self.live && a.coefs.get(v).is_some_and(|&c| c != 0) => {
+                let mut extents = self.extents[..self.live].to_vec();
+                extents[v] = hi - lo;
+                let shifted = Affine { offset: a.offset + a.coefs[v] * lo, coefs: a.coefs.clone() };
+                shifted.range(&extents)
+            }
+            _ => a.range(&self.extents[..self.live]),
+        }
     }
 
     /// `a` at the current point (the live axes' counters plus their tile offsets). The
@@ -768,6 +786,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let result = self.b.append_block_param(done, ty);
         self.b.set_cold_block(cold);
         self.b.ins().brif(any, cold, &[], done, &[poly.into()]);
+        self.b.seal_block(cold);
         self.b.switch_to_block(cold);
         let exact = if self.lanes == 1 {
             self.call(name, &[x])?
@@ -781,6 +800,7 @@ impl<M: Module> Lower<'_, '_, M> {
             self.pick(big, v, poly)
         };
         self.b.ins().jump(done, &[exact.into()]);
+        self.b.seal_block(done);
         self.b.switch_to_block(done);
         Ok(result)
     }
@@ -908,6 +928,24 @@ impl<M: Module> Lower<'_, '_, M> {
         let in_bounds = self.in_buffer(index, numel)
             || ir::kernel::guarded_in_bounds(self.k, index, guards, numel);
         let flags = MemFlagsData::new().with_notrap();
+        let merge = self.b.create_block();
+        let x = self.b.append_block_param(merge, types::F32X4);
+        // Guards constant along the vector axis hold for all lanes or none: where they fail
+        // (a pad's border rows), the vector is the pad value.
+        let (uniform, per_lane): (Vec<KGuard>, Vec<KGuard>) =
+            guards.iter().cloned().partition(|g| g.expr.coefs.get(v).copied().unwrap_or(0) == 0);
+        if let Some(all) = self.guards(&uniform)? {
+            let Expr::Load { pad, .. } = e else {
+                return Err(self.invalid("a vector load of a non-load"));
+            };
+            let pad = self.b.ins().f32const(*pad as f32);
+            let pad = self.splat(pad);
+            let rest = self.b.create_block();
+            self.b.ins().brif(all, rest, &[], merge, &[pad.into()]);
+            self.b.seal_block(rest);
+            self.b.switch_to_block(rest);
+        }
+        let guards = per_lane.as_slice();
         let mut ok: Option<Value> = None;
         let origin = self.offsets[v];
         // Stride 2: two whole vectors from the first lane's element, their even lanes
@@ -942,11 +980,10 @@ impl<M: Module> Lower<'_, '_, M> {
         }
         self.offsets[v] = origin;
         let fast_block = self.b.create_block();
-        let merge = self.b.create_block();
-        let x = self.b.append_block_param(merge, types::F32X4);
         if let Some(ok) = ok {
             let slow_block = self.b.create_block();
             self.b.ins().brif(ok, fast_block, &[], slow_block, &[]);
+            self.b.seal_block(slow_block);
             self.b.switch_to_block(slow_block);
             // Each lane alone, as the scalar code does.
             let cache_on = std::mem::replace(&mut self.cache_on, false);
@@ -972,11 +1009,14 @@ impl<M: Module> Lower<'_, '_, M> {
         } else {
             self.b.ins().jump(fast_block, &[]);
         }
+        self.b.seal_block(fast_block);
         self.b.switch_to_block(fast_block);
-        if cv == 1 && ok.is_none() {
+        // A load in the buffer only where the uniform guards hold stays below their branch.
+        if cv == 1 && ok.is_none() && self.in_buffer(index, numel) {
             let addr = self.split_address(buf, index, DType::F32)?;
             let fast = self.b.ins().load(types::F32X4, Self::free_load_flags(), addr, 0);
             self.b.ins().jump(merge, &[fast.into()]);
+            self.b.seal_block(merge);
             self.b.switch_to_block(merge);
             return Ok(x);
         }
@@ -1000,6 +1040,7 @@ impl<M: Module> Lower<'_, '_, M> {
             vec.ok_or_else(|| self.invalid("no lanes"))?
         };
         self.b.ins().jump(merge, &[fast.into()]);
+        self.b.seal_block(merge);
         self.b.switch_to_block(merge);
         Ok(x)
     }

@@ -28,6 +28,13 @@
 //! so a micro-tile of W columns reads W consecutive floats per reduction step. The last,
 //! partial panel keeps the width W; its columns past j1 are never written nor read.
 //!
+//! An elementwise kernel whose loads are guarded along the vector axis by that axis alone
+//! (a pad's left and right borders) runs its columns in three segments: the span where
+//! those guards hold runs without them (each is proven over the span by the same range
+//! check that drops any guard, so a span too wide only keeps its tests), the columns on
+//! either side test them. A guard constant along the vector axis (a border row) is tested
+//! once per vector, whose lanes are then all the pad value or all loaded.
+//!
 //! A tile is unroll-and-jam: its MR x NR accumulators stay in registers through the
 //! reduction loops; each reduction step evaluates the body once per point of the tile with
 //! loads cached by (node, offsets of the axes they depend on), so a load invariant along
@@ -104,6 +111,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
         self.b.switch_to_block(entry);
+        self.b.seal_block(entry);
         let params = self.b.block_params(entry).to_vec();
         let (bufs, begin, end) = (params[0], params[1], params[2]);
         let ptr_bytes = i32::from(self.ptr.bytes() as u8);
@@ -148,6 +156,7 @@ impl<M: Module> Lower<'_, '_, M> {
             let any = self.b.ins().icmp(IntCC::SignedLessThan, begin, end);
             let go = self.b.create_block();
             self.b.ins().brif(any, go, &[], done, &[]);
+            self.b.seal_block(go);
             self.b.switch_to_block(go);
             if let Some(nc) = nest.block_columns {
                 self.blocks(&nest, 0, nc, begin, end)?;
@@ -162,6 +171,7 @@ impl<M: Module> Lower<'_, '_, M> {
             }
         }
         self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
         self.b.switch_to_block(done);
         let zero = self.b.ins().iconst(types::I32, 0);
         self.b.ins().return_(&[zero]);
@@ -529,8 +539,24 @@ impl<M: Module> Lower<'_, '_, M> {
         let Some(v) = self.vec_axis else {
             return self.tile(nest, rows, 1, 1);
         };
-        let var = self.axes[v];
         let n = self.extents[v];
+        if self.block_columns.is_none() {
+            if let Some((lo, hi)) = guard_free_span(nest, v, n) {
+                // Three segments: the guards along the vector axis are tested in the first
+                // and the last only.
+                for (a, b, span) in [(0, lo, None), (lo, hi, Some((v, lo, hi))), (hi, n, None)] {
+                    if a < b {
+                        self.span = span;
+                        let start = self.b.ins().iconst(types::I64, a);
+                        let end = self.b.ins().iconst(types::I64, b);
+                        let res = self.column_loops(nest, rows, start, end, b - a);
+                        self.span = None;
+                        res?;
+                    }
+                }
+                return Ok(());
+            }
+        }
         let (start, end) = match self.block_columns {
             Some(cols) => cols,
             None => {
@@ -538,6 +564,14 @@ impl<M: Module> Lower<'_, '_, M> {
                 (zero, self.b.ins().iconst(types::I64, n))
             }
         };
+        self.column_loops(nest, rows, start, end, n)
+    }
+
+    /// The columns `[start, end)` (`n` of them at most) of the vector axis: `unroll`
+    /// vectors, then one vector, then one point at a time.
+    fn column_loops(&mut self, nest: &Nest<'_>, rows: usize, start: Value, end: Value, n: i64) -> Result<()> {
+        let v = self.vec_axis.ok_or_else(|| self.invalid("column loops without a vector axis"))?;
+        let var = self.axes[v];
         self.b.def_var(var, start);
         // Where the last (partial) micro-panel starts: after the whole panels of W columns.
         let mut tail = None;
@@ -588,12 +622,15 @@ impl<M: Module> Lower<'_, '_, M> {
         let last = self.b.ins().iadd_imm_s(i, step);
         let go = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, last, end);
         self.b.ins().brif(go, inside, &[], exit, &[]);
+        self.b.seal_block(inside);
+        self.b.seal_block(exit);
         self.b.switch_to_block(inside);
         body(self)?;
         let i = self.b.use_var(var);
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(var, next);
         self.b.ins().jump(header, &[]);
+        self.b.seal_block(header);
         self.b.switch_to_block(exit);
         Ok(())
     }
@@ -835,4 +872,64 @@ fn find_load(e: &Expr, input: usize) -> Option<&Expr> {
             .or_else(|| find_load(a, input))
             .or_else(|| find_load(b, input)),
     }
+}
+
+/// For an elementwise kernel whose loads are guarded along the vector axis `v` (of extent
+/// `n`) by conditions on that axis alone (a pad's border), the columns `[lo, hi)` where
+/// every such guard holds, when that span leaves guarded columns outside it and holds at
+/// least one vector: the nest runs it without those guards.
+fn guard_free_span(nest: &Nest<'_>, v: usize, n: i64) -> Option<(i64, i64)> {
+    fn visit(e: &Expr, v: usize, span: &mut (i64, i64), guarded: &mut bool) {
+        match e {
+            Expr::Load { guards, .. } => {
+                for g in guards {
+                    let c = g.expr.coefs.get(v).copied().unwrap_or(0);
+                    let alone = g.expr.coefs.iter().enumerate().all(|(a, &x)| a == v || x == 0);
+                    if c == 0 || !alone {
+                        continue;
+                    }
+                    *guarded = true;
+                    // 0 <= c*i + off < bound, for integer i.
+                    let (off, bound) = (g.expr.offset, g.bound);
+                    let (lo, hi) = if c > 0 {
+                        (div_ceil(-off, c), div_floor(bound - 1 - off, c) + 1)
+                    } else {
+                        (div_ceil(bound - 1 - off, c), div_floor(-off, c) + 1)
+                    };
+                    span.0 = span.0.max(lo);
+                    span.1 = span.1.min(hi);
+                }
+            }
+            Expr::Gather { pos, .. } => visit(pos, v, span, guarded),
+            Expr::Unary(_, x) | Expr::Cast(_, x) => visit(x, v, span, guarded),
+            Expr::Binary(_, x, y) => {
+                visit(x, v, span, guarded);
+                visit(y, v, span, guarded);
+            }
+            Expr::Select(c, x, y) => {
+                for e in [c, x, y] {
+                    visit(e, v, span, guarded);
+                }
+            }
+            Expr::Const { .. } | Expr::Axis(_) | Expr::Acc => {}
+        }
+    }
+    if nest.reduce.is_some() {
+        return None;
+    }
+    let (mut span, mut guarded) = ((0, n), false);
+    visit(nest.body, v, &mut span, &mut guarded);
+    visit(nest.epilogue, v, &mut span, &mut guarded);
+    (guarded && span.1 - span.0 >= LANES && (span.0 > 0 || span.1 < n)).then_some(span)
+}
+
+/// `a / b` rounded towards minus infinity (`b != 0`).
+fn div_floor(a: i64, b: i64) -> i64 {
+    let q = a / b;
+    if (a % b != 0) && ((a < 0) != (b < 0)) { q - 1 } else { q }
+}
+
+/// `a / b` rounded towards plus infinity (`b != 0`).
+fn div_ceil(a: i64, b: i64) -> i64 {
+    -div_floor(-a, b)
 }
