@@ -369,9 +369,14 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let i = self.b.use_var(self.axes[axis]);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        let done = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, i, end);
         let (body, exit) = (self.b.create_block(), self.b.create_block());
-        self.b.ins().brif(more, body, &[], exit, &[]);
+        // The exit is the branch's first target. Cranelift's optimizer walks the dominator
+        // tree visiting a branch's second target first; the header dominates both the body
+        // and the exit, and visiting the exit (outside the loop) first drops the loop from
+        // its loop stack for good, so nothing in the body would be hoisted out of this loop
+        // or any loop around it.
+        self.b.ins().brif(done, exit, &[], body, &[]);
         self.b.seal_block(body);
         self.b.seal_block(exit);
         self.b.switch_to_block(body);

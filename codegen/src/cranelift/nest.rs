@@ -620,8 +620,9 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.switch_to_block(header);
         let i = self.b.use_var(var);
         let last = self.b.ins().iadd_imm_s(i, step);
-        let go = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, last, end);
-        self.b.ins().brif(go, inside, &[], exit, &[]);
+        let stop = self.b.ins().icmp(IntCC::SignedGreaterThan, last, end);
+        // The exit is the branch's first target: see `Lower::open_while`.
+        self.b.ins().brif(stop, exit, &[], inside, &[]);
         self.b.seal_block(inside);
         self.b.seal_block(exit);
         self.b.switch_to_block(inside);
