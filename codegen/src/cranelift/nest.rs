@@ -540,22 +540,22 @@ impl<M: Module> Lower<'_, '_, M> {
             return self.tile(nest, rows, 1, 1);
         };
         let n = self.extents[v];
-        if self.block_columns.is_none() {
-            if let Some((lo, hi)) = guard_free_span(nest, v, n) {
-                // Three segments: the guards along the vector axis are tested in the first
-                // and the last only.
-                for (a, b, span) in [(0, lo, None), (lo, hi, Some((v, lo, hi))), (hi, n, None)] {
-                    if a < b {
-                        self.span = span;
-                        let start = self.b.ins().iconst(types::I64, a);
-                        let end = self.b.ins().iconst(types::I64, b);
-                        let res = self.column_loops(nest, rows, start, end, b - a);
-                        self.span = None;
-                        res?;
-                    }
+        if self.block_columns.is_none()
+            && let Some((lo, hi)) = guard_free_span(nest, v, n)
+        {
+            // Three segments: the guards along the vector axis are tested in the first
+            // and the last only.
+            for (a, b, span) in [(0, lo, None), (lo, hi, Some((v, lo, hi))), (hi, n, None)] {
+                if a < b {
+                    self.span = span;
+                    let start = self.b.ins().iconst(types::I64, a);
+                    let end = self.b.ins().iconst(types::I64, b);
+                    let res = self.column_loops(nest, rows, start, end, b - a);
+                    self.span = None;
+                    res?;
                 }
-                return Ok(());
             }
+            return Ok(());
         }
         let (start, end) = match self.block_columns {
             Some(cols) => cols,
