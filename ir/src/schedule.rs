@@ -79,6 +79,11 @@ pub enum ScheduleStep {
 /// The most threads a [`ScheduleStep::GpuThreads`] block may have (CUDA's limit).
 pub const GPU_MAX_BLOCK: usize = 1024;
 
+/// The shortest innermost FMA reduction loop that the Cranelift nest tests at the top (its
+/// step's loads then fold into the FMAs); a shorter one is tested at the bottom and runs two
+/// steps per trip, both steps' vector operands live at once.
+pub const TOP_TESTED_MIN: usize = 8;
+
 /// The most bytes a [`ScheduleStep::Pack`] scratch may take (it lives on the stack of the
 /// thread that runs the kernel).
 pub const PACK_LIMIT_BYTES: usize = 256 * 1024;

@@ -31,7 +31,7 @@ use crate::space::{KernelClass, Space, VECTOR_REGISTERS, is_plain_f32};
 use crate::default_schedule;
 use ir::atom::{BinaryFn, UnaryFn};
 use ir::kernel::{Body, Expr, Kernel};
-use ir::schedule::Schedule;
+use ir::schedule::{Schedule, TOP_TESTED_MIN};
 use targets::Target;
 
 /// The least work (output points times reduction points) one thread's share of a kernel
@@ -207,7 +207,7 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         // FMA but the row's last copies it first; with one column over a long (or packed,
         // flat) reduction each FMA broadcasts afresh from memory, one load.
         let cranelift_fma = !masked && vector && contraction;
-        let fresh_broadcasts = cranelift_fma && cols == 1.0 && inner_red >= 8;
+        let fresh_broadcasts = cranelift_fma && cols == 1.0 && inner_red >= TOP_TESTED_MIN;
         // Each trip of a Cranelift reduction loop pays its counter, branch and the address
         // arithmetic of its loads (a window row of 3 steps: measured 1.2x slower than the
         // channels' loop of 16).
@@ -253,7 +253,12 @@ pub fn predict(k: &Kernel, s: &Schedule, t: &Target) -> f64 {
         };
         let arith = elems * per_elem_arith / t.fma_units.max(1) as f64;
         let latency = if has_reduce { FMA_LATENCY } else { 0.0 };
-        let regs = elems + cols + 1.0;
+        // A Cranelift FMA loop tested at the bottom over at least two trips holds two steps'
+        // vector operands, and each broadcast shared by several columns a copy (measured: a
+        // 7x7 conv stem's 4 x 2 tile over a 7-step window row spills, 1.2x slower than its
+        // 3 x 2 tile; over a 3-step row, one trip, the 4 x 2 tile is the fastest).
+        let bottom_tested = cranelift_fma && has_reduce && (4..TOP_TESTED_MIN).contains(&inner_red);
+        let regs = if bottom_tested { elems + 2.0 * cols + if cols > 1.0 { 2.0 } else { 1.0 } } else { elems + cols + 1.0 };
         let spill = (regs - allocatable).max(0.0) * 3.0;
         let step = arith.max(load_cycles).max(latency) + guard_cycles + spill + copies + 1.0;
         let store = if vector && lane_stores { l } else { 1.0 };
@@ -563,6 +568,32 @@ mod tests {
             let (whole, parts) = (predict(&k, &c, &t), predict(&k.reorder_out_axes(&order), &rest, &t));
             assert!((whole - parts).abs() <= 1e-12 * whole, "{c}: {whole} vs {parts}");
         }
+    }
+
+    #[test]
+    fn a_bottom_tested_fma_loop_holds_two_steps_of_operands() {
+        // Cranelift runs a window row of 7 as a loop tested at the bottom, two steps per
+        // trip: a conv stem's 4 x 2 channel-vectorized tile then spills (measured 1.2x
+        // slower than 3 x 2); over a flat loop of 147 the same tile fits.
+        let t = target(1);
+        let k = stem7x7(16, 32, 32);
+        let tile = |rows: usize| {
+            let steps = vec![
+                Reorder { order: vec![0, 2, 3, 1] },
+                Vectorize { axis: 3, lanes: 4 },
+                RegisterBlock { axis: 2, factor: rows },
+                Unroll { axis: 3, factor: 2 },
+                Tile { axis: 3, size: 16 },
+                Pack { input: 0 },
+            ];
+            predict(&k, &s(steps), &t)
+        };
+        assert!(tile(4) > tile(3), "4x2 {} 3x2 {}", tile(4), tile(3));
+        // Packed, the input's window reads flat: one loop of 147, tested at the top.
+        let packed = |rows: usize| {
+            predict(&k, &s(vec![Vectorize { axis: 3, lanes: 4 }, RegisterBlock { axis: 1, factor: rows }, Unroll { axis: 3, factor: 2 }, Tile { axis: 3, size: 32 }, Pack { input: 1 }]), &t)
+        };
+        assert!(packed(4) < packed(2), "4x2 {} 2x2 {}", packed(4), packed(2));
     }
 
     #[test]

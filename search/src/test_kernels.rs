@@ -1,5 +1,5 @@
-//! Kernels the search tests share: a GEMM, a padded 3x3 convolution, a depthwise
-//! convolution, a softmax-like reduction, an elementwise kernel and an integer one.
+//! Kernels the search tests share: a GEMM, a padded 3x3 convolution, a ResNet-like 7x7
+//! stride-2 stem over a pre-padded input, a depthwise convolution, a softmax-like reduction, an elementwise kernel and an integer one.
 
 use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
 use ir::dtype::DType;
@@ -49,6 +49,26 @@ pub fn conv3x3(c: usize, h: usize, w: usize) -> Kernel {
         body: Body::Compute {
             reduce: Some(ReduceFn::Sum),
             body: mul(load(0, -w_ - 1, &[0, 0, w_, 1, h_ * w_, w_, 1], guards), load(1, 0, &[0, c_ * 9, 0, 0, 9, 3, 1], vec![])),
+            epilogue: Expr::Acc,
+        },
+    }
+}
+
+/// A 7x7 stride-2 conv of 3 channels into `k`, `h` x `w` outputs, reading an input padded
+/// beforehand (`2h + 5` x `2w + 5`, no guards), as ResNet's stem runs.
+pub fn stem7x7(k: usize, h: usize, w: usize) -> Kernel {
+    let (k_, h_, w_) = (k as i64, h as i64, w as i64);
+    let (ph, pw) = (2 * h_ + 5, 2 * w_ + 5);
+    Kernel {
+        name: "stem".into(),
+        inputs: vec![buf("w", k * 147), buf("x", (3 * ph * pw) as usize)],
+        output: buf("y", k * h * w),
+        out_shape: vec![1, k, h, w],
+        red_shape: vec![3, 7, 7],
+        store: Affine { offset: 0, coefs: vec![k_ * h_ * w_, h_ * w_, w_, 1] },
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: mul(load(0, 0, &[0, 147, 0, 0, 49, 7, 1], vec![]), load(1, 0, &[0, 0, 2 * pw, 2, ph * pw, pw, 1], vec![])),
             epilogue: Expr::Acc,
         },
     }

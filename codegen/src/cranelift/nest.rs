@@ -52,10 +52,8 @@ use cranelift_module::Module;
 use ir::atom::{BinaryFn, ReduceFn};
 use ir::dtype::DType;
 use ir::kernel::{Body, Expr};
-use ir::schedule::{PACK_LIMIT_BYTES, Schedule};
+use ir::schedule::{PACK_LIMIT_BYTES, Schedule, TOP_TESTED_MIN};
 
-/// The shortest innermost reduction loop of an FMA contraction that is tested at the top.
-const TOP_TESTED_MIN: i64 = 8;
 
 /// A micro-tile's accumulation: the reduction, the accumulators' type, the tile's points
 /// and their accumulator variables.
@@ -796,7 +794,7 @@ impl<M: Module> Lower<'_, '_, M> {
         let end = self.b.ins().iconst(types::I64, n - n % unroll);
         // Tested at the top only where it runs many trips (a short loop, such as a conv
         // window's row, pays for the extra branch and measured slower).
-        let top_tested = n >= TOP_TESTED_MIN;
+        let top_tested = n >= TOP_TESTED_MIN as i64;
         let inner_loop = if top_tested { Ok(self.open_while(inner, zero, end)) } else { Err(self.open_loop(inner, zero)) };
         for step in 0..unroll {
             self.offsets[inner] = step;
