@@ -893,10 +893,11 @@ impl<M: Module> Lower<'_, '_, M> {
         })
     }
 
-    /// Lanes 0 and 2 of `lo` then of `hi` (f32x4): one `shufps` on x86.
-    fn even_lanes(&mut self, lo: Value, hi: Value) -> Value {
+    /// Lanes 0 and 2 of `lo` then lanes 1 and 3 of `hi` (f32x4; `hi` loaded 3 elements
+    /// after `lo`, so these are elements 0, 2, 4 and 6): one `shufps` on x86.
+    fn stride_two_lanes(&mut self, lo: Value, hi: Value) -> Value {
         let le = MemFlagsData::new().with_endianness(Endianness::Little);
-        let bytes: Vec<u8> = [0u8, 2, 4, 6].iter().flat_map(|&lane| (0..4).map(move |b| lane * 4 + b)).collect();
+        let bytes: Vec<u8> = [0u8, 2, 5, 7].iter().flat_map(|&lane| (0..4).map(move |b| lane * 4 + b)).collect();
         let mask = self.b.func.dfg.immediates.push(bytes.as_slice().into());
         let (lo, hi) = (self.b.ins().bitcast(types::I8X16, le, lo), self.b.ins().bitcast(types::I8X16, le, hi));
         let even = self.b.ins().shuffle(lo, hi, mask);
@@ -953,15 +954,11 @@ impl<M: Module> Lower<'_, '_, M> {
         let guards = per_lane.as_slice();
         let mut ok: Option<Value> = None;
         let origin = self.offsets[v];
-        // Stride 2: two whole vectors from the first lane's element, their even lanes
-        // shuffled together. The second vector's last element is one past the last lane's,
-        // so it must be in the buffer too: proven, or checked with the other conditions.
+        // Stride 2: a vector from the first lane's element and one from the last lane's
+        // element but 3, lanes 0 and 2 of the one and 1 and 3 of the other shuffled
+        // together: it reads nothing past the last lane's element, so the lanes' own checks
+        // suffice.
         let wide = cv == 2 && lanes == 4;
-        if wide && !matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi + 1 < numel as i128) {
-            let idx = self.affine(index)?;
-            let last = self.b.ins().iadd_imm_s(idx, 2 * lanes - 1);
-            ok = Some(self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, last, numel as i64));
-        }
         for lane in [0, lanes - 1] {
             self.offsets[v] = origin + lane;
             let mut conds = Vec::new();
@@ -1032,8 +1029,8 @@ impl<M: Module> Lower<'_, '_, M> {
         } else if wide {
             let addr = self.address(buf, idx, DType::F32);
             let lo = self.b.ins().load(types::F32X4, flags, addr, 0);
-            let hi = self.b.ins().load(types::F32X4, flags, addr, 16);
-            self.even_lanes(lo, hi)
+            let hi = self.b.ins().load(types::F32X4, flags, addr, 12);
+            self.stride_two_lanes(lo, hi)
         } else {
             let mut vec = None;
             for lane in 0..lanes {
