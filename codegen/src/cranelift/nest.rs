@@ -54,6 +54,9 @@ use ir::dtype::DType;
 use ir::kernel::{Body, Expr};
 use ir::schedule::{PACK_LIMIT_BYTES, Schedule, TOP_TESTED_MIN};
 
+/// The most whole micro-panels a pack copies per trip of its column loop.
+const PACK_UNROLL: i64 = 4;
+
 
 /// A micro-tile's accumulation: the reduction, the accumulators' type, the tile's points
 /// and their accumulator variables.
@@ -308,7 +311,7 @@ impl<M: Module> Lower<'_, '_, M> {
             let stop = l.b.ins().smin(top, n);
             l.block_columns = Some((start, stop));
             if let Some(load) = nest.packed_load {
-                l.pack(load, start, stop)?;
+                l.pack(load, start, stop, nc)?;
             }
             if nest.parallel == 0 {
                 return l.inner(nest, 0, None);
@@ -326,7 +329,7 @@ impl<M: Module> Lower<'_, '_, M> {
     /// Copies the values of `load` for the columns `[start, stop)` of the vector axis and
     /// every reduction point into the scratch, in micro-panel order: reduction-major, whole
     /// panels of W columns a vector at a time, then the last panel's vectors and points.
-    fn pack(&mut self, load: &Expr, start: Value, stop: Value) -> Result<()> {
+    fn pack(&mut self, load: &Expr, start: Value, stop: Value, nc: i64) -> Result<()> {
         let r = self.k.out_shape.len();
         let v = self
             .vec_axis
@@ -352,24 +355,21 @@ impl<M: Module> Lower<'_, '_, M> {
         let row = self.reduction_row(&strides, width);
         let var = self.axes[v];
         let flags = MemFlagsData::new().with_notrap();
+        let n = self.extents[v];
+        // Every block whole and a few panels each: the block's panels copied straight, no
+        // column loop (its trips, tested per reduction point, would cost as much as the
+        // copies); else up to PACK_UNROLL panels per trip, then the last, partial panel.
+        let straight = n % nc == 0 && nc % width == 0 && nc / width <= 2 * PACK_UNROLL;
         let res = (|| {
             // Whole panels: element (row, c) at (c - start) * depth + row * W + c % W.
-            self.for_range(var, Some(start), stop, width, &mut |l| {
-                let c = l.b.use_var(var);
-                let rel = l.b.ins().isub(c, start);
-                let panel = l.b.ins().imul_imm_s(rel, depth);
-                let at = l.b.ins().iadd(panel, row);
-                let addr = l.scratch_address(scratch, at);
-                for q in 0..width / LANES {
-                    l.lanes = LANES;
-                    l.offsets[v] = q * LANES;
-                    let (x, _) = l.expr(load)?;
-                    l.b.ins().store(flags, x, addr, (q * LANES * 4) as i32);
-                }
-                l.offsets[v] = 0;
-                l.lanes = 1;
-                Ok(())
-            })?;
+            self.b.def_var(var, start);
+            if straight {
+                return self.pack_panels(load, scratch, row, start, depth, width, nc / width);
+            }
+            let per_trip = (nc / width).clamp(1, PACK_UNROLL);
+            for panels in if per_trip > 1 { vec![per_trip, 1] } else { vec![1] } {
+                self.for_range(var, None, stop, width * panels, &mut |l| l.pack_panels(load, scratch, row, start, depth, width, panels))?;
+            }
             // The last panel from `tail`: element (row, c) at (tail - start) * depth +
             // row * W + (c - tail).
             let tail = self.b.use_var(var);
@@ -423,6 +423,31 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The packed load at the current point of a micro-tile: `lanes` consecutive floats of
     /// the current panel's row.
+    /// Copies `panels` whole micro-panels of the packed load from the column the vector
+    /// axis stands at, for the reduction point whose panel row is `row`.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_panels(&mut self, load: &Expr, scratch: Value, row: Value, start: Value, depth: i64, width: i64, panels: i64) -> Result<()> {
+        let v = self.vec_axis.ok_or_else(|| self.invalid("a pack without a vector axis"))?;
+        let c = self.b.use_var(self.axes[v]);
+        let rel = self.b.ins().isub(c, start);
+        let panel = self.b.ins().imul_imm_s(rel, depth);
+        let at = self.b.ins().iadd(panel, row);
+        let addr = self.scratch_address(scratch, at);
+        let flags = MemFlagsData::new().with_notrap();
+        for p in 0..panels {
+            for q in 0..width / LANES {
+                self.lanes = LANES;
+                self.offsets[v] = p * width + q * LANES;
+                let (x, _) = self.expr(load)?;
+                let off = i32::try_from((p * width * depth + q * LANES) * 4).map_err(|_| self.invalid("pack panel too large"))?;
+                self.b.ins().store(flags, x, addr, off);
+            }
+        }
+        self.offsets[v] = 0;
+        self.lanes = 1;
+        Ok(())
+    }
+
     pub(super) fn packed_load(&mut self) -> Result<(Value, DType)> {
         let (panel, width, strides) = match &self.packed {
             Some(Packed { panel: Some(p), width, red_strides, .. }) => (*p, *width, red_strides.clone()),
