@@ -119,7 +119,7 @@ pub(crate) fn define<M: Module>(
             cache_on: true,
             packed: None,
             block_columns: None,
-            span: None,
+            spans: Vec::new(),
         };
         l.kernel(schedule)?;
         vectorized = l.vectorized;
@@ -179,9 +179,9 @@ pub(super) struct Lower<'a, 'b, M: Module> {
     pub(super) packed: Option<Packed>,
     /// The columns `[start, end)` of the current cache block of the vector axis.
     pub(super) block_columns: Option<(Value, Value)>,
-    /// `(axis, lo, hi)`: while the nest runs a column segment, the vector axis stays in
+    /// `(axis, lo, hi)`: while the nest runs a segment of an axis's loop, the axis stays in
     /// `[lo, hi)` there, and guards and bounds are proven over that span.
-    pub(super) span: Option<(usize, i64, i64)>,
+    pub(super) spans: Vec<(usize, i64, i64)>,
 }
 
 /// A load whose values a cache block copies into a scratch first (`Pack`).
@@ -567,15 +567,17 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
     pub(super) fn range(&self, a: &Affine) -> Option<(i128, i128)> {
-        match self.span {
-            Some((v, lo, hi)) if v < self.live && a.coefs.get(v).is_some_and(|&c| c != 0) => {
-                let mut extents = self.extents[..self.live].to_vec();
-                extents[v] = hi - lo;
-                let shifted = Affine { offset: a.offset + a.coefs[v] * lo, coefs: a.coefs.clone() };
-                shifted.range(&extents)
-            }
-            _ => a.range(&self.extents[..self.live]),
+        let narrowed: Vec<_> = self.spans.iter().filter(|&&(v, _, _)| v < self.live && a.coefs.get(v).is_some_and(|&c| c != 0)).collect();
+        if narrowed.is_empty() {
+            return a.range(&self.extents[..self.live]);
         }
+        let mut extents = self.extents[..self.live].to_vec();
+        let mut shifted = Affine { offset: a.offset, coefs: a.coefs.clone() };
+        for &&(v, lo, hi) in &narrowed {
+            extents[v] = hi - lo;
+            shifted.offset += a.coefs[v] * lo;
+        }
+        shifted.range(&extents)
     }
 
     /// `a` at the current point (the live axes' counters plus their tile offsets). The
@@ -725,6 +727,11 @@ impl<M: Module> Lower<'_, '_, M> {
         })
     }
 
+    /// Whether some guard provably fails at every point of the live box.
+    fn guard_fails(&self, guards: &[KGuard]) -> bool {
+        guards.iter().any(|g| matches!(self.range(&g.expr), Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound)))
+    }
+
     /// The conjunction of the guards, or `None` when they provably all hold.
     pub(super) fn guards(&mut self, guards: &[KGuard]) -> Result<Option<Value>> {
         let mut cond = None;
@@ -852,10 +859,15 @@ impl<M: Module> Lower<'_, '_, M> {
         else {
             return Err(self.invalid("load_expr of a non-load"));
         };
+        let d = self.dtype_of(e)?;
+        if self.guard_fails(guards) {
+            // The pad wherever the point is (a pad's border columns, in their segment).
+            let padv = self.constant(*pad, d)?;
+            return Ok((if self.lanes > 1 { self.splat(padv) } else { padv }, d));
+        }
         if self.lanes > 1 {
             return Ok((self.vector_load(e, *buf, index, guards)?, DType::F32));
         }
-        let d = self.dtype_of(e)?;
         let numel = self.k.inputs[*buf].numel;
         self.check_coefs(index)?;
         let cond = self.guards(guards)?;

@@ -28,11 +28,12 @@
 //! so a micro-tile of W columns reads W consecutive floats per reduction step. The last,
 //! partial panel keeps the width W; its columns past j1 are never written nor read.
 //!
-//! An elementwise kernel whose loads are guarded along the vector axis by that axis alone
-//! (a pad's left and right borders) runs its columns in three segments: the span where
-//! those guards hold runs without them (each is proven over the span by the same range
-//! check that drops any guard, so a span too wide only keeps its tests), the columns on
-//! either side test them. A guard constant along the vector axis (a border row) is tested
+//! An elementwise kernel whose loads are guarded along an axis by that axis alone (a pad's
+//! borders) runs that axis's loop (its rows, or the vector axis's columns) in three
+//! segments: the span where those guards hold, and the two sides where one fails. Each
+//! segment narrows the axis's range, and the range check that drops a guard proven to hold
+//! also turns a load whose guard provably fails into the pad value (a span too wide only
+//! keeps its tests). A guard constant along the vector axis that is still tested is tested
 //! once per vector, whose lanes are then all the pad value or all loaded.
 //!
 //! A tile is unroll-and-jam: its MR x NR accumulators stay in registers through the
@@ -529,11 +530,21 @@ impl<M: Module> Lower<'_, '_, M> {
     /// The loops inside the parallel range, from `nest.loops[depth]` on.
     fn inner(&mut self, nest: &Nest<'_>, depth: usize, rows: Option<(Value, Value)>) -> Result<()> {
         if let Some(&a) = nest.loops.get(depth) {
-            let zero = self.b.ins().iconst(types::I64, 0);
-            let n = self.b.ins().iconst(types::I64, self.extents[a]);
-            return self.for_range(self.axes[a], Some(zero), n, 1, &mut |l| {
-                l.inner(nest, depth + 1, rows)
-            });
+            let n = self.extents[a];
+            // A pad's border rows: the loop in segments, as the columns (see `columns`).
+            let segments = match guard_free_span(nest, a, n) {
+                Some((lo, hi)) => vec![(0, lo), (lo, hi), (hi, n)],
+                None => vec![(0, n)],
+            };
+            for (lo, hi) in segments.into_iter().filter(|(lo, hi)| lo < hi) {
+                self.spans.push((a, lo, hi));
+                let start = self.b.ins().iconst(types::I64, lo);
+                let end = self.b.ins().iconst(types::I64, hi);
+                let res = self.for_range(self.axes[a], Some(start), end, 1, &mut |l| l.inner(nest, depth + 1, rows));
+                self.spans.pop();
+                res?;
+            }
+            return Ok(());
         }
         match nest.block {
             None => self.columns(nest, 1),
@@ -566,15 +577,15 @@ impl<M: Module> Lower<'_, '_, M> {
         if self.block_columns.is_none()
             && let Some((lo, hi)) = guard_free_span(nest, v, n)
         {
-            // Three segments: the guards along the vector axis are tested in the first
-            // and the last only.
-            for (a, b, span) in [(0, lo, None), (lo, hi, Some((v, lo, hi))), (hi, n, None)] {
+            // Three segments: the guards along the vector axis hold in the middle one; in
+            // the first and the last, those that provably fail make the load the pad value.
+            for (a, b) in [(0, lo), (lo, hi), (hi, n)] {
                 if a < b {
-                    self.span = span;
+                    self.spans.push((v, a, b));
                     let start = self.b.ins().iconst(types::I64, a);
                     let end = self.b.ins().iconst(types::I64, b);
                     let res = self.column_loops(nest, rows, start, end, b - a);
-                    self.span = None;
+                    self.spans.pop();
                     res?;
                 }
             }
