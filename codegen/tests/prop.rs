@@ -209,6 +209,42 @@ proptest! {
         }
     }
 
+    /// `max(x, c)` and `min(x, c)` against a constant (a ReLU's 0, also -0, infinities and
+    /// a NaN constant), on vectors and tails, with NaN, signed zeros and infinities among
+    /// the inputs: bit for bit the reference's NaN-propagating, first-operand-on-ties
+    /// semantics.
+    #[test]
+    fn max_min_against_a_constant(
+        n in 1usize..23,
+        c in prop::sample::select(vec![0.0f32, -0.0, 1.5, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]),
+        max in any::<bool>(),
+        seed in prop::collection::vec(prop_oneof![4 => -4.0f32..4.0, 1 => Just(0.0f32), 1 => Just(-0.0f32), 1 => Just(f32::NAN), 1 => Just(f32::INFINITY), 1 => Just(f32::NEG_INFINITY), 1 => Just(1.5f32)], 23),
+    ) {
+        let x: Vec<f32> = seed[..n].to_vec();
+        let f = if max { BinaryFn::Max } else { BinaryFn::Min };
+        let load = Expr::Load { buf: 0, index: Affine { offset: 0, coefs: vec![1] }, guards: vec![], pad: 0.0 };
+        let k = Kernel {
+            name: "maxmin".into(),
+            inputs: vec![buf("x", n)],
+            output: buf("y", n),
+            out_shape: vec![n],
+            red_shape: vec![],
+            store: Affine { offset: 0, coefs: vec![1] },
+            body: Body::Compute {
+                reduce: None,
+                body: Expr::Binary(f, Box::new(load), Box::new(Expr::Const { value: f64::from(c), dtype: DType::F32 })),
+                epilogue: Expr::Acc,
+            },
+        };
+        let want: Vec<f32> = x.iter().map(|&v| apply(f, v, c)).collect();
+        let jit = compile(&k).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(jit.is_vectorized() || n < 4);
+        let mut out = vec![0u8; n * 4];
+        jit.run(&[&f32b(&x)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(bits(&out), bits(&f32b(&want)));
+        prop_assert_eq!(bits(&out), reference(&k, &[&x])?);
+    }
+
     /// `c = a @ b` (+ bias through the epilogue), summed in k order.
     #[test]
     fn matmul_with_bias(m in 1usize..7, kk in 1usize..9, n in 1usize..7, seed in vals(48 + 48 + 6)) {

@@ -8,7 +8,7 @@ use super::{RuntimeError, libcalls, vmath};
 use crate::Error;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, Block, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, Value, types,
+    AbiParam, Block, Endianness, FuncRef, InstBuilder, InstructionData, MemFlagsData, Opcode, Type, Value, types,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module};
@@ -323,6 +323,17 @@ impl<M: Module> Lower<'_, '_, M> {
             let flags = MemFlagsData::new().with_endianness(Endianness::Little);
             let mask = self.b.ins().bitcast(types::F32X4, flags, cond);
             self.b.ins().bitselect(mask, a, b)
+        }
+    }
+
+    /// Whether `v` is an f32 constant other than NaN (or a splat of one).
+    fn is_ordered_constant(&self, v: Value) -> bool {
+        let dfg = &self.b.func.dfg;
+        let Some(inst) = dfg.value_def(v).inst() else { return false };
+        match dfg.insts[inst] {
+            InstructionData::UnaryIeee32 { opcode: Opcode::F32const, imm } => !f32::from_bits(imm.bits()).is_nan(),
+            InstructionData::Unary { opcode: Opcode::Splat, arg } => self.is_ordered_constant(arg),
+            _ => false,
         }
     }
 
@@ -1282,6 +1293,14 @@ impl<M: Module> Lower<'_, '_, M> {
                 BinaryFn::Div => self.b.ins().fdiv(a, b),
                 // NaN-propagating, first operand on ties (so max(-0, +0) = -0): the reference's
                 // `if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b }`.
+                // Against a constant that is not NaN (a ReLU's 0): `b` where `a < b` (Max)
+                // or `b < a` (Min), else `a` (also where `a` is NaN, and on ties): one
+                // `maxps`/`minps` on x86.
+                BinaryFn::Max | BinaryFn::Min if self.lanes > 1 && self.is_ordered_constant(b) => {
+                    let (x, y) = if f == BinaryFn::Max { (a, b) } else { (b, a) };
+                    let lt = self.b.ins().fcmp(FloatCC::LessThan, x, y);
+                    self.pick(lt, b, a)
+                }
                 BinaryFn::Max | BinaryFn::Min => {
                     let cc = if f == BinaryFn::Max {
                         FloatCC::GreaterThanOrEqual
