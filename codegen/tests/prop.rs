@@ -245,6 +245,38 @@ proptest! {
         prop_assert_eq!(bits(&out), reference(&k, &[&x])?);
     }
 
+    /// Max and Min reductions over the rows of a matrix, vectorized along its columns,
+    /// with NaN, signed zeros and infinities among the values: bit for bit the reference
+    /// (a NaN element wins, the first of equal values stays).
+    #[test]
+    fn max_min_reductions_with_nan_and_zeros(
+        rows in 1usize..7,
+        cols in 1usize..11,
+        max in any::<bool>(),
+        seed in prop::collection::vec(prop_oneof![4 => -4.0f32..4.0, 1 => Just(0.0f32), 1 => Just(-0.0f32), 1 => Just(f32::NAN), 1 => Just(-f32::NAN), 1 => Just(f32::INFINITY), 1 => Just(f32::NEG_INFINITY)], 70),
+    ) {
+        let x: Vec<f32> = seed[..rows * cols].to_vec();
+        let f = if max { ReduceFn::Max } else { ReduceFn::Min };
+        let k = Kernel {
+            name: "reduce".into(),
+            inputs: vec![buf("x", rows * cols)],
+            output: buf("y", cols),
+            out_shape: vec![cols],
+            red_shape: vec![rows],
+            store: Affine { offset: 0, coefs: vec![1] },
+            body: Body::Compute {
+                reduce: Some(f),
+                body: Expr::Load { buf: 0, index: Affine { offset: 0, coefs: vec![1, cols as i64] }, guards: vec![], pad: 0.0 },
+                epilogue: Expr::Acc,
+            },
+        };
+        let jit = compile(&k).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(jit.is_vectorized() || cols < 4);
+        let mut out = vec![0u8; cols * 4];
+        jit.run(&[&f32b(&x)], &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(bits(&out), reference(&k, &[&x])?);
+    }
+
     /// `c = a @ b` (+ bias through the epilogue), summed in k order.
     #[test]
     fn matmul_with_bias(m in 1usize..7, kk in 1usize..9, n in 1usize..7, seed in vals(48 + 48 + 6)) {

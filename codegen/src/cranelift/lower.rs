@@ -453,7 +453,16 @@ impl<M: Module> Lower<'_, '_, M> {
             (ReduceFn::Prod, DType::F32) => self.b.ins().fmul(a, v),
             (ReduceFn::Sum, _) => self.b.ins().iadd(a, v),
             (ReduceFn::Prod, _) => self.b.ins().imul(a, v),
-            // `if v > a || v.is_nan() { v } else { a }`, as the reference.
+            // `if v > a || v.is_nan() { v } else { a }`, as the reference: on vectors the
+            // comparison and pick are one `maxps`/`minps` (which keeps `a` where either is
+            // NaN), then a NaN `v` taken.
+            (ReduceFn::Max | ReduceFn::Min, DType::F32) if self.lanes > 1 => {
+                let (x, y) = if f == ReduceFn::Max { (a, v) } else { (v, a) };
+                let better = self.b.ins().fcmp(FloatCC::LessThan, x, y);
+                let m = self.pick(better, v, a);
+                let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+                self.pick(nan, v, m)
+            }
             (ReduceFn::Max | ReduceFn::Min, DType::F32) => {
                 let cc = if f == ReduceFn::Max {
                     FloatCC::GreaterThan
