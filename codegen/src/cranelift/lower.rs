@@ -587,13 +587,13 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// The smallest and largest value of `a` over the live iteration box (exact, in i128).
     pub(super) fn range(&self, a: &Affine) -> Option<(i128, i128)> {
-        let narrowed: Vec<_> = self.spans.iter().filter(|&&(v, _, _)| v < self.live && a.coefs.get(v).is_some_and(|&c| c != 0)).collect();
-        if narrowed.is_empty() {
+        let narrows = |&&(v, _, _): &&(usize, i64, i64)| v < self.live && a.coefs.get(v).is_some_and(|&c| c != 0);
+        if !self.spans.iter().any(|s| narrows(&s)) {
             return a.range(&self.extents[..self.live]);
         }
         let mut extents = self.extents[..self.live].to_vec();
-        let mut shifted = Affine { offset: a.offset, coefs: a.coefs.clone() };
-        for &&(v, lo, hi) in &narrowed {
+        let mut shifted = a.clone();
+        for &(v, lo, hi) in self.spans.iter().filter(narrows) {
             extents[v] = hi - lo;
             shifted.offset += a.coefs[v] * lo;
         }
@@ -747,9 +747,9 @@ impl<M: Module> Lower<'_, '_, M> {
         })
     }
 
-    /// Whether some guard provably fails at every point of the live box.
-    fn guard_fails(&self, guards: &[KGuard]) -> bool {
-        guards.iter().any(|g| matches!(self.range(&g.expr), Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound)))
+    /// Whether guard `g` provably fails at every point of the live box.
+    fn fails(&self, g: &KGuard) -> bool {
+        matches!(self.range(&g.expr), Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound))
     }
 
     /// The conjunction of the guards, or `None` when they provably all hold.
@@ -759,9 +759,7 @@ impl<M: Module> Lower<'_, '_, M> {
             self.check_coefs(&g.expr)?;
             let c = match self.range(&g.expr) {
                 Some((lo, hi)) if lo >= 0 && hi < i128::from(g.bound) => continue,
-                Some((lo, hi)) if g.bound <= 0 || hi < 0 || lo >= i128::from(g.bound) => {
-                    self.iconst(types::I8, 0)
-                }
+                _ if self.fails(g) => self.iconst(types::I8, 0),
                 _ => {
                     let v = self.affine(&g.expr)?;
                     self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, v, g.bound)
@@ -880,7 +878,7 @@ impl<M: Module> Lower<'_, '_, M> {
             return Err(self.invalid("load_expr of a non-load"));
         };
         let d = self.dtype_of(e)?;
-        if self.guard_fails(guards) {
+        if guards.iter().any(|g| self.fails(g)) {
             // The pad wherever the point is (a pad's border columns, in their segment).
             let padv = self.constant(*pad, d)?;
             return Ok((if self.lanes > 1 { self.splat(padv) } else { padv }, d));
@@ -1300,8 +1298,6 @@ impl<M: Module> Lower<'_, '_, M> {
                 BinaryFn::Sub => self.b.ins().fsub(a, b),
                 BinaryFn::Mul => self.b.ins().fmul(a, b),
                 BinaryFn::Div => self.b.ins().fdiv(a, b),
-                // NaN-propagating, first operand on ties (so max(-0, +0) = -0): the reference's
-                // `if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b }`.
                 // Against a constant that is not NaN (a ReLU's 0): `b` where `a < b` (Max)
                 // or `b < a` (Min), else `a` (also where `a` is NaN, and on ties): one
                 // `maxps`/`minps` on x86.
@@ -1310,6 +1306,8 @@ impl<M: Module> Lower<'_, '_, M> {
                     let lt = self.b.ins().fcmp(FloatCC::LessThan, x, y);
                     self.pick(lt, b, a)
                 }
+                // NaN-propagating, first operand on ties (so max(-0, +0) = -0): the reference's
+                // `if a.is_nan() || (!b.is_nan() && a >= b) { a } else { b }`.
                 BinaryFn::Max | BinaryFn::Min => {
                     let cc = if f == BinaryFn::Max {
                         FloatCC::GreaterThanOrEqual

@@ -58,7 +58,6 @@ use ir::schedule::{PACK_LIMIT_BYTES, Schedule, TOP_TESTED_MIN};
 /// The most whole micro-panels a pack copies per trip of its column loop.
 const PACK_UNROLL: i64 = 4;
 
-
 /// A micro-tile's accumulation: the reduction, the accumulators' type, the tile's points
 /// and their accumulator variables.
 struct Accumulation<'a> {
@@ -422,8 +421,6 @@ impl<M: Module> Lower<'_, '_, M> {
         acc
     }
 
-    /// The packed load at the current point of a micro-tile: `lanes` consecutive floats of
-    /// the current panel's row.
     /// Copies `panels` whole micro-panels of the packed load from the column the vector
     /// axis stands at, for the reduction point whose panel row is `row`.
     #[allow(clippy::too_many_arguments)]
@@ -449,6 +446,8 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(())
     }
 
+    /// The packed load at the current point of a micro-tile: `lanes` consecutive floats of
+    /// the current panel's row.
     pub(super) fn packed_load(&mut self) -> Result<(Value, DType)> {
         let (panel, width, strides) = match &self.packed {
             Some(Packed { panel: Some(p), width, red_strides, .. }) => (*p, *width, red_strides.clone()),
@@ -530,21 +529,10 @@ impl<M: Module> Lower<'_, '_, M> {
     /// The loops inside the parallel range, from `nest.loops[depth]` on.
     fn inner(&mut self, nest: &Nest<'_>, depth: usize, rows: Option<(Value, Value)>) -> Result<()> {
         if let Some(&a) = nest.loops.get(depth) {
-            let n = self.extents[a];
-            // A pad's border rows: the loop in segments, as the columns (see `columns`).
-            let segments = match guard_free_span(nest, a, n) {
-                Some((lo, hi)) => vec![(0, lo), (lo, hi), (hi, n)],
-                None => vec![(0, n)],
-            };
-            for (lo, hi) in segments.into_iter().filter(|(lo, hi)| lo < hi) {
-                self.spans.push((a, lo, hi));
-                let start = self.b.ins().iconst(types::I64, lo);
-                let end = self.b.ins().iconst(types::I64, hi);
-                let res = self.for_range(self.axes[a], Some(start), end, 1, &mut |l| l.inner(nest, depth + 1, rows));
-                self.spans.pop();
-                res?;
-            }
-            return Ok(());
+            let var = self.axes[a];
+            return self.segments(nest, a, &mut |l, start, end, _| {
+                l.for_range(var, Some(start), end, 1, &mut |l| l.inner(nest, depth + 1, rows))
+            });
         }
         match nest.block {
             None => self.columns(nest, 1),
@@ -573,32 +561,30 @@ impl<M: Module> Lower<'_, '_, M> {
         let Some(v) = self.vec_axis else {
             return self.tile(nest, rows, 1, 1);
         };
-        let n = self.extents[v];
-        if self.block_columns.is_none()
-            && let Some((lo, hi)) = guard_free_span(nest, v, n)
-        {
-            // Three segments: the guards along the vector axis hold in the middle one; in
-            // the first and the last, those that provably fail make the load the pad value.
-            for (a, b) in [(0, lo), (lo, hi), (hi, n)] {
-                if a < b {
-                    self.spans.push((v, a, b));
-                    let start = self.b.ins().iconst(types::I64, a);
-                    let end = self.b.ins().iconst(types::I64, b);
-                    let res = self.column_loops(nest, rows, start, end, b - a);
-                    self.spans.pop();
-                    res?;
-                }
-            }
-            return Ok(());
+        match self.block_columns {
+            Some((start, end)) => self.column_loops(nest, rows, start, end, self.extents[v]),
+            None => self.segments(nest, v, &mut |l, start, end, n| l.column_loops(nest, rows, start, end, n)),
         }
-        let (start, end) = match self.block_columns {
-            Some(cols) => cols,
-            None => {
-                let zero = self.b.ins().iconst(types::I64, 0);
-                (zero, self.b.ins().iconst(types::I64, n))
-            }
+    }
+
+    /// Runs `body(start, end, length)` over axis `a`'s range in segments: for a pad (see
+    /// [`guard_free_span`]) the span where its guards along `a` hold and the sides where one
+    /// fails, else the whole range; each with the axis's range narrowed to the segment.
+    fn segments(&mut self, nest: &Nest<'_>, a: usize, body: &mut dyn FnMut(&mut Self, Value, Value, i64) -> Result<()>) -> Result<()> {
+        let n = self.extents[a];
+        let cuts = match guard_free_span(nest, a, n) {
+            Some((lo, hi)) => vec![(0, lo), (lo, hi), (hi, n)],
+            None => vec![(0, n)],
         };
-        self.column_loops(nest, rows, start, end, n)
+        for (lo, hi) in cuts.into_iter().filter(|(lo, hi)| lo < hi) {
+            self.spans.push((a, lo, hi));
+            let start = self.b.ins().iconst(types::I64, lo);
+            let end = self.b.ins().iconst(types::I64, hi);
+            let res = body(self, start, end, hi - lo);
+            self.spans.pop();
+            res?;
+        }
+        Ok(())
     }
 
     /// The columns `[start, end)` (`n` of them at most) of the vector axis: `unroll`
@@ -909,9 +895,9 @@ fn find_load(e: &Expr, input: usize) -> Option<&Expr> {
     }
 }
 
-/// For an elementwise kernel whose loads are guarded along the vector axis `v` (of extent
-/// `n`) by conditions on that axis alone (a pad's border), the columns `[lo, hi)` where
-/// every such guard holds, when that span leaves guarded columns outside it and holds at
+/// For an elementwise kernel whose loads are guarded along axis `v` (of extent `n`) by
+/// conditions on that axis alone (a pad's border), the points `[lo, hi)` of the axis where
+/// every such guard holds, when that span leaves guarded points outside it and holds at
 /// least one vector: the nest runs it without those guards.
 fn guard_free_span(nest: &Nest<'_>, v: usize, n: i64) -> Option<(i64, i64)> {
     fn visit(e: &Expr, v: usize, span: &mut (i64, i64), guarded: &mut bool) {
