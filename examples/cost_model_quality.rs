@@ -1,5 +1,6 @@
 //! How well the analytic cost model (`search::cost::predict`) ranks schedules: samples
-//! candidate schedules of GEMMs, a 3x3 convolution, a depthwise convolution, softmax-like
+//! candidate schedules of GEMMs, 3x3 convolutions (guarded, and over inputs padded
+//! beforehand with their Winograd candidate always among the samples), a depthwise convolution, softmax-like
 //! reductions (along and across rows) and elementwise kernels, measures each (compiled by the JIT,
 //! run on the runtime's thread pool), and prints Spearman's rank correlation between
 //! predicted and measured time, per kernel and over all samples (ranks within a kernel,
@@ -69,6 +70,28 @@ fn conv3x3(c: usize, h: usize, w: usize) -> Kernel {
 }
 
 /// y[c, h, w] = sum_{kh, kw} x[c, h+kh-1, w+kw-1] w[c, kh, kw] (pad 1).
+/// A 3x3 conv of `c` into `k` channels over an input padded beforehand (`h + 2` x `w + 2`,
+/// no guards), bias and ReLU: the shape ResNet's 3x3 convs take after `ir::padding`, which a
+/// Winograd schedule runs.
+fn padded_conv3x3(k: usize, c: usize, h: usize, w: usize) -> Kernel {
+    let (k_, c_, h_, w_) = (k as i64, c as i64, h as i64, w as i64);
+    let (ph, pw) = (h_ + 2, w_ + 2);
+    let biased = Expr::Binary(BinaryFn::Add, Box::new(Expr::Acc), Box::new(load(2, 0, &[0, 1, 0, 0], vec![])));
+    Kernel {
+        name: format!("padded_conv3x3_{k}x{c}x{h}x{w}"),
+        inputs: vec![buf("x", (c_ * ph * pw) as usize), buf("w", k * c * 9), buf("bias", k)],
+        output: buf("y", k * h * w),
+        out_shape: vec![1, k, h, w],
+        red_shape: vec![c, 3, 3],
+        store: Affine { offset: 0, coefs: vec![k_ * h_ * w_, h_ * w_, w_, 1] },
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: mul(load(0, 0, &[0, 0, pw, 1, ph * pw, pw, 1], vec![]), load(1, 0, &[0, c_ * 9, 0, 0, 9, 3, 1], vec![])),
+            epilogue: Expr::Binary(BinaryFn::Max, Box::new(biased), Box::new(Expr::Const { value: 0.0, dtype: DType::F32 })),
+        },
+    }
+}
+
 fn depthwise(c: usize, h: usize, w: usize) -> Kernel {
     let (h_, w_) = (h as i64, w as i64);
     let guards = vec![
@@ -173,6 +196,9 @@ fn main() -> Result<()> {
         gemm(64, 512, 96),
         conv3x3(32, 28, 28),
         conv3x3(64, 40, 40),
+        padded_conv3x3(16, 16, 16, 16),
+        padded_conv3x3(32, 32, 8, 8),
+        padded_conv3x3(8, 2, 16, 16),
         depthwise(64, 56, 56),
         softmax_sum(512, 384),
         column_sum(256, 512),
@@ -186,7 +212,12 @@ fn main() -> Result<()> {
         let candidates = Space::of(k, &target).candidates();
         // An even sample over the space's order (which varies every knob).
         let step = candidates.len().div_ceil(per_kernel).max(1);
-        let sample: Vec<_> = candidates.into_iter().step_by(step).collect();
+        let winograd = candidates.iter().find(|s| s.winograd()).cloned();
+        let mut sample: Vec<_> = candidates.into_iter().step_by(step).collect();
+        // The one Winograd candidate, always.
+        if let Some(w) = winograd.filter(|w| !sample.contains(w)) {
+            sample.push(w);
+        }
         let mut buffers = KernelBuffers::new(k)?;
         buffers.fill(1);
         let (mut pred, mut meas, mut scheds) = (Vec::new(), Vec::new(), Vec::new());

@@ -502,8 +502,11 @@ pub fn build_for(
     planner: &search::Planner,
     backend: &ObjectBackend,
 ) -> Result<Built, Error> {
-    let Lowered { kernels, program, weights } = lower_program(graph, shapes)?;
+    let Lowered { kernels, mut program, mut weights } = lower_program(graph, shapes)?;
     let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
+    if matches!(backend, ObjectBackend::Cranelift) {
+        prepare_winograd(&kernels, &schedules, &mut program, &mut weights);
+    }
     let object = match backend {
         ObjectBackend::Cranelift => compile_object(name, &kernels, &schedules, &program, &weights)?,
         #[cfg(feature = "llvm")]
@@ -518,6 +521,24 @@ pub fn build_for(
         tuned_kernels: sources.iter().filter(|s| s.is_record()).count(),
         weight_bytes: weights.len(),
     })
+}
+
+/// Gives every step whose kernel runs under a Winograd schedule and reads its weights from
+/// the weight blob the transformed filters (`WinogradConv::transform_filters`), appended to
+/// the blob: the object then transforms nothing per call, as the JIT runtime.
+fn prepare_winograd(kernels: &[ir::kernel::Kernel], schedules: &[ir::schedule::Schedule], program: &mut Program, weights: &mut Vec<u8>) {
+    for step in &mut program.steps {
+        let (Some(k), Some(s)) = (kernels.get(step.kernel), schedules.get(step.kernel)) else { continue };
+        let Some(conv) = s.winograd().then(|| ir::winograd::WinogradConv::of(k).ok()).flatten() else { continue };
+        let (Some(&BufferRef::Weight(off)), Some(b)) = (step.buffers.get(conv.weights), k.inputs.get(conv.weights)) else { continue };
+        let Some(bytes) = weights.get(off..off + b.numel * 4) else { continue };
+        let w: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let Some(u) = conv.transform_filters(&w) else { continue };
+        let at = weights.len().next_multiple_of(ALIGN);
+        weights.resize(at, 0);
+        weights.extend(u.iter().flat_map(|x| x.to_ne_bytes()));
+        step.prepared = Some((BufferRef::Weight(at), u.len() * 4));
+    }
 }
 
 /// A model lowered to kernels and the static step list that runs them, before code
@@ -616,6 +637,7 @@ pub fn lower_program(graph: &Graph, shapes: &InputShapes) -> Result<Lowered, Err
                 steps.push(ProgramStep {
                     kernel: kernels.len(),
                     buffers,
+                    prepared: None,
                 });
                 kernels.push(kernel.clone());
             }

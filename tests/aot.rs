@@ -181,6 +181,24 @@ fn resnet_style_links_and_matches() {
     }
 }
 
+/// ResNet-style's five 3x3 stride-1 convs run as Winograd on the Cranelift host (x86-64),
+/// and the object carries their transformed filters in its weights (the step's prepared
+/// slot), so it transforms nothing per call; `resnet_style_links_and_matches` checks the
+/// results.
+#[test]
+fn resnet_style_winograd_filters_are_prepared_in_the_object() {
+    let Some(model) = zoo_model("resnet_style.onnx") else { return };
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let m = ir::onnx::import_file(&model).expect("the zoo model imports");
+    let built = atomc::aot::build_planned(&m.graph, "resnet_style", &InputShapes::new(), &search::Planner::host_cranelift(1))
+        .expect("ResNet-style builds");
+    let prepared: Vec<usize> = built.program.steps.iter().filter_map(|s| s.prepared.map(|(_, bytes)| bytes)).collect();
+    // 16 points x 16 x 16 channels (twice) and x 32 x 32 (three times), 4 bytes each.
+    assert_eq!(prepared, [16384, 16384, 65536, 65536, 65536], "{:?}", built.program.steps);
+}
+
 #[test]
 fn transformer_encoder_links_and_matches() {
     if let Some(model) = zoo_model("transformer_encoder.onnx") {

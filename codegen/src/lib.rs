@@ -35,12 +35,22 @@ pub trait NativeKernel: Send + Sync + std::fmt::Debug {
     fn output(&self) -> &Buffer;
     /// The extent of the range that shares split (1: the kernel runs whole).
     fn parallel_extent(&self) -> usize;
+    /// Data the kernel can read instead of deriving it from constant inputs on every call
+    /// (a Winograd convolution's transformed filters), computed from `constant(i)`: the
+    /// bytes of input `i` when its value is fixed for every later call, else `None` (asked
+    /// only for the inputs the kernel needs). `None` when the kernel has nothing to prepare
+    /// or an input it needs is not constant.
+    fn prepare(&self, _constant: &dyn Fn(usize) -> Option<Vec<u8>>) -> Option<Box<[f32]>> {
+        None
+    }
     /// Runs the share `begin..end` of the parallel range on raw buffers.
     ///
     /// # Safety
     /// As [`JitKernel::run_raw`]: `buffers` points to one valid base pointer per buffer
-    /// (inputs, then the output), each valid for its buffer's byte length during the call;
-    /// the output overlaps no input; concurrent calls have disjoint ranges.
+    /// (inputs, then the output), each valid for its buffer's byte length during the call,
+    /// then one more: null, or the data [`NativeKernel::prepare`] gave from the constant
+    /// inputs `buffers` holds; the output overlaps no input; concurrent calls have
+    /// disjoint ranges.
     #[allow(unsafe_code)]
     unsafe fn run_raw(&self, buffers: *const *mut u8, begin: usize, end: usize) -> Result<(), Error>;
 }
@@ -58,6 +68,9 @@ impl NativeKernel for JitKernel {
     }
     fn parallel_extent(&self) -> usize {
         JitKernel::parallel_extent(self)
+    }
+    fn prepare(&self, constant: &dyn Fn(usize) -> Option<Vec<u8>>) -> Option<Box<[f32]>> {
+        JitKernel::prepare(self, constant)
     }
     unsafe fn run_raw(&self, buffers: *const *mut u8, begin: usize, end: usize) -> Result<(), Error> {
         // SAFETY: the caller's obligations are those of `JitKernel::run_raw`.

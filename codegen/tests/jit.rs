@@ -1047,7 +1047,7 @@ fn parallel_shares_cover_the_whole_run() -> R {
     let mut whole = vec![0u8; 140];
     j.run(&[&xb], &mut whole)?;
     let mut parts = vec![0u8; 140];
-    let bufs = [xb.as_ptr().cast_mut(), parts.as_mut_ptr()];
+    let bufs = [xb.as_ptr().cast_mut(), parts.as_mut_ptr(), std::ptr::null_mut()];
     for (b, e) in [(0, 2), (2, 2), (2, 5)] {
         // SAFETY: both buffers have the kernel's byte lengths and do not overlap.
         unsafe { j.run_raw(bufs.as_ptr(), b, e)? };

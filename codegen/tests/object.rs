@@ -58,10 +58,12 @@ fn program() -> Program {
             ProgramStep {
                 kernel: 0,
                 buffers: vec![BufferRef::Input(0), BufferRef::Workspace(0)],
+                prepared: None,
             },
             ProgramStep {
                 kernel: 0,
                 buffers: vec![BufferRef::Workspace(0), BufferRef::Output(0)],
+                prepared: None,
             },
         ],
         copies: vec![OutputCopy {

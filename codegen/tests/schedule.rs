@@ -310,7 +310,7 @@ fn parallel_shares_of_blocked_and_flattened_axes() -> R {
         j.run(&refs, &mut whole)?;
         let mut parts = vec![0u8; k.output.numel * 4];
         let mut ptrs: Vec<*mut u8> = bytes.iter().map(|b| b.as_ptr().cast_mut()).collect();
-        ptrs.push(parts.as_mut_ptr());
+        ptrs.extend([parts.as_mut_ptr(), std::ptr::null_mut()]);
         for (b, e) in [(0, 1), (1, 1), (1, extent - 1), (extent - 1, extent)] {
             // SAFETY: every buffer has the kernel's byte length; the output is separate.
             unsafe { j.run_raw(ptrs.as_ptr(), b, e)? };
@@ -480,7 +480,7 @@ fn parallel_shares_of_packed_blocks() -> R {
     j.run(&refs, &mut whole)?;
     let mut parts = vec![0u8; k.output.numel * 4];
     let mut ptrs: Vec<*mut u8> = bytes.iter().map(|b| b.as_ptr().cast_mut()).collect();
-    ptrs.push(parts.as_mut_ptr());
+    ptrs.extend([parts.as_mut_ptr(), std::ptr::null_mut()]);
     for (b, e) in [(0, 1), (1, 3)] {
         // SAFETY: every buffer has the kernel's byte length; the output is separate.
         unsafe { j.run_raw(ptrs.as_ptr(), b, e)? };
@@ -550,5 +550,97 @@ proptest! {
         let ins = [data(ci * h * w, 12), data(co * ci * 9, 13), data(co, 14)];
         let s = tiled(vec_rows(Some((0, mr)), nr), 2, panels, pack.then_some(0));
         check(&k, &s, &ins).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+}
+
+/// A 3x3 stride-1 conv over an input padded beforehand (`c` x `(oh + 2)` x `(ow + 2)`, no
+/// guards) into `k` x `oh` x `ow`, with a batch axis of extent 1, then
+/// `relu(acc * scale[k] + bias[k] + residual)`: the kernel a Winograd schedule runs. The
+/// weights are `[k][c][3][3]`, or `[k][3][3][c]` with `channels_last` (contiguous along
+/// the input channels); `weights_first` swaps the product's operands and the inputs.
+fn padded_conv(k: usize, c: usize, oh: usize, ow: usize, channels_last: bool, weights_first: bool) -> Kernel {
+    let (k_, c_, oh_, ow_) = (k as i64, c as i64, oh as i64, ow as i64);
+    let (ph, pw) = (oh_ + 2, ow_ + 2);
+    let (xb, wb) = if weights_first { (1, 0) } else { (0, 1) };
+    let x = load(xb, aff(0, &[0, 0, pw, 1, ph * pw, pw, 1]), vec![], 0.0);
+    let wcoefs = if channels_last { [0, 9 * c_, 0, 0, 1, 3 * c_, c_] } else { [0, 9 * c_, 0, 0, 9, 3, 1] };
+    let wt = load(wb, aff(0, &wcoefs), vec![], 0.0);
+    let product = if weights_first { (wt, x) } else { (x, wt) };
+    let per_channel = |b: usize| load(b, aff(0, &[0, 1, 0, 0]), vec![], 0.0);
+    let out = aff(0, &[k_ * oh_ * ow_, oh_ * ow_, ow_, 1]);
+    let bin = |f, a: Expr, b: Expr| Expr::Binary(f, Box::new(a), Box::new(b));
+    let epilogue = bin(
+        BinaryFn::Max,
+        bin(BinaryFn::Add, bin(BinaryFn::Add, bin(BinaryFn::Mul, Expr::Acc, per_channel(2)), per_channel(3)), load(4, out.clone(), vec![], 0.0)),
+        Expr::Const { value: 0.0, dtype: DType::F32 },
+    );
+    let mut inputs = vec![buf("x", c * (ph * pw) as usize), buf("w", k * c * 9)];
+    if weights_first {
+        inputs.swap(0, 1);
+    }
+    inputs.extend([buf("scale", k), buf("bias", k), buf("residual", k * oh * ow)]);
+    Kernel {
+        name: "winograd_conv".into(),
+        inputs,
+        output: buf("y", k * oh * ow),
+        out_shape: vec![1, k, oh, ow],
+        red_shape: vec![c, 3, 3],
+        store: out,
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: Expr::Binary(BinaryFn::Mul, Box::new(product.0), Box::new(product.1)),
+            epilogue,
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Winograd F(2x2, 3x3) against the direct reference: channel counts that fill a
+    /// vector of input channels or not, blocks of one or two tile rows, weights strided or
+    /// contiguous along the input channels, either operand order; the filters transformed
+    /// by the kernel or prepared beforehand (bit for bit the same), the blocks in two
+    /// shares. The transforms reassociate the sums: within 1e-4 relative.
+    #[test]
+    #[allow(unsafe_code)]
+    fn winograd_conv_equals_reference(
+        k4 in 1usize..4, c in 1usize..7, ty in 1usize..5, tx8 in 1usize..4, narrow in any::<bool>(),
+        channels_last in any::<bool>(), weights_first in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let (k, oh) = (4 * k4, 2 * ty * if narrow { 2 } else { 1 });
+        let ow = if narrow { 8 } else { 16 * tx8 };
+        let kernel = padded_conv(k, c, oh, ow, channels_last, weights_first);
+        let s = Schedule { steps: vec![ScheduleStep::Winograd] };
+        s.validate(&kernel).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (x, w) = (data(c * (oh + 2) * (ow + 2), seed), data(k * c * 9, seed + 1));
+        let mut ins = if weights_first { vec![w, x] } else { vec![x, w] };
+        ins.extend([data(k, seed + 2), data(k, seed + 3), data(k * oh * ow, seed + 4)]);
+        let j = JitKernel::compile(&kernel, &s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let bytes: Vec<Vec<u8>> = ins.iter().map(|v| f32b(v)).collect();
+        let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let mut out = vec![0u8; k * oh * ow * 4];
+        j.run(&refs, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Again with the filters prepared beforehand, in two shares of the blocks.
+        let weights = usize::from(!weights_first);
+        let mut prepared = j.prepare(&|i| (i == weights).then(|| bytes[weights].clone())).ok_or_else(|| TestCaseError::fail("nothing prepared"))?;
+        let mut again = vec![0u8; k * oh * ow * 4];
+        let mut ptrs: Vec<*mut u8> = bytes.iter().map(|b| b.as_ptr().cast_mut()).collect();
+        ptrs.extend([again.as_mut_ptr(), prepared.as_mut_ptr().cast::<u8>()]);
+        let extent = j.parallel_extent();
+        prop_assert_eq!(extent, oh / 2 / if narrow { 2 } else { 1 });
+        for (b, e) in [(0, 1), (1, extent)] {
+            // SAFETY: every buffer has the kernel's byte length, the output is separate, and
+            // the prepared slot holds what `prepare` gave for these weights.
+            unsafe { j.run_raw(ptrs.as_ptr(), b, e) }.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let ts: Vec<Tensor> = ins.iter().map(|v| Tensor::from_vec(vec![v.len()], v.clone())).collect::<Result<_, _>>()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let trefs: Vec<&Tensor> = ts.iter().collect();
+        let want = kernel.eval(&trefs).map_err(|e| TestCaseError::fail(e.to_string()))?.to_f64_vec();
+        for (i, ((g, p), w)) in to_f32(&out).iter().zip(to_f32(&again)).zip(&want).enumerate() {
+            prop_assert!((f64::from(*g) - w).abs() <= 1e-4 * (1.0 + w.abs()), "[{i}] {g} vs {w} ({k}x{c}, {oh}x{ow})");
+            prop_assert_eq!(g.to_bits(), p.to_bits(), "[{}] prepared filters differ", i);
+        }
     }
 }

@@ -42,6 +42,7 @@ pub mod stats;
 pub mod tensor;
 pub mod text;
 pub mod verify;
+pub mod winograd;
 
 pub use atom::{Atom, AtomKind};
 pub use attr::{Attr, Attrs};

@@ -13,7 +13,8 @@
 //! contiguous scratch in micro-panel order) make a contraction read its shared operand
 //! from cache with unit stride. Blocking the reduction is not a step yet.
 //! [`ScheduleStep::GpuThreads`] maps a kernel onto GPU threads instead (the NVPTX target);
-//! it stands alone.
+//! it stands alone. [`ScheduleStep::Winograd`] runs a 3x3 convolution as Winograd
+//! F(2x2, 3x3) (`winograd.rs`); it stands alone too.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,12 @@ pub enum ScheduleStep {
     /// reduction sequentially, and threads past the last point return at once. The only
     /// step of its schedule: the CPU steps shape a host loop nest.
     GpuThreads { block: usize },
+    /// Run a 3x3 stride-1 convolution ([`crate::winograd::WinogradConv::of`]) as Winograd
+    /// F(2x2, 3x3) on f32x4: per call the filters are transformed into a stack scratch,
+    /// then each block of tiles (the parallel range) has its input transformed, multiplied
+    /// by the filters in the transformed domain, and transformed back through the epilogue.
+    /// It stands alone. Sums are reassociated: results differ by rounding.
+    Winograd,
 }
 
 /// The most threads a [`ScheduleStep::GpuThreads`] block may have (CUDA's limit).
@@ -197,6 +204,11 @@ impl Schedule {
         })
     }
 
+    /// Whether the schedule is [`ScheduleStep::Winograd`].
+    pub fn winograd(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, ScheduleStep::Winograd))
+    }
+
     /// Columns of the micro-tile along the vector axis: lanes x unroll (1 without
     /// vectorizing).
     pub fn tile_columns(&self) -> usize {
@@ -217,6 +229,9 @@ impl Schedule {
     /// first [`Schedule::parallel_axes`] output extents, a register-blocked axis counting
     /// its blocks (rounded up). 1 when nothing is parallel.
     pub fn parallel_extent(&self, k: &Kernel) -> usize {
+        if self.winograd() {
+            return crate::winograd::WinogradConv::of(k).map_or(1, |w| w.blocks());
+        }
         let block = self.register_block();
         let shape: Vec<usize> = match self.reorder() {
             Some(order) => order.iter().filter_map(|&a| k.out_shape.get(a).copied()).collect(),
@@ -239,12 +254,13 @@ impl Schedule {
     /// an unrolled axis vectorized, a blocked axis not the vectorized one; a Scatter kernel
     /// takes no step (its points run in order); a tiled axis vectorized, its size a
     /// multiple of the micro-tile's columns; a packed input as [`ScheduleStep::Pack`] says;
-    /// a GPU mapping alone, with 1 to [`GPU_MAX_BLOCK`] threads per block.
+    /// a GPU mapping alone, with 1 to [`GPU_MAX_BLOCK`] threads per block; a Winograd step
+    /// alone, on a convolution [`crate::winograd::WinogradConv::of`] accepts.
     pub fn validate(&self, k: &Kernel) -> Result<()> {
         let k = &*self.shaped(k)?;
         let r = k.out_shape.len();
         let err = |msg: String| Error::InvalidModel(format!("kernel '{}': schedule '{self}': {msg}", k.name));
-        let mut seen = [false; 9];
+        let mut seen = [false; 10];
         for s in &self.steps {
             let kind = match s {
                 ScheduleStep::ReduceOrder { .. } => 8,
@@ -256,6 +272,7 @@ impl Schedule {
                 ScheduleStep::Tile { .. } => 4,
                 ScheduleStep::Pack { .. } => 5,
                 ScheduleStep::GpuThreads { .. } => 6,
+                ScheduleStep::Winograd => 9,
             };
             if std::mem::replace(&mut seen[kind], true) {
                 return Err(err(format!("{s} is the second step of its kind")));
@@ -284,6 +301,12 @@ impl Schedule {
                     if input >= k.inputs.len() {
                         return Err(err(format!("{s}: the kernel has {} inputs", k.inputs.len())));
                     }
+                }
+                ScheduleStep::Winograd => {
+                    if self.steps.len() > 1 {
+                        return Err(err(format!("{s} with other steps: it stands alone")));
+                    }
+                    crate::winograd::WinogradConv::of(k).map_err(|why| err(format!("{s}: {why}")))?;
                 }
                 ScheduleStep::GpuThreads { block } => {
                     if !(1..=GPU_MAX_BLOCK).contains(&block) {
@@ -397,6 +420,7 @@ impl fmt::Display for ScheduleStep {
             ScheduleStep::Tile { axis, size } => write!(f, "tile(i{axis}, {size})"),
             ScheduleStep::Pack { input } => write!(f, "pack({input})"),
             ScheduleStep::GpuThreads { block } => write!(f, "gpu_threads({block})"),
+            ScheduleStep::Winograd => write!(f, "winograd"),
         }
     }
 }
@@ -545,6 +569,8 @@ mod tests {
         assert!(msg(vec![GpuThreads { block: 2048 }]).contains("1 to 1024 threads"));
         assert!(msg(vec![GpuThreads { block: 64 }, Parallel { axes: 1 }]).contains("stands alone"));
         assert_eq!(Schedule { steps: vec![GpuThreads { block: 128 }] }.to_string(), "gpu_threads(128)");
+        assert!(msg(vec![Winograd]).contains("winograd: reduction axes [7], not [C, 3, 3]"));
+        assert_eq!(Schedule { steps: vec![Winograd] }.to_string(), "winograd");
         assert!(msg(vec![Parallel { axes: 3 }]).starts_with("invalid model: kernel 'mm': schedule 'parallel(3)'"));
     }
 }

@@ -306,7 +306,7 @@ impl Executable {
                 Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, pick, codegen, threads)? {
                     None => Exec::Eval { step: i },
                     Some((jit, source, schedule)) => {
-                        let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new() };
+                        let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new(), prepared: None };
                         let mut patches = Vec::new();
                         for (slot, &v) in inputs.iter().chain([output]).enumerate() {
                             let bytes = static_bytes(&graph, v)?;
@@ -345,6 +345,17 @@ impl Executable {
                             table.ptrs.push(ptr);
                             table.lens.push(bytes);
                         }
+                        // The prepared slot: what the kernel derives from its constant f32
+                        // inputs (weights), once.
+                        table.ptrs.push(std::ptr::null_mut());
+                        let constant = |i: usize| -> Option<Vec<u8>> {
+                            let v = *inputs.get(i)?;
+                            match (memory.location(v), graph.consts.get(&v).map(|t| t.data())) {
+                                (Some(Location::Weight), Some(ir::Data::F32(x))) => Some(x.iter().flat_map(|f| f.to_ne_bytes()).collect()),
+                                _ => None,
+                            }
+                        };
+                        table.set_prepared(jit.prepare(&constant));
                         let extent = jit.parallel_extent();
                         let grain = search::cost::share_grain(kernel, extent);
                         Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record(), schedule: schedule.to_string() }

@@ -6,8 +6,9 @@
 use codegen::NativeKernel;
 use ir::{DType, Tensor};
 
-/// The buffer pointers of one kernel call: its inputs' base addresses, then its output's
-/// (the kernel ABI's `buffers` argument), with the byte length each must be valid for.
+/// The buffer pointers of one kernel call: its inputs' base addresses, then its output's,
+/// then its prepared data or null (the kernel ABI's `buffers` argument), with the byte
+/// length each buffer must be valid for.
 ///
 /// Built and patched only by `exec` and `standalone`, which set every slot to the start of a region of at
 /// least `lens[i]` bytes that lives as long as the run: an arena slice (the arena is owned
@@ -17,8 +18,29 @@ use ir::{DType, Tensor};
 /// plan never places a step's output over one of its inputs.
 #[derive(Debug)]
 pub(crate) struct Ptrs {
+    /// One per buffer, then the prepared slot.
     pub ptrs: Vec<*mut u8>,
+    /// One per buffer.
     pub lens: Vec<usize>,
+    /// What the prepared slot points at: [`NativeKernel::prepare`]'s data for the constant
+    /// inputs the buffer slots hold, owned here so that it lives as long as the table.
+    pub prepared: Option<Box<[f32]>>,
+}
+
+impl Ptrs {
+    /// A table of `lens.len()` null buffer slots and a null prepared slot.
+    pub fn new(lens: Vec<usize>) -> Ptrs {
+        Ptrs { ptrs: vec![std::ptr::null_mut(); lens.len() + 1], lens, prepared: None }
+    }
+
+    /// Sets the prepared slot to `data` (null for `None`).
+    pub fn set_prepared(&mut self, data: Option<Box<[f32]>>) {
+        self.prepared = data;
+        let at = self.lens.len();
+        if let Some(slot) = self.ptrs.get_mut(at) {
+            *slot = self.prepared.as_mut().map_or(std::ptr::null_mut(), |d| d.as_mut_ptr().cast::<u8>());
+        }
+    }
 }
 
 // SAFETY: the pointers are plain addresses; every access through them happens in `call`,
@@ -41,8 +63,8 @@ unsafe impl Send for crate::exec::Executable {}
 pub(crate) fn call(kernel: &dyn NativeKernel, table: &Ptrs, begin: usize, end: usize) -> Result<(), codegen::Error> {
     let bad = |msg: String| codegen::Error::Internal { kernel: kernel.name().to_string(), msg };
     let buffers = kernel.inputs().iter().chain([kernel.output()]);
-    if table.ptrs.len() != kernel.inputs().len() + 1 || table.lens.len() != table.ptrs.len() {
-        return Err(bad(format!("{} buffer pointers for {} buffers", table.ptrs.len(), kernel.inputs().len() + 1)));
+    if table.lens.len() != kernel.inputs().len() + 1 || table.ptrs.len() != table.lens.len() + 1 {
+        return Err(bad(format!("{} pointers for {} buffers and the prepared slot", table.ptrs.len(), kernel.inputs().len() + 1)));
     }
     for (b, &len) in buffers.zip(&table.lens) {
         if b.numel.checked_mul(b.dtype.size()).is_none_or(|need| need > len) {
@@ -50,8 +72,10 @@ pub(crate) fn call(kernel: &dyn NativeKernel, table: &Ptrs, begin: usize, end: u
         }
     }
     // SAFETY: one pointer per buffer, each valid for the buffer's byte length for the
-    // duration of the call (`Ptrs`' invariant, lengths checked above); the output does not
-    // overlap an input (memory plan); concurrent calls have disjoint shares (the pool).
+    // duration of the call (`Ptrs`' invariant, lengths checked above), then null or the
+    // kernel's prepared data for the constants those slots hold (set only by
+    // `set_prepared`, from them); the output does not overlap an input (memory plan);
+    // concurrent calls have disjoint shares (the pool).
     unsafe { kernel.run_raw(table.ptrs.as_ptr(), begin, end) }
 }
 

@@ -45,13 +45,13 @@ impl KernelBuffers {
             dtypes.push(b.dtype);
         }
         let output_bytes = lens.last().copied().unwrap_or(0);
-        let ptrs = vec![std::ptr::null_mut(); data.len()];
-        Ok(KernelBuffers { data, dtypes, table: Ptrs { ptrs, lens }, output_bytes })
+        Ok(KernelBuffers { data, dtypes, table: Ptrs::new(lens), output_bytes })
     }
 
     /// Fills the inputs: floats uniform in [-1, 1) from `seed`, every other dtype zero (a
     /// valid index for any gather).
     pub fn fill(&mut self, seed: u64) {
+        self.table.set_prepared(None);
         let mut state = seed;
         let inputs = self.data.len().saturating_sub(1);
         for (buf, &dtype) in self.data.iter_mut().zip(&self.dtypes).take(inputs) {
@@ -72,10 +72,21 @@ impl KernelBuffers {
     }
 
     /// Runs `jit` (compiled from `k` with some schedule) over its whole parallel range on
-    /// `pool`, split as the executable splits it.
+    /// `pool`, split as the executable splits it, with the data it prepares from the inputs
+    /// (as the executable prepares it from constant weights, once).
     pub fn run(&mut self, k: &Kernel, jit: &dyn NativeKernel, pool: &ThreadPool) -> Result<(), Error> {
         for (p, buf) in self.table.ptrs.iter_mut().zip(self.data.iter_mut()) {
             *p = buf.as_mut_ptr().cast::<u8>();
+        }
+        if self.table.prepared.is_none() {
+            let inputs = self.data.len().saturating_sub(1);
+            let (data, lens) = (&self.data, &self.table.lens);
+            let constant = |i: usize| -> Option<Vec<u8>> {
+                let bytes: Vec<u8> = data.get(i).filter(|_| i < inputs)?.iter().flat_map(|l| l.0).take(*lens.get(i)?).collect();
+                Some(bytes)
+            };
+            let prepared = jit.prepare(&constant);
+            self.table.set_prepared(prepared);
         }
         let extent = jit.parallel_extent();
         let grain = search::cost::share_grain(k, extent);

@@ -164,6 +164,12 @@ pub fn default_schedule(k: &Kernel, t: &Target) -> Schedule {
     plain
 }
 
+/// Whether the backend that runs on `t` has [`ScheduleStep::Winograd`]: Cranelift on
+/// x86-64 (128-bit vectors; LLVM on x86-64 emits the host's AVX width, wider).
+pub fn runs_winograd(t: &Target) -> bool {
+    t.vector_bits == 128 && t.triple.starts_with("x86_64")
+}
+
 /// Whether the backend that runs on `t` runs the partial vector at the end of the vector
 /// axis with its missing lanes masked (and the whole axis when it is shorter than a
 /// vector): the LLVM backend, the one whose vectors are wider than Cranelift's 128 bits.

@@ -128,6 +128,8 @@ pub struct Point {
     pub reorder: bool,
     /// The reduction runs in [`Space`]'s reduction order (its longest axis innermost).
     pub red_order: bool,
+    /// Winograd F(2x2, 3x3) ([`ScheduleStep::Winograd`]); the other knobs are unused.
+    pub winograd: bool,
 }
 
 /// The candidate space of one kernel on one target.
@@ -155,6 +157,9 @@ pub struct Space {
     /// longest reduction axis moved innermost (a conv's input channels: one long loop
     /// instead of a window row of 3 steps, measured 1.2x faster on Cranelift).
     red_order: Option<Vec<usize>>,
+    /// Whether the kernel is a convolution a Winograd schedule runs on this target
+    /// ([`crate::runs_winograd`]).
+    winograd: bool,
 }
 
 impl Space {
@@ -197,6 +202,7 @@ impl Space {
             packable: None,
             reordered: None,
             red_order: None,
+            winograd: crate::runs_winograd(t) && ir::winograd::WinogradConv::of(k).is_ok(),
         };
         if class == KernelClass::Fixed {
             return space;
@@ -247,7 +253,7 @@ impl Space {
         if self.red_order.is_none() {
             return base;
         }
-        let ordered: Vec<Point> = base.iter().map(|p| Point { red_order: true, ..*p }).collect();
+        let ordered: Vec<Point> = base.iter().filter(|p| !p.winograd).map(|p| Point { red_order: true, ..*p }).collect();
         base.into_iter().chain(ordered).collect()
     }
 
@@ -255,7 +261,7 @@ impl Space {
     fn base_points(&self) -> Vec<Point> {
         let mut out = Vec::new();
         if self.class == KernelClass::Fixed {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false });
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: false });
             return out;
         }
         let mut blocks = vec![None];
@@ -275,7 +281,7 @@ impl Space {
                         if vectorize && rows * unroll + unroll + 1 > self.registers {
                             continue;
                         }
-                        let plain = Point { parallel, vectorize, block, unroll, pack: false, reorder: false, red_order: false };
+                        let plain = Point { parallel, vectorize, block, unroll, pack: false, reorder: false, red_order: false, winograd: false };
                         let packed = Point { pack: true, ..plain };
                         out.push(plain);
                         if vectorize && block.is_some() && self.packs(&packed) {
@@ -298,6 +304,9 @@ impl Space {
                     .filter(|p| p.vectorize && p.pack && p.block.map(|b| b.0) == row_axis)
                     .map(|p| Point { reorder: true, ..p }),
             );
+        }
+        if self.winograd {
+            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: true });
         }
         out
     }
@@ -326,6 +335,9 @@ impl Space {
 
     /// The schedule of a point.
     pub fn schedule(&self, p: &Point) -> Schedule {
+        if p.winograd {
+            return Schedule { steps: vec![ScheduleStep::Winograd] };
+        }
         if p.reorder
             && let Some((order, alt)) = self.reordered()
         {
@@ -374,7 +386,9 @@ impl Space {
             pack: s.pack().is_some(),
             reorder: s.reorder().is_some(),
             red_order: s.reduce_order().is_some(),
+            winograd: s.winograd(),
         };
+        let p = if p.winograd { Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: true } } else { p };
         (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
     }
 
@@ -391,6 +405,7 @@ impl Space {
                     q.pack != p.pack,
                     q.reorder != p.reorder,
                     q.red_order != p.red_order,
+                    q.winograd != p.winograd,
                 ];
                 differ.iter().filter(|&&d| d).count() == 1
             })
@@ -446,7 +461,8 @@ mod tests {
     }
 
     fn kernels(a: usize, b: usize, c: usize) -> Vec<Kernel> {
-        vec![gemm(a, b, c), conv3x3(a, b, c), depthwise(a, b, c), softmax_sum(a, b), elementwise(a, c), integer(a, b)]
+        let winograd = padded_conv3x3(4 * (1 + a % 3), b, 2 * (1 + c % 4), 8 * (1 + b % 2));
+        vec![gemm(a, b, c), conv3x3(a, b, c), depthwise(a, b, c), softmax_sum(a, b), elementwise(a, c), integer(a, b), winograd]
     }
 
     #[test]
@@ -492,6 +508,21 @@ mod tests {
         }
         // A depthwise conv's input varies along its channels too: nothing to broadcast.
         assert!(Space::of(&depthwise(16, 8, 12), &target(2)).reordered().is_none());
+    }
+
+    #[test]
+    fn winograd_is_a_candidate_of_a_padded_3x3_conv_on_cranelift_x86() {
+        let is_winograd = |s: &Schedule| s.winograd();
+        let k = padded_conv3x3(16, 16, 16, 16);
+        let space = Space::of(&k, &target(1));
+        let picks: Vec<Schedule> = space.candidates().into_iter().filter(is_winograd).collect();
+        assert_eq!(picks.len(), 1, "one Winograd point, not one per reduction order");
+        assert_eq!(space.point_of(&picks[0]).map(|p| p.winograd), Some(true));
+        assert!(space.neighbours(&space.point_of(&picks[0]).unwrap_or(space.points()[0])).iter().all(|q| !q.winograd));
+        // Not where the kernel reads its padding through guards, nor for LLVM's wide vectors.
+        assert!(!Space::of(&conv3x3(16, 16, 16), &target(1)).candidates().iter().any(is_winograd));
+        let wide = Target { cores: 1, ..Target::host().with_vector_bits(512) };
+        assert!(!Space::of(&k, &wide).candidates().iter().any(is_winograd));
     }
 
     #[test]

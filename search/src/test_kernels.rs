@@ -1,4 +1,5 @@
-//! Kernels the search tests share: a GEMM, a padded 3x3 convolution, a ResNet-like 7x7
+//! Kernels the search tests share: a GEMM, a padded 3x3 convolution (guarded, or over an
+//! input padded beforehand), a ResNet-like 7x7
 //! stride-2 stem over a pre-padded input, a depthwise convolution, a softmax-like reduction, an elementwise kernel and an integer one.
 
 use ir::atom::{BinaryFn, ReduceFn, UnaryFn};
@@ -49,6 +50,26 @@ pub fn conv3x3(c: usize, h: usize, w: usize) -> Kernel {
         body: Body::Compute {
             reduce: Some(ReduceFn::Sum),
             body: mul(load(0, -w_ - 1, &[0, 0, w_, 1, h_ * w_, w_, 1], guards), load(1, 0, &[0, c_ * 9, 0, 0, 9, 3, 1], vec![])),
+            epilogue: Expr::Acc,
+        },
+    }
+}
+
+/// A 3x3 stride-1 conv of `c` channels into `k`, `h` x `w` outputs, reading an input padded
+/// beforehand (`h + 2` x `w + 2`, no guards): what a Winograd schedule runs.
+pub fn padded_conv3x3(k: usize, c: usize, h: usize, w: usize) -> Kernel {
+    let (k_, c_, h_, w_) = (k as i64, c as i64, h as i64, w as i64);
+    let (ph, pw) = (h_ + 2, w_ + 2);
+    Kernel {
+        name: "padded_conv".into(),
+        inputs: vec![buf("x", (c_ * ph * pw) as usize), buf("w", k * c * 9)],
+        output: buf("y", k * h * w),
+        out_shape: vec![1, k, h, w],
+        red_shape: vec![c, 3, 3],
+        store: Affine { offset: 0, coefs: vec![k_ * h_ * w_, h_ * w_, w_, 1] },
+        body: Body::Compute {
+            reduce: Some(ReduceFn::Sum),
+            body: mul(load(0, 0, &[0, 0, pw, 1, ph * pw, pw, 1], vec![]), load(1, 0, &[0, c_ * 9, 0, 0, 9, 3, 1], vec![])),
             epilogue: Expr::Acc,
         },
     }

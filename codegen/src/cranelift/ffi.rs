@@ -7,8 +7,9 @@ use cranelift_jit::JITModule;
 use super::{JitKernel, RuntimeError};
 use crate::Error;
 
-/// The ABI of a compiled kernel: the buffer base pointers (inputs, then the output), and
-/// the share `[begin, end)` of the parallel range to run; 0 on success.
+/// The ABI of a compiled kernel: the buffer base pointers (inputs, then the output, then
+/// null or the kernel's prepared data), and the share `[begin, end)` of the parallel range
+/// to run; 0 on success.
 type KernelFn = extern "C" fn(*const *mut u8, i64, i64) -> i32;
 
 /// Calls the compiled kernel at `code`.
@@ -19,6 +20,8 @@ type KernelFn = extern "C" fn(*const *mut u8, i64, i64) -> i32;
 pub(crate) fn call(code: *const u8, inputs: &[&[u8]], output: &mut [u8], extent: usize) -> i32 {
     let mut ptrs: Vec<*mut u8> = inputs.iter().map(|b| b.as_ptr().cast_mut()).collect();
     ptrs.push(output.as_mut_ptr());
+    // No prepared data: a kernel that could read some derives it itself.
+    ptrs.push(std::ptr::null_mut());
     // SAFETY: `code` points to finalized, executable code of a function with the signature
     // `KernelFn` (the JIT module that owns it lives as long as the `JitKernel` calling us),
     // and function pointers and data pointers have one size on every host Cranelift targets.
@@ -37,10 +40,12 @@ impl JitKernel {
     /// the code (a Gather position out of range, ...).
     ///
     /// # Safety
-    /// `buffers` must point to `inputs().len() + 1` base pointers, each valid for
-    /// `numel * dtype.size()` bytes of its buffer (inputs readable, output writable) for
-    /// the duration of the call; the output must not overlap any input; and calls running
-    /// at the same time on one output must have disjoint ranges.
+    /// `buffers` must point to `inputs().len() + 2` pointers: a base pointer per buffer,
+    /// each valid for `numel * dtype.size()` bytes of its buffer (inputs readable, output
+    /// writable) for the duration of the call, then null or the data
+    /// [`JitKernel::prepare`] gave from the constant inputs these buffers hold; the output
+    /// must not overlap any input; and calls running at the same time on one output must
+    /// have disjoint ranges.
     pub unsafe fn run_raw(&self, buffers: *const *mut u8, begin: usize, end: usize) -> Result<(), Error> {
         if begin > end || end > self.parallel_extent {
             return Err(Error::InvalidInput {

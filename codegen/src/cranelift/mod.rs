@@ -1,8 +1,10 @@
 //! The Cranelift backend: JIT-compiles one [`Kernel`] into native code for the host.
 //!
 //! The generated function is `extern "C" fn(buffers: *const *mut u8, begin: i64, end: i64)
-//! -> i32`: `buffers` holds the base address of every input buffer, then the output's; the
-//! function runs the loop nest that the kernel's [`Schedule`] shapes (see `nest.rs`) over
+//! -> i32`: `buffers` holds the base address of every input buffer, then the output's, then
+//! null or the data [`JitKernel::prepare`] gave (a Winograd kernel's transformed filters);
+//! the function runs the loop nest that the kernel's [`Schedule`] shapes (see `nest.rs`;
+//! a Winograd schedule's code is `winograd.rs`'s) over
 //! the share `[begin, end)` of [`JitKernel::parallel_extent`] (threads run disjoint shares
 //! at once). It returns 0, or a nonzero [`RuntimeError`] code when the data makes the
 //! kernel fail (a Gather or Scatter position out of range, an integer division by zero). Every memory
@@ -43,6 +45,7 @@ pub(crate) mod object;
 pub use object::{BufferRef, OutputCopy, Program, ProgramStep, TensorDesc, compile_object};
 mod nest;
 mod scatter;
+mod winograd;
 
 use crate::Error;
 use cranelift_codegen::settings::{self, Configurable};
@@ -94,6 +97,9 @@ pub struct JitKernel {
     vectorized: bool,
     fma: bool,
     parallel_extent: usize,
+    /// The convolution a Winograd schedule runs, whose filters [`JitKernel::prepare`]
+    /// transforms.
+    winograd: Option<ir::winograd::WinogradConv>,
 }
 
 impl std::fmt::Debug for JitKernel {
@@ -175,6 +181,7 @@ impl JitKernel {
             vectorized: def.vectorized,
             fma: def.fma,
             parallel_extent: s.parallel_extent(k),
+            winograd: if s.winograd() { ir::winograd::WinogradConv::of(k).ok() } else { None },
         })
     }
 
@@ -205,6 +212,17 @@ impl JitKernel {
     /// rounding where the reference rounds twice: results differ in the last bits).
     pub fn uses_fma(&self) -> bool {
         self.fma
+    }
+
+    /// Under a Winograd schedule with constant weights (`constant(i)`: the bytes of input
+    /// `i` when constant), the transformed filters
+    /// ([`ir::winograd::WinogradConv::transform_filters`]): given as the extra buffer of
+    /// [`JitKernel::run_raw`], they spare every call transforming them. `None` otherwise.
+    pub fn prepare(&self, constant: &dyn Fn(usize) -> Option<Vec<u8>>) -> Option<Box<[f32]>> {
+        let conv = self.winograd.as_ref()?;
+        let bytes = constant(conv.weights)?;
+        let weights: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect();
+        conv.transform_filters(&weights).map(Vec::into_boxed_slice)
     }
 
     /// The kernel's name.

@@ -153,12 +153,17 @@ impl<M: Module> Lower<'_, '_, M> {
                     _ => return Err(self.invalid("the store index leaves the output buffer")),
                 }
             }
-            let nest = self.nest(s, *reduce, body, epilogue)?;
+            let nest = if s.winograd() { None } else { Some(self.nest(s, *reduce, body, epilogue)?) };
             let any = self.b.ins().icmp(IntCC::SignedLessThan, begin, end);
             let go = self.b.create_block();
             self.b.ins().brif(any, go, &[], done, &[]);
             self.b.seal_block(go);
             self.b.switch_to_block(go);
+            let Some(nest) = nest else {
+                self.winograd(bufs, begin, end)?;
+                self.b.ins().jump(done, &[]);
+                return self.finish(done);
+            };
             if let Some(nc) = nest.block_columns {
                 self.blocks(&nest, 0, nc, begin, end)?;
             } else if nest.parallel == 0 {
@@ -172,6 +177,11 @@ impl<M: Module> Lower<'_, '_, M> {
             }
         }
         self.b.ins().jump(done, &[]);
+        self.finish(done)
+    }
+
+    /// The function's end: `done` returns 0, each error block its code.
+    fn finish(&mut self, done: cranelift_codegen::ir::Block) -> Result<()> {
         self.b.seal_block(done);
         self.b.switch_to_block(done);
         let zero = self.b.ins().iconst(types::I32, 0);
@@ -700,30 +710,33 @@ impl<M: Module> Lower<'_, '_, M> {
             self.acc = Some(acc);
             let (v, d) = self.expr(nest.epilogue)?;
             self.acc = None;
-            if d != self.k.output.dtype {
-                return Err(self.invalid(format!(
-                    "the epilogue gives {d}, the output is {}",
-                    self.k.output.dtype
-                )));
-            }
-            let idx = self.affine(&self.k.store)?;
-            let addr = self.address(self.k.inputs.len(), idx, d);
-            let flags = MemFlagsData::new().with_notrap();
-            let stride = self.vec_axis.and_then(|a| self.k.store.coefs.get(a)).copied().unwrap_or(1);
-            if self.lanes > 1 && stride != 1 {
-                // Not contiguous along the vector axis: lane by lane.
-                for lane in 0..self.lanes {
-                    let x = self.b.ins().extractlane(v, lane as u8);
-                    let at = i32::try_from(lane * stride * 4).map_err(|_| self.invalid("output stride too large"))?;
-                    self.b.ins().store(flags, x, addr, at);
-                }
-            } else {
-                self.b.ins().store(flags, v, addr, 0);
-            }
+            self.store_point(v, d)?;
         }
         self.cache.clear();
         self.offsets.iter_mut().for_each(|o| *o = 0);
         self.lanes = 1;
+        Ok(())
+    }
+
+    /// Stores `v`, of dtype `d` and the current lane count, at the current point.
+    pub(super) fn store_point(&mut self, v: Value, d: DType) -> Result<()> {
+        if d != self.k.output.dtype {
+            return Err(self.invalid(format!("the epilogue gives {d}, the output is {}", self.k.output.dtype)));
+        }
+        let idx = self.affine(&self.k.store)?;
+        let addr = self.address(self.k.inputs.len(), idx, d);
+        let flags = MemFlagsData::new().with_notrap();
+        let stride = self.vec_axis.and_then(|a| self.k.store.coefs.get(a)).copied().unwrap_or(1);
+        if self.lanes > 1 && stride != 1 {
+            // Not contiguous along the vector axis: lane by lane.
+            for lane in 0..self.lanes {
+                let x = self.b.ins().extractlane(v, lane as u8);
+                let at = i32::try_from(lane * stride * 4).map_err(|_| self.invalid("output stride too large"))?;
+                self.b.ins().store(flags, x, addr, at);
+            }
+        } else {
+            self.b.ins().store(flags, v, addr, 0);
+        }
         Ok(())
     }
 

@@ -62,6 +62,10 @@ pub struct ProgramStep {
     pub kernel: usize,
     /// The kernel's buffers: its inputs in order, then its output.
     pub buffers: Vec<BufferRef>,
+    /// What the kernel was prepared with (`JitKernel::prepare`: a Winograd kernel's
+    /// transformed filters, `prepared_bytes` of them), passed after the output; `None`:
+    /// a null pointer (the kernel derives it itself).
+    pub prepared: Option<(BufferRef, usize)>,
 }
 
 /// An output that no kernel writes in place: `bytes` bytes copied from `from` into the
@@ -232,6 +236,9 @@ pub(crate) fn check_program(p: &Program, kernels: &[Kernel], weight_bytes: usize
                 .ok_or_else(|| format!("buffer '{}' is too large", b.name))?;
             in_range(r, bytes)?;
         }
+        if let Some((r, bytes)) = s.prepared {
+            in_range(r, bytes)?;
+        }
     }
     for c in &p.copies {
         in_range(c.from, c.bytes)?;
@@ -352,7 +359,9 @@ impl Emitter<'_> {
                 let gv = self.module.declare_data_in_func(w, b.func);
                 b.ins().symbol_value(ptr, gv)
             });
-            let max_buffers = p.steps.iter().map(|s| s.buffers.len()).max().unwrap_or(0);
+            // Each step's buffers, then its prepared data or null (the kernel derives it
+            // itself).
+            let max_buffers = p.steps.iter().map(|s| s.buffers.len() + 1).max().unwrap_or(0);
             let slot_bytes = u32::try_from(max_buffers as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
             let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, slot_bytes.max(8), 4));
             let refs: Vec<_> = funcs
@@ -386,6 +395,12 @@ impl Emitter<'_> {
                     let o = i32::try_from(j as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
                     b.ins().stack_store(ptr, a, slot, o);
                 }
+                let prepared = match s.prepared {
+                    Some((r, _)) => addr(&mut b, r)?,
+                    None => b.ins().iconst(ptr, 0),
+                };
+                let o = i32::try_from(s.buffers.len() as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
+                b.ins().stack_store(ptr, prepared, slot, o);
                 let extent = extents.get(s.kernel).copied().ok_or("a step names no kernel")?;
                 let extent = i64::try_from(extent).map_err(|_| "extent too large")?;
                 let bufs = b.ins().stack_addr(ptr, slot, 0);

@@ -91,8 +91,10 @@ impl LlvmKernel {
 pub(crate) fn call(kernel: &LlvmKernel, inputs: &[&[u8]], output: &mut [u8]) -> Result<(), Error> {
     let mut ptrs: Vec<*mut u8> = inputs.iter().map(|b| b.as_ptr().cast_mut()).collect();
     ptrs.push(output.as_mut_ptr());
-    // SAFETY: one pointer per buffer with exactly its byte length (checked by `run`); the
-    // output is a distinct `&mut` slice; one call covers the whole range.
+    ptrs.push(std::ptr::null_mut());
+    // SAFETY: one pointer per buffer with exactly its byte length (checked by `run`), then
+    // no prepared data; the output is a distinct `&mut` slice; one call covers the whole
+    // range.
     unsafe { kernel.run_raw(ptrs.as_ptr(), 0, kernel.parallel_extent) }
 }
 

@@ -165,6 +165,9 @@ pub(crate) const PARAMS: &str = "(ptr noalias nocapture readonly %buffers, i64 %
 pub(crate) fn lower_function(k: &Kernel, s: &Schedule, target: &HostTarget) -> Result<Function, Error> {
     let invalid = |e: ir::Error| Error::InvalidKernel { kernel: k.name.clone(), msg: e.to_string() };
     s.validate(k).map_err(invalid)?;
+    if s.winograd() {
+        return Err(Error::Unsupported { kernel: k.name.clone(), msg: format!("schedule '{s}': the LLVM backend has no Winograd convolution yet") });
+    }
     let shaped = s.shaped(k).map_err(invalid)?;
     let mut l = lower::Lower::new(&shaped, 1, target.has_fma());
     l.kernel(s)?;

@@ -1,0 +1,391 @@
+//! A kernel under a `Winograd` schedule: a 3x3 stride-1 convolution run as Winograd
+//! F(2x2, 3x3) on f32x4 (the shape and the constants are `ir::winograd`'s).
+//!
+//! ```text
+//! U[p][k][c] = (G g_kc Gᵀ)[p]                 // every call, into a stack scratch; 4 input
+//!                                             // channels per vector
+//! for each block of tile rows in [begin, end):
+//!     V[p][c][t] = (Bᵀ d_ct B)[p]             // 4 tiles per vector: the 4x4 windows
+//!                                             // of 4 tiles along a row are 10 columns,
+//!                                             // read as 4 vectors and shuffled
+//!     M[p][k][t] = sum_c U[p][k][c] V[p][c][t] // 16 independent products, an 8 x 4
+//!                                             // micro-tile (8 channels x 1 tile vector)
+//!     out(k, 2ty + i, 2tx + j) = epilogue((Aᵀ M A)[i][j])
+//!                                             // the 2x2 outputs of 4 tiles interleaved
+//!                                             // into 8 columns, the epilogue on them
+//! ```
+//!
+//! `p` is a point of the transformed 4x4 tile (row-major), `t` a tile of the block. The
+//! transforms are additions and subtractions (`G`'s halves are exact), written out below.
+//! Every read of the input and the weights is a point the convolution itself reads, so
+//! the kernel's verified bounds cover them; the epilogue and store run through the common
+//! expression lowering with the output axes set to each vector of 4 columns.
+
+use super::lower::{LANES, Lower, Result};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
+use cranelift_frontend::Variable;
+use cranelift_module::Module;
+use ir::atom::ReduceFn;
+use ir::dtype::DType;
+use ir::kernel::Body;
+use ir::winograd::{CHANNEL_BLOCK, POINTS, TILE_LANES, WinogradConv};
+
+/// Output channels per micro-tile of the products (a multiple of [`CHANNEL_BLOCK`]; the
+/// channels past the last whole tile take tiles of [`CHANNEL_BLOCK`]).
+const ROWS: usize = 8;
+
+/// Reduction steps per trip of the products' loop: Cranelift copies every accumulator back
+/// to its register at the loop's back edge, and the loop is bound by issuing instructions
+/// (a broadcast and an FMA per row and step): 4 steps per trip measured faster than 2.
+const STEPS: i64 = 4;
+
+impl<M: Module> Lower<'_, '_, M> {
+    /// The whole Winograd computation over the blocks `[begin, end)`; `bufs` is the buffer
+    /// table (its slot after the output: null or the prepared filters).
+    pub(super) fn winograd(&mut self, bufs: Value, begin: Value, end: Value) -> Result<()> {
+        let conv = WinogradConv::of(self.k).map_err(|why| self.invalid(format!("winograd: {why}")))?;
+        let Body::Compute { body, epilogue, .. } = &self.k.body else {
+            return Err(self.invalid("winograd on a scatter kernel"));
+        };
+        if !self.vectorizable(conv.x_axis, Some(&ReduceFn::Sum), body, epilogue) {
+            return Err(self.unsupported("winograd: the epilogue has no f32x4 form"));
+        }
+        self.vec_axis = Some(conv.x_axis);
+        self.vectorized = true;
+        let nt = conv.block_tiles();
+        let v = self.winograd_scratch(POINTS * conv.c * nt)?;
+        let m = self.winograd_scratch(POINTS * conv.k * nt)?;
+        // The prepared filters (the slot after the output), else transformed here.
+        let slot = i32::try_from((self.k.inputs.len() + 1) * self.ptr.bytes() as usize)
+            .map_err(|_| self.unsupported("too many inputs"))?;
+        let prepared = self.b.ins().load(self.ptr, MemFlagsData::trusted(), bufs, slot);
+        let (inline, ready) = (self.b.create_block(), self.b.create_block());
+        let u = self.b.append_block_param(ready, self.ptr);
+        self.b.ins().brif(prepared, ready, &[prepared.into()], inline, &[]);
+        self.b.seal_block(inline);
+        self.b.switch_to_block(inline);
+        let scratch = self.winograd_scratch(POINTS * conv.k * conv.c)?;
+        self.filters(&conv, scratch)?;
+        self.b.ins().jump(ready, &[scratch.into()]);
+        self.b.seal_block(ready);
+        self.b.switch_to_block(ready);
+        let block = self.b.declare_var(types::I64);
+        self.for_range(block, Some(begin), end, 1, &mut |l| {
+            let blk = l.b.use_var(block);
+            l.input_transform(&conv, v, blk)?;
+            l.products(&conv, u, v, m)?;
+            l.output_transform(&conv, m, blk, epilogue)
+        })
+    }
+
+    /// The address of a 64-byte aligned stack scratch of `floats` f32.
+    fn winograd_scratch(&mut self, floats: usize) -> Result<Value> {
+        let size = u32::try_from(floats * 4).map_err(|_| self.unsupported("winograd: scratch too large"))?;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 6));
+        Ok(self.b.ins().stack_addr(self.ptr, slot, 0))
+    }
+
+    /// `var` from 0 while `var + step <= n`, `body` with the counter.
+    fn count(&mut self, n: i64, step: i64, body: &mut dyn FnMut(&mut Self, Value) -> Result<()>) -> Result<()> {
+        let var = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let end = self.b.ins().iconst(types::I64, n);
+        self.for_range(var, Some(zero), end, step, &mut |l| {
+            let i = l.b.use_var(var);
+            body(l, i)
+        })
+    }
+
+    /// `base + 4 * (index * scale)`, as an address.
+    fn float_address(&mut self, base: Value, index: Value, scale: i64) -> Value {
+        let bytes = self.b.ins().imul_imm_s(index, 4 * scale);
+        self.b.ins().iadd(base, bytes)
+    }
+
+    /// The `ty` at `addr + 4 * floats`: an input (`free`: nothing writes it while the kernel
+    /// runs) or the scratch.
+    fn f32_at(&mut self, ty: types::Type, addr: Value, floats: i64, free: bool) -> Result<Value> {
+        let off = i32::try_from(floats * 4).map_err(|_| self.unsupported("winograd: offset too large"))?;
+        let flags = if free { Self::free_load_flags() } else { MemFlagsData::trusted() };
+        Ok(self.b.ins().load(ty, flags, addr, off))
+    }
+
+    fn put_f32(&mut self, x: Value, addr: Value, floats: i64) -> Result<()> {
+        let off = i32::try_from(floats * 4).map_err(|_| self.unsupported("winograd: offset too large"))?;
+        self.b.ins().store(MemFlagsData::trusted(), x, addr, off);
+        Ok(())
+    }
+
+    /// Lanes `lanes` of the 8 lanes of `lo` then `hi`.
+    fn pick_lanes(&mut self, lo: Value, hi: Value, lanes: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |b| lane * 4 + b)).collect();
+        let mask = self.b.func.dfg.immediates.push(bytes.as_slice().into());
+        let (lo, hi) = (self.b.ins().bitcast(types::I8X16, le, lo), self.b.ins().bitcast(types::I8X16, le, hi));
+        let picked = self.b.ins().shuffle(lo, hi, mask);
+        self.b.ins().bitcast(types::F32X4, le, picked)
+    }
+
+    /// `U[p][k][c] = (G g Gᵀ)[p]` for every output channel `k` and input channel `c`: 4 input
+    /// channels per vector (their weights gathered lane by lane, or one load where they are
+    /// contiguous), the last `C mod 4` one at a time.
+    fn filters(&mut self, conv: &WinogradConv, u: Value) -> Result<()> {
+        let (kk, c) = (conv.k as i64, conv.c as i64);
+        let [sk, sc, sa, sb] = conv.weight_strides;
+        let wbuf = conv.weights;
+        self.count(kk, 1, &mut |l, k| {
+            let kbase = l.b.ins().imul_imm_s(k, sk);
+            let kbase = l.b.ins().iadd_imm_s(kbase, conv.weight_offset);
+            let urow = l.b.ins().imul_imm_s(k, c);
+            let var = l.b.declare_var(types::I64);
+            let zero = l.b.ins().iconst(types::I64, 0);
+            let end = l.b.ins().iconst(types::I64, c);
+            for width in [LANES, 1] {
+                let start = (width == LANES).then_some(zero);
+                l.for_range(var, start, end, width, &mut |l| {
+                    let ci = l.b.use_var(var);
+                    let idx = l.b.ins().imul_imm_s(ci, sc);
+                    let idx = l.b.ins().iadd(idx, kbase);
+                    let w = l.float_address(l.bases[wbuf], idx, 1);
+                    let mut g = Vec::with_capacity(3);
+                    for a in 0..3 {
+                        let mut row = Vec::with_capacity(3);
+                        for b in 0..3 {
+                            let at = a * sa + b * sb;
+                            row.push(if width == 1 {
+                                l.f32_at(types::F32, w, at, true)?
+                            } else if sc == 1 {
+                                l.f32_at(types::F32X4, w, at, true)?
+                            } else {
+                                let mut v = l.f32_at(types::F32, w, at, true)?;
+                                v = l.put_lane(None, v, 0);
+                                for lane in 1..LANES {
+                                    let s = l.f32_at(types::F32, w, at + lane * sc, true)?;
+                                    v = l.put_lane(Some(v), s, lane);
+                                }
+                                v
+                            });
+                        }
+                        g.push(row);
+                    }
+                    let half = l.b.ins().f32const(0.5);
+                    let half = if width == 1 { half } else { l.b.ins().splat(types::F32X4, half) };
+                    // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2.
+                    let gt = |l: &mut Self, x: [Value; 3]| -> [Value; 4] {
+                        let s = l.b.ins().fadd(x[0], x[2]);
+                        let p = l.b.ins().fadd(s, x[1]);
+                        let q = l.b.ins().fsub(s, x[1]);
+                        [x[0], l.b.ins().fmul(p, half), l.b.ins().fmul(q, half), x[2]]
+                    };
+                    let cols: Vec<[Value; 4]> = (0..3).map(|b| gt(l, [g[0][b], g[1][b], g[2][b]])).collect();
+                    let at = l.b.ins().iadd(urow, ci);
+                    let dst = l.float_address(u, at, 1);
+                    let by_row: [[Value; 3]; 4] = std::array::from_fn(|xi| [cols[0][xi], cols[1][xi], cols[2][xi]]);
+                    for (xi, x3) in by_row.into_iter().enumerate() {
+                        let row = gt(l, x3);
+                        for (nu, &x) in row.iter().enumerate() {
+                            l.put_f32(x, dst, (xi * 4 + nu) as i64 * kk * c)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `V[p][c][t] = (Bᵀ d B)[p]` for the tiles `t` of block `blk` and every input channel.
+    fn input_transform(&mut self, conv: &WinogradConv, v: Value, blk: Value) -> Result<()> {
+        let (c, nt, tx) = (conv.c as i64, conv.block_tiles() as i64, (conv.ow / 2) as i64);
+        let rs = conv.input_row_stride;
+        let first_row = self.b.ins().imul_imm_s(blk, 2 * conv.block_rows as i64 * rs);
+        let first_row = self.b.ins().iadd_imm_s(first_row, conv.input_offset);
+        let input = conv.input;
+        self.count(c, 1, &mut |l, ci| {
+            let chan = l.b.ins().imul_imm_s(ci, conv.input_channel_stride);
+            let chan = l.b.ins().iadd(chan, first_row);
+            let vrow = l.b.ins().imul_imm_s(ci, nt);
+            for r in 0..conv.block_rows as i64 {
+                l.count(tx, TILE_LANES as i64, &mut |l, tx0| {
+                    let col = l.b.ins().imul_imm_s(tx0, 2);
+                    let idx = l.b.ins().iadd(chan, col);
+                    let src = l.float_address(l.bases[input], idx, 1);
+                    // d[a][b]: the 4 tiles' window points (a, b), columns 2 tx + b.
+                    let mut d = Vec::with_capacity(16);
+                    for a in 0..4i64 {
+                        let row = (2 * r + a) * rs;
+                        let q: Vec<Value> = [0, 4, 2, 6].iter().map(|&o| l.f32_at(types::F32X4, src, row + o, true)).collect::<Result<_>>()?;
+                        d.push([
+                            l.pick_lanes(q[0], q[1], [0, 2, 4, 6]),
+                            l.pick_lanes(q[0], q[1], [1, 3, 5, 7]),
+                            l.pick_lanes(q[2], q[3], [0, 2, 4, 6]),
+                            l.pick_lanes(q[2], q[3], [1, 3, 5, 7]),
+                        ]);
+                    }
+                    // Bᵀ x: x0 - x2, x1 + x2, x2 - x1, x1 - x3.
+                    let bt = |l: &mut Self, x: [Value; 4]| -> [Value; 4] {
+                        [l.b.ins().fsub(x[0], x[2]), l.b.ins().fadd(x[1], x[2]), l.b.ins().fsub(x[2], x[1]), l.b.ins().fsub(x[1], x[3])]
+                    };
+                    let rows: Vec<[Value; 4]> = (0..4).map(|b| bt(l, [d[0][b], d[1][b], d[2][b], d[3][b]])).collect();
+                    let at = l.b.ins().iadd(vrow, tx0);
+                    let dst = l.float_address(v, at, 1);
+                    let by_row: [[Value; 4]; 4] = std::array::from_fn(|xi| [rows[0][xi], rows[1][xi], rows[2][xi], rows[3][xi]]);
+                    for (xi, x4) in by_row.into_iter().enumerate() {
+                        let out = bt(l, x4);
+                        for (nu, &x) in out.iter().enumerate() {
+                            l.put_f32(x, dst, (xi * 4 + nu) as i64 * c * nt + r * tx)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `M[p][k][t] = sum_c U[p][k][c] V[p][c][t]`: per point `p`, [`ROWS`] output channels
+    /// (then 4 for the rest) by one vector of tiles at a time.
+    fn products(&mut self, conv: &WinogradConv, u: Value, v: Value, m: Value) -> Result<()> {
+        let (kk, nt) = (conv.k as i64, conv.block_tiles() as i64);
+        self.count(POINTS as i64, 1, &mut |l, p| {
+            let k_var = l.b.declare_var(types::I64);
+            let zero = l.b.ins().iconst(types::I64, 0);
+            let end = l.b.ins().iconst(types::I64, kk);
+            for rows in [ROWS, CHANNEL_BLOCK] {
+                let start = (rows == ROWS).then_some(zero);
+                l.for_range(k_var, start, end, rows as i64, &mut |l| {
+                    let k0 = l.b.use_var(k_var);
+                    l.count(nt, LANES, &mut |l, t0| l.product_tile(conv, rows, [u, v, m], p, k0, t0))
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One micro-tile of the products: `rows` output channels from `k0` by the 4 tiles from
+    /// `t0`, at point `p`. Each step broadcasts a filter value afresh from memory per row (the
+    /// x64 FMA overwrites that multiplicand: a fresh one needs no copy) against one vector of
+    /// the transformed input; [`STEPS`] steps per trip, the rest after the loop.
+    fn product_tile(&mut self, conv: &WinogradConv, rows: usize, [u, v, m]: [Value; 3], p: Value, k0: Value, t0: Value) -> Result<()> {
+        let (kk, c, nt) = (conv.k as i64, conv.c as i64, conv.block_tiles() as i64);
+        let pk = self.b.ins().imul_imm_s(p, kk);
+        let pk = self.b.ins().iadd(pk, k0);
+        let urow = self.b.ins().imul_imm_s(pk, c);
+        let ufirst = self.float_address(u, urow, 1);
+        let vrow = self.b.ins().imul_imm_s(p, c * nt);
+        let vrow = self.b.ins().iadd(vrow, t0);
+        let vfirst = self.float_address(v, vrow, 1);
+        let zero = self.b.ins().f32const(0.0);
+        let zero = self.b.ins().splat(types::F32X4, zero);
+        let accs: Vec<Variable> = (0..rows)
+            .map(|_| {
+                let a = self.b.declare_var(types::F32X4);
+                self.b.def_var(a, zero);
+                a
+            })
+            .collect();
+        let (pu, pv) = (self.b.declare_var(self.ptr), self.b.declare_var(self.ptr));
+        self.b.def_var(pu, ufirst);
+        self.b.def_var(pv, vfirst);
+        // The scratch loads here are marked movable (pure to Cranelift), so that each
+        // broadcast is placed at its FMA and folds into `vbroadcastss`; side-effecting, they
+        // would all be issued first and the FMAs after them, 18 live vectors, spilling.
+        // Nothing writes the filters or the transformed input while the products run, and
+        // every load's address depends on the loop counters of these loops, so no load can
+        // be merged with or hoisted above a store that feeds it.
+        let step = |l: &mut Self, at: i64| -> Result<()> {
+            let (au, av) = (l.b.use_var(pu), l.b.use_var(pv));
+            let x = l.f32_at(types::F32X4, av, at * nt, true)?;
+            for (i, &var) in accs.iter().enumerate() {
+                let s = l.f32_at(types::F32, au, i as i64 * c + at, true)?;
+                let s = l.b.ins().splat(types::F32X4, s);
+                let a = l.b.use_var(var);
+                let a = if l.fma {
+                    l.used_fma = true;
+                    l.b.ins().fma(s, x, a)
+                } else {
+                    let prod = l.b.ins().fmul(s, x);
+                    l.b.ins().fadd(a, prod)
+                };
+                l.b.def_var(var, a);
+            }
+            Ok(())
+        };
+        let advance = |l: &mut Self, steps: i64| {
+            let (au, av) = (l.b.use_var(pu), l.b.use_var(pv));
+            let nu = l.b.ins().iadd_imm_s(au, 4 * steps);
+            let nv = l.b.ins().iadd_imm_s(av, 4 * nt * steps);
+            l.b.def_var(pu, nu);
+            l.b.def_var(pv, nv);
+        };
+        self.count(c, STEPS, &mut |l, _| {
+            for at in 0..STEPS {
+                step(l, at)?;
+            }
+            advance(l, STEPS);
+            Ok(())
+        })?;
+        for at in 0..c % STEPS {
+            step(self, at)?;
+        }
+        let mrow = self.b.ins().imul_imm_s(pk, nt);
+        let mrow = self.b.ins().iadd(mrow, t0);
+        let dst = self.float_address(m, mrow, 1);
+        for (i, &var) in accs.iter().enumerate() {
+            let a = self.b.use_var(var);
+            self.put_f32(a, dst, i as i64 * nt)?;
+        }
+        Ok(())
+    }
+
+    /// `out(k, 2 ty + i, 2 tx + j) = epilogue((Aᵀ M A)[i][j])` for the tiles of block `blk`.
+    fn output_transform(&mut self, conv: &WinogradConv, m: Value, blk: Value, epilogue: &ir::kernel::Expr) -> Result<()> {
+        let (kk, nt, tx) = (conv.k as i64, conv.block_tiles() as i64, (conv.ow / 2) as i64);
+        let r_out = self.k.out_shape.len();
+        self.live = r_out;
+        self.lanes = LANES;
+        let first_y = self.b.ins().imul_imm_s(blk, 2 * conv.block_rows as i64);
+        self.count(kk, 1, &mut |l, k| {
+            l.b.def_var(l.axes[conv.k_axis], k);
+            let mrow = l.b.ins().imul_imm_s(k, nt);
+            for r in 0..conv.block_rows as i64 {
+                l.count(tx, TILE_LANES as i64, &mut |l, tx0| {
+                    let at = l.b.ins().iadd(mrow, tx0);
+                    let src = l.float_address(m, at, 1);
+                    let mv: Vec<Value> =
+                        (0..POINTS as i64).map(|p| l.f32_at(types::F32X4, src, p * kk * nt + r * tx, false)).collect::<Result<_>>()?;
+                    // Aᵀ x: x0 + x1 + x2, x1 - x2 - x3.
+                    let a_t = |l: &mut Self, x: [Value; 4]| -> [Value; 2] {
+                        let s = l.b.ins().fadd(x[1], x[2]);
+                        let d = l.b.ins().fsub(x[1], x[2]);
+                        [l.b.ins().fadd(x[0], s), l.b.ins().fsub(d, x[3])]
+                    };
+                    let cols: Vec<[Value; 2]> = (0..4).map(|nu| a_t(l, [mv[nu], mv[4 + nu], mv[8 + nu], mv[12 + nu]])).collect();
+                    let x0 = l.b.ins().imul_imm_s(tx0, 2);
+                    let by_row: [[Value; 4]; 2] = std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+                    for (i, x4) in by_row.into_iter().enumerate() {
+                        let [y0, y1] = a_t(l, x4);
+                        let y = l.b.ins().iadd_imm_s(first_y, 2 * r + i as i64);
+                        l.b.def_var(l.axes[conv.y_axis], y);
+                        for (half, lanes) in [(0, [0, 4, 1, 5]), (LANES, [2, 6, 3, 7])] {
+                            let x = l.b.ins().iadd_imm_s(x0, half);
+                            l.b.def_var(l.axes[conv.x_axis], x);
+                            let acc = l.pick_lanes(y0, y1, lanes);
+                            l.cache.clear();
+                            l.acc = Some((acc, DType::F32));
+                            let out = l.expr(epilogue);
+                            l.acc = None;
+                            let (val, d) = out?;
+                            l.store_point(val, d)?;
+                        }
+                    }
+                    l.cache.clear();
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+        self.lanes = 1;
+        Ok(())
+    }
+}
