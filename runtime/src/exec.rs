@@ -210,6 +210,12 @@ fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize)
     let compile = |s: &Schedule| codegen.compile(k, s);
     let (chosen, source) = pick(k);
     let compiled = match compile(&chosen) {
+        // A Winograd schedule the code generator cannot apply (an epilogue without a vector
+        // form, another backend) falls back like an invalid one, not to the evaluator.
+        Err(codegen::Error::Unsupported { .. }) if chosen.winograd() => {
+            let fallback = search::default_schedule(k, &codegen.target(threads));
+            compile(&fallback).map(|j| (j, Source::Model, fallback))
+        }
         Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
             let target = codegen.target(threads);
             let fallback = search::default_schedule(k, &target);
@@ -306,6 +312,24 @@ impl Executable {
                 Step::Kernel { kernel, inputs, output } => match compile_kernel(kernel, pick, codegen, threads)? {
                     None => Exec::Eval { step: i },
                     Some((jit, source, schedule)) => {
+                        // What the kernel derives from its constant f32 inputs (weights),
+                        // prepared once.
+                        let constant = |i: usize| -> Option<Vec<u8>> {
+                            let v = *inputs.get(i)?;
+                            match (memory.location(v), graph.consts.get(&v).map(|t| t.data())) {
+                                (Some(Location::Weight), Some(ir::Data::F32(x))) => Some(x.iter().flat_map(|f| f.to_ne_bytes()).collect()),
+                                _ => None,
+                            }
+                        };
+                        let prepared = jit.prepare(&constant);
+                        // Winograd with weights that are not constant would transform them on
+                        // every call: the heuristic schedule instead.
+                        let (jit, source, schedule) = if schedule.winograd() && prepared.is_none() {
+                            let fallback = search::default_schedule(kernel, &codegen.target(threads));
+                            (codegen.compile(kernel, &fallback)?, Source::Model, fallback)
+                        } else {
+                            (jit, source, schedule)
+                        };
                         let mut table = Ptrs { ptrs: Vec::new(), lens: Vec::new(), prepared: None };
                         let mut patches = Vec::new();
                         for (slot, &v) in inputs.iter().chain([output]).enumerate() {
@@ -345,17 +369,8 @@ impl Executable {
                             table.ptrs.push(ptr);
                             table.lens.push(bytes);
                         }
-                        // The prepared slot: what the kernel derives from its constant f32
-                        // inputs (weights), once.
                         table.ptrs.push(std::ptr::null_mut());
-                        let constant = |i: usize| -> Option<Vec<u8>> {
-                            let v = *inputs.get(i)?;
-                            match (memory.location(v), graph.consts.get(&v).map(|t| t.data())) {
-                                (Some(Location::Weight), Some(ir::Data::F32(x))) => Some(x.iter().flat_map(|f| f.to_ne_bytes()).collect()),
-                                _ => None,
-                            }
-                        };
-                        table.set_prepared(jit.prepare(&constant));
+                        table.set_prepared(prepared);
                         let extent = jit.parallel_extent();
                         let grain = search::cost::share_grain(kernel, extent);
                         Exec::Jit { kernel: jit, table, patches, extent, grain, tuned: source.is_record(), schedule: schedule.to_string() }
