@@ -504,8 +504,9 @@ pub fn build_for(
 ) -> Result<Built, Error> {
     let Lowered { kernels, mut program, mut weights } = lower_program(graph, shapes)?;
     let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
+    let mut schedules = schedules;
     if matches!(backend, ObjectBackend::Cranelift) {
-        prepare_winograd(&kernels, &schedules, &mut program, &mut weights);
+        prepare_winograd(&kernels, &mut schedules, &mut program, &mut weights, &planner.target);
     }
     let object = match backend {
         ObjectBackend::Cranelift => compile_object(name, &kernels, &schedules, &program, &weights)?,
@@ -523,17 +524,31 @@ pub fn build_for(
     })
 }
 
-/// Gives every step whose kernel runs under a Winograd schedule and reads its weights from
-/// the weight blob the transformed filters (`WinogradConv::transform_filters`), appended to
-/// the blob: the object then transforms nothing per call, as the JIT runtime.
-fn prepare_winograd(kernels: &[ir::kernel::Kernel], schedules: &[ir::schedule::Schedule], program: &mut Program, weights: &mut Vec<u8>) {
+/// Gives every step whose kernel runs under a Winograd schedule the transformed filters it
+/// reads (`WinogradConv::transform_filters`, appended to the weight blob), as the JIT
+/// runtime prepares them once; a kernel whose weights are not in the blob (an input) gets
+/// the heuristic schedule of `target` instead.
+fn prepare_winograd(
+    kernels: &[ir::kernel::Kernel],
+    schedules: &mut [ir::schedule::Schedule],
+    program: &mut Program,
+    weights: &mut Vec<u8>,
+    target: &targets::Target,
+) {
     for step in &mut program.steps {
-        let (Some(k), Some(s)) = (kernels.get(step.kernel), schedules.get(step.kernel)) else { continue };
+        let (Some(k), Some(s)) = (kernels.get(step.kernel), schedules.get_mut(step.kernel)) else { continue };
         let Some(conv) = s.winograd().then(|| ir::winograd::WinogradConv::of(k).ok()).flatten() else { continue };
-        let (Some(&BufferRef::Weight(off)), Some(b)) = (step.buffers.get(conv.weights), k.inputs.get(conv.weights)) else { continue };
-        let Some(bytes) = weights.get(off..off + b.numel * 4) else { continue };
-        let w: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let Some(u) = conv.transform_filters(&w) else { continue };
+        let filters = match (step.buffers.get(conv.weights), k.inputs.get(conv.weights)) {
+            (Some(&BufferRef::Weight(off)), Some(b)) => weights.get(off..off.saturating_add(b.numel.saturating_mul(4))).and_then(|bytes| {
+                let w: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+                conv.transform_filters(&w)
+            }),
+            _ => None,
+        };
+        let Some(u) = filters else {
+            *s = search::default_schedule(k, target);
+            continue;
+        };
         let at = weights.len().next_multiple_of(ALIGN);
         weights.resize(at, 0);
         weights.extend(u.iter().flat_map(|x| x.to_ne_bytes()));

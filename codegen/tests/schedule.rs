@@ -599,9 +599,10 @@ proptest! {
 
     /// Winograd F(2x2, 3x3) against the direct reference: channel counts that fill a
     /// vector of input channels or not, blocks of one or two tile rows, weights strided or
-    /// contiguous along the input channels, either operand order; the filters transformed
-    /// by the kernel or prepared beforehand (bit for bit the same), the blocks in two
-    /// shares. The transforms reassociate the sums: within 1e-4 relative.
+    /// contiguous along the input channels, either operand order; through `run` (which
+    /// prepares the filters) and `run_raw` with filters prepared once, the blocks in two
+    /// shares (bit for bit the same), and `run_raw` without them an error. The transforms
+    /// reassociate the sums: within 1e-4 relative.
     #[test]
     #[allow(unsafe_code)]
     fn winograd_conv_equals_reference(
@@ -621,7 +622,7 @@ proptest! {
         let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
         let mut out = vec![0u8; k * oh * ow * 4];
         j.run(&refs, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        // Again with the filters prepared beforehand, in two shares of the blocks.
+        // Again with the filters prepared once, in two shares of the blocks.
         let weights = usize::from(!weights_first);
         let mut prepared = j.prepare(&|i| (i == weights).then(|| bytes[weights].clone())).ok_or_else(|| TestCaseError::fail("nothing prepared"))?;
         let mut again = vec![0u8; k * oh * ow * 4];
@@ -634,6 +635,10 @@ proptest! {
             // the prepared slot holds what `prepare` gave for these weights.
             unsafe { j.run_raw(ptrs.as_ptr(), b, e) }.map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
+        ptrs[ins.len() + 1] = std::ptr::null_mut();
+        // SAFETY: as above, with a null prepared slot, which the kernel checks first.
+        let missing = unsafe { j.run_raw(ptrs.as_ptr(), 0, extent) };
+        prop_assert!(missing.as_ref().is_err_and(|e| e.to_string().contains("prepared data")), "{missing:?}");
         let ts: Vec<Tensor> = ins.iter().map(|v| Tensor::from_vec(vec![v.len()], v.clone())).collect::<Result<_, _>>()
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let trefs: Vec<&Tensor> = ts.iter().collect();

@@ -76,9 +76,11 @@ pub enum ScheduleStep {
     /// step of its schedule: the CPU steps shape a host loop nest.
     GpuThreads { block: usize },
     /// Run a 3x3 stride-1 convolution ([`crate::winograd::WinogradConv::of`]) as Winograd
-    /// F(2x2, 3x3) on f32x4: per call the filters are transformed into a stack scratch,
-    /// then each block of tiles (the parallel range) has its input transformed, multiplied
-    /// by the filters in the transformed domain, and transformed back through the epilogue.
+    /// F(2x2, 3x3) on f32x4: with its filters transformed beforehand
+    /// ([`crate::winograd::WinogradConv::transform_filters`], given to the kernel beside its
+    /// buffers), each block of tiles (the parallel range) has its input transformed,
+    /// multiplied by the filters in the transformed domain, and transformed back through
+    /// the epilogue.
     /// It stands alone. Sums are reassociated: results differ by rounding.
     Winograd,
 }

@@ -31,8 +31,8 @@ pub const CHANNEL_BLOCK: usize = 4;
 pub const TILE_LANES: usize = 4;
 
 /// The most bytes of scratch a Winograd kernel may take on the stack of the thread that
-/// runs it: the transformed filters (16 K C floats) and one block's transformed input
-/// (16 C T) and products (16 K T).
+/// runs it: one block's transformed input (16 C T floats) and products (16 K T). (The
+/// transformed filters, 16 K C floats, are prepared beforehand.)
 pub const SCRATCH_LIMIT_BYTES: usize = 256 * 1024;
 
 /// A 3x3 stride-1 convolution as [`WinogradConv::of`] found it in a kernel.
@@ -166,18 +166,15 @@ impl WinogradConv {
         self.oh / 2 / self.block_rows
     }
 
-    /// Bytes of stack scratch: transformed filters, one block's transformed input and
-    /// products.
+    /// Bytes of stack scratch: one block's transformed input and products.
     pub fn scratch_bytes(&self) -> usize {
-        let floats = POINTS
-            .saturating_mul(self.k.saturating_mul(self.c).saturating_add(self.c.saturating_add(self.k).saturating_mul(self.block_tiles())));
-        floats.saturating_mul(4)
+        POINTS.saturating_mul(self.c.saturating_add(self.k)).saturating_mul(self.block_tiles()).saturating_mul(4)
     }
 
     /// The filters in the transformed domain, `U[p][k][c] = (G g Gᵀ)[p]` for the 3x3 filter
     /// `g` of output channel `k` and input channel `c` in `weights` (the kernel's weight
-    /// buffer), laid out `(p K + k) C + c`: what the code generator computes at the start of
-    /// every call unless it is given them. `None` when `weights` is too short.
+    /// buffer), laid out `(p K + k) C + c`: what a Winograd kernel is prepared with (see
+    /// `codegen`'s `JitKernel::prepare`). `None` when `weights` is too short.
     pub fn transform_filters(&self, weights: &[f32]) -> Option<Vec<f32>> {
         let (kk, c) = (self.k, self.c);
         let mut u = vec![0.0f32; POINTS * kk * c];
@@ -264,7 +261,8 @@ mod tests {
         assert!(WinogradConv::of(&conv(6, 8, 16, 16, vec![])).unwrap_err().contains("multiple of 4"));
         assert!(WinogradConv::of(&conv(8, 8, 16, 12, vec![])).unwrap_err().contains("columns"));
         assert!(WinogradConv::of(&conv(8, 8, 6, 8, vec![])).unwrap_err().contains("blocks of 2"));
-        assert!(WinogradConv::of(&conv(64, 64, 16, 16, vec![])).unwrap_err().contains("scratch"));
+        assert!(WinogradConv::of(&conv(512, 512, 16, 16, vec![])).unwrap_err().contains("scratch"));
+        assert!(WinogradConv::of(&conv(256, 256, 16, 16, vec![])).is_ok());
         let mut strided = conv(8, 8, 8, 8, vec![]);
         if let Body::Compute { body: Expr::Binary(_, x, _), .. } = &mut strided.body
             && let Expr::Load { index, .. } = &mut **x

@@ -17,19 +17,21 @@ type KernelFn = extern "C" fn(*const *mut u8, i64, i64) -> i32;
 /// `code` must be the finalized address of a function built by `lower` with the [`KernelFn`]
 /// signature, for a kernel whose input buffers have exactly the byte lengths of `inputs` and
 /// whose output buffer has the byte length of `output` (checked by `JitKernel::run`).
-pub(crate) fn call(code: *const u8, inputs: &[&[u8]], output: &mut [u8], extent: usize) -> i32 {
+/// `prepared` is what `JitKernel::prepare` gave for these inputs, when it gives anything.
+pub(crate) fn call(code: *const u8, inputs: &[&[u8]], output: &mut [u8], prepared: Option<&[f32]>, extent: usize) -> i32 {
     let mut ptrs: Vec<*mut u8> = inputs.iter().map(|b| b.as_ptr().cast_mut()).collect();
     ptrs.push(output.as_mut_ptr());
-    // No prepared data: a kernel that could read some derives it itself.
-    ptrs.push(std::ptr::null_mut());
+    ptrs.push(prepared.map_or(std::ptr::null_mut(), |p| p.as_ptr().cast::<u8>().cast_mut()));
     // SAFETY: `code` points to finalized, executable code of a function with the signature
     // `KernelFn` (the JIT module that owns it lives as long as the `JitKernel` calling us),
     // and function pointers and data pointers have one size on every host Cranelift targets.
     let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
     // The generated code only reads through the input pointers, only inside `[0, numel)`
     // of each input (statically proven or checked at run time) and writes only inside
-    // `[0, numel)` of the output, whose lengths the caller checked. It does not keep the
-    // pointers. `extent` is the kernel's parallel extent: the whole range.
+    // `[0, numel)` of the output, whose lengths the caller checked; a Winograd kernel reads
+    // the prepared slot, which is null (it returns an error) or `prepare`'s filters for
+    // these weights, of the length it reads. It does not keep the pointers. `extent` is the
+    // kernel's parallel extent: the whole range.
     f(ptrs.as_ptr(), 0, extent as i64)
 }
 

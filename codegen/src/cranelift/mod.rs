@@ -62,6 +62,7 @@ pub(crate) enum RuntimeError {
     LoadOutOfBounds = 2,
     DivisionByZero = 3,
     ScatterOutOfRange = 4,
+    NotPrepared = 5,
 }
 
 impl RuntimeError {
@@ -71,6 +72,7 @@ impl RuntimeError {
             RuntimeError::LoadOutOfBounds,
             RuntimeError::DivisionByZero,
             RuntimeError::ScatterOutOfRange,
+            RuntimeError::NotPrepared,
         ]
         .into_iter()
         .find(|e| *e as i32 == code)
@@ -82,6 +84,7 @@ impl RuntimeError {
             RuntimeError::LoadOutOfBounds => "a load index is out of the bounds of its buffer",
             RuntimeError::DivisionByZero => "integer division by zero",
             RuntimeError::ScatterOutOfRange => "a Scatter position is out of range",
+            RuntimeError::NotPrepared => "the kernel's prepared data (JitKernel::prepare) was not given",
         }
     }
 }
@@ -216,8 +219,9 @@ impl JitKernel {
 
     /// Under a Winograd schedule with constant weights (`constant(i)`: the bytes of input
     /// `i` when constant), the transformed filters
-    /// ([`ir::winograd::WinogradConv::transform_filters`]): given as the extra buffer of
-    /// [`JitKernel::run_raw`], they spare every call transforming them. `None` otherwise.
+    /// ([`ir::winograd::WinogradConv::transform_filters`]), which the kernel reads from the
+    /// slot of [`JitKernel::run_raw`]'s table after the output (given null, it returns an
+    /// error; [`JitKernel::run`] prepares them from its inputs). `None` otherwise.
     pub fn prepare(&self, constant: &dyn Fn(usize) -> Option<Vec<u8>>) -> Option<Box<[f32]>> {
         let conv = self.winograd.as_ref()?;
         let bytes = constant(conv.weights)?;
@@ -267,7 +271,10 @@ impl JitKernel {
                 msg: "kernel code was freed".into(),
             });
         }
-        match ffi::call(self.code, inputs, output, self.parallel_extent) {
+        // A Winograd kernel reads its transformed filters from the table: made here from the
+        // inputs given.
+        let prepared = self.prepare(&|i| inputs.get(i).map(|b| b.to_vec()));
+        match ffi::call(self.code, inputs, output, prepared.as_deref(), self.parallel_extent) {
             0 => Ok(()),
             code => Err(Error::Runtime {
                 kernel: self.name.clone(),

@@ -2,8 +2,8 @@
 //! F(2x2, 3x3) on f32x4 (the shape and the constants are `ir::winograd`'s).
 //!
 //! ```text
-//! U[p][k][c] = (G g_kc Gᵀ)[p]                 // every call, into a stack scratch; 4 input
-//!                                             // channels per vector
+//! U[p][k][c] = (G g_kc Gᵀ)[p]                 // prepared: `JitKernel::prepare`, given in
+//!                                             // the buffer table's slot after the output
 //! for each block of tile rows in [begin, end):
 //!     V[p][c][t] = (Bᵀ d_ct B)[p]             // 4 tiles per vector: the 4x4 windows
 //!                                             // of 4 tiles along a row are 10 columns,
@@ -21,7 +21,9 @@
 //! the kernel's verified bounds cover them; the epilogue and store run through the common
 //! expression lowering with the output axes set to each vector of 4 columns.
 
+use super::RuntimeError;
 use super::lower::{LANES, Lower, Result};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
 use cranelift_frontend::Variable;
 use cranelift_module::Module;
@@ -41,7 +43,7 @@ const STEPS: i64 = 4;
 
 impl<M: Module> Lower<'_, '_, M> {
     /// The whole Winograd computation over the blocks `[begin, end)`; `bufs` is the buffer
-    /// table (its slot after the output: null or the prepared filters).
+    /// table, whose slot after the output holds the prepared filters (null: an error).
     pub(super) fn winograd(&mut self, bufs: Value, begin: Value, end: Value) -> Result<()> {
         let conv = WinogradConv::of(self.k).map_err(|why| self.invalid(format!("winograd: {why}")))?;
         let Body::Compute { body, epilogue, .. } = &self.k.body else {
@@ -55,20 +57,11 @@ impl<M: Module> Lower<'_, '_, M> {
         let nt = conv.block_tiles();
         let v = self.winograd_scratch(POINTS * conv.c * nt)?;
         let m = self.winograd_scratch(POINTS * conv.k * nt)?;
-        // The prepared filters (the slot after the output), else transformed here.
         let slot = i32::try_from((self.k.inputs.len() + 1) * self.ptr.bytes() as usize)
             .map_err(|_| self.unsupported("too many inputs"))?;
-        let prepared = self.b.ins().load(self.ptr, MemFlagsData::trusted(), bufs, slot);
-        let (inline, ready) = (self.b.create_block(), self.b.create_block());
-        let u = self.b.append_block_param(ready, self.ptr);
-        self.b.ins().brif(prepared, ready, &[prepared.into()], inline, &[]);
-        self.b.seal_block(inline);
-        self.b.switch_to_block(inline);
-        let scratch = self.winograd_scratch(POINTS * conv.k * conv.c)?;
-        self.filters(&conv, scratch)?;
-        self.b.ins().jump(ready, &[scratch.into()]);
-        self.b.seal_block(ready);
-        self.b.switch_to_block(ready);
+        let u = self.b.ins().load(self.ptr, MemFlagsData::trusted(), bufs, slot);
+        let missing = self.b.ins().icmp_imm_s(IntCC::Equal, u, 0);
+        self.check(missing, RuntimeError::NotPrepared);
         let block = self.b.declare_var(types::I64);
         self.for_range(block, Some(begin), end, 1, &mut |l| {
             let blk = l.b.use_var(block);
@@ -124,74 +117,6 @@ impl<M: Module> Lower<'_, '_, M> {
         let (lo, hi) = (self.b.ins().bitcast(types::I8X16, le, lo), self.b.ins().bitcast(types::I8X16, le, hi));
         let picked = self.b.ins().shuffle(lo, hi, mask);
         self.b.ins().bitcast(types::F32X4, le, picked)
-    }
-
-    /// `U[p][k][c] = (G g Gᵀ)[p]` for every output channel `k` and input channel `c`: 4 input
-    /// channels per vector (their weights gathered lane by lane, or one load where they are
-    /// contiguous), the last `C mod 4` one at a time.
-    fn filters(&mut self, conv: &WinogradConv, u: Value) -> Result<()> {
-        let (kk, c) = (conv.k as i64, conv.c as i64);
-        let [sk, sc, sa, sb] = conv.weight_strides;
-        let wbuf = conv.weights;
-        self.count(kk, 1, &mut |l, k| {
-            let kbase = l.b.ins().imul_imm_s(k, sk);
-            let kbase = l.b.ins().iadd_imm_s(kbase, conv.weight_offset);
-            let urow = l.b.ins().imul_imm_s(k, c);
-            let var = l.b.declare_var(types::I64);
-            let zero = l.b.ins().iconst(types::I64, 0);
-            let end = l.b.ins().iconst(types::I64, c);
-            for width in [LANES, 1] {
-                let start = (width == LANES).then_some(zero);
-                l.for_range(var, start, end, width, &mut |l| {
-                    let ci = l.b.use_var(var);
-                    let idx = l.b.ins().imul_imm_s(ci, sc);
-                    let idx = l.b.ins().iadd(idx, kbase);
-                    let w = l.float_address(l.bases[wbuf], idx, 1);
-                    let mut g = Vec::with_capacity(3);
-                    for a in 0..3 {
-                        let mut row = Vec::with_capacity(3);
-                        for b in 0..3 {
-                            let at = a * sa + b * sb;
-                            row.push(if width == 1 {
-                                l.f32_at(types::F32, w, at, true)?
-                            } else if sc == 1 {
-                                l.f32_at(types::F32X4, w, at, true)?
-                            } else {
-                                let mut v = l.f32_at(types::F32, w, at, true)?;
-                                v = l.put_lane(None, v, 0);
-                                for lane in 1..LANES {
-                                    let s = l.f32_at(types::F32, w, at + lane * sc, true)?;
-                                    v = l.put_lane(Some(v), s, lane);
-                                }
-                                v
-                            });
-                        }
-                        g.push(row);
-                    }
-                    let half = l.b.ins().f32const(0.5);
-                    let half = if width == 1 { half } else { l.b.ins().splat(types::F32X4, half) };
-                    // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2.
-                    let gt = |l: &mut Self, x: [Value; 3]| -> [Value; 4] {
-                        let s = l.b.ins().fadd(x[0], x[2]);
-                        let p = l.b.ins().fadd(s, x[1]);
-                        let q = l.b.ins().fsub(s, x[1]);
-                        [x[0], l.b.ins().fmul(p, half), l.b.ins().fmul(q, half), x[2]]
-                    };
-                    let cols: Vec<[Value; 4]> = (0..3).map(|b| gt(l, [g[0][b], g[1][b], g[2][b]])).collect();
-                    let at = l.b.ins().iadd(urow, ci);
-                    let dst = l.float_address(u, at, 1);
-                    let by_row: [[Value; 3]; 4] = std::array::from_fn(|xi| [cols[0][xi], cols[1][xi], cols[2][xi]]);
-                    for (xi, x3) in by_row.into_iter().enumerate() {
-                        let row = gt(l, x3);
-                        for (nu, &x) in row.iter().enumerate() {
-                            l.put_f32(x, dst, (xi * 4 + nu) as i64 * kk * c)?;
-                        }
-                    }
-                    Ok(())
-                })?;
-            }
-            Ok(())
-        })
     }
 
     /// `V[p][c][t] = (Bᵀ d B)[p]` for the tiles `t` of block `blk` and every input channel.
