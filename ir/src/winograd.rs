@@ -58,8 +58,6 @@ pub struct WinogradConv {
     pub weights: usize,
     pub weight_offset: i64,
     pub weight_strides: [i64; 4],
-    /// Tile rows per block (1 or 2): a block holds a multiple of 2 x [`TILE_LANES`] tiles.
-    pub block_rows: usize,
 }
 
 impl WinogradConv {
@@ -127,11 +125,6 @@ impl WinogradConv {
         if oh % 2 != 0 || ow % (2 * TILE_LANES) != 0 {
             return Err(format!("{oh} x {ow} outputs: rows must be even and columns a multiple of {}", 2 * TILE_LANES));
         }
-        let tiles_per_row = ow / 2;
-        let block_rows = if tiles_per_row % (2 * TILE_LANES) == 0 { 1 } else { 2 };
-        if (oh / 2) % block_rows != 0 {
-            return Err(format!("{} tile rows do not split into blocks of {block_rows}", oh / 2));
-        }
         let conv = WinogradConv {
             k_axis,
             y_axis,
@@ -147,7 +140,6 @@ impl WinogradConv {
             weights,
             weight_offset: w.offset,
             weight_strides: [w.coefs[k_axis], w.coefs[r], w.coefs[r + 1], w.coefs[r + 2]],
-            block_rows,
         };
         let bytes = conv.scratch_bytes();
         if bytes > SCRATCH_LIMIT_BYTES {
@@ -156,14 +148,21 @@ impl WinogradConv {
         Ok(conv)
     }
 
-    /// Tiles per block: [`WinogradConv::block_rows`] rows of `ow / 2`.
+    /// Tiles per block: 2 vectors of [`TILE_LANES`] where the tiles (row-major, rows a
+    /// multiple of a vector) split into such blocks, else 1. A vector of tiles lies in one
+    /// row; a block may span two.
     pub fn block_tiles(&self) -> usize {
-        self.block_rows * self.ow / 2
+        if self.tiles().is_multiple_of(2 * TILE_LANES) { 2 * TILE_LANES } else { TILE_LANES }
+    }
+
+    /// The 2x2 output tiles: `oh / 2` rows of `ow / 2`.
+    pub fn tiles(&self) -> usize {
+        self.oh / 2 * (self.ow / 2)
     }
 
     /// Blocks of tiles: the parallel range.
     pub fn blocks(&self) -> usize {
-        self.oh / 2 / self.block_rows
+        self.tiles() / self.block_tiles()
     }
 
     /// Bytes of stack scratch: one block's transformed input and products.
@@ -249,9 +248,11 @@ mod tests {
         assert_eq!((w.k_axis, w.y_axis, w.x_axis, w.k, w.c, w.oh, w.ow), (1, 2, 3, 16, 8, 16, 16));
         assert_eq!((w.input, w.weights, w.input_row_stride, w.input_channel_stride), (0, 1, 18, 324));
         assert_eq!(w.weight_strides, [72, 9, 3, 1]);
-        assert_eq!((w.block_rows, w.block_tiles(), w.blocks()), (1, 8, 8));
+        assert_eq!((w.tiles(), w.block_tiles(), w.blocks()), (64, 8, 8));
         let w = WinogradConv::of(&conv(8, 3, 8, 8, vec![])).unwrap();
-        assert_eq!((w.block_rows, w.block_tiles(), w.blocks()), (2, 8, 2));
+        assert_eq!((w.tiles(), w.block_tiles(), w.blocks()), (16, 8, 2));
+        let w = WinogradConv::of(&conv(8, 3, 2, 8, vec![])).unwrap();
+        assert_eq!((w.tiles(), w.block_tiles(), w.blocks()), (4, 4, 1));
     }
 
     #[test]
@@ -260,7 +261,6 @@ mod tests {
         assert!(WinogradConv::of(&conv(16, 8, 16, 16, vec![guard])).unwrap_err().contains("unguarded"));
         assert!(WinogradConv::of(&conv(6, 8, 16, 16, vec![])).unwrap_err().contains("multiple of 4"));
         assert!(WinogradConv::of(&conv(8, 8, 16, 12, vec![])).unwrap_err().contains("columns"));
-        assert!(WinogradConv::of(&conv(8, 8, 6, 8, vec![])).unwrap_err().contains("blocks of 2"));
         assert!(WinogradConv::of(&conv(512, 512, 16, 16, vec![])).unwrap_err().contains("scratch"));
         assert!(WinogradConv::of(&conv(256, 256, 16, 16, vec![])).is_ok());
         let mut strided = conv(8, 8, 8, 8, vec![]);

@@ -4,7 +4,7 @@
 //! ```text
 //! U[p][k][c] = (G g_kc Gᵀ)[p]                 // prepared: `JitKernel::prepare`, given in
 //!                                             // the buffer table's slot after the output
-//! for each block of tile rows in [begin, end):
+//! for each block of 8 (or 4) tiles in [begin, end):
 //!     V[p][c][t] = (Bᵀ d_ct B)[p]             // 4 tiles per vector: the 4x4 windows
 //!                                             // of 4 tiles along a row are 10 columns,
 //!                                             // read as 4 vectors and shuffled
@@ -119,50 +119,67 @@ impl<M: Module> Lower<'_, '_, M> {
         self.b.ins().bitcast(types::F32X4, le, picked)
     }
 
+    /// Per vector of 4 tiles of block `blk`: its first tile's row and column.
+    fn tile_vectors(&mut self, conv: &WinogradConv, blk: Value) -> Vec<(Value, Value)> {
+        let (nt, tx) = (conv.block_tiles() as i64, (conv.ow / 2) as i64);
+        let first = self.b.ins().imul_imm_s(blk, nt);
+        let per_row = self.b.ins().iconst(types::I64, tx);
+        (0..nt / TILE_LANES as i64)
+            .map(|j| {
+                let t = self.b.ins().iadd_imm_s(first, j * TILE_LANES as i64);
+                let ty = self.b.ins().udiv(t, per_row);
+                let row_start = self.b.ins().imul_imm_s(ty, tx);
+                (ty, self.b.ins().isub(t, row_start))
+            })
+            .collect()
+    }
+
     /// `V[p][c][t] = (Bᵀ d B)[p]` for the tiles `t` of block `blk` and every input channel.
     fn input_transform(&mut self, conv: &WinogradConv, v: Value, blk: Value) -> Result<()> {
-        let (c, nt, tx) = (conv.c as i64, conv.block_tiles() as i64, (conv.ow / 2) as i64);
+        let (c, nt) = (conv.c as i64, conv.block_tiles() as i64);
         let rs = conv.input_row_stride;
-        let first_row = self.b.ins().imul_imm_s(blk, 2 * conv.block_rows as i64 * rs);
-        let first_row = self.b.ins().iadd_imm_s(first_row, conv.input_offset);
+        // Each tile vector's input index at channel 0: rows from 2 ty, columns from 2 tx.
+        let starts: Vec<Value> = self
+            .tile_vectors(conv, blk)
+            .into_iter()
+            .map(|(ty, tx0)| {
+                let row = self.b.ins().imul_imm_s(ty, 2 * rs);
+                let col = self.b.ins().imul_imm_s(tx0, 2);
+                let at = self.b.ins().iadd(row, col);
+                self.b.ins().iadd_imm_s(at, conv.input_offset)
+            })
+            .collect();
         let input = conv.input;
         self.count(c, 1, &mut |l, ci| {
             let chan = l.b.ins().imul_imm_s(ci, conv.input_channel_stride);
-            let chan = l.b.ins().iadd(chan, first_row);
             let vrow = l.b.ins().imul_imm_s(ci, nt);
-            for r in 0..conv.block_rows as i64 {
-                l.count(tx, TILE_LANES as i64, &mut |l, tx0| {
-                    let col = l.b.ins().imul_imm_s(tx0, 2);
-                    let idx = l.b.ins().iadd(chan, col);
-                    let src = l.float_address(l.bases[input], idx, 1);
-                    // d[a][b]: the 4 tiles' window points (a, b), columns 2 tx + b.
-                    let mut d = Vec::with_capacity(16);
-                    for a in 0..4i64 {
-                        let row = (2 * r + a) * rs;
-                        let q: Vec<Value> = [0, 4, 2, 6].iter().map(|&o| l.f32_at(types::F32X4, src, row + o, true)).collect::<Result<_>>()?;
-                        d.push([
-                            l.pick_lanes(q[0], q[1], [0, 2, 4, 6]),
-                            l.pick_lanes(q[0], q[1], [1, 3, 5, 7]),
-                            l.pick_lanes(q[2], q[3], [0, 2, 4, 6]),
-                            l.pick_lanes(q[2], q[3], [1, 3, 5, 7]),
-                        ]);
+            let dst = l.float_address(v, vrow, 1);
+            for (j, &start) in starts.iter().enumerate() {
+                let idx = l.b.ins().iadd(chan, start);
+                let src = l.float_address(l.bases[input], idx, 1);
+                // d[a][b]: the 4 tiles' window points (a, b), columns 2 tx + b.
+                let mut d = Vec::with_capacity(16);
+                for a in 0..4i64 {
+                    let q: Vec<Value> = [0, 4, 2, 6].iter().map(|&o| l.f32_at(types::F32X4, src, a * rs + o, true)).collect::<Result<_>>()?;
+                    d.push([
+                        l.pick_lanes(q[0], q[1], [0, 2, 4, 6]),
+                        l.pick_lanes(q[0], q[1], [1, 3, 5, 7]),
+                        l.pick_lanes(q[2], q[3], [0, 2, 4, 6]),
+                        l.pick_lanes(q[2], q[3], [1, 3, 5, 7]),
+                    ]);
+                }
+                // Bᵀ x: x0 - x2, x1 + x2, x2 - x1, x1 - x3.
+                let bt = |l: &mut Self, x: [Value; 4]| -> [Value; 4] {
+                    [l.b.ins().fsub(x[0], x[2]), l.b.ins().fadd(x[1], x[2]), l.b.ins().fsub(x[2], x[1]), l.b.ins().fsub(x[1], x[3])]
+                };
+                let rows: Vec<[Value; 4]> = (0..4).map(|b| bt(l, [d[0][b], d[1][b], d[2][b], d[3][b]])).collect();
+                let by_row: [[Value; 4]; 4] = std::array::from_fn(|xi| [rows[0][xi], rows[1][xi], rows[2][xi], rows[3][xi]]);
+                for (xi, x4) in by_row.into_iter().enumerate() {
+                    let out = bt(l, x4);
+                    for (nu, &x) in out.iter().enumerate() {
+                        l.put_f32(x, dst, (xi * 4 + nu) as i64 * c * nt + j as i64 * TILE_LANES as i64)?;
                     }
-                    // Bᵀ x: x0 - x2, x1 + x2, x2 - x1, x1 - x3.
-                    let bt = |l: &mut Self, x: [Value; 4]| -> [Value; 4] {
-                        [l.b.ins().fsub(x[0], x[2]), l.b.ins().fadd(x[1], x[2]), l.b.ins().fsub(x[2], x[1]), l.b.ins().fsub(x[1], x[3])]
-                    };
-                    let rows: Vec<[Value; 4]> = (0..4).map(|b| bt(l, [d[0][b], d[1][b], d[2][b], d[3][b]])).collect();
-                    let at = l.b.ins().iadd(vrow, tx0);
-                    let dst = l.float_address(v, at, 1);
-                    let by_row: [[Value; 4]; 4] = std::array::from_fn(|xi| [rows[0][xi], rows[1][xi], rows[2][xi], rows[3][xi]]);
-                    for (xi, x4) in by_row.into_iter().enumerate() {
-                        let out = bt(l, x4);
-                        for (nu, &x) in out.iter().enumerate() {
-                            l.put_f32(x, dst, (xi * 4 + nu) as i64 * c * nt + r * tx)?;
-                        }
-                    }
-                    Ok(())
-                })?;
+                }
             }
             Ok(())
         })
@@ -265,48 +282,48 @@ impl<M: Module> Lower<'_, '_, M> {
 
     /// `out(k, 2 ty + i, 2 tx + j) = epilogue((Aᵀ M A)[i][j])` for the tiles of block `blk`.
     fn output_transform(&mut self, conv: &WinogradConv, m: Value, blk: Value, epilogue: &ir::kernel::Expr) -> Result<()> {
-        let (kk, nt, tx) = (conv.k as i64, conv.block_tiles() as i64, (conv.ow / 2) as i64);
-        let r_out = self.k.out_shape.len();
-        self.live = r_out;
+        let (kk, nt) = (conv.k as i64, conv.block_tiles() as i64);
+        // Each tile vector's first output row and column.
+        let firsts: Vec<(Value, Value)> = self
+            .tile_vectors(conv, blk)
+            .into_iter()
+            .map(|(ty, tx0)| (self.b.ins().imul_imm_s(ty, 2), self.b.ins().imul_imm_s(tx0, 2)))
+            .collect();
+        self.live = self.k.out_shape.len();
         self.lanes = LANES;
-        let first_y = self.b.ins().imul_imm_s(blk, 2 * conv.block_rows as i64);
         self.count(kk, 1, &mut |l, k| {
             l.b.def_var(l.axes[conv.k_axis], k);
             let mrow = l.b.ins().imul_imm_s(k, nt);
-            for r in 0..conv.block_rows as i64 {
-                l.count(tx, TILE_LANES as i64, &mut |l, tx0| {
-                    let at = l.b.ins().iadd(mrow, tx0);
-                    let src = l.float_address(m, at, 1);
-                    let mv: Vec<Value> =
-                        (0..POINTS as i64).map(|p| l.f32_at(types::F32X4, src, p * kk * nt + r * tx, false)).collect::<Result<_>>()?;
-                    // Aᵀ x: x0 + x1 + x2, x1 - x2 - x3.
-                    let a_t = |l: &mut Self, x: [Value; 4]| -> [Value; 2] {
-                        let s = l.b.ins().fadd(x[1], x[2]);
-                        let d = l.b.ins().fsub(x[1], x[2]);
-                        [l.b.ins().fadd(x[0], s), l.b.ins().fsub(d, x[3])]
-                    };
-                    let cols: Vec<[Value; 2]> = (0..4).map(|nu| a_t(l, [mv[nu], mv[4 + nu], mv[8 + nu], mv[12 + nu]])).collect();
-                    let x0 = l.b.ins().imul_imm_s(tx0, 2);
-                    let by_row: [[Value; 4]; 2] = std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
-                    for (i, x4) in by_row.into_iter().enumerate() {
-                        let [y0, y1] = a_t(l, x4);
-                        let y = l.b.ins().iadd_imm_s(first_y, 2 * r + i as i64);
-                        l.b.def_var(l.axes[conv.y_axis], y);
-                        for (half, lanes) in [(0, [0, 4, 1, 5]), (LANES, [2, 6, 3, 7])] {
-                            let x = l.b.ins().iadd_imm_s(x0, half);
-                            l.b.def_var(l.axes[conv.x_axis], x);
-                            let acc = l.pick_lanes(y0, y1, lanes);
-                            l.cache.clear();
-                            l.acc = Some((acc, DType::F32));
-                            let out = l.expr(epilogue);
-                            l.acc = None;
-                            let (val, d) = out?;
-                            l.store_point(val, d)?;
-                        }
+            let src = l.float_address(m, mrow, 1);
+            for (j, &(y_first, x_first)) in firsts.iter().enumerate() {
+                let mv: Vec<Value> = (0..POINTS as i64)
+                    .map(|p| l.f32_at(types::F32X4, src, p * kk * nt + j as i64 * TILE_LANES as i64, false))
+                    .collect::<Result<_>>()?;
+                // Aᵀ x: x0 + x1 + x2, x1 - x2 - x3.
+                let a_t = |l: &mut Self, x: [Value; 4]| -> [Value; 2] {
+                    let s = l.b.ins().fadd(x[1], x[2]);
+                    let d = l.b.ins().fsub(x[1], x[2]);
+                    [l.b.ins().fadd(x[0], s), l.b.ins().fsub(d, x[3])]
+                };
+                let cols: Vec<[Value; 2]> = (0..4).map(|nu| a_t(l, [mv[nu], mv[4 + nu], mv[8 + nu], mv[12 + nu]])).collect();
+                let by_row: [[Value; 4]; 2] = std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+                for (i, x4) in by_row.into_iter().enumerate() {
+                    let [y0, y1] = a_t(l, x4);
+                    let y = l.b.ins().iadd_imm_s(y_first, i as i64);
+                    l.b.def_var(l.axes[conv.y_axis], y);
+                    for (half, lanes) in [(0, [0, 4, 1, 5]), (LANES, [2, 6, 3, 7])] {
+                        let x = l.b.ins().iadd_imm_s(x_first, half);
+                        l.b.def_var(l.axes[conv.x_axis], x);
+                        let acc = l.pick_lanes(y0, y1, lanes);
+                        l.cache.clear();
+                        l.acc = Some((acc, DType::F32));
+                        let out = l.expr(epilogue);
+                        l.acc = None;
+                        let (val, d) = out?;
+                        l.store_point(val, d)?;
                     }
-                    l.cache.clear();
-                    Ok(())
-                })?;
+                }
+                l.cache.clear();
             }
             Ok(())
         })?;
