@@ -17,9 +17,10 @@
 //!
 //! `p` is a point of the transformed 4x4 tile (row-major), `t` a tile of the block. The
 //! transforms are additions and subtractions (`G`'s halves are exact), written out below.
-//! Every read of the input and the weights is a point the convolution itself reads, so
-//! the kernel's verified bounds cover them; the epilogue and store run through the common
-//! expression lowering with the output axes set to each vector of 4 columns.
+//! Every read of the input is a point the convolution itself reads, so the kernel's
+//! verified bounds cover it; the filters are read from the prepared data (16 K C floats,
+//! `run_raw`'s contract); the epilogue and store run through the common expression
+//! lowering with the output axes set to each vector of 4 columns.
 
 use super::RuntimeError;
 use super::lower::{LANES, Lower, Result};
@@ -103,6 +104,7 @@ impl<M: Module> Lower<'_, '_, M> {
         Ok(self.b.ins().load(ty, flags, addr, off))
     }
 
+    /// Stores `x` (f32 or f32x4) at `addr + 4 * floats` of the scratch.
     fn put_f32(&mut self, x: Value, addr: Value, floats: i64) -> Result<()> {
         let off = i32::try_from(floats * 4).map_err(|_| self.unsupported("winograd: offset too large"))?;
         self.b.ins().store(MemFlagsData::trusted(), x, addr, off);
