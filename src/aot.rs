@@ -503,8 +503,7 @@ pub fn build_for(
     backend: &ObjectBackend,
 ) -> Result<Built, Error> {
     let Lowered { kernels, mut program, mut weights } = lower_program(graph, shapes)?;
-    let (schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
-    let mut schedules = schedules;
+    let (mut schedules, sources): (Vec<_>, Vec<_>) = kernels.iter().map(|k| planner.schedule(k)).unzip();
     if matches!(backend, ObjectBackend::Cranelift) {
         prepare_winograd(&kernels, &mut schedules, &mut program, &mut weights, &planner.target);
     }
@@ -539,10 +538,9 @@ fn prepare_winograd(
         let (Some(k), Some(s)) = (kernels.get(step.kernel), schedules.get_mut(step.kernel)) else { continue };
         let Some(conv) = s.winograd().then(|| ir::winograd::WinogradConv::of(k).ok()).flatten() else { continue };
         let filters = match (step.buffers.get(conv.weights), k.inputs.get(conv.weights)) {
-            (Some(&BufferRef::Weight(off)), Some(b)) => weights.get(off..off.saturating_add(b.numel.saturating_mul(4))).and_then(|bytes| {
-                let w: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
-                conv.transform_filters(&w)
-            }),
+            (Some(&BufferRef::Weight(off)), Some(b)) => {
+                weights.get(off..off.saturating_add(b.numel.saturating_mul(4))).and_then(|w| conv.transform_filters(w))
+            }
             _ => None,
         };
         let Some(u) = filters else {

@@ -35,8 +35,8 @@ pub trait NativeKernel: Send + Sync + std::fmt::Debug {
     fn output(&self) -> &Buffer;
     /// The extent of the range that shares split (1: the kernel runs whole).
     fn parallel_extent(&self) -> usize;
-    /// Data the kernel can read instead of deriving it from constant inputs on every call
-    /// (a Winograd convolution's transformed filters), computed from `constant(i)`: the
+    /// Data the kernel reads beside its buffers, derived once from constant inputs (a
+    /// Winograd convolution's transformed filters), computed from `constant(i)`: the
     /// bytes of input `i` when its value is fixed for every later call, else `None` (asked
     /// only for the inputs the kernel needs). `None` when the kernel has nothing to prepare
     /// or an input it needs is not constant.

@@ -171,10 +171,11 @@ impl WinogradConv {
     }
 
     /// The filters in the transformed domain, `U[p][k][c] = (G g Gᵀ)[p]` for the 3x3 filter
-    /// `g` of output channel `k` and input channel `c` in `weights` (the kernel's weight
-    /// buffer), laid out `(p K + k) C + c`: what a Winograd kernel is prepared with (see
-    /// `codegen`'s `JitKernel::prepare`). `None` when `weights` is too short.
-    pub fn transform_filters(&self, weights: &[f32]) -> Option<Vec<f32>> {
+    /// `g` of output channel `k` and input channel `c` in `weights` (the bytes of the
+    /// kernel's weight buffer, native-endian f32), laid out `(p K + k) C + c`: what a
+    /// Winograd kernel is prepared with (see `codegen`'s `JitKernel::prepare`). `None` when
+    /// `weights` is too short.
+    pub fn transform_filters(&self, weights: &[u8]) -> Option<Vec<f32>> {
         let (kk, c) = (self.k, self.c);
         let mut u = vec![0.0f32; POINTS * kk * c];
         // G x for a column x of 3: x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2 (the
@@ -188,8 +189,9 @@ impl WinogradConv {
                 let mut w = [[0.0f32; 3]; 3];
                 for (a, row) in w.iter_mut().enumerate() {
                     for (b, x) in row.iter_mut().enumerate() {
-                        let at = self.weight_index([k as i64, ci as i64, a as i64, b as i64]);
-                        *x = *weights.get(usize::try_from(at).ok()?)?;
+                        let at = usize::try_from(self.weight_index([k as i64, ci as i64, a as i64, b as i64])).ok()?;
+                        let bytes = weights.get(at.checked_mul(4)?..)?.first_chunk::<4>()?;
+                        *x = f32::from_ne_bytes(*bytes);
                     }
                 }
                 let cols: Vec<[f32; 4]> = (0..3).map(|b| g([w[0][b], w[1][b], w[2][b]])).collect();

@@ -212,11 +212,10 @@ fn compile_kernel(k: &Kernel, pick: &Pick<'_>, codegen: CodeGen, threads: usize)
     let compiled = match compile(&chosen) {
         // A Winograd schedule the code generator cannot apply (an epilogue without a vector
         // form, another backend) falls back like an invalid one, not to the evaluator.
-        Err(codegen::Error::Unsupported { .. }) if chosen.winograd() => {
-            let fallback = search::default_schedule(k, &codegen.target(threads));
-            compile(&fallback).map(|j| (j, Source::Model, fallback))
-        }
-        Err(codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. }) => {
+        Err(e)
+            if matches!(e, codegen::Error::InvalidKernel { .. } | codegen::Error::Internal { .. })
+                || (chosen.winograd() && matches!(e, codegen::Error::Unsupported { .. })) =>
+        {
             let target = codegen.target(threads);
             let fallback = search::default_schedule(k, &target);
             if fallback == chosen {

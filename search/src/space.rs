@@ -132,6 +132,13 @@ pub struct Point {
     pub winograd: bool,
 }
 
+impl Point {
+    /// One point at a time, scalar, whole: every knob off.
+    const NAIVE: Point = Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: false };
+    /// Winograd F(2x2, 3x3), the other knobs off.
+    const WINOGRAD: Point = Point { winograd: true, ..Point::NAIVE };
+}
+
 /// The candidate space of one kernel on one target.
 #[derive(Clone, Debug)]
 pub struct Space {
@@ -261,7 +268,7 @@ impl Space {
     fn base_points(&self) -> Vec<Point> {
         let mut out = Vec::new();
         if self.class == KernelClass::Fixed {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: false });
+            out.push(Point::NAIVE);
             return out;
         }
         let mut blocks = vec![None];
@@ -306,7 +313,7 @@ impl Space {
             );
         }
         if self.winograd {
-            out.push(Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: true });
+            out.push(Point::WINOGRAD);
         }
         out
     }
@@ -388,7 +395,6 @@ impl Space {
             red_order: s.reduce_order().is_some(),
             winograd: s.winograd(),
         };
-        let p = if p.winograd { Point { parallel: 0, vectorize: false, block: None, unroll: 1, pack: false, reorder: false, red_order: false, winograd: true } } else { p };
         (self.schedule(&p) == *s && self.points().contains(&p)).then_some(p)
     }
 

@@ -224,9 +224,7 @@ impl JitKernel {
     /// error; [`JitKernel::run`] prepares them from its inputs). `None` otherwise.
     pub fn prepare(&self, constant: &dyn Fn(usize) -> Option<Vec<u8>>) -> Option<Box<[f32]>> {
         let conv = self.winograd.as_ref()?;
-        let bytes = constant(conv.weights)?;
-        let weights: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect();
-        conv.transform_filters(&weights).map(Vec::into_boxed_slice)
+        conv.transform_filters(&constant(conv.weights)?).map(Vec::into_boxed_slice)
     }
 
     /// The kernel's name.

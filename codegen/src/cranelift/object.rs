@@ -62,9 +62,9 @@ pub struct ProgramStep {
     pub kernel: usize,
     /// The kernel's buffers: its inputs in order, then its output.
     pub buffers: Vec<BufferRef>,
-    /// What the kernel was prepared with (`JitKernel::prepare`: a Winograd kernel's
-    /// transformed filters, `prepared_bytes` of them), passed after the output; `None`:
-    /// a null pointer (the kernel derives it itself).
+    /// What the kernel was prepared with and its bytes (`JitKernel::prepare`: a Winograd
+    /// kernel's transformed filters), passed after the output; `None`: a null pointer
+    /// (a kernel that needs prepared data then returns an error).
     pub prepared: Option<(BufferRef, usize)>,
 }
 
@@ -359,8 +359,7 @@ impl Emitter<'_> {
                 let gv = self.module.declare_data_in_func(w, b.func);
                 b.ins().symbol_value(ptr, gv)
             });
-            // Each step's buffers, then its prepared data or null (the kernel derives it
-            // itself).
+            // Each step's buffers, then its prepared data or null.
             let max_buffers = p.steps.iter().map(|s| s.buffers.len() + 1).max().unwrap_or(0);
             let slot_bytes = u32::try_from(max_buffers as i64 * ptr_bytes).map_err(|_| "too many buffers")?;
             let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, slot_bytes.max(8), 4));
