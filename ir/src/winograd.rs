@@ -115,7 +115,7 @@ impl WinogradConv {
         if x.coefs[r] == 0 && k.red_shape[0] > 1 {
             return Err("the input does not move along the input channels".into());
         }
-        if k.store.coefs[x_axis] == 0 {
+        if k.store.coefs.get(x_axis).is_none_or(|&c| c == 0) {
             return Err("the output does not advance along the columns".into());
         }
         let (kk, c, oh, ow) = (k.out_shape[k_axis], k.red_shape[0], k.out_shape[y_axis], k.out_shape[x_axis]);
